@@ -1,0 +1,60 @@
+# otel-audit: `make run` and `make test` are the front door; `make help` lists all.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+CARGO ?= cargo
+WASM_TARGET := wasm32-wasip2
+WASM := target/$(WASM_TARGET)/wasm/audit_processor.wasm
+BIN := target/release/otel-audit
+VENV := .venv
+JCO_DIR := tests/jco
+
+# Tests and benches find the component and a private module cache here.
+export OTEL_AUDIT_WASM := $(abspath $(WASM))
+export OTEL_AUDIT_CACHE_DIR := $(abspath target/module-cache)
+
+.PHONY: help wasm build run test lint unit jco bench clean
+
+help: ## List the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+
+wasm: ## Build the processor component (wasm32-wasip2, opt-level 3, lto, strip, panic=abort)
+	@rustup target list --installed | grep -qx $(WASM_TARGET) || rustup target add $(WASM_TARGET)
+	$(CARGO) build -p audit-processor --target $(WASM_TARGET) --profile wasm
+	@ls -l $(WASM) | awk '{print "component: " $$NF " (" $$5 " bytes)"}'
+
+build: wasm ## Build the component and the host (release)
+	$(CARGO) build --release -p otel-audit
+
+run: build ## Build everything, then run a sample batch through the component and show the chained records
+	@echo "== policy check"
+	$(BIN) check --module $(WASM) --policy collector-config/policies/soc2-audit.yaml
+	@echo "== traces: only the audit spans are kept, enriched and chained"
+	$(BIN) process --module $(WASM) --policy collector-config/policies/soc2-audit.yaml \
+	  --signal traces --in tests/fixtures/mixed-traces.json --records - --chain-id demo
+	@echo "== logs"
+	$(BIN) process --module $(WASM) --policy collector-config/policies/soc2-audit.yaml \
+	  --signal logs --in tests/fixtures/mixed-logs.json --records - --chain-id demo-logs
+
+lint: ## cargo fmt --check and clippy -D warnings
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --release --workspace --all-targets -- -D warnings
+	$(CARGO) clippy -p audit-processor --target $(WASM_TARGET) --profile wasm -- -D warnings
+
+jco: ## Install jco (the second component host, on Node) and transpile the component
+	@cd $(JCO_DIR) && { [ -d node_modules/@bytecodealliance/jco ] || npm ci --no-audit --no-fund; }
+	cd $(JCO_DIR) && npx jco transpile $(abspath $(WASM)) -o transpiled --no-typescript -q
+	@echo '{"type":"module"}' > $(JCO_DIR)/transpiled/package.json
+
+unit: ## Unit tests only (no component needed)
+	$(CARGO) test --release -p audit-processor
+
+test: lint wasm jco ## Everything: lint, unit, end-to-end (real .wasm, jco), known-answer tests
+	$(CARGO) test --release --workspace
+
+bench: wasm ## Benchmarks: guest spans/s wasm vs native, empty-call cost
+	$(CARGO) bench -p otel-audit --bench guest
+
+clean: ## Remove build outputs
+	$(CARGO) clean
+	rm -rf $(JCO_DIR)/node_modules $(JCO_DIR)/transpiled $(VENV)

@@ -1,0 +1,68 @@
+//! The otel-audit processor: keeps the audit-relevant spans and log records
+//! of OTLP batches, enriches and redacts them as a policy says, and chains
+//! them into tamper-evident canonical records.
+//!
+//! It builds two ways: as a wasm32-wasip2 component exporting
+//! `wit/audit-processor.wit` (the glue is `component.rs`, the only module
+//! that knows wit-bindgen), and as a native library the host reuses for
+//! verification and native baselines. It is a pure function of (policy,
+//! request, context): no clock, no randomness, no I/O.
+//!
+//! Stages, in flow order: [`policy`] (parse once), [`filter`],
+//! [`attributes`], [`redaction`], [`enrich`], [`record`] (canonical JSON),
+//! [`chain`] (hashes); [`process`] runs a batch through them.
+#![deny(missing_docs)]
+
+pub mod api;
+pub mod attributes;
+pub mod chain;
+pub mod enrich;
+pub mod filter;
+pub mod jcs;
+pub mod policy;
+pub mod process;
+pub mod record;
+pub mod redaction;
+
+#[cfg(target_arch = "wasm32")]
+mod component;
+
+pub use api::{ChainHead, Context, Output, PolicyInfo, ProcessError, Rule, Stats};
+pub use policy::{Policy, PolicyError};
+
+/// The processor with its configured policy: the state a component
+/// instance holds between calls.
+#[derive(Default)]
+pub struct Processor {
+    policy: Option<Policy>,
+}
+
+impl Processor {
+    /// A processor with no policy yet; every batch is refused until
+    /// [`Processor::configure`] succeeds.
+    pub fn new() -> Self {
+        Processor::default()
+    }
+
+    /// Installs a policy. On error the previous policy stays in force.
+    pub fn configure(&mut self, policy: &str, secrets: &[(String, Vec<u8>)]) -> Result<PolicyInfo, PolicyError> {
+        let policy = Policy::parse(policy, secrets)?;
+        let info = policy.info();
+        self.policy = Some(policy);
+        Ok(info)
+    }
+
+    /// Processes an OTLP `ExportTraceServiceRequest`.
+    pub fn process_traces(&self, request: &[u8], ctx: &Context) -> Result<Output, ProcessError> {
+        process::traces(self.policy()?, request, ctx)
+    }
+
+    /// Processes an OTLP `ExportLogsServiceRequest`.
+    pub fn process_logs(&self, request: &[u8], ctx: &Context) -> Result<Output, ProcessError> {
+        process::logs(self.policy()?, request, ctx)
+    }
+
+    fn policy(&self) -> Result<&Policy, ProcessError> {
+        self.policy.as_ref().ok_or_else(|| ProcessError::Policy("no policy is configured; call configure first".into()))
+    }
+}

@@ -1,0 +1,259 @@
+//! The redactionprocessor's key and value rules, applied to each kept
+//! record's attributes (span attributes and span event attributes, log
+//! record attributes and a string log body).
+//!
+//! Per attribute, in the Collector's order: an `ignored_keys` key is left
+//! alone; a key that is not allowed (unless `allow_all_keys`) is removed; a
+//! string value matching an `allowed_values` pattern is kept; a key matching
+//! `blocked_key_patterns` has its whole value masked; otherwise every match of
+//! each `blocked_values` pattern in a string value is masked. Masking writes
+//! `****`, or the hex digest of the masked text when `hash_function` is set.
+//! `hmac-sha256` (keyed by a host secret named in `hash_key_id`) is this
+//! project's addition: unkeyed digests of short values such as card numbers
+//! are reversible by brute force. `summary` adds the Collector's
+//! `redaction.*` attributes.
+
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value};
+use opentelemetry_proto::tonic::logs::v1::LogRecord;
+use opentelemetry_proto::tonic::trace::v1::Span;
+use regex::Regex;
+use sha2::Digest;
+
+/// The text that replaces masked values when no hash function is set.
+pub const MASK: &str = "****";
+
+/// How masked text is replaced.
+#[derive(Debug, Default)]
+pub enum Masking {
+    /// With `****`.
+    #[default]
+    Mask,
+    /// With the MD5 hex digest of the text.
+    Md5,
+    /// With the SHA-1 hex digest of the text.
+    Sha1,
+    /// With the SHA3-256 hex digest of the text.
+    Sha3,
+    /// With HMAC-SHA256 of the text under a host-supplied key.
+    HmacSha256(Vec<u8>),
+}
+
+impl Masking {
+    fn replace(&self, text: &str) -> String {
+        match self {
+            Masking::Mask => MASK.to_owned(),
+            Masking::Md5 => hex::encode(md5::Md5::digest(text)),
+            Masking::Sha1 => hex::encode(sha1::Sha1::digest(text)),
+            Masking::Sha3 => hex::encode(sha3::Sha3_256::digest(text)),
+            Masking::HmacSha256(key) => hex::encode(crate::chain::hmac_sha256(key, text.as_bytes())),
+        }
+    }
+}
+
+/// How much of what was redacted is written back as `redaction.*` attributes.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub enum Summary {
+    /// Nothing.
+    #[default]
+    Silent,
+    /// Counts.
+    Info,
+    /// Counts and key lists.
+    Debug,
+}
+
+/// The `redaction:` section; inactive when the policy has none.
+#[derive(Debug, Default)]
+pub struct Redaction {
+    /// Whether the section is present.
+    pub active: bool,
+    /// `allow_all_keys`.
+    pub allow_all_keys: bool,
+    /// `allowed_keys`, with the rule index that counts removals.
+    pub allowed_keys: (Vec<String>, usize),
+    /// `ignored_keys`.
+    pub ignored_keys: Vec<String>,
+    /// `blocked_key_patterns` with rule indexes.
+    pub blocked_key_patterns: Vec<(Regex, usize)>,
+    /// `blocked_values` with rule indexes.
+    pub blocked_values: Vec<(Regex, usize)>,
+    /// `allowed_values`.
+    pub allowed_values: Vec<Regex>,
+    /// `hash_function`.
+    pub masking: Masking,
+    /// `summary`.
+    pub summary: Summary,
+}
+
+/// What one attribute list's pass redacted.
+#[derive(Default)]
+struct Outcome {
+    removed: Vec<String>,
+    masked: Vec<String>,
+    allowed: Vec<String>,
+    ignored: usize,
+}
+
+impl Redaction {
+    /// Redacts a span's and its events' attributes; returns how many values
+    /// were masked or removed.
+    pub fn redact_span(&self, span: &mut Span, hits: &mut [u64]) -> u64 {
+        if !self.active {
+            return 0;
+        }
+        let mut count = self.redact_attributes(&mut span.attributes, hits);
+        for event in &mut span.events {
+            count += self.redact_attributes(&mut event.attributes, hits);
+        }
+        count
+    }
+
+    /// Redacts a log record's attributes and string body; returns how many
+    /// values were masked or removed.
+    pub fn redact_log(&self, log: &mut LogRecord, hits: &mut [u64]) -> u64 {
+        if !self.active {
+            return 0;
+        }
+        let mut count = self.redact_attributes(&mut log.attributes, hits);
+        if let Some(AnyValue { value: Some(Value::StringValue(body)) }) = &mut log.body
+            && !self.allowed_values.iter().any(|re| re.is_match(body))
+            && let Some(masked) = self.mask_values(body, hits)
+        {
+            *body = masked;
+            count += 1;
+        }
+        count
+    }
+
+    fn redact_attributes(&self, attributes: &mut Vec<KeyValue>, hits: &mut [u64]) -> u64 {
+        let mut outcome = Outcome::default();
+        attributes.retain_mut(|kv| {
+            if self.ignored_keys.contains(&kv.key) {
+                outcome.ignored += 1;
+                return true;
+            }
+            if !self.allow_all_keys && !self.allowed_keys.0.contains(&kv.key) && !kv.key.starts_with("redaction.") {
+                outcome.removed.push(kv.key.clone());
+                return false;
+            }
+            let text = match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
+                Some(Value::StringValue(s)) => s.as_str(),
+                _ => "",
+            };
+            if self.allowed_values.iter().any(|re| re.is_match(text)) {
+                outcome.allowed.push(kv.key.clone());
+                return true;
+            }
+            if let Some((_, rule)) = self.blocked_key_patterns.iter().find(|(re, _)| re.is_match(&kv.key)) {
+                hits[*rule] += 1;
+                let masked = self.masking.replace(text);
+                kv.value = Some(AnyValue { value: Some(Value::StringValue(masked)) });
+                outcome.masked.push(kv.key.clone());
+                return true;
+            }
+            if let Some(masked) = self.mask_values(text, hits) {
+                kv.value = Some(AnyValue { value: Some(Value::StringValue(masked)) });
+                outcome.masked.push(kv.key.clone());
+            }
+            true
+        });
+        if !outcome.removed.is_empty() {
+            hits[self.allowed_keys.1] += 1;
+        }
+        let count = (outcome.removed.len() + outcome.masked.len()) as u64;
+        self.write_summary(attributes, outcome);
+        count
+    }
+
+    /// Masks every match of every `blocked_values` pattern; `None` when
+    /// nothing matched.
+    fn mask_values(&self, text: &str, hits: &mut [u64]) -> Option<String> {
+        let mut current = std::borrow::Cow::Borrowed(text);
+        for (re, rule) in &self.blocked_values {
+            if re.is_match(&current) {
+                hits[*rule] += 1;
+                let replaced =
+                    re.replace_all(&current, |caps: &regex::Captures| self.masking.replace(&caps[0])).into_owned();
+                current = std::borrow::Cow::Owned(replaced);
+            }
+        }
+        match current {
+            std::borrow::Cow::Owned(s) if s != text => Some(s),
+            _ => None,
+        }
+    }
+
+    fn write_summary(&self, attributes: &mut Vec<KeyValue>, outcome: Outcome) {
+        if self.summary == Summary::Silent {
+            return;
+        }
+        let lists = [
+            ("redaction.redacted", outcome.removed),
+            ("redaction.masked", outcome.masked),
+            ("redaction.allowed", outcome.allowed),
+        ];
+        for (prefix, mut keys) in lists {
+            if keys.is_empty() {
+                continue;
+            }
+            if self.summary == Summary::Debug {
+                keys.sort();
+                put(attributes, &format!("{prefix}.keys"), Value::StringValue(keys.join(",")));
+            }
+            put(attributes, &format!("{prefix}.count"), Value::IntValue(keys.len() as i64));
+        }
+        if outcome.ignored > 0 {
+            put(attributes, "redaction.ignored.count", Value::IntValue(outcome.ignored as i64));
+        }
+    }
+}
+
+fn put(attributes: &mut Vec<KeyValue>, key: &str, value: Value) {
+    crate::enrich::upsert(attributes, key, value);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kv(k: &str, v: &str) -> KeyValue {
+        KeyValue { key: k.into(), value: Some(AnyValue { value: Some(Value::StringValue(v.into())) }), key_strindex: 0 }
+    }
+
+    fn value(attrs: &[KeyValue], k: &str) -> Option<String> {
+        attrs.iter().find(|a| a.key == k).and_then(|a| match a.value.as_ref()?.value.as_ref()? {
+            Value::StringValue(s) => Some(s.clone()),
+            Value::IntValue(i) => Some(i.to_string()),
+            _ => None,
+        })
+    }
+
+    #[test]
+    fn masks_blocked_values_and_removes_unlisted_keys() {
+        let redaction = Redaction {
+            active: true,
+            allowed_keys: (vec!["card".into(), "note".into()], 0),
+            blocked_values: vec![(Regex::new(r"4[0-9]{12}(?:[0-9]{3})?").unwrap(), 1)],
+            summary: Summary::Debug,
+            ..Redaction::default()
+        };
+        let mut hits = vec![0; 2];
+        let mut attrs = vec![kv("card", "paid with 4111111111111111 ok"), kv("note", "fine"), kv("secret", "x")];
+        assert_eq!(redaction.redact_attributes(&mut attrs, &mut hits), 2);
+        assert_eq!(value(&attrs, "card").as_deref(), Some("paid with **** ok"));
+        assert_eq!(value(&attrs, "note").as_deref(), Some("fine"));
+        assert_eq!(value(&attrs, "secret"), None);
+        assert_eq!(value(&attrs, "redaction.redacted.keys").as_deref(), Some("secret"));
+        assert_eq!(value(&attrs, "redaction.masked.count").as_deref(), Some("1"));
+        assert_eq!(hits, vec![1, 1]);
+    }
+
+    #[test]
+    fn hmac_masking_is_keyed() {
+        let a = Masking::HmacSha256(b"k1".to_vec()).replace("4111111111111111");
+        let b = Masking::HmacSha256(b"k2".to_vec()).replace("4111111111111111");
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 64);
+        assert_eq!(Masking::Sha3.replace(""), "a7ffc6f8bf1ed76651c14756a061d662f580ff4de43b49fa82d80a4b80f8434a");
+    }
+}

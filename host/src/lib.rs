@@ -1,0 +1,16 @@
+//! otel-audit: the host that runs the audit processor component inline in
+//! OTLP pipelines.
+//!
+//! This crate is the library behind the `otel-audit` binary: [`runtime`]
+//! loads and runs the component with wasmtime, [`otlp`] turns payloads from
+//! files or the wire into what the component takes, [`secrets`] reads
+//! the keys the host hands to it, and [`loadgen`] makes deterministic
+//! batches for load, benchmarks and differential tests. It is not the processor itself; that is
+//! the `audit-processor` crate, which the host also links natively to
+//! verify chains and to compare against the wasm build.
+#![deny(missing_docs)]
+
+pub mod loadgen;
+pub mod otlp;
+pub mod runtime;
+pub mod secrets;

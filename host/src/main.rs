@@ -1,0 +1,254 @@
+//! The `otel-audit` command line: parses arguments, calls the library and
+//! maps errors to exit codes (0 success, 1 input or policy rejected,
+//! 2 usage, file or module error).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use audit_processor::api::{ChainHead, Context};
+use clap::{Args, Parser, Subcommand};
+use otel_audit::otlp::{self, Encoding, Signal};
+use otel_audit::runtime::{Limits, Runtime, RuntimeError};
+use otel_audit::secrets;
+
+#[derive(Parser)]
+#[command(name = "otel-audit", version, about = "Tamper-evident audit trail for OpenTelemetry")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run one OTLP batch through the processor component and write the
+    /// kept OTLP and the canonical chained records.
+    Process(ProcessArgs),
+    /// Validate a policy by configuring the component with it.
+    Check(CheckArgs),
+}
+
+#[derive(Args)]
+struct ModuleArgs {
+    /// The processor component (.wasm).
+    #[arg(long, short, default_value = "target/wasm32-wasip2/wasm/audit_processor.wasm")]
+    module: PathBuf,
+    /// The policy file (YAML).
+    #[arg(long, short)]
+    policy: PathBuf,
+    /// A secret for the policy, as ID=FILE (the key is the file's bytes).
+    #[arg(long = "secret", value_name = "ID=FILE")]
+    secrets: Vec<String>,
+    /// Directory for precompiled modules ("" disables the cache).
+    #[arg(long, env = "OTEL_AUDIT_CACHE_DIR")]
+    cache_dir: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct ProcessArgs {
+    #[command(flatten)]
+    module: ModuleArgs,
+    /// Which OTLP signal the input holds.
+    #[arg(long, value_enum)]
+    signal: Signal,
+    /// The OTLP export request to process.
+    #[arg(long = "in", value_name = "FILE")]
+    input: PathBuf,
+    /// Input encoding.
+    #[arg(long, value_enum, default_value = "auto")]
+    input_format: Encoding,
+    /// Where to write the kept, enriched OTLP request.
+    #[arg(long, value_name = "FILE")]
+    out: Option<PathBuf>,
+    /// Encoding of --out.
+    #[arg(long, value_enum, default_value = "protobuf")]
+    out_format: Encoding,
+    /// Where to write the canonical records, one per line ("-" for stdout).
+    #[arg(long, value_name = "FILE")]
+    records: Option<PathBuf>,
+    /// The chain the records extend.
+    #[arg(long, default_value = "local")]
+    chain_id: String,
+    /// Sequence number of the first record.
+    #[arg(long, default_value_t = 0)]
+    seq: u64,
+    /// Leaf hash (hex) of the record before the first; zeros at genesis.
+    #[arg(long)]
+    prev: Option<String>,
+    /// Received-at time (RFC 3339); default now.
+    #[arg(long)]
+    received_at: Option<String>,
+}
+
+#[derive(Args)]
+struct CheckArgs {
+    #[command(flatten)]
+    module: ModuleArgs,
+}
+
+/// An error with the exit code it maps to.
+struct Failure {
+    code: u8,
+    error: anyhow::Error,
+}
+
+impl<E: Into<anyhow::Error>> From<E> for Failure {
+    fn from(e: E) -> Self {
+        Failure { code: 2, error: e.into() }
+    }
+}
+
+fn rejected(error: impl Into<anyhow::Error>) -> Failure {
+    Failure { code: 1, error: error.into() }
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("OTEL_AUDIT_LOG").unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Process(args) => process(args),
+        Command::Check(args) => check(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure { code, error }) => {
+            eprintln!("error: {error:#}");
+            ExitCode::from(code)
+        }
+    }
+}
+
+/// Loads the module and configures a fresh instance with the policy.
+fn configured(args: &ModuleArgs) -> Result<(otel_audit::runtime::Instance, audit_processor::PolicyInfo), Failure> {
+    let policy = std::fs::read_to_string(&args.policy)
+        .with_context(|| format!("cannot read policy {}", args.policy.display()))?;
+    let secrets = secrets::read_all(&args.secrets)?;
+    let cache_dir = match &args.cache_dir {
+        Some(dir) if dir.as_os_str().is_empty() => None,
+        Some(dir) => Some(dir.clone()),
+        None => Runtime::default_cache_dir(),
+    };
+    let runtime = Runtime::new(Limits::default(), cache_dir)?;
+    let module = runtime.load(&args.module)?;
+    let mut instance = module.instantiate()?;
+    let info = instance.configure(&policy, &secrets).map_err(|e| match e {
+        RuntimeError::Policy(message) => rejected(anyhow::anyhow!("policy {}: {message}", args.policy.display())),
+        other => other.into(),
+    })?;
+    Ok((instance, info))
+}
+
+fn check(args: CheckArgs) -> Result<(), Failure> {
+    let (_, info) = configured(&args.module)?;
+    println!("policy {} is valid", args.module.policy.display());
+    println!("  digest   {}", info.digest);
+    if !info.pipeline.is_empty() {
+        println!("  pipeline {}", info.pipeline);
+    }
+    if let Some(key_id) = &info.key_id {
+        println!("  mac key  {key_id}");
+    }
+    println!("  rules    {}", info.rules.len());
+    for rule in &info.rules {
+        println!("    {:<40} {}", rule.id, rule.description);
+    }
+    Ok(())
+}
+
+fn process(args: ProcessArgs) -> Result<(), Failure> {
+    let input = std::fs::read(&args.input).with_context(|| format!("cannot read input {}", args.input.display()))?;
+    let request = otlp::to_protobuf(args.signal, &input, args.input_format)
+        .map_err(|e| rejected(anyhow::anyhow!("{}: {e}", args.input.display())))?;
+    let prev = match &args.prev {
+        None => audit_processor::chain::GENESIS_PREV,
+        Some(text) => {
+            let bytes = hex::decode(text).context("--prev must be hex")?;
+            bytes
+                .try_into()
+                .map_err(|b: Vec<u8>| anyhow::anyhow!("--prev must be 32 bytes (64 hex digits), got {}", b.len()))?
+        }
+    };
+    let received_at_unix_nano = match &args.received_at {
+        Some(text) => parse_rfc3339(text)?,
+        None => now_unix_nano(),
+    };
+    let ctx =
+        Context { received_at_unix_nano, head: ChainHead { chain_id: args.chain_id.clone(), seq: args.seq, prev } };
+    let (mut instance, info) = configured(&args.module)?;
+    let result = match args.signal {
+        Signal::Traces => instance.process_traces(&request, &ctx),
+        Signal::Logs => instance.process_logs(&request, &ctx),
+    };
+    let output = result.map_err(|e| match e {
+        RuntimeError::Process(e) => rejected(anyhow::anyhow!("{}: {e}", args.input.display())),
+        other => other.into(),
+    })?;
+
+    // Outputs appear only once the whole batch succeeded, each atomically.
+    if let Some(path) = &args.out {
+        let bytes = match args.out_format {
+            Encoding::Json => otlp::to_json(args.signal, &output.otlp)?,
+            _ => output.otlp.clone(),
+        };
+        write_atomically(path, &bytes)?;
+    }
+    if let Some(path) = &args.records {
+        let mut lines = Vec::with_capacity(output.records.iter().map(|r| r.len() + 1).sum());
+        for record in &output.records {
+            lines.extend_from_slice(record);
+            lines.push(b'\n');
+        }
+        if path == Path::new("-") {
+            std::io::stdout().write_all(&lines)?;
+        } else {
+            write_atomically(path, &lines)?;
+        }
+    }
+    let s = &output.stats;
+    eprintln!(
+        "processed {} {}: kept {}, dropped {}, redacted {}, violations {}; policy {}; chain {} seq {}..{} head {}",
+        s.received,
+        match args.signal {
+            Signal::Traces => "spans",
+            Signal::Logs => "log records",
+        },
+        s.kept,
+        s.dropped,
+        s.redacted,
+        s.violations,
+        info.digest,
+        output.head.chain_id,
+        ctx.head.seq,
+        output.head.seq,
+        hex::encode(output.head.prev),
+    );
+    Ok(())
+}
+
+fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let tmp = path.with_file_name(format!(
+        ".{}.tmp{}",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("out"),
+        std::process::id()
+    ));
+    std::fs::write(&tmp, bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
+}
+
+fn parse_rfc3339(text: &str) -> anyhow::Result<u64> {
+    let at = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+        .with_context(|| format!("--received-at '{text}' is not an RFC 3339 time"))?;
+    u64::try_from(at.unix_timestamp_nanos()).with_context(|| format!("--received-at '{text}' is before 1970"))
+}
+
+fn now_unix_nano() -> u64 {
+    let since_epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    u64::try_from(since_epoch.as_nanos()).unwrap_or(u64::MAX)
+}

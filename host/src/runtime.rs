@@ -1,0 +1,383 @@
+//! The wasmtime wrapper: narrows the engine to what otel-audit uses.
+//!
+//! One [`Runtime`] per process owns the `Engine` (pooling allocator, epoch
+//! interruption driven by a ticker thread). A [`Module`] is a component
+//! compiled once (through an on-disk cache of precompiled code keyed by the
+//! module digest and the engine's compatibility hash) and pre-instantiated
+//! (`InstancePre`). Each [`Instance`] gets a fresh `Store` with memory
+//! limits and a deadline per call, so a runaway or trapping guest costs one
+//! instance, never the host. The WIT file is the only contract; the
+//! generated bindings stay in this module.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use audit_processor::api;
+use sha2::{Digest, Sha256};
+use wasmtime::component::{Component, Linker, ResourceTable};
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimits, StoreLimitsBuilder,
+};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+mod bindings {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "audit-processor",
+    });
+}
+
+use bindings::otel_audit::processor::types as wit;
+
+/// How often the epoch ticks; deadlines are counted in ticks.
+const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Limits applied to every instance.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Largest linear memory one instance may grow to.
+    pub max_memory_bytes: usize,
+    /// Longest one call (configure or a batch) may run.
+    pub call_timeout: Duration,
+    /// How many instances may be alive at once (pool size).
+    pub max_instances: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { max_memory_bytes: 512 << 20, call_timeout: Duration::from_secs(10), max_instances: 64 }
+    }
+}
+
+/// Errors at the runtime's edge: loading, instantiating and calling.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// The module file could not be read.
+    #[error("cannot read module {path}: {source}")]
+    Read {
+        /// The module path.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The bytes are not a valid component, or compilation failed.
+    #[error("{path} is not a usable audit processor component: {message}")]
+    Compile {
+        /// The module path.
+        path: PathBuf,
+        /// Why.
+        message: String,
+    },
+    /// The engine could not be created or an instance could not be made.
+    #[error("wasm runtime: {0}")]
+    Engine(String),
+    /// The guest trapped or ran out of time or memory. The instance is
+    /// unusable afterwards; make a new one.
+    #[error("the processor trapped: {0}")]
+    Trap(String),
+    /// `configure` rejected the policy (the previous policy stays in force).
+    #[error("policy rejected: {0}")]
+    Policy(String),
+    /// The processor refused the batch.
+    #[error(transparent)]
+    Process(#[from] api::ProcessError),
+}
+
+fn engine_error(e: wasmtime::Error) -> RuntimeError {
+    RuntimeError::Engine(format!("{e:#}"))
+}
+
+/// The process-wide engine.
+pub struct Runtime {
+    engine: Engine,
+    limits: Limits,
+    cache_dir: Option<PathBuf>,
+    ticker_stop: Arc<AtomicBool>,
+}
+
+impl Runtime {
+    /// Creates the engine and starts its epoch ticker. `cache_dir` holds
+    /// precompiled modules; `None` disables the cache.
+    pub fn new(limits: Limits, cache_dir: Option<PathBuf>) -> Result<Self, RuntimeError> {
+        let mut pool = PoolingAllocationConfig::default();
+        pool.total_component_instances(limits.max_instances)
+            .total_core_instances(limits.max_instances * 8)
+            .total_memories(limits.max_instances * 2)
+            .total_tables(limits.max_instances * 8)
+            .max_memory_size(limits.max_memory_bytes);
+        let mut config = Config::new();
+        config
+            .wasm_component_model(true)
+            .epoch_interruption(true)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let engine = Engine::new(&config).map_err(engine_error)?;
+        let ticker_stop = Arc::new(AtomicBool::new(false));
+        let (weak, stop) = (engine.weak(), ticker_stop.clone());
+        std::thread::Builder::new()
+            .name("wasm-epoch".into())
+            .spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    match weak.upgrade() {
+                        Some(engine) => engine.increment_epoch(),
+                        None => break,
+                    }
+                }
+            })
+            .map_err(|e| RuntimeError::Engine(format!("cannot start the epoch ticker: {e}")))?;
+        Ok(Runtime { engine, limits, cache_dir, ticker_stop })
+    }
+
+    /// The default cache directory: `$OTEL_AUDIT_CACHE_DIR`, else
+    /// `$XDG_CACHE_HOME/otel-audit`, else `~/.cache/otel-audit`.
+    pub fn default_cache_dir() -> Option<PathBuf> {
+        if let Some(dir) = std::env::var_os("OTEL_AUDIT_CACHE_DIR") {
+            return Some(dir.into());
+        }
+        let base = std::env::var_os("XDG_CACHE_HOME")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
+        Some(base.join("otel-audit"))
+    }
+
+    /// Loads, compiles (or fetches from the cache) and pre-instantiates a
+    /// component.
+    pub fn load(&self, path: &Path) -> Result<Module, RuntimeError> {
+        let bytes = std::fs::read(path).map_err(|source| RuntimeError::Read { path: path.to_owned(), source })?;
+        self.load_bytes(path, &bytes)
+    }
+
+    /// As [`Runtime::load`], for bytes already in memory; `path` names them
+    /// in errors.
+    pub fn load_bytes(&self, path: &Path, bytes: &[u8]) -> Result<Module, RuntimeError> {
+        let compile_error =
+            |e: wasmtime::Error| RuntimeError::Compile { path: path.to_owned(), message: format!("{e:#}") };
+        let digest = format!("sha256:{}", hex::encode(Sha256::digest(bytes)));
+        if wasmparser_is_core_module(bytes) {
+            return Err(RuntimeError::Compile {
+                path: path.to_owned(),
+                message: "this is a core wasm module, not a component (build with --target wasm32-wasip2)".into(),
+            });
+        }
+        let component = match self.cached_path(&digest) {
+            Some(cached) if cached.exists() => {
+                // SAFETY: the file was written by `Engine::precompile_component`
+                // of an engine with the same compatibility hash (it is in the
+                // file name), into a directory this process created; wasmtime
+                // also checks the header and the engine settings.
+                match unsafe { Component::deserialize_file(&self.engine, &cached) } {
+                    Ok(component) => component,
+                    Err(_) => self.compile_and_cache(bytes, &cached).map_err(compile_error)?,
+                }
+            }
+            Some(cached) => self.compile_and_cache(bytes, &cached).map_err(compile_error)?,
+            None => Component::new(&self.engine, bytes).map_err(compile_error)?,
+        };
+        let mut linker = Linker::<HostState>::new(&self.engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(engine_error)?;
+        let pre = linker.instantiate_pre(&component).map_err(compile_error)?;
+        let pre = bindings::AuditProcessorPre::new(pre).map_err(compile_error)?;
+        Ok(Module { engine: self.engine.clone(), pre, digest, limits: self.limits.clone() })
+    }
+
+    fn cached_path(&self, digest: &str) -> Option<PathBuf> {
+        use std::hash::{Hash, Hasher};
+        let dir = self.cache_dir.as_ref()?;
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        self.engine.precompile_compatibility_hash().hash(&mut hasher);
+        let hex = digest.trim_start_matches("sha256:");
+        Some(dir.join(format!("{hex}-{:016x}.cwasm", hasher.finish())))
+    }
+
+    fn compile_and_cache(&self, bytes: &[u8], cached: &Path) -> wasmtime::Result<Component> {
+        let compiled = self.engine.precompile_component(bytes)?;
+        // A cache we cannot write is only slower, never wrong.
+        if let Some(dir) = cached.parent()
+            && create_private_dir(dir).is_ok()
+        {
+            let tmp = cached.with_extension(format!("tmp{}", std::process::id()));
+            if std::fs::write(&tmp, &compiled).is_ok() {
+                let _ = std::fs::rename(&tmp, cached);
+            }
+        }
+        // SAFETY: the bytes come from `precompile_component` of this engine.
+        unsafe { Component::deserialize(&self.engine, &compiled) }
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        self.ticker_stop.store(true, Ordering::Relaxed);
+    }
+}
+
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir)
+}
+
+/// Whether `bytes` is a core module rather than a component: both start
+/// with `\0asm`; the 16-bit version/layer field after it differs.
+fn wasmparser_is_core_module(bytes: &[u8]) -> bool {
+    bytes.len() >= 8 && bytes[..4] == *b"\0asm" && bytes[4..8] == [1, 0, 0, 0]
+}
+
+/// A compiled, pre-instantiated component.
+#[derive(Clone)]
+pub struct Module {
+    engine: Engine,
+    pre: bindings::AuditProcessorPre<HostState>,
+    digest: String,
+    limits: Limits,
+}
+
+impl Module {
+    /// `sha256:<hex>` of the module bytes.
+    pub fn digest(&self) -> &str {
+        &self.digest
+    }
+
+    /// A fresh instance with no policy.
+    pub fn instantiate(&self) -> Result<Instance, RuntimeError> {
+        let state = HostState {
+            // The guest gets no environment, arguments, files or sockets.
+            wasi: WasiCtx::builder().build(),
+            table: ResourceTable::new(),
+            limits: StoreLimitsBuilder::new().memory_size(self.limits.max_memory_bytes).instances(16).build(),
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limits);
+        store.set_epoch_deadline(self.deadline_ticks());
+        store.epoch_deadline_trap();
+        let bindings =
+            self.pre.instantiate(&mut store).map_err(|e| RuntimeError::Engine(format!("instantiate: {e:#}")))?;
+        Ok(Instance { store, bindings, deadline: self.deadline_ticks(), poisoned: false })
+    }
+
+    fn deadline_ticks(&self) -> u64 {
+        (self.limits.call_timeout.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64
+    }
+}
+
+/// The state a guest's store owns.
+struct HostState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limits: StoreLimits,
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+/// One live instance of the processor.
+pub struct Instance {
+    store: Store<HostState>,
+    bindings: bindings::AuditProcessor,
+    deadline: u64,
+    poisoned: bool,
+}
+
+impl Instance {
+    /// Installs a policy. Secrets map key ids to key bytes.
+    pub fn configure(&mut self, policy: &str, secrets: &[(String, Vec<u8>)]) -> Result<api::PolicyInfo, RuntimeError> {
+        self.ready()?;
+        let result = self.bindings.otel_audit_processor_processor().call_configure(&mut self.store, policy, secrets);
+        let info = self.trapped(result)?.map_err(RuntimeError::Policy)?;
+        Ok(api::PolicyInfo {
+            digest: info.digest,
+            pipeline: info.pipeline,
+            key_id: info.key_id,
+            rules: info.rules.into_iter().map(|r| api::Rule { id: r.id, description: r.description }).collect(),
+        })
+    }
+
+    /// Processes an `ExportTraceServiceRequest`.
+    pub fn process_traces(&mut self, request: &[u8], ctx: &api::Context) -> Result<api::Output, RuntimeError> {
+        self.ready()?;
+        let ctx = wit_context(ctx);
+        let result = self.bindings.otel_audit_processor_processor().call_process_traces(&mut self.store, request, &ctx);
+        from_wit(self.trapped(result)?)
+    }
+
+    /// Processes an `ExportLogsServiceRequest`.
+    pub fn process_logs(&mut self, request: &[u8], ctx: &api::Context) -> Result<api::Output, RuntimeError> {
+        self.ready()?;
+        let ctx = wit_context(ctx);
+        let result = self.bindings.otel_audit_processor_processor().call_process_logs(&mut self.store, request, &ctx);
+        from_wit(self.trapped(result)?)
+    }
+
+    /// Whether a trap has made this instance unusable.
+    pub fn is_poisoned(&self) -> bool {
+        self.poisoned
+    }
+
+    fn ready(&mut self) -> Result<(), RuntimeError> {
+        if self.poisoned {
+            return Err(RuntimeError::Trap("this instance trapped earlier and cannot be used again".into()));
+        }
+        self.store.set_epoch_deadline(self.deadline);
+        Ok(())
+    }
+
+    fn trapped<T>(&mut self, result: wasmtime::Result<T>) -> Result<T, RuntimeError> {
+        result.map_err(|e| {
+            self.poisoned = true;
+            let reason = match e.downcast_ref::<wasmtime::Trap>() {
+                Some(wasmtime::Trap::Interrupt) => "the call ran past its deadline".to_owned(),
+                _ => format!("{e:#}"),
+            };
+            RuntimeError::Trap(reason)
+        })
+    }
+}
+
+fn wit_context(ctx: &api::Context) -> wit::Context {
+    wit::Context {
+        received_at_unix_nano: ctx.received_at_unix_nano,
+        head: wit::ChainHead { chain_id: ctx.head.chain_id.clone(), seq: ctx.head.seq, prev: ctx.head.prev.to_vec() },
+    }
+}
+
+fn from_wit(result: Result<wit::Output, wit::Error>) -> Result<api::Output, RuntimeError> {
+    let out = result.map_err(|e| match e {
+        wit::Error::Decode(m) => api::ProcessError::Decode(m),
+        wit::Error::Policy(m) => api::ProcessError::Policy(m),
+        wit::Error::InvalidContext(m) => api::ProcessError::InvalidContext(m),
+    })?;
+    let hash = |bytes: &[u8], what: &str| -> Result<[u8; 32], RuntimeError> {
+        bytes.try_into().map_err(|_| {
+            RuntimeError::Trap(format!("the processor returned a {what} of {} bytes, not 32", bytes.len()))
+        })
+    };
+    if out.leaves.len() != out.records.len() * 32 {
+        return Err(RuntimeError::Trap(format!(
+            "the processor returned {} records but {} bytes of leaves",
+            out.records.len(),
+            out.leaves.len()
+        )));
+    }
+    let leaves = out.leaves.chunks_exact(32).map(|c| hash(c, "leaf")).collect::<Result<_, _>>()?;
+    Ok(api::Output {
+        otlp: out.otlp,
+        records: out.records,
+        leaves,
+        head: api::ChainHead { chain_id: out.head.chain_id, seq: out.head.seq, prev: hash(&out.head.prev, "head")? },
+        stats: api::Stats {
+            received: out.stats.received,
+            kept: out.stats.kept,
+            dropped: out.stats.dropped,
+            redacted: out.stats.redacted,
+            violations: out.stats.violations,
+            rule_hits: out.stats.rule_hits,
+        },
+    })
+}

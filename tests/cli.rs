@@ -1,0 +1,154 @@
+//! The `otel-audit` binary as a user runs it: `process` and `check` on the
+//! real component, with the exit codes and messages the README promises,
+//! and no output file left behind by a refused batch.
+
+mod support;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use prost::Message;
+
+fn otel_audit(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_otel-audit"))
+        .args(args)
+        .env("OTEL_AUDIT_CACHE_DIR", support::cache_dir())
+        .output()
+        .expect("run otel-audit")
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn policy_path() -> String {
+    support::root().join("collector-config/policies/soc2-audit.yaml").display().to_string()
+}
+
+fn process(input: &Path, dir: &Path, extra: &[&str]) -> Output {
+    let wasm = support::wasm_path();
+    let (out, records) = (dir.join("out.pb"), dir.join("records.jsonl"));
+    let mut args = vec![
+        "process",
+        "--module",
+        wasm.to_str().unwrap(),
+        "--policy",
+        &policy_path(),
+        "--in",
+        input.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--records",
+        records.to_str().unwrap(),
+        "--received-at",
+        "2026-11-23T10:00:00.5Z",
+    ]
+    .into_iter()
+    .map(str::to_owned)
+    .collect::<Vec<_>>();
+    args.extend(extra.iter().map(|s| s.to_string()));
+    otel_audit(&args.iter().map(String::as_str).collect::<Vec<_>>())
+}
+
+#[test]
+fn process_writes_kept_otlp_and_chained_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = process(&support::fixture("mixed-traces.json"), dir.path(), &["--signal", "traces", "--chain-id", "cli"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("processed 4 spans: kept 2, dropped 2"), "{}", stderr(&out));
+    let records = std::fs::read_to_string(dir.path().join("records.jsonl")).unwrap();
+    let lines: Vec<&str> = records.lines().collect();
+    assert_eq!(lines.len(), 2);
+    assert!(lines[0].contains("\"received_at\":\"2026-11-23T10:00:00.500000000Z\""), "{}", lines[0]);
+    assert!(lines[1].starts_with("{\"chain\":{\"id\":\"cli\",\"prev\":\""), "{}", lines[1]);
+    let kept = ExportTraceServiceRequest::decode(std::fs::read(dir.path().join("out.pb")).unwrap().as_slice()).unwrap();
+    assert_eq!(kept.resource_spans[0].scope_spans[0].spans.len(), 2);
+
+    // Continuing the chain from the printed head gives seq 2 linked to it.
+    let head = stderr(&out).rsplit("head ").next().unwrap().trim().to_owned();
+    let next = process(
+        &support::fixture("mixed-traces.json"),
+        dir.path(),
+        &["--signal", "traces", "--chain-id", "cli", "--seq", "2", "--prev", &head, "--out-format", "json"],
+    );
+    assert!(next.status.success(), "{}", stderr(&next));
+    let records = std::fs::read_to_string(dir.path().join("records.jsonl")).unwrap();
+    assert!(
+        records.starts_with(&format!("{{\"chain\":{{\"id\":\"cli\",\"prev\":\"{head}\",\"seq\":\"2\"}}")),
+        "{records}"
+    );
+    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.path().join("out.pb")).unwrap()).unwrap();
+    assert_eq!(json["resourceSpans"][0]["scopeSpans"][0]["spans"][0]["traceId"], "5b8efff798038103d269b633813fc60c");
+}
+
+#[test]
+fn refused_input_names_the_problem_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases: &[(&str, &[u8], &str)] = &[
+        (
+            "base64 ids",
+            br#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"traceId":"W47/95gDgQPSabYzgT/GDA==","name":"x"}]}]}]}"#,
+            "resourceSpans[0].scopeSpans[0].spans[0].traceId",
+        ),
+        ("invalid JSON", b"{\"resourceSpans\": [", "invalid OTLP/JSON ExportTraceServiceRequest"),
+        (
+            "short id",
+            br#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"spanId":"0102","name":"x"}]}]}]}"#,
+            "span_id must be 8 bytes",
+        ),
+        ("malformed protobuf", &[0x0a, 0x05, 0x01], "invalid OTLP request"),
+        (
+            "wrong field type",
+            br#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"kind":"SPAN_KIND_SERVER"}]}]}]}"#,
+            "kind",
+        ),
+    ];
+    for (name, bytes, needle) in cases {
+        let input = dir.path().join("input");
+        std::fs::write(&input, bytes).unwrap();
+        let out = process(&input, dir.path(), &["--signal", "traces"]);
+        assert_eq!(out.status.code(), Some(1), "{name}: {}", stderr(&out));
+        assert!(stderr(&out).contains(needle), "{name}: expected {needle:?} in {}", stderr(&out));
+        assert!(!dir.path().join("records.jsonl").exists(), "{name}: no records file");
+        assert!(!dir.path().join("out.pb").exists(), "{name}: no output file");
+    }
+}
+
+#[test]
+fn check_reports_rules_or_the_broken_key() {
+    let wasm = support::wasm_path();
+    let ok = otel_audit(&["check", "--module", wasm.to_str().unwrap(), "--policy", &policy_path()]);
+    assert!(ok.status.success(), "{}", stderr(&ok));
+    let text = String::from_utf8_lossy(&ok.stdout);
+    assert!(text.contains("digest   sha256:") && text.contains("filter.spans.include"), "{text}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(&bad, "filter:\n  spans:\n    include:\n      match_type: strict\n      span_name: [x]\n").unwrap();
+    let out = otel_audit(&["check", "--module", wasm.to_str().unwrap(), "--policy", bad.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("filter.spans.include.span_name") && stderr(&out).contains("line 5"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn unusable_modules_are_usage_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let core = dir.path().join("core.wasm");
+    std::fs::write(&core, b"\0asm\x01\0\0\0").unwrap();
+    let junk = dir.path().join("junk.wasm");
+    std::fs::write(&junk, b"not wasm at all").unwrap();
+    for (module, needle) in [
+        (core.as_path(), "not a component"),
+        (junk.as_path(), "not a usable audit processor component"),
+        (Path::new("/nonexistent.wasm"), "cannot read module"),
+    ] {
+        let out = otel_audit(&["check", "--module", module.to_str().unwrap(), "--policy", &policy_path()]);
+        assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+        assert!(stderr(&out).contains(needle), "expected {needle:?} in {}", stderr(&out));
+    }
+}

@@ -1,0 +1,1 @@
+// Being written (jco second-host test).

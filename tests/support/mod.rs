@@ -1,0 +1,66 @@
+//! What the end-to-end tests share: where the real component is, one
+//! runtime per test binary, the shipped policies and fixtures.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use audit_processor::api::{ChainHead, Context};
+use otel_audit::runtime::{Limits, Module, Runtime};
+
+/// The workspace root.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("host/ has a parent").to_path_buf()
+}
+
+/// The built component: `$OTEL_AUDIT_WASM` (set by the Makefile), else the
+/// `make wasm` output. Missing is a failure, never a skip.
+pub fn wasm_path() -> PathBuf {
+    let path = std::env::var_os("OTEL_AUDIT_WASM")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target/wasm32-wasip2/wasm/audit_processor.wasm"));
+    assert!(
+        path.exists(),
+        "the component {} does not exist: build it with `make wasm` (make test does)",
+        path.display()
+    );
+    path
+}
+
+/// The module cache the tests share (compiling the component once).
+pub fn cache_dir() -> PathBuf {
+    std::env::var_os("OTEL_AUDIT_CACHE_DIR").map(PathBuf::from).unwrap_or_else(|| root().join("target/module-cache"))
+}
+
+/// One runtime and the real component, loaded once per test binary.
+pub fn module() -> &'static Module {
+    static MODULE: OnceLock<(Runtime, Module)> = OnceLock::new();
+    &MODULE
+        .get_or_init(|| {
+            let runtime = Runtime::new(Limits::default(), Some(cache_dir())).expect("wasm runtime");
+            let module = runtime.load(&wasm_path()).expect("load the component");
+            (runtime, module)
+        })
+        .1
+}
+
+/// A shipped policy's text, by file name under collector-config/policies/.
+pub fn policy(name: &str) -> String {
+    let path = root().join("collector-config/policies").join(name);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// A fixture's path under tests/fixtures/.
+pub fn fixture(name: &str) -> PathBuf {
+    root().join("tests/fixtures").join(name)
+}
+
+/// A context at genesis of `chain_id`, received at a fixed time.
+pub fn genesis(chain_id: &str) -> Context {
+    Context { received_at_unix_nano: 1_795_000_000_123_456_789, head: ChainHead::genesis(chain_id) }
+}
+
+/// The secrets the keyed test policies name.
+pub fn test_secrets() -> Vec<(String, Vec<u8>)> {
+    vec![("k1".to_owned(), b"test-hmac-key-k1-0123456789abcdef".to_vec())]
+}
