@@ -37,6 +37,7 @@ run: build ## Build everything, then run a sample batch through the component an
 	  --signal logs --in tests/fixtures/mixed-logs.json --records - --chain-id demo-logs
 
 lint: ## cargo fmt --check and clippy -D warnings
+	@rustup component list --installed | grep -q '^clippy' || rustup component add clippy rustfmt
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --release --workspace --all-targets -- -D warnings
 	$(CARGO) clippy -p audit-processor --target $(WASM_TARGET) --profile wasm -- -D warnings
@@ -49,8 +50,9 @@ jco: ## Install jco (the second component host, on Node) and transpile the compo
 unit: ## Unit tests only (no component needed)
 	$(CARGO) test --release -p audit-processor
 
-test: lint wasm jco ## Everything: lint, unit, end-to-end (real .wasm, jco), known-answer tests
+test: lint wasm jco ## Everything: lint, unit, end-to-end (real .wasm, jco), known answers, policy tests
 	$(CARGO) test --release --workspace
+	$(BIN) test collector-config/policies --module $(WASM) --coverage --fail-uncovered
 
 bench: wasm ## Benchmarks: guest spans/s wasm vs native, empty-call cost
 	$(CARGO) bench -p otel-audit --bench guest

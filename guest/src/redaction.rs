@@ -67,10 +67,9 @@ pub enum Summary {
 pub struct Redaction {
     /// Whether the section is present.
     pub active: bool,
-    /// `allow_all_keys`.
-    pub allow_all_keys: bool,
-    /// `allowed_keys`, with the rule index that counts removals.
-    pub allowed_keys: (Vec<String>, usize),
+    /// `allowed_keys` with the rule index that counts removals; `None`
+    /// for `allow_all_keys`.
+    pub allowed_keys: Option<(Vec<String>, usize)>,
     /// `ignored_keys`.
     pub ignored_keys: Vec<String>,
     /// `blocked_key_patterns` with rule indexes.
@@ -132,7 +131,8 @@ impl Redaction {
                 outcome.ignored += 1;
                 return true;
             }
-            if !self.allow_all_keys && !self.allowed_keys.0.contains(&kv.key) && !kv.key.starts_with("redaction.") {
+            let allowed = |(keys, _): &(Vec<String>, usize)| keys.contains(&kv.key) || kv.key.starts_with("redaction.");
+            if !self.allowed_keys.as_ref().is_none_or(allowed) {
                 outcome.removed.push(kv.key.clone());
                 return false;
             }
@@ -157,8 +157,10 @@ impl Redaction {
             }
             true
         });
-        if !outcome.removed.is_empty() {
-            hits[self.allowed_keys.1] += 1;
+        if let Some((_, rule)) = self.allowed_keys
+            && !outcome.removed.is_empty()
+        {
+            hits[rule] += 1;
         }
         let count = (outcome.removed.len() + outcome.masked.len()) as u64;
         self.write_summary(attributes, outcome);
@@ -232,7 +234,7 @@ mod tests {
     fn masks_blocked_values_and_removes_unlisted_keys() {
         let redaction = Redaction {
             active: true,
-            allowed_keys: (vec!["card".into(), "note".into()], 0),
+            allowed_keys: Some((vec!["card".into(), "note".into()], 0)),
             blocked_values: vec![(Regex::new(r"4[0-9]{12}(?:[0-9]{3})?").unwrap(), 1)],
             summary: Summary::Debug,
             ..Redaction::default()

@@ -5,12 +5,15 @@
 //! loads and runs the component with wasmtime, [`otlp`] turns payloads from
 //! files or the wire into what the component takes, [`secrets`] reads
 //! the keys the host hands to it, and [`loadgen`] makes deterministic
-//! batches for load, benchmarks and differential tests. It is not the processor itself; that is
+//! batches for load, benchmarks and differential tests, and [`policytest`]
+//! runs policy unit tests against the component. It is not the processor itself; that is
 //! the `audit-processor` crate, which the host also links natively to
 //! verify chains and to compare against the wasm build.
 #![deny(missing_docs)]
 
+pub mod clock;
 pub mod loadgen;
 pub mod otlp;
+pub mod policytest;
 pub mod runtime;
 pub mod secrets;

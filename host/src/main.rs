@@ -11,7 +11,7 @@ use audit_processor::api::{ChainHead, Context};
 use clap::{Args, Parser, Subcommand};
 use otel_audit::otlp::{self, Encoding, Signal};
 use otel_audit::runtime::{Limits, Runtime, RuntimeError};
-use otel_audit::secrets;
+use otel_audit::{clock, policytest, secrets};
 
 #[derive(Parser)]
 #[command(name = "otel-audit", version, about = "Tamper-evident audit trail for OpenTelemetry")]
@@ -27,6 +27,8 @@ enum Command {
     Process(ProcessArgs),
     /// Validate a policy by configuring the component with it.
     Check(CheckArgs),
+    /// Run policy unit tests (*.test.yaml) against the component.
+    Test(TestArgs),
 }
 
 #[derive(Args)]
@@ -87,6 +89,39 @@ struct CheckArgs {
     module: ModuleArgs,
 }
 
+#[derive(Args)]
+struct TestArgs {
+    /// Test files, or directories searched for *.test.yaml.
+    #[arg(default_value = "collector-config/policies")]
+    paths: Vec<PathBuf>,
+    /// The component (overrides each test file's `module:`).
+    #[arg(long, short)]
+    module: Option<PathBuf>,
+    /// Report format.
+    #[arg(long, value_enum, default_value = "text")]
+    format: ReportFormat,
+    /// Write the report here instead of stdout.
+    #[arg(long)]
+    output: Option<PathBuf>,
+    /// Show which rules each test hit and which rules no test hit.
+    #[arg(long)]
+    coverage: bool,
+    /// Fail when a policy has a rule no test exercised.
+    #[arg(long)]
+    fail_uncovered: bool,
+    /// Directory for precompiled modules ("" disables the cache).
+    #[arg(long, env = "OTEL_AUDIT_CACHE_DIR")]
+    cache_dir: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ReportFormat {
+    /// PASS/FAIL lines and a final "N passed, N failed".
+    Text,
+    /// JUnit XML for CI systems.
+    Junit,
+}
+
 /// An error with the exit code it maps to.
 struct Failure {
     code: u8,
@@ -114,6 +149,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Process(args) => process(args),
         Command::Check(args) => check(args),
+        Command::Test(args) => test(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -124,18 +160,22 @@ fn main() -> ExitCode {
     }
 }
 
+/// The runtime with the module cache the user chose.
+fn runtime(cache_dir: &Option<PathBuf>) -> Result<Runtime, Failure> {
+    let cache_dir = match cache_dir {
+        Some(dir) if dir.as_os_str().is_empty() => None,
+        Some(dir) => Some(dir.clone()),
+        None => Runtime::default_cache_dir(),
+    };
+    Ok(Runtime::new(Limits::default(), cache_dir)?)
+}
+
 /// Loads the module and configures a fresh instance with the policy.
 fn configured(args: &ModuleArgs) -> Result<(otel_audit::runtime::Instance, audit_processor::PolicyInfo), Failure> {
     let policy = std::fs::read_to_string(&args.policy)
         .with_context(|| format!("cannot read policy {}", args.policy.display()))?;
     let secrets = secrets::read_all(&args.secrets)?;
-    let cache_dir = match &args.cache_dir {
-        Some(dir) if dir.as_os_str().is_empty() => None,
-        Some(dir) => Some(dir.clone()),
-        None => Runtime::default_cache_dir(),
-    };
-    let runtime = Runtime::new(Limits::default(), cache_dir)?;
-    let module = runtime.load(&args.module)?;
+    let module = runtime(&args.cache_dir)?.load(&args.module)?;
     let mut instance = module.instantiate()?;
     let info = instance.configure(&policy, &secrets).map_err(|e| match e {
         RuntimeError::Policy(message) => rejected(anyhow::anyhow!("policy {}: {message}", args.policy.display())),
@@ -161,6 +201,58 @@ fn check(args: CheckArgs) -> Result<(), Failure> {
     Ok(())
 }
 
+fn test(args: TestArgs) -> Result<(), Failure> {
+    const DEFAULT_MODULE: &str = "target/wasm32-wasip2/wasm/audit_processor.wasm";
+    let runtime = runtime(&args.cache_dir)?;
+    let files = policytest::discover(&args.paths)?;
+    if files.is_empty() {
+        return Err(rejected(anyhow::anyhow!("no *.test.yaml files under {:?}", args.paths)));
+    }
+    let mut modules: std::collections::HashMap<PathBuf, otel_audit::runtime::Module> = Default::default();
+    let (mut reports, mut errors) = (Vec::new(), Vec::new());
+    for path in files {
+        let file = match policytest::load(&path) {
+            Ok(file) => file,
+            Err(e) => {
+                errors.push(e);
+                continue;
+            }
+        };
+        let module_path = match (&args.module, &file.module) {
+            (Some(m), _) => m.clone(),
+            (None, Some(m)) => path.parent().unwrap_or(Path::new(".")).join(m),
+            (None, None) => PathBuf::from(DEFAULT_MODULE),
+        };
+        if !modules.contains_key(&module_path) {
+            modules.insert(module_path.clone(), runtime.load(&module_path)?);
+        }
+        match policytest::run_suite(&path, &file, &modules[&module_path], None) {
+            Ok(report) => reports.push(report),
+            Err(e) => errors.push(e),
+        }
+    }
+    let rendered = match args.format {
+        ReportFormat::Text => policytest::render_text(&reports, &errors, args.coverage || args.fail_uncovered),
+        ReportFormat::Junit => policytest::render_junit(&reports, &errors),
+    };
+    match &args.output {
+        Some(path) => write_atomically(path, rendered.as_bytes())?,
+        None => print!("{rendered}"),
+    }
+    let (_, failed) = policytest::totals(&reports);
+    let uncovered: Vec<String> = reports
+        .iter()
+        .flat_map(|r| r.unexercised().into_iter().map(move |rule| format!("{}: {}", r.policy.display(), rule.id)))
+        .collect();
+    if failed > 0 || !errors.is_empty() {
+        return Err(rejected(anyhow::anyhow!("{} policy test(s) failed", failed + errors.len())));
+    }
+    if args.fail_uncovered && !uncovered.is_empty() {
+        return Err(rejected(anyhow::anyhow!("rules no test exercised: {}", uncovered.join(", "))));
+    }
+    Ok(())
+}
+
 fn process(args: ProcessArgs) -> Result<(), Failure> {
     let input = std::fs::read(&args.input).with_context(|| format!("cannot read input {}", args.input.display()))?;
     let request = otlp::to_protobuf(args.signal, &input, args.input_format)
@@ -175,8 +267,8 @@ fn process(args: ProcessArgs) -> Result<(), Failure> {
         }
     };
     let received_at_unix_nano = match &args.received_at {
-        Some(text) => parse_rfc3339(text)?,
-        None => now_unix_nano(),
+        Some(text) => clock::parse_rfc3339(text).map_err(|e| anyhow::anyhow!("--received-at {e}"))?,
+        None => clock::now_unix_nano(),
     };
     let ctx =
         Context { received_at_unix_nano, head: ChainHead { chain_id: args.chain_id.clone(), seq: args.seq, prev } };
@@ -240,15 +332,4 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     std::fs::write(&tmp, bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
     std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
     Ok(())
-}
-
-fn parse_rfc3339(text: &str) -> anyhow::Result<u64> {
-    let at = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
-        .with_context(|| format!("--received-at '{text}' is not an RFC 3339 time"))?;
-    u64::try_from(at.unix_timestamp_nanos()).with_context(|| format!("--received-at '{text}' is before 1970"))
-}
-
-fn now_unix_nano() -> u64 {
-    let since_epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    u64::try_from(since_epoch.as_nanos()).unwrap_or(u64::MAX)
 }

@@ -10,8 +10,6 @@
 //! generated bindings stay in this module.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use audit_processor::api;
@@ -94,7 +92,6 @@ pub struct Runtime {
     engine: Engine,
     limits: Limits,
     cache_dir: Option<PathBuf>,
-    ticker_stop: Arc<AtomicBool>,
 }
 
 impl Runtime {
@@ -113,12 +110,13 @@ impl Runtime {
             .epoch_interruption(true)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         let engine = Engine::new(&config).map_err(engine_error)?;
-        let ticker_stop = Arc::new(AtomicBool::new(false));
-        let (weak, stop) = (engine.weak(), ticker_stop.clone());
+        // The ticker lives as long as the engine does (every `Module` holds
+        // a clone), not as long as this `Runtime`.
+        let weak = engine.weak();
         std::thread::Builder::new()
             .name("wasm-epoch".into())
             .spawn(move || {
-                while !stop.load(Ordering::Relaxed) {
+                loop {
                     std::thread::sleep(EPOCH_TICK);
                     match weak.upgrade() {
                         Some(engine) => engine.increment_epoch(),
@@ -127,7 +125,7 @@ impl Runtime {
                 }
             })
             .map_err(|e| RuntimeError::Engine(format!("cannot start the epoch ticker: {e}")))?;
-        Ok(Runtime { engine, limits, cache_dir, ticker_stop })
+        Ok(Runtime { engine, limits, cache_dir })
     }
 
     /// The default cache directory: `$OTEL_AUDIT_CACHE_DIR`, else
@@ -204,12 +202,6 @@ impl Runtime {
         }
         // SAFETY: the bytes come from `precompile_component` of this engine.
         unsafe { Component::deserialize(&self.engine, &compiled) }
-    }
-}
-
-impl Drop for Runtime {
-    fn drop(&mut self) {
-        self.ticker_stop.store(true, Ordering::Relaxed);
     }
 }
 

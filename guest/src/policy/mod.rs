@@ -101,19 +101,30 @@ fn parse_yaml(text: &str) -> Result<PolicyFile, PolicyError> {
         ));
     }
     let deserializer = serde_yaml_ng::Deserializer::from_str(text);
-    serde_path_to_error::deserialize(deserializer).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner();
-        let line = inner.location().map(|l| (l.line(), l.column()));
-        // serde_yaml_ng appends its own position; we report it separately.
-        let message = inner.to_string();
-        let message = match message.rfind(" at line ") {
-            Some(at) if line.is_some() => message[..at].to_owned(),
-            _ => message,
-        };
-        let path = if path == "." { "(policy)".to_owned() } else { path };
-        PolicyError { path, line, message }
-    })
+    serde_path_to_error::deserialize(deserializer).map_err(yaml_error)
+}
+
+/// Turns a YAML deserialization error into a [`PolicyError`] naming the key
+/// path, the line and column, and the problem once (serde_yaml_ng puts its
+/// own path and position into its message; they are moved out of it).
+pub fn yaml_error(e: serde_path_to_error::Error<serde_yaml_ng::Error>) -> PolicyError {
+    let path = e.path().to_string();
+    let inner = e.into_inner();
+    let line = inner.location().map(|l| (l.line(), l.column()));
+    let mut message = inner.to_string();
+    if line.is_some()
+        && let Some(at) = message.rfind(" at line ")
+    {
+        message.truncate(at);
+    }
+    if let Some((prefix, rest)) = message.split_once(": ")
+        && !prefix.contains(' ')
+        && path.starts_with(prefix)
+    {
+        message = rest.to_owned();
+    }
+    let path = if path == "." { "(policy)".to_owned() } else { path };
+    PolicyError { path, line, message }
 }
 
 /// A compiled match block with a summary for its rule, or why it failed.
@@ -308,14 +319,11 @@ impl Compiler<'_> {
                 ));
             }
         };
-        let allowed_rule = self.rule(
-            "redaction.allowed_keys",
-            if r.allow_all_keys {
-                "allow_all_keys: no key is removed".to_owned()
-            } else {
-                "remove keys not listed in allowed_keys".to_owned()
-            },
-        );
+        // With allow_all_keys nothing is ever removed: no rule to cover.
+        let allowed_keys = (!r.allow_all_keys).then(|| {
+            let rule = self.rule("redaction.allowed_keys", "remove keys not listed in allowed_keys");
+            (r.allowed_keys, rule)
+        });
         let mut blocked_key_patterns = Vec::new();
         for (i, p) in r.blocked_key_patterns.iter().enumerate() {
             let path = format!("redaction.blocked_key_patterns[{i}]");
@@ -336,8 +344,7 @@ impl Compiler<'_> {
             .collect::<Result<_, _>>()?;
         Ok(Redaction {
             active: true,
-            allow_all_keys: r.allow_all_keys,
-            allowed_keys: (r.allowed_keys, allowed_rule),
+            allowed_keys,
             ignored_keys: r.ignored_keys,
             blocked_key_patterns,
             blocked_values,
@@ -687,7 +694,7 @@ fn compile_regex(path: &str, pattern: &str) -> Result<Regex, PolicyError> {
 
 /// Converts a YAML value from the policy into an attribute value, as
 /// pdata's `FromRaw` does.
-fn yaml_to_value(path: &str, v: &Yaml) -> Result<AnyValue, PolicyError> {
+pub fn yaml_to_value(path: &str, v: &Yaml) -> Result<AnyValue, PolicyError> {
     let value = match v {
         Yaml::Bool(b) => Value::BoolValue(*b),
         Yaml::String(s) => Value::StringValue(s.clone()),
@@ -754,7 +761,7 @@ fn describe_value(v: &AnyValue) -> String {
 
 /// Severity names as the Collector's filter accepts them (case-insensitive)
 /// and their numbers; `min` may also be a number from 1 to 24.
-fn parse_severity(path: &str, v: &Yaml) -> Result<i32, PolicyError> {
+pub fn parse_severity(path: &str, v: &Yaml) -> Result<i32, PolicyError> {
     const NAMES: [&str; 6] = ["TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL"];
     let text = match v {
         Yaml::Number(n) => n.to_string(),

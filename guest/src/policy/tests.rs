@@ -97,7 +97,6 @@ audit:
             "attributes.actions[4]",
             "attributes.actions[5]",
             "attributes.actions[6]",
-            "redaction.allowed_keys",
             "redaction.blocked_key_patterns[0]",
             "redaction.blocked_values[0]",
             "audit.require",

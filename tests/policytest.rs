@@ -1,0 +1,182 @@
+//! The policy test harness (`otel-audit test`) tested on itself: correct
+//! files pass, wrong expectations fail with a useful diff, malformed files
+//! are errors naming file, test and key, a policy that cannot configure is
+//! a failure, coverage is reported, exit codes are as documented.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use otel_audit::policytest;
+
+fn otel_audit(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_otel-audit"))
+        .args(args)
+        .arg("--module")
+        .arg(support::wasm_path())
+        .env("OTEL_AUDIT_CACHE_DIR", support::cache_dir())
+        .output()
+        .expect("run otel-audit")
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A scratch directory holding the shipped policy and the given test files.
+fn scratch(files: &[(&str, &str)]) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("soc2-audit.yaml"), support::policy("soc2-audit.yaml")).unwrap();
+    for (name, text) in files {
+        std::fs::write(dir.path().join(name), text).unwrap();
+    }
+    let path = dir.path().to_owned();
+    (dir, path)
+}
+
+fn run(path: &Path) -> policytest::SuiteReport {
+    let file = policytest::load(path).unwrap();
+    policytest::run_suite(path, &file, support::module(), None).unwrap()
+}
+
+#[test]
+fn shipped_policies_pass_with_every_rule_exercised() {
+    let files = policytest::discover(&[support::root().join("collector-config/policies")]).unwrap();
+    assert!(!files.is_empty(), "every shipped policy has tests");
+    for path in files {
+        let report = run(&path);
+        for result in &report.results {
+            assert!(result.passed(), "{}: {}: {:?}", path.display(), result.name, result.failures);
+        }
+        let missed: Vec<_> = report.unexercised().iter().map(|r| r.id.clone()).collect();
+        assert!(missed.is_empty(), "{}: rules no test exercises: {missed:?}", path.display());
+        assert!(!report.rules.is_empty());
+    }
+    let policies = std::fs::read_dir(support::root().join("collector-config/policies")).unwrap();
+    for entry in policies {
+        let path = entry.unwrap().path();
+        let name = path.to_string_lossy().into_owned();
+        if name.ends_with(".yaml") && !name.ends_with(".test.yaml") {
+            let tests = PathBuf::from(name.replace(".yaml", ".test.yaml"));
+            assert!(tests.exists(), "{} has no {}", path.display(), tests.display());
+        }
+    }
+}
+
+#[test]
+fn the_cli_reports_each_test_and_the_totals() {
+    let out = otel_audit(&["test", support::root().join("collector-config/policies").to_str().unwrap(), "--coverage"]);
+    assert!(out.status.success(), "{}{}", stdout(&out), String::from_utf8_lossy(&out.stderr));
+    let text = stdout(&out);
+    assert!(text.contains("  PASS  a role change is kept, enriched and stripped of credentials"), "{text}");
+    assert!(text.contains("rules hit: filter.spans.include, attributes.actions[0], attributes.actions[1]"), "{text}");
+    assert!(text.contains("coverage: 8/8 rules exercised"), "{text}");
+    assert!(text.lines().last().unwrap().ends_with("5 passed, 0 failed"), "{text}");
+}
+
+const WRONG: &str = r#"
+policy: soc2-audit.yaml
+tests:
+  - name: right
+    input:
+      spans: [{name: a, attributes: {audit.action: x, enduser.id: u, audit.result: ok}}, {name: b}]
+    expect: {kept: [a], dropped: [b]}
+  - name: wrong kept and value
+    input:
+      spans: [{name: a, attributes: {audit.action: x, enduser.id: u, audit.result: ok}}, {name: b}]
+    expect:
+      kept: [b]
+      attributes:
+        - record: a
+          equal: {audit.pipeline: other}
+          matches: {audit.action: '^y'}
+  - name: the policy is broken
+    policy: broken.yaml
+    input: {spans: [{name: a}]}
+    expect: {kept: []}
+  - name: expected configure error
+    policy: broken.yaml
+    expect: {configure_error: "unknown field `spanz`"}
+"#;
+
+#[test]
+fn wrong_expectations_fail_with_what_was_expected_and_what_came_out() {
+    let broken = "filter:\n  spanz: {}\n";
+    let (_dir, root) = scratch(&[("wrong.test.yaml", WRONG), ("broken.yaml", broken)]);
+    let report = run(&root.join("wrong.test.yaml"));
+    let by_name = |n: &str| report.results.iter().find(|r| r.name == n).unwrap();
+    assert!(by_name("right").passed());
+    assert!(by_name("expected configure error").passed(), "{:?}", by_name("expected configure error").failures);
+    let wrong = &by_name("wrong kept and value").failures;
+    assert_eq!(wrong.len(), 3, "{wrong:?}");
+    assert_eq!(wrong[0], "kept records differ\n  expected: [\"b\"]\n  got:      [\"a\"]");
+    assert_eq!(wrong[1], "record \"a\": audit.pipeline\n  expected: \"other\"\n  got:      \"soc2-audit-trail\"");
+    assert_eq!(wrong[2], "record \"a\": audit.action = \"x\" does not match /^y/");
+    let broken = &by_name("the policy is broken").failures;
+    assert!(broken.len() == 1 && broken[0].starts_with("the policy failed to configure: "), "{broken:?}");
+    assert!(broken[0].contains("filter.spanz"), "{broken:?}");
+
+    let out = otel_audit(&["test", root.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = stdout(&out);
+    assert!(text.contains("  FAIL  wrong kept and value\n        kept records differ\n"), "{text}");
+    assert!(text.lines().last().unwrap().ends_with("2 passed, 2 failed"), "{text}");
+
+    let junit = otel_audit(&["test", root.to_str().unwrap(), "--format", "junit"]);
+    assert_eq!(junit.status.code(), Some(1));
+    let xml = stdout(&junit);
+    assert!(xml.starts_with("<?xml") && xml.contains("tests=\"4\"") && xml.contains("failures=\"2\""), "{xml}");
+    assert!(xml.contains("<failure message=\"kept records differ\">"), "{xml}");
+}
+
+#[test]
+fn malformed_test_files_name_file_test_and_key() {
+    let typo = "policy: soc2-audit.yaml\ntests:\n  - name: fine\n    input: {spans: [{name: a}]}\n    expect: {kept: []}\n  - name: typo\n    input: {spans: [{name: a}]}\n    expect: {kep: [a]}\n";
+    let unknown_record =
+        "policy: soc2-audit.yaml\ntests:\n  - name: who\n    input: {spans: [{name: a}]}\n    expect: {kept: [zzz]}\n";
+    let (_dir, root) = scratch(&[("typo.test.yaml", typo), ("unknown.test.yaml", unknown_record)]);
+    let err = policytest::load(&root.join("typo.test.yaml")).unwrap_err().to_string();
+    assert!(err.contains("typo.test.yaml") && err.contains("test \"typo\" (tests[1].expect.kep)"), "{err}");
+    assert!(err.contains("unknown field `kep`") && err.contains("(line 8)"), "{err}");
+
+    let file = policytest::load(&root.join("unknown.test.yaml")).unwrap();
+    let err =
+        policytest::run_suite(&root.join("unknown.test.yaml"), &file, support::module(), None).unwrap_err().to_string();
+    assert!(err.contains("test \"who\" (tests[0]).expect.kept: \"zzz\" names no input record"), "{err}");
+
+    let out = otel_audit(&["test", root.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "a malformed file fails the run");
+    assert!(stdout(&out).contains("ERROR "), "{}", stdout(&out));
+}
+
+#[test]
+fn uncovered_rules_are_listed_and_can_fail_the_run() {
+    let partial = "policy: soc2-audit.yaml\ntests:\n  - name: only logs\n    input: {logs: [{name: l, attributes: {audit.action: x}}]}\n    expect: {kept: [l], violations: 1}\n";
+    let (_dir, root) = scratch(&[("partial.test.yaml", partial)]);
+    let report = run(&root.join("partial.test.yaml"));
+    let missed: Vec<&str> = report.unexercised().iter().map(|r| r.id.as_str()).collect();
+    assert!(missed.contains(&"filter.spans.include") && !missed.contains(&"filter.logs.include"), "{missed:?}");
+    let out = otel_audit(&["test", root.to_str().unwrap(), "--coverage"]);
+    assert!(out.status.success());
+    assert!(stdout(&out).contains("not exercised: filter.spans.include"), "{}", stdout(&out));
+    let gated = otel_audit(&["test", root.to_str().unwrap(), "--fail-uncovered"]);
+    assert_eq!(gated.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&gated.stderr).contains("rules no test exercised"));
+}
+
+#[test]
+fn otlp_json_input_and_a_candidate_policy_for_the_swap_gate() {
+    let json = format!(
+        "policy: soc2-audit.yaml\ntests:\n  - name: fixture\n    input: {{otlp_json: {}, signal: traces}}\n    expect: {{kept: [user.role.update, payment.refund], dropped: [\"GET /healthz\"], records: 2}}\n",
+        support::fixture("mixed-traces.json").display()
+    );
+    let (_dir, root) = scratch(&[("json.test.yaml", &json)]);
+    let path = root.join("json.test.yaml");
+    assert!(run(&path).results[0].passed(), "{:?}", run(&path).results[0].failures);
+    // The hot-swap gate runs the same tests against a candidate policy text.
+    let file = policytest::load(&path).unwrap();
+    let keep_nothing = "filter:\n  spans:\n    include:\n      match_type: strict\n      span_names: [nothing]\n";
+    let report = policytest::run_suite(&path, &file, support::module(), Some(keep_nothing)).unwrap();
+    assert!(!report.results[0].passed(), "a candidate that drops audit records fails the gate");
+}
