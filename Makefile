@@ -43,7 +43,7 @@ lint: ## cargo fmt --check and clippy -D warnings
 	$(CARGO) clippy -p audit-processor --target $(WASM_TARGET) --profile wasm -- -D warnings
 
 jco: ## Install jco (the second component host, on Node) and transpile the component
-	@cd $(JCO_DIR) && { [ -d node_modules/@bytecodealliance/jco ] || npm ci --no-audit --no-fund; }
+	@cd $(JCO_DIR) && { [ node_modules/.installed -nt package-lock.json ] || { npm ci --no-audit --no-fund && touch node_modules/.installed; }; }
 	cd $(JCO_DIR) && npx jco transpile $(abspath $(WASM)) -o transpiled --no-typescript -q
 	@echo '{"type":"module"}' > $(JCO_DIR)/transpiled/package.json
 

@@ -223,13 +223,47 @@ fn every_shipped_policy_configures_in_the_component() {
     let mut checked = 0;
     for entry in std::fs::read_dir(&dir).unwrap() {
         let path = entry.unwrap().path();
-        if path.extension().is_some_and(|e| e == "yaml") {
+        let name = path.to_string_lossy();
+        if name.ends_with(".yaml") && !name.ends_with(".test.yaml") {
             let text = std::fs::read_to_string(&path).unwrap();
             let mut instance = support::module().instantiate().unwrap();
-            let info = instance.configure(&text, &support::test_secrets()).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            let info = instance
+                .configure(&text, &support::test_secrets())
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
             assert!(!info.rules.is_empty(), "{}: a shipped policy should have rules", path.display());
             checked += 1;
         }
     }
     assert!(checked >= 1, "no policies under {}", dir.display());
+}
+
+#[test]
+fn invalid_utf8_in_a_protobuf_string_is_refused() {
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+    let span = Span { name: "AUDIT-NAME".into(), ..Span::default() };
+    let scope_spans = vec![ScopeSpans { spans: vec![span], ..Default::default() }];
+    let request =
+        ExportTraceServiceRequest { resource_spans: vec![ResourceSpans { scope_spans, ..Default::default() }] };
+    let mut bytes = request.encode_to_vec();
+    let at = bytes.windows(10).position(|w| w == b"AUDIT-NAME").unwrap();
+    bytes[at + 5] = 0xff; // not UTF-8
+    let mut instance = support::module().instantiate().unwrap();
+    instance.configure("audit:\n  pipeline: p\n", &[]).unwrap();
+    match instance.process_traces(&bytes, &support::genesis("utf8")) {
+        Err(RuntimeError::Process(ProcessError::Decode(m))) => assert!(m.contains("UTF-8"), "{m}"),
+        other => panic!("expected a decode error naming UTF-8, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_batch_that_would_overflow_the_sequence_is_refused() {
+    let mut instance = support::module().instantiate().unwrap();
+    instance.configure(&support::policy("soc2-audit.yaml"), &[]).unwrap();
+    let request = fixture_request("mixed-traces.json", Signal::Traces);
+    let near_end = Context {
+        received_at_unix_nano: 1,
+        head: ChainHead { chain_id: "c".into(), seq: u64::MAX - 1, prev: [0; 32] },
+    };
+    let err = instance.process_traces(&request, &near_end).unwrap_err();
+    assert!(matches!(&err, RuntimeError::Process(ProcessError::InvalidContext(m)) if m.contains("overflow")), "{err}");
 }

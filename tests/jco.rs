@@ -303,7 +303,7 @@ fn build_cases(wasmtime: &mut Wasmtime) -> Vec<Case> {
     }
 
     // Edges of the context: the extreme timestamps, and a sequence number
-    // that wraps.
+    // that would wrap (refused: a chain's seq never wraps).
     let (_, soc2) = &policies[0];
     let genesis = ChainHead::genesis("edges");
     for (name, at) in [("received at 0", 0), ("received at u64::MAX", u64::MAX)] {
@@ -312,7 +312,14 @@ fn build_cases(wasmtime: &mut Wasmtime) -> Vec<Case> {
         cases.push(c);
     }
     let wrapping = ChainHead { seq: u64::MAX, prev: [0xab; 32], ..genesis.clone() };
-    cases.push(case("seq u64::MAX".into(), soc2, Signal::Logs, logs.clone(), &wrapping, Expect::Kept(2)));
+    cases.push(case(
+        "seq u64::MAX".into(),
+        soc2,
+        Signal::Logs,
+        logs.clone(),
+        &wrapping,
+        Expect::Err("invalid-context"),
+    ));
     cases.push(case("empty request".into(), soc2, Signal::Traces, Vec::new(), &genesis, Expect::Kept(0)));
     cases.push(case("logs request as traces".into(), soc2, Signal::Traces, logs.clone(), &genesis, Expect::Either));
 

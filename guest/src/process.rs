@@ -19,13 +19,16 @@ pub fn traces(policy: &Policy, request: &[u8], ctx: &Context) -> Result<Output, 
     let mut req =
         ExportTraceServiceRequest::decode(request).map_err(|e| decode_error("ExportTraceServiceRequest", e))?;
     let mut batch = Batch::new(policy, ctx)?;
+    let mut count = 0u64;
     for (r, rs) in req.resource_spans.iter().enumerate() {
         for (s, ss) in rs.scope_spans.iter().enumerate() {
             for (i, span) in ss.spans.iter().enumerate() {
                 check_span(span).map_err(|e| e.at(format!("resource_spans[{r}].scope_spans[{s}].spans[{i}]")))?;
             }
+            count += ss.spans.len() as u64;
         }
     }
+    check_room(ctx, count)?;
     req.resource_spans.retain_mut(|rs| {
         let resource_member = record::resource_member(rs.resource.as_ref(), &rs.schema_url);
         let resource = rs.resource.as_ref();
@@ -56,13 +59,16 @@ pub fn traces(policy: &Policy, request: &[u8], ctx: &Context) -> Result<Output, 
 pub fn logs(policy: &Policy, request: &[u8], ctx: &Context) -> Result<Output, ProcessError> {
     let mut req = ExportLogsServiceRequest::decode(request).map_err(|e| decode_error("ExportLogsServiceRequest", e))?;
     let mut batch = Batch::new(policy, ctx)?;
+    let mut count = 0u64;
     for (r, rl) in req.resource_logs.iter().enumerate() {
         for (s, sl) in rl.scope_logs.iter().enumerate() {
             for (i, log) in sl.log_records.iter().enumerate() {
                 check_log(log).map_err(|e| e.at(format!("resource_logs[{r}].scope_logs[{s}].log_records[{i}]")))?;
             }
+            count += sl.log_records.len() as u64;
         }
     }
+    check_room(ctx, count)?;
     req.resource_logs.retain_mut(|rl| {
         let resource_member = record::resource_member(rl.resource.as_ref(), &rl.schema_url);
         let resource = rl.resource.as_ref();
@@ -91,6 +97,18 @@ pub fn logs(policy: &Policy, request: &[u8], ctx: &Context) -> Result<Output, Pr
 
 fn decode_error(what: &str, e: prost::DecodeError) -> ProcessError {
     ProcessError::Decode(format!("{what}: {e}"))
+}
+
+/// Refuses a batch whose records could not all get a sequence number: a
+/// chain's seq never wraps.
+fn check_room(ctx: &Context, records: u64) -> Result<(), ProcessError> {
+    match ctx.head.seq.checked_add(records) {
+        Some(_) => Ok(()),
+        None => Err(ProcessError::InvalidContext(format!(
+            "seq {} cannot take {records} more records without overflowing 64 bits",
+            ctx.head.seq
+        ))),
+    }
 }
 
 /// What is wrong with a record that decoded but is not valid OTLP; the
