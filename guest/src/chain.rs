@@ -24,6 +24,13 @@ pub fn leaf_hash(record: &[u8]) -> Hash {
     hasher.finalize().into()
 }
 
+/// Lowercase hex of a hash, without a per-character allocation.
+pub fn to_hex(hash: &Hash) -> String {
+    let mut buf = [0u8; 64];
+    hex::encode_to_slice(hash, &mut buf).expect("64 bytes hold 32 in hex");
+    String::from_utf8(buf.to_vec()).expect("hex is ASCII")
+}
+
 /// RFC 6962 interior node hash: `SHA-256(0x01 || left || right)`.
 pub fn node_hash(left: &Hash, right: &Hash) -> Hash {
     let mut hasher = Sha256::new();

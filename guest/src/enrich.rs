@@ -38,9 +38,24 @@ pub fn rfc3339_nanos(unix_nano: u64) -> Result<String, String> {
     at.format(&format).map_err(|e| e.to_string())
 }
 
+/// The chain attributes only the processor writes (on downstream copies).
+const CHAIN_KEYS: [&str; 7] = [
+    SEQUENCE_STREAM_ID,
+    SEQUENCE_NUMBER,
+    SEQUENCE_PREV_HASH,
+    INTEGRITY_VALUE,
+    INTEGRITY_ALGORITHM,
+    INTEGRITY_MAC,
+    INTEGRITY_KEY_ID,
+];
+
 /// Stamps a kept record's attributes as the `audit:` section says and
 /// returns whether the record broke `audit.require` (it is flagged with
 /// `audit.require.missing`, never dropped).
+///
+/// Whatever a client sent under a key the processor owns (the enrichment
+/// keys and the chain keys) is removed first, in one pass: it can neither
+/// survive into the record nor be mistaken for the processor's own value.
 pub fn stamp(policy: &Policy, received_at: &str, attributes: &mut Vec<KeyValue>, hits: &mut [u64]) -> bool {
     let missing: Vec<AnyValue> = policy
         .audit
@@ -49,19 +64,35 @@ pub fn stamp(policy: &Policy, received_at: &str, attributes: &mut Vec<KeyValue>,
         .filter(|key| !attributes.iter().any(|kv| &kv.key == *key))
         .map(|key| AnyValue { value: Some(Value::StringValue(key.clone())) })
         .collect();
+    let audit = &policy.audit;
+    attributes.retain(|kv| {
+        let key = kv.key.as_str();
+        let owned = key == audit.received_at_key
+            || (key.starts_with("audit.")
+                && ((key == PIPELINE && !audit.pipeline.is_empty())
+                    || key == POLICY_DIGEST
+                    || key == REQUIRE_MISSING
+                    || CHAIN_KEYS.contains(&key)));
+        !owned
+    });
     let violated = !missing.is_empty();
     if violated {
-        if let Some(rule) = policy.audit.require_rule {
+        if let Some(rule) = audit.require_rule {
             hits[rule] += 1;
         }
-        upsert(attributes, REQUIRE_MISSING, Value::ArrayValue(ArrayValue { values: missing }));
+        push(attributes, REQUIRE_MISSING, Value::ArrayValue(ArrayValue { values: missing }));
     }
-    if !policy.audit.pipeline.is_empty() {
-        upsert(attributes, PIPELINE, Value::StringValue(policy.audit.pipeline.clone()));
+    if !audit.pipeline.is_empty() {
+        push(attributes, PIPELINE, Value::StringValue(audit.pipeline.clone()));
     }
-    upsert(attributes, &policy.audit.received_at_key, Value::StringValue(received_at.to_owned()));
-    upsert(attributes, POLICY_DIGEST, Value::StringValue(policy.digest.clone()));
+    push(attributes, &audit.received_at_key, Value::StringValue(received_at.to_owned()));
+    push(attributes, POLICY_DIGEST, Value::StringValue(policy.digest.clone()));
     violated
+}
+
+/// Appends an attribute the caller knows is absent.
+pub fn push(attributes: &mut Vec<KeyValue>, key: &str, value: Value) {
+    attributes.push(KeyValue { key: key.to_owned(), value: Some(AnyValue { value: Some(value) }), key_strindex: 0 });
 }
 
 /// Sets `key` to `value`, replacing every existing occurrence: a client

@@ -131,12 +131,16 @@ fn check_span(span: &Span) -> Result<(), Invalid> {
     check_id("parent_span_id", &span.parent_span_id, 8)?;
     check_attributes("attributes", &span.attributes)?;
     for (i, event) in span.events.iter().enumerate() {
-        check_attributes(&format!("events[{i}].attributes"), &event.attributes)?;
+        if !attributes_ok(&event.attributes) {
+            check_attributes(&format!("events[{i}].attributes"), &event.attributes)?;
+        }
     }
     for (i, link) in span.links.iter().enumerate() {
-        check_id(&format!("links[{i}].trace_id"), &link.trace_id, 16)?;
-        check_id(&format!("links[{i}].span_id"), &link.span_id, 8)?;
-        check_attributes(&format!("links[{i}].attributes"), &link.attributes)?;
+        if !id_ok(&link.trace_id, 16) || !id_ok(&link.span_id, 8) || !attributes_ok(&link.attributes) {
+            check_id(&format!("links[{i}].trace_id"), &link.trace_id, 16)?;
+            check_id(&format!("links[{i}].span_id"), &link.span_id, 8)?;
+            check_attributes(&format!("links[{i}].attributes"), &link.attributes)?;
+        }
     }
     Ok(())
 }
@@ -151,19 +155,30 @@ fn check_log(log: &LogRecord) -> Result<(), Invalid> {
     Ok(())
 }
 
+fn id_ok(id: &[u8], len: usize) -> bool {
+    id.is_empty() || id.len() == len
+}
+
 fn check_id(field: &str, id: &[u8], len: usize) -> Result<(), Invalid> {
-    if id.is_empty() || id.len() == len {
+    if id_ok(id, len) {
         return Ok(());
     }
     Err(Invalid(format!("{field} must be {len} bytes ({} hex digits) or empty, got {} bytes", len * 2, id.len())))
 }
 
 fn check_attributes(field: &str, attributes: &[KeyValue]) -> Result<(), Invalid> {
+    // The common case allocates nothing; the place is spelled out only for
+    // the error.
+    if attributes_ok(attributes) {
+        return Ok(());
+    }
     for kv in attributes {
         if kv.key_strindex != 0 {
             return Err(Invalid(format!("{field}: key_strindex {} is allowed only in profiles", kv.key_strindex)));
         }
-        if let Some(v) = &kv.value {
+        if let Some(v) = &kv.value
+            && !value_ok(v)
+        {
             check_value(&format!("{field}[{:?}]", kv.key), v)?;
         }
     }
@@ -178,6 +193,19 @@ fn check_value(field: &str, value: &AnyValue) -> Result<(), Invalid> {
         Some(Value::ArrayValue(a)) => a.values.iter().try_for_each(|v| check_value(field, v)),
         Some(Value::KvlistValue(l)) => check_attributes(field, &l.values),
         _ => Ok(()),
+    }
+}
+
+fn attributes_ok(attributes: &[KeyValue]) -> bool {
+    attributes.iter().all(|kv| kv.key_strindex == 0 && kv.value.as_ref().is_none_or(value_ok))
+}
+
+fn value_ok(value: &AnyValue) -> bool {
+    match &value.value {
+        Some(Value::StringValueStrindex(_)) => false,
+        Some(Value::ArrayValue(a)) => a.values.iter().all(value_ok),
+        Some(Value::KvlistValue(l)) => attributes_ok(&l.values),
+        _ => true,
     }
 }
 
@@ -259,16 +287,18 @@ impl<'p> Batch<'p> {
     }
 
     /// Adds the chain attributes to a kept record's downstream copy. They
-    /// are not part of the canonical record: they describe it.
+    /// are not part of the canonical record: they describe it. (Any value a
+    /// client sent under these keys was removed by [`enrich::stamp`].)
     fn annotate(&self, link: &Link, attributes: &mut Vec<KeyValue>) {
-        enrich::upsert(attributes, enrich::SEQUENCE_STREAM_ID, Value::StringValue(self.chain_id.clone()));
-        enrich::upsert(attributes, enrich::SEQUENCE_NUMBER, Value::IntValue(link.seq as i64));
-        enrich::upsert(attributes, enrich::SEQUENCE_PREV_HASH, Value::StringValue(hex::encode(link.prev)));
-        enrich::upsert(attributes, enrich::INTEGRITY_VALUE, Value::StringValue(hex::encode(link.leaf)));
-        enrich::upsert(attributes, enrich::INTEGRITY_ALGORITHM, Value::StringValue(chain::LEAF_ALGORITHM.into()));
+        let mut add = |key: &str, value: Value| enrich::push(attributes, key, value);
+        add(enrich::SEQUENCE_STREAM_ID, Value::StringValue(self.chain_id.clone()));
+        add(enrich::SEQUENCE_NUMBER, Value::IntValue(link.seq as i64));
+        add(enrich::SEQUENCE_PREV_HASH, Value::StringValue(chain::to_hex(&link.prev)));
+        add(enrich::INTEGRITY_VALUE, Value::StringValue(chain::to_hex(&link.leaf)));
+        add(enrich::INTEGRITY_ALGORITHM, Value::StringValue(chain::LEAF_ALGORITHM.into()));
         if let (Some(mac), Some(key)) = (link.mac, &self.policy.key) {
-            enrich::upsert(attributes, enrich::INTEGRITY_MAC, Value::StringValue(hex::encode(mac)));
-            enrich::upsert(attributes, enrich::INTEGRITY_KEY_ID, Value::StringValue(key.id.clone()));
+            add(enrich::INTEGRITY_MAC, Value::StringValue(chain::to_hex(&mac)));
+            add(enrich::INTEGRITY_KEY_ID, Value::StringValue(key.id.clone()));
         }
     }
 
@@ -379,6 +409,25 @@ mod tests {
         assert_eq!(leaf, out.leaves[0]);
         assert_eq!(mac.as_str().unwrap(), hex::encode(chain::record_mac(b"key", &leaf)));
         assert_eq!(record["chain"]["key_id"], "k1");
+    }
+
+    #[test]
+    fn client_values_under_processor_keys_never_reach_the_record() {
+        let policy = Policy::parse(POLICY, &[]).unwrap();
+        let mut span = audit_span("login");
+        for key in [enrich::INTEGRITY_VALUE, enrich::SEQUENCE_NUMBER, enrich::POLICY_DIGEST, enrich::PIPELINE] {
+            span.attributes.push(kv(key, "spoofed"));
+        }
+        let out = traces(&policy, &request(vec![vec![span]]), &ctx()).unwrap();
+        let record = String::from_utf8(out.records[0].clone()).unwrap();
+        assert!(!record.contains("spoofed") && !record.contains(enrich::INTEGRITY_VALUE), "{record}");
+        let kept = ExportTraceServiceRequest::decode(out.otlp.as_slice()).unwrap();
+        let attrs = &kept.resource_spans[0].scope_spans[0].spans[0].attributes;
+        for key in [enrich::INTEGRITY_VALUE, enrich::SEQUENCE_NUMBER, enrich::POLICY_DIGEST, enrich::PIPELINE] {
+            let values: Vec<_> = attrs.iter().filter(|a| a.key == key).collect();
+            assert_eq!(values.len(), 1, "{key} once");
+            assert_ne!(values[0].value, Some(AnyValue { value: Some(Value::StringValue("spoofed".into())) }), "{key}");
+        }
     }
 
     #[test]

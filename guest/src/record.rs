@@ -232,8 +232,13 @@ fn write_log(out: &mut Vec<u8>, r: &LogRecord) {
 /// order; for a repeated key the first occurrence wins.
 fn write_attributes(out: &mut Vec<u8>, attributes: &[KeyValue]) {
     let mut sorted: Vec<&KeyValue> = attributes.iter().collect();
-    // A stable sort keeps the first of equal keys first.
-    sorted.sort_by(|a, b| jcs::cmp_keys(&a.key, &b.key));
+    // A stable sort keeps the first of equal keys first. For ASCII keys
+    // (nearly all) UTF-16 order is byte order.
+    if sorted.iter().all(|kv| kv.key.is_ascii()) {
+        sorted.sort_by(|a, b| a.key.as_bytes().cmp(b.key.as_bytes()));
+    } else {
+        sorted.sort_by(|a, b| jcs::cmp_keys(&a.key, &b.key));
+    }
     out.push(b'{');
     let mut previous: Option<&str> = None;
     for kv in sorted {
