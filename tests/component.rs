@@ -267,3 +267,26 @@ fn a_batch_that_would_overflow_the_sequence_is_refused() {
     let err = instance.process_traces(&request, &near_end).unwrap_err();
     assert!(matches!(&err, RuntimeError::Process(ProcessError::InvalidContext(m)) if m.contains("overflow")), "{err}");
 }
+
+#[test]
+fn compiled_modules_are_cached_by_digest_and_a_bad_cache_entry_is_recompiled() {
+    use otel_audit::runtime::{Limits, Runtime};
+    let cache = tempfile::tempdir().unwrap();
+    let runtime = Runtime::new(Limits::default(), Some(cache.path().to_owned())).unwrap();
+    let module = runtime.load(&support::wasm_path()).unwrap();
+    let digest = module.digest().trim_start_matches("sha256:").to_owned();
+    let entries: Vec<_> = std::fs::read_dir(cache.path()).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    let name = entries[0].file_name().unwrap().to_string_lossy().into_owned();
+    assert!(name.starts_with(&digest) && name.ends_with(".cwasm"), "{name}");
+
+    // A damaged entry is never trusted: the module is compiled again.
+    std::fs::write(&entries[0], b"garbage").unwrap();
+    let again = runtime.load(&support::wasm_path()).unwrap();
+    let mut instance = again.instantiate().unwrap();
+    instance.configure(&support::policy("soc2-audit.yaml"), &[]).unwrap();
+    let out =
+        instance.process_traces(&fixture_request("mixed-traces.json", Signal::Traces), &support::genesis("c")).unwrap();
+    assert_eq!(out.stats.kept, 2);
+    assert!(std::fs::read(&entries[0]).unwrap().len() > 1000, "the entry was rewritten");
+}

@@ -145,6 +145,13 @@ fn malformed_test_files_name_file_test_and_key() {
         policytest::run_suite(&root.join("unknown.test.yaml"), &file, support::module(), None).unwrap_err().to_string();
     assert!(err.contains("test \"who\" (tests[0]).expect.kept: \"zzz\" names no input record"), "{err}");
 
+    let (_dir2, root2) = scratch(&[(
+        "empty.test.yaml",
+        "policy: soc2-audit.yaml\ntests:\n  - name: vacuous\n    input: {spans: [{name: a}]}\n    expect: {}\n",
+    )]);
+    let err = policytest::load(&root2.join("empty.test.yaml")).unwrap_err().to_string();
+    assert!(err.contains("test \"vacuous\" (tests[0].expect)") && err.contains("could never fail"), "{err}");
+
     let out = otel_audit(&["test", root.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1), "a malformed file fails the run");
     assert!(stdout(&out).contains("ERROR "), "{}", stdout(&out));

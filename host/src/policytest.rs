@@ -223,6 +223,19 @@ pub struct Expect {
     pub configure_error: Option<String>,
 }
 
+impl Expect {
+    /// Whether the test states no expectation at all.
+    fn is_empty(&self) -> bool {
+        self.kept.is_none()
+            && self.dropped.is_empty()
+            && self.records.is_none()
+            && self.redacted.is_none()
+            && self.violations.is_none()
+            && self.attributes.is_empty()
+            && self.configure_error.is_none()
+    }
+}
+
 /// Conditions on the attributes of kept records.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -330,6 +343,12 @@ pub fn load(path: &Path) -> Result<TestFile, TestFileError> {
     })?;
     if file.tests.is_empty() {
         return Err(file_error(path, "tests", "the file has no tests"));
+    }
+    for (i, case) in file.tests.iter().enumerate() {
+        if case.expect.is_empty() {
+            let place = format!("test {:?} (tests[{i}].expect)", case.name);
+            return Err(file_error(path, place, "expects nothing, so it could never fail: say what must come out"));
+        }
     }
     Ok(file)
 }
