@@ -152,3 +152,30 @@ fn unusable_modules_are_usage_errors() {
         assert!(stderr(&out).contains(needle), "expected {needle:?} in {}", stderr(&out));
     }
 }
+
+#[test]
+fn keygen_writes_a_private_signer_and_a_public_verifier_key() {
+    use otel_audit::checkpoint::{SignedNote, SignerKey, VerifierKey};
+    let dir = tempfile::tempdir().unwrap();
+    let out_dir = dir.path().join("keys");
+    let run = || otel_audit(&["keygen", "--name", "otel-audit-test", "--out", out_dir.to_str().unwrap()]);
+    let out = run();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let private = std::fs::read_to_string(out_dir.join("otel-audit-test.key")).unwrap();
+    let public = std::fs::read_to_string(out_dir.join("otel-audit-test.pub")).unwrap();
+    let signer = SignerKey::parse(&private).unwrap();
+    let verifier = VerifierKey::parse(&public).unwrap();
+    assert_eq!(signer.verifier(), verifier);
+    let note = signer.sign_note("otel-audit/test\n1\nAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\n").unwrap();
+    assert_eq!(SignedNote::parse(&note).unwrap().verify(&[verifier]).unwrap(), vec!["otel-audit-test"]);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(out_dir.join("otel-audit-test.key")).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    let again = run();
+    assert_eq!(again.status.code(), Some(2));
+    assert!(stderr(&again).contains("refusing to overwrite"), "{}", stderr(&again));
+    assert_eq!(std::fs::read_to_string(out_dir.join("otel-audit-test.key")).unwrap(), private, "the key is untouched");
+}

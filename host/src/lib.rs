@@ -4,13 +4,15 @@
 //! This crate is the library behind the `otel-audit` binary: [`runtime`]
 //! loads and runs the component with wasmtime, [`otlp`] turns payloads from
 //! files or the wire into what the component takes, [`secrets`] reads
-//! the keys the host hands to it, and [`loadgen`] makes deterministic
+//! the keys the host hands to it, [`checkpoint`] signs and verifies Merkle
+//! roots as C2SP signed notes, and [`loadgen`] makes deterministic
 //! batches for load, benchmarks and differential tests, and [`policytest`]
 //! runs policy unit tests against the component. It is not the processor itself; that is
 //! the `audit-processor` crate, which the host also links natively to
 //! verify chains and to compare against the wasm build.
 #![deny(missing_docs)]
 
+pub mod checkpoint;
 pub mod clock;
 pub mod loadgen;
 pub mod otlp;

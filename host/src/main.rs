@@ -11,7 +11,7 @@ use audit_processor::api::{ChainHead, Context};
 use clap::{Args, Parser, Subcommand};
 use otel_audit::otlp::{self, Encoding, Signal};
 use otel_audit::runtime::{Limits, Runtime, RuntimeError};
-use otel_audit::{clock, policytest, secrets};
+use otel_audit::{checkpoint, clock, policytest, secrets};
 
 #[derive(Parser)]
 #[command(name = "otel-audit", version, about = "Tamper-evident audit trail for OpenTelemetry")]
@@ -29,6 +29,18 @@ enum Command {
     Check(CheckArgs),
     /// Run policy unit tests (*.test.yaml) against the component.
     Test(TestArgs),
+    /// Write an Ed25519 checkpoint signing key pair (NAME.key, NAME.pub).
+    Keygen(KeygenArgs),
+}
+
+#[derive(Args)]
+struct KeygenArgs {
+    /// Key name (the signer name in signed checkpoints); no '+' or spaces.
+    #[arg(long)]
+    name: String,
+    /// Directory for the key files (created if missing).
+    #[arg(long, default_value = ".")]
+    out: PathBuf,
 }
 
 #[derive(Args)]
@@ -150,6 +162,7 @@ fn main() -> ExitCode {
         Command::Process(args) => process(args),
         Command::Check(args) => check(args),
         Command::Test(args) => test(args),
+        Command::Keygen(args) => keygen(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -250,6 +263,30 @@ fn test(args: TestArgs) -> Result<(), Failure> {
     if args.fail_uncovered && !uncovered.is_empty() {
         return Err(rejected(anyhow::anyhow!("rules no test exercised: {}", uncovered.join(", "))));
     }
+    Ok(())
+}
+
+fn keygen(args: KeygenArgs) -> Result<(), Failure> {
+    let signer = checkpoint::SignerKey::generate(&args.name)?;
+    std::fs::create_dir_all(&args.out).with_context(|| format!("cannot create {}", args.out.display()))?;
+    let (private, public) = (args.out.join(format!("{}.key", args.name)), args.out.join(format!("{}.pub", args.name)));
+    for path in [&private, &public] {
+        if path.exists() {
+            return Err(anyhow::anyhow!("{} exists; refusing to overwrite a key", path.display()).into());
+        }
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(&private).with_context(|| format!("cannot create {}", private.display()))?;
+    writeln!(file, "{}", signer.encode())?;
+    file.sync_all()?;
+    std::fs::write(&public, format!("{}\n", signer.verifier().encode()))
+        .with_context(|| format!("cannot write {}", public.display()))?;
+    println!("signer key:   {} (keep it secret; mode 0600)", private.display());
+    println!("verifier key: {}", public.display());
+    println!("{}", signer.verifier().encode());
     Ok(())
 }
 
