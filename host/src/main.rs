@@ -13,6 +13,9 @@ use otel_audit::otlp::{self, Encoding, Signal};
 use otel_audit::runtime::{Limits, Runtime, RuntimeError};
 use otel_audit::{checkpoint, clock, policytest, secrets};
 
+/// Where `make wasm` puts the component.
+const DEFAULT_MODULE: &str = "target/wasm32-wasip2/wasm/audit_processor.wasm";
+
 #[derive(Parser)]
 #[command(name = "otel-audit", version, about = "Tamper-evident audit trail for OpenTelemetry")]
 struct Cli {
@@ -46,7 +49,7 @@ struct KeygenArgs {
 #[derive(Args)]
 struct ModuleArgs {
     /// The processor component (.wasm).
-    #[arg(long, short, default_value = "target/wasm32-wasip2/wasm/audit_processor.wasm")]
+    #[arg(long, short, default_value = DEFAULT_MODULE)]
     module: PathBuf,
     /// The policy file (YAML).
     #[arg(long, short)]
@@ -215,7 +218,6 @@ fn check(args: CheckArgs) -> Result<(), Failure> {
 }
 
 fn test(args: TestArgs) -> Result<(), Failure> {
-    const DEFAULT_MODULE: &str = "target/wasm32-wasip2/wasm/audit_processor.wasm";
     let runtime = runtime(&args.cache_dir)?;
     let files = policytest::discover(&args.paths)?;
     if files.is_empty() {
@@ -319,25 +321,30 @@ fn process(args: ProcessArgs) -> Result<(), Failure> {
         other => other.into(),
     })?;
 
-    // Outputs appear only once the whole batch succeeded, each atomically.
+    // Outputs appear only once the whole batch succeeded, and together:
+    // both are written under temporary names first, then put in place.
+    let mut staged = Vec::new();
     if let Some(path) = &args.out {
         let bytes = match args.out_format {
             Encoding::Json => otlp::to_json(args.signal, &output.otlp)?,
             _ => output.otlp.clone(),
         };
-        write_atomically(path, &bytes)?;
+        staged.push(Staged::write(path, &bytes)?);
     }
-    if let Some(path) = &args.records {
-        let mut lines = Vec::with_capacity(output.records.iter().map(|r| r.len() + 1).sum());
-        for record in &output.records {
-            lines.extend_from_slice(record);
-            lines.push(b'\n');
-        }
-        if path == Path::new("-") {
-            std::io::stdout().write_all(&lines)?;
-        } else {
-            write_atomically(path, &lines)?;
-        }
+    let mut lines = Vec::with_capacity(output.records.iter().map(|r| r.len() + 1).sum());
+    for record in &output.records {
+        lines.extend_from_slice(record);
+        lines.push(b'\n');
+    }
+    match &args.records {
+        Some(path) if path != Path::new("-") => staged.push(Staged::write(path, &lines)?),
+        _ => {}
+    }
+    for file in staged {
+        file.commit()?;
+    }
+    if args.records.as_deref() == Some(Path::new("-")) {
+        std::io::stdout().write_all(&lines)?;
     }
     let s = &output.stats;
     eprintln!(
@@ -361,12 +368,36 @@ fn process(args: ProcessArgs) -> Result<(), Failure> {
 }
 
 fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let tmp = path.with_file_name(format!(
-        ".{}.tmp{}",
-        path.file_name().and_then(|n| n.to_str()).unwrap_or("out"),
-        std::process::id()
-    ));
-    std::fs::write(&tmp, bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
-    Ok(())
+    Staged::write(path, bytes)?.commit()
+}
+
+/// A file written under a temporary name beside its destination; `commit`
+/// renames it into place, dropping it uncommitted removes it.
+struct Staged {
+    tmp: PathBuf,
+    path: PathBuf,
+    committed: bool,
+}
+
+impl Staged {
+    fn write(path: &Path, bytes: &[u8]) -> anyhow::Result<Staged> {
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("out");
+        let tmp = path.with_file_name(format!(".{name}.tmp{}", std::process::id()));
+        std::fs::write(&tmp, bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
+        Ok(Staged { tmp, path: path.to_owned(), committed: false })
+    }
+
+    fn commit(mut self) -> anyhow::Result<()> {
+        std::fs::rename(&self.tmp, &self.path).with_context(|| format!("cannot write {}", self.path.display()))?;
+        self.committed = true;
+        Ok(())
+    }
+}
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+    }
 }

@@ -224,15 +224,19 @@ pub struct Expect {
 }
 
 impl Expect {
+    /// Whether the test expects something of the processed output.
+    fn checks_output(&self) -> bool {
+        self.kept.is_some()
+            || !self.dropped.is_empty()
+            || self.records.is_some()
+            || self.redacted.is_some()
+            || self.violations.is_some()
+            || !self.attributes.is_empty()
+    }
+
     /// Whether the test states no expectation at all.
     fn is_empty(&self) -> bool {
-        self.kept.is_none()
-            && self.dropped.is_empty()
-            && self.records.is_none()
-            && self.redacted.is_none()
-            && self.violations.is_none()
-            && self.attributes.is_empty()
-            && self.configure_error.is_none()
+        !self.checks_output() && self.configure_error.is_none()
     }
 }
 
@@ -345,9 +349,21 @@ pub fn load(path: &Path) -> Result<TestFile, TestFileError> {
         return Err(file_error(path, "tests", "the file has no tests"));
     }
     for (i, case) in file.tests.iter().enumerate() {
+        let place = format!("test {:?} (tests[{i}].expect)", case.name);
         if case.expect.is_empty() {
-            let place = format!("test {:?} (tests[{i}].expect)", case.name);
             return Err(file_error(path, place, "expects nothing, so it could never fail: say what must come out"));
+        }
+        if let Some(needle) = &case.expect.configure_error {
+            if needle.is_empty() {
+                return Err(file_error(path, place, "configure_error is empty and would match any error"));
+            }
+            if case.expect.checks_output() {
+                return Err(file_error(
+                    path,
+                    place,
+                    "configure_error cannot be combined with other expectations: a policy that fails to configure processes nothing",
+                ));
+            }
         }
     }
     Ok(file)
@@ -797,7 +813,12 @@ fn check(path: &Path, place: &str, expect: &Expect, batch: &Batch, out: &Output)
                 }
                 targets
             }
-            None => kept.iter().collect(),
+            None => {
+                if kept.is_empty() {
+                    failures.push(format!("{key}: no record was kept, so no attribute could be checked"));
+                }
+                kept.iter().collect()
+            }
         };
         let matchers = condition
             .matches

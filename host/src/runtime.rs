@@ -163,8 +163,9 @@ impl Runtime {
             Some(cached) if cached.exists() => {
                 // SAFETY: the file was written by `Engine::precompile_component`
                 // of an engine with the same compatibility hash (it is in the
-                // file name), into a directory this process created; wasmtime
-                // also checks the header and the engine settings.
+                // file name), in a directory no one else may write to
+                // (`is_private_or_absent`); wasmtime also checks the header
+                // and the engine settings.
                 match unsafe { Component::deserialize_file(&self.engine, &cached) } {
                     Ok(component) => component,
                     Err(_) => self.compile_and_cache(bytes, &cached).map_err(compile_error)?,
@@ -183,6 +184,10 @@ impl Runtime {
     fn cached_path(&self, digest: &str) -> Option<PathBuf> {
         use std::hash::{Hash, Hasher};
         let dir = self.cache_dir.as_ref()?;
+        if !is_private_or_absent(dir) {
+            tracing::warn!(dir = %dir.display(), "module cache is writable by others; compiling without it");
+            return None;
+        }
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         self.engine.precompile_compatibility_hash().hash(&mut hasher);
         let hex = digest.trim_start_matches("sha256:");
@@ -202,6 +207,24 @@ impl Runtime {
         }
         // SAFETY: the bytes come from `precompile_component` of this engine.
         unsafe { Component::deserialize(&self.engine, &compiled) }
+    }
+}
+
+/// Precompiled modules are native code: a cache directory that others can
+/// write to would let them run code in this process, so it is not used.
+fn is_private_or_absent(dir: &Path) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        match std::fs::metadata(dir) {
+            Ok(meta) => meta.mode() & 0o022 == 0,
+            Err(_) => true,
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = dir;
+        true
     }
 }
 
@@ -296,7 +319,9 @@ impl Instance {
         self.ready()?;
         let ctx = wit_context(ctx);
         let result = self.bindings.otel_audit_processor_processor().call_process_traces(&mut self.store, request, &ctx);
-        from_wit(self.trapped(result)?)
+        let output = from_wit(self.trapped(result)?);
+        self.poisoned |= matches!(output, Err(RuntimeError::Trap(_)));
+        output
     }
 
     /// Processes an `ExportLogsServiceRequest`.
@@ -304,7 +329,9 @@ impl Instance {
         self.ready()?;
         let ctx = wit_context(ctx);
         let result = self.bindings.otel_audit_processor_processor().call_process_logs(&mut self.store, request, &ctx);
-        from_wit(self.trapped(result)?)
+        let output = from_wit(self.trapped(result)?);
+        self.poisoned |= matches!(output, Err(RuntimeError::Trap(_)));
+        output
     }
 
     /// Whether a trap has made this instance unusable.

@@ -270,7 +270,8 @@ impl Compiler<'_> {
             return Err(PolicyError::at("attributes.actions", "missing required field \"actions\""));
         };
         // The attributes processor's include/exclude use MatchProperties for
-        // both signals; span-only properties simply never match logs.
+        // both signals; a property of the other signal makes a block not
+        // match (see `filter`).
         let include = a.include.map(|m| (matcher("attributes.include", m, Signal::Any), "attributes.include"));
         let exclude = a.exclude.map(|m| (matcher("attributes.exclude", m, Signal::Any), "attributes.exclude"));
         let scope = self.register(include, exclude)?;
@@ -359,6 +360,12 @@ impl Compiler<'_> {
         let received_at_key = a.received_at.unwrap_or_else(|| crate::enrich::DEFAULT_RECEIVED_AT.to_owned());
         if received_at_key.is_empty() {
             return Err(PolicyError::at("audit.received_at", "the attribute key must not be empty"));
+        }
+        if crate::enrich::is_processor_key(&received_at_key) {
+            return Err(PolicyError::at(
+                "audit.received_at",
+                format!("'{received_at_key}' is an attribute the processor itself writes; choose another key"),
+            ));
         }
         for (i, key) in a.require.iter().enumerate() {
             if key.is_empty() {

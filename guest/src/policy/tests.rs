@@ -227,6 +227,8 @@ fn validation_errors_name_the_key() {
         ("redaction:\n  summary: loud\n", "redaction.summary", "'loud'"),
         ("audit:\n  chain: {key_id: nope}\n", "audit.chain.key_id", "'nope' names no secret"),
         ("audit:\n  require: ['']\n", "audit.require[0]", "must not be empty"),
+        ("audit:\n  received_at: audit.policy.digest\n", "audit.received_at", "the processor itself writes"),
+        ("audit:\n  received_at: audit.integrity.value\n", "audit.received_at", "the processor itself writes"),
         ("", "(policy)", "empty"),
     ];
     for (text, path, needle) in cases {
