@@ -92,8 +92,8 @@ pub fn push(attributes: &mut Vec<KeyValue>, key: &str, value: Value) {
     attributes.push(KeyValue { key: key.to_owned(), value: Some(AnyValue { value: Some(value) }), key_strindex: 0 });
 }
 
-/// Sets `key` to `value`, replacing every existing occurrence: a client
-/// cannot pre-set an audit attribute and have it survive.
+/// Sets `key` to `value`, replacing every existing occurrence (the
+/// redaction summary attributes are written this way).
 pub fn upsert(attributes: &mut Vec<KeyValue>, key: &str, value: Value) {
     let mut found = false;
     attributes.retain_mut(|kv| {
@@ -108,11 +108,7 @@ pub fn upsert(attributes: &mut Vec<KeyValue>, key: &str, value: Value) {
         true
     });
     if !found {
-        attributes.push(KeyValue {
-            key: key.to_owned(),
-            value: Some(AnyValue { value: Some(value) }),
-            key_strindex: 0,
-        });
+        push(attributes, key, value);
     }
 }
 

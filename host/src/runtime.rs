@@ -147,13 +147,13 @@ impl Runtime {
         self.load_bytes(path, &bytes)
     }
 
-    /// As [`Runtime::load`], for bytes already in memory; `path` names them
-    /// in errors.
-    pub fn load_bytes(&self, path: &Path, bytes: &[u8]) -> Result<Module, RuntimeError> {
+    /// Compiles (or fetches from the cache) and pre-instantiates `bytes`;
+    /// `path` names them in errors.
+    fn load_bytes(&self, path: &Path, bytes: &[u8]) -> Result<Module, RuntimeError> {
         let compile_error =
             |e: wasmtime::Error| RuntimeError::Compile { path: path.to_owned(), message: format!("{e:#}") };
         let digest = format!("sha256:{}", hex::encode(Sha256::digest(bytes)));
-        if wasmparser_is_core_module(bytes) {
+        if is_core_module(bytes) {
             return Err(RuntimeError::Compile {
                 path: path.to_owned(),
                 message: "this is a core wasm module, not a component (build with --target wasm32-wasip2)".into(),
@@ -238,7 +238,7 @@ fn create_private_dir(dir: &Path) -> std::io::Result<()> {
 
 /// Whether `bytes` is a core module rather than a component: both start
 /// with `\0asm`; the 16-bit version/layer field after it differs.
-fn wasmparser_is_core_module(bytes: &[u8]) -> bool {
+fn is_core_module(bytes: &[u8]) -> bool {
     bytes.len() >= 8 && bytes[..4] == *b"\0asm" && bytes[4..8] == [1, 0, 0, 0]
 }
 
