@@ -309,7 +309,12 @@ impl<'p> Batch<'p> {
                 stored.extend_from_slice(&self.scratch[mac_at..]);
                 stored
             }
-            None => self.scratch.clone(),
+            // Hand the written buffer over instead of copying it; the next
+            // record gets a fresh one of the same size.
+            None => {
+                let fresh = Vec::with_capacity(self.scratch.capacity());
+                std::mem::replace(&mut self.scratch, fresh)
+            }
         };
         self.records.push(stored);
         self.leaves.push(leaf);
