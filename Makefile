@@ -13,7 +13,7 @@ JCO_DIR := tests/jco
 export OTEL_AUDIT_WASM := $(abspath $(WASM))
 export OTEL_AUDIT_CACHE_DIR := $(abspath target/module-cache)
 
-.PHONY: help wasm build run test lint unit jco bench clean
+.PHONY: help wasm build run test lint unit jco venv bench clean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -26,15 +26,16 @@ wasm: ## Build the processor component (wasm32-wasip2, opt-level 3, lto, strip, 
 build: wasm ## Build the component and the host (release)
 	$(CARGO) build --release -p otel-audit
 
-run: build ## Build everything, then run a sample batch through the component and show the chained records
-	@echo "== policy check"
-	$(BIN) check --module $(WASM) --policy collector-config/policies/soc2-audit.yaml
-	@echo "== traces: only the audit spans are kept, enriched and chained"
-	$(BIN) process --module $(WASM) --policy collector-config/policies/soc2-audit.yaml \
-	  --signal traces --in tests/fixtures/mixed-traces.json --records - --chain-id demo
-	@echo "== logs"
-	$(BIN) process --module $(WASM) --policy collector-config/policies/soc2-audit.yaml \
-	  --signal logs --in tests/fixtures/mixed-logs.json --records - --chain-id demo-logs
+DEV_KEY := dev-keys/otel-audit-dev.key
+
+run: build ## Build everything, create development keys if none exist, validate the default config and serve it (Ctrl-C stops)
+	@if [ ! -f $(DEV_KEY) ]; then \
+	  $(BIN) keygen --name otel-audit-dev --out dev-keys >/dev/null && \
+	  echo "NOTICE: created a DEVELOPMENT checkpoint signing key in dev-keys/ (git-ignored)." && \
+	  echo "        It is for trying otel-audit out only: use your own key (otel-audit keygen) in production."; \
+	fi
+	$(BIN) validate
+	$(BIN) serve
 
 lint: ## cargo fmt --check and clippy -D warnings
 	@rustup component list --installed | grep -q '^clippy' || rustup component add clippy rustfmt
@@ -47,10 +48,16 @@ jco: ## Install jco (the second component host, on Node) and transpile the compo
 	cd $(JCO_DIR) && npx jco transpile $(abspath $(WASM)) -o transpiled --no-typescript -q
 	@echo '{"type":"module"}' > $(JCO_DIR)/transpiled/package.json
 
+venv: ## Python venv for the e2e tests: OpenTelemetry SDK, rotel (tests/e2e/requirements.txt)
+	@[ $(VENV)/.installed -nt tests/e2e/requirements.txt ] || { \
+	  { [ -x $(VENV)/bin/python ] || python3 -m venv $(VENV); } && \
+	  $(VENV)/bin/python -m pip install -q --disable-pip-version-check -r tests/e2e/requirements.txt && \
+	  touch $(VENV)/.installed; }
+
 unit: ## Unit tests only (no component needed)
 	$(CARGO) test --release -p audit-processor
 
-test: lint wasm jco ## Everything: lint, unit, end-to-end (real .wasm, jco), known answers, policy tests
+test: lint wasm jco venv ## Everything: lint, unit, end-to-end (real .wasm, jco, OTel SDK, rotel), known answers, policy tests
 	$(CARGO) test --release --workspace
 	$(BIN) test collector-config/policies --module $(WASM) --coverage --fail-uncovered
 

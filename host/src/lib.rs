@@ -14,8 +14,16 @@
 
 pub mod checkpoint;
 pub mod clock;
+pub mod config;
+pub mod exporter;
 pub mod loadgen;
+pub mod merkle;
+pub mod metrics;
 pub mod otlp;
+pub mod pipeline;
 pub mod policytest;
+pub mod receiver;
 pub mod runtime;
 pub mod secrets;
+pub mod serve;
+pub mod store;

@@ -11,7 +11,8 @@ use audit_processor::api::{ChainHead, Context};
 use clap::{Args, Parser, Subcommand};
 use otel_audit::otlp::{self, Encoding, Signal};
 use otel_audit::runtime::{Limits, Runtime, RuntimeError};
-use otel_audit::{checkpoint, clock, policytest, secrets};
+use otel_audit::{checkpoint, clock, config, policytest, secrets, serve};
+use tokio_util::sync::CancellationToken;
 
 /// Where `make wasm` puts the component.
 const DEFAULT_MODULE: &str = "target/wasm32-wasip2/wasm/audit_processor.wasm";
@@ -34,6 +35,20 @@ enum Command {
     Test(TestArgs),
     /// Write an Ed25519 checkpoint signing key pair (NAME.key, NAME.pub).
     Keygen(KeygenArgs),
+    /// Serve OTLP: receive, filter, chain and durably store audit records,
+    /// sign checkpoints and forward downstream (until SIGTERM/SIGINT).
+    Serve(ConfigArgs),
+    /// Validate a config like `otelcol validate`: every problem with its key
+    /// path; also configures the component with each policy.
+    Validate(ConfigArgs),
+}
+
+#[derive(Args)]
+struct ConfigArgs {
+    /// The config (the Collector's YAML shape); default: the embedded
+    /// collector-config/otel-audit.yaml.
+    #[arg(long)]
+    config: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -153,19 +168,23 @@ fn rejected(error: impl Into<anyhow::Error>) -> Failure {
     Failure { code: 1, error: error.into() }
 }
 
-fn main() -> ExitCode {
+/// Logs go to stderr; `OTEL_AUDIT_LOG` (an env-filter) overrides `level`.
+fn init_logging(level: &str) {
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("OTEL_AUDIT_LOG").unwrap_or_else(|_| "warn".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("OTEL_AUDIT_LOG").unwrap_or_else(|_| level.into()))
         .with_writer(std::io::stderr)
         .init();
+}
+
+fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Process(args) => process(args),
         Command::Check(args) => check(args),
         Command::Test(args) => test(args),
         Command::Keygen(args) => keygen(args),
+        Command::Serve(args) => serve(args),
+        Command::Validate(args) => validate(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -174,6 +193,83 @@ fn main() -> ExitCode {
             ExitCode::from(code)
         }
     }
+}
+
+/// The config file given, or the embedded default.
+fn load_config(path: &Option<PathBuf>) -> Result<config::Config, config::ConfigErrors> {
+    match path {
+        Some(path) => config::load(path),
+        None => config::parse(config::DEFAULT_CONFIG, "collector-config/otel-audit.yaml (embedded)"),
+    }
+}
+
+fn serve(args: ConfigArgs) -> Result<(), Failure> {
+    let config = load_config(&args.config).map_err(|errors| rejected(anyhow::anyhow!("invalid config:\n{errors}")))?;
+    init_logging(&config.log_level);
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async {
+        serve::survive_file_size_limit();
+        let server = serve::Server::start(config)?;
+        server.run(CancellationToken::new()).await
+    })?;
+    Ok(())
+}
+
+fn validate(args: ConfigArgs) -> Result<(), Failure> {
+    init_logging("warn");
+    let name = args.config.as_ref().map_or("the embedded config".into(), |p| p.display().to_string());
+    let config = match load_config(&args.config) {
+        Ok(config) => config,
+        Err(errors) => {
+            for problem in &errors.0 {
+                println!("error: {problem}");
+            }
+            return Err(rejected(anyhow::anyhow!("{name}: {} problem(s)", errors.0.len())));
+        }
+    };
+    let mut problems = config::validate_files(&config);
+    let runtime = runtime(&None)?;
+    let mut seen = std::collections::BTreeSet::new();
+    for processor in config.pipelines.iter().map(|p| &p.processor) {
+        if !seen.insert(processor.id.clone())
+            || problems.iter().any(|p| p.path.starts_with(&format!("processors.{}.", processor.id)))
+        {
+            continue;
+        }
+        let problem = |key: &str, message: String| config::Problem {
+            path: format!("processors.{}.{key}", processor.id),
+            message,
+        };
+        let module = match runtime.load(&processor.module) {
+            Ok(module) => module,
+            Err(e) => {
+                problems.push(problem("module", e.to_string()));
+                continue;
+            }
+        };
+        let (Ok(policy), Ok(secrets)) = (std::fs::read_to_string(&processor.policy), processor.read_secrets()) else {
+            continue;
+        };
+        match module.instantiate().and_then(|mut instance| instance.configure(&policy, &secrets)) {
+            Ok(info) => println!(
+                "processor {}: policy {} ({}), {} rules",
+                processor.id,
+                processor.policy.display(),
+                info.digest,
+                info.rules.len()
+            ),
+            Err(e) => problems.push(problem("policy", format!("{}: {e}", processor.policy.display()))),
+        }
+    }
+    for problem in &problems {
+        println!("error: {problem}");
+    }
+    if !problems.is_empty() {
+        return Err(rejected(anyhow::anyhow!("{name}: {} problem(s)", problems.len())));
+    }
+    let chains: u32 = config.pipelines.iter().map(|p| p.shards).sum();
+    println!("{name} is valid: {} pipeline(s), {chains} chain(s)", config.pipelines.len());
+    Ok(())
 }
 
 /// The runtime with the module cache the user chose.
@@ -201,6 +297,7 @@ fn configured(args: &ModuleArgs) -> Result<(otel_audit::runtime::Instance, audit
 }
 
 fn check(args: CheckArgs) -> Result<(), Failure> {
+    init_logging("warn");
     let (_, info) = configured(&args.module)?;
     println!("policy {} is valid", args.module.policy.display());
     println!("  digest   {}", info.digest);
@@ -218,6 +315,7 @@ fn check(args: CheckArgs) -> Result<(), Failure> {
 }
 
 fn test(args: TestArgs) -> Result<(), Failure> {
+    init_logging("warn");
     let runtime = runtime(&args.cache_dir)?;
     let files = policytest::discover(&args.paths)?;
     if files.is_empty() {
@@ -269,6 +367,7 @@ fn test(args: TestArgs) -> Result<(), Failure> {
 }
 
 fn keygen(args: KeygenArgs) -> Result<(), Failure> {
+    init_logging("warn");
     let signer = checkpoint::SignerKey::generate(&args.name)?;
     std::fs::create_dir_all(&args.out).with_context(|| format!("cannot create {}", args.out.display()))?;
     let (private, public) = (args.out.join(format!("{}.key", args.name)), args.out.join(format!("{}.pub", args.name)));
@@ -293,6 +392,7 @@ fn keygen(args: KeygenArgs) -> Result<(), Failure> {
 }
 
 fn process(args: ProcessArgs) -> Result<(), Failure> {
+    init_logging("warn");
     let input = std::fs::read(&args.input).with_context(|| format!("cannot read input {}", args.input.display()))?;
     let request = otlp::to_protobuf(args.signal, &input, args.input_format)
         .map_err(|e| rejected(anyhow::anyhow!("{}: {e}", args.input.display())))?;

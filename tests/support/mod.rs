@@ -2,6 +2,9 @@
 //! runtime per test binary, the shipped policies and fixtures.
 #![allow(dead_code)]
 
+pub mod server;
+pub mod trail;
+
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 

@@ -1,0 +1,347 @@
+//! The component sections: each receiver, processor, exporter and
+//! extension read with its own serde struct and turned into its runtime
+//! form, with the Collector's defaults.
+
+use super::*;
+
+impl Checker<'_> {
+    pub(super) fn receiver(&mut self, id: String, path: String, body: Value) {
+        let receiver = self.component_id(&id, &path).and_then(|(ty, _)| {
+            if ty != "otlp" {
+                self.problem(&path, format!("unknown receiver type `{ty}`: otel-audit receives OTLP; use `otlp`"));
+                return None;
+            }
+            if let Some((first, _)) = self.receivers.first() {
+                let message =
+                    format!("otel-audit runs one OTLP receiver and `{first}` is defined; enable both protocols in it");
+                self.problem(&path, message);
+                return None;
+            }
+            let file: OtlpReceiverFile = self.de(body_of(body), &path)?;
+            self.otlp_receiver(file, &path)
+        });
+        self.receivers.push((id, receiver));
+    }
+
+    fn otlp_receiver(&mut self, file: OtlpReceiverFile, path: &str) -> Option<Receiver> {
+        let protocols = file.protocols.unwrap_or_default();
+        if protocols.grpc.is_none() && protocols.http.is_none() {
+            self.problem(join_path(path, "protocols"), "enable at least one protocol: grpc or http");
+            return None;
+        }
+        let before = self.errors;
+        let mut receiver = Receiver::default();
+        if let Some(grpc) = protocols.grpc {
+            let at = format!("{path}.protocols.grpc");
+            let endpoint = self.listen(format!("{at}.endpoint"), grpc.endpoint, "localhost:4317");
+            let mib = self.or(format!("{at}.max_recv_msg_size_mib"), grpc.max_recv_msg_size_mib, 4, |t| {
+                at_least(values::integer(t)?, 1, t).and_then(|n| at_most(n, 2047, t, "MiB (protobuf's 2 GiB limit)"))
+            });
+            if let (Some(listen), Some(mib)) = (endpoint, mib) {
+                let grpc = GrpcReceiver { endpoint: listen.to_string(), max_recv_msg_size: mib as usize * (1 << 20) };
+                receiver.grpc = Some((grpc, listen));
+            }
+        }
+        if let Some(http) = protocols.http {
+            let at = format!("{path}.protocols.http");
+            let endpoint = self.listen(format!("{at}.endpoint"), http.endpoint, "localhost:4318");
+            let size = self.or(format!("{at}.max_request_body_size"), http.max_request_body_size, 20 << 20, |t| {
+                at_least(values::size(t)?, 1, t).and_then(|n| at_most(n, 2 << 30, t, "bytes (2 GiB)"))
+            });
+            if let (Some(listen), Some(size)) = (endpoint, size) {
+                let http = HttpReceiver { endpoint: listen.to_string(), max_request_body_size: size as usize };
+                receiver.http = Some((http, listen));
+            }
+        }
+        (self.errors == before).then_some(receiver)
+    }
+
+    fn listen(&mut self, path: String, text: Option<Text>, default: &str) -> Option<HostPort> {
+        let text = text.unwrap_or_else(|| Text(default.to_owned()));
+        self.required(path, Some(text), values::listen)
+    }
+
+    pub(super) fn processor(&mut self, id: String, path: String, body: Value) {
+        let processor = self.component_id(&id, &path).and_then(|(ty, _)| {
+            if ty != "wasm" {
+                let message = format!(
+                    "unknown processor type `{ty}`: otel-audit runs a `wasm` processor; its policy holds \
+                     the Collector's filter, attributes and redaction configs"
+                );
+                self.problem(&path, message);
+                return None;
+            }
+            let file: WasmFile = self.de(body_of(body), &path)?;
+            self.wasm(&id, file, &path)
+        });
+        self.processors.push((id, processor));
+    }
+
+    fn wasm(&mut self, id: &str, file: WasmFile, path: &str) -> Option<Processor> {
+        let before = self.errors;
+        let module = self.required(format!("{path}.module"), file.module, file_path);
+        let policy = self.required(format!("{path}.policy"), file.policy, file_path);
+        let mut tests = Vec::new();
+        for (i, test) in file.tests.unwrap_or_default().into_iter().enumerate() {
+            tests.extend(self.required(format!("{path}.tests[{i}]"), Some(test), file_path));
+        }
+        let mut secrets = Vec::new();
+        let at = format!("{path}.secrets");
+        for (key, value) in self.mapping(file.secrets, &at, "a mapping of key ids to secrets").unwrap_or_default() {
+            let secret_id = key_text(&key);
+            if let Some(source) = self.secret(&secret_id, value, &join_path(&at, &secret_id)) {
+                secrets.push(Secret { id: secret_id, source });
+            }
+        }
+        let (module, policy) = (module?, policy?);
+        (self.errors == before).then(|| Processor { id: id.to_owned(), module, policy, secrets, tests })
+    }
+
+    fn secret(&mut self, id: &str, value: Value, path: &str) -> Option<SecretSource> {
+        let how = "write `{file: PATH}` (the key is the file's bytes) or `{value: ${env:VAR}}`";
+        if id.is_empty() || id.chars().any(char::is_whitespace) {
+            self.problem(path, "a secret id must be non-empty, without spaces");
+            return None;
+        }
+        if !value.is_mapping() {
+            // Never echo it: it may be the secret itself.
+            self.problem(path, format!("{how}; inline secret values are refused"));
+            return None;
+        }
+        let file: SecretFile = self.de(value, path)?;
+        match (file.file, file.value) {
+            (Some(file), None) => self.required(format!("{path}.file"), Some(file), file_path).map(SecretSource::File),
+            (None, Some(Text(value))) => {
+                let at = format!("{path}.value");
+                match self.sub.whole.get(&at) {
+                    _ if self.sub.failed.contains(&at) => None,
+                    Some(r) if r.has_default => {
+                        let message = format!(
+                            "a default would put the secret in the file: write `${{env:{}}}` without `:-`",
+                            r.var
+                        );
+                        self.problem(at, message);
+                        None
+                    }
+                    Some(r) if value.is_empty() => {
+                        self.problem(at, format!("environment variable {} is empty", r.var));
+                        None
+                    }
+                    Some(r) => Some(SecretSource::Env { var: r.var.clone(), value: value.into_bytes() }),
+                    None => {
+                        self.problem(at, format!("inline secret values are refused: {how}"));
+                        None
+                    }
+                }
+            }
+            _ => {
+                self.problem(path, how);
+                None
+            }
+        }
+    }
+
+    pub(super) fn exporter(&mut self, id: String, path: String, body: Value) {
+        let exporter = self.component_id(&id, &path).and_then(|(ty, _)| match ty.as_str() {
+            "auditstore" => {
+                let file: AuditStoreFile = self.de(body_of(body), &path)?;
+                self.store(&id, file, &path).map(ExporterDef::Store)
+            }
+            "otlp" | "otlphttp" => {
+                let file: ExporterFile = self.de(body_of(body), &path)?;
+                self.forward(&id, &ty, file, &path)
+            }
+            _ => {
+                self.problem(&path, format!("unknown exporter type `{ty}`: use auditstore, otlp or otlphttp"));
+                None
+            }
+        });
+        self.exporters.push((id, exporter));
+    }
+
+    fn store(&mut self, id: &str, file: AuditStoreFile, path: &str) -> Option<Store> {
+        let directory = self.required(format!("{path}.directory"), file.directory, file_path);
+        let instance_id = match file.instance_id {
+            Some(text) => self.required(format!("{path}.instance_id"), Some(text), |t| {
+                chain_part(t, "an instance id", INSTANCE_ID_MAX)
+            }),
+            None => {
+                let host = gethostname::gethostname().to_string_lossy().into_owned();
+                chain_part(&host, "an instance id", INSTANCE_ID_MAX)
+                    .map_err(|e| {
+                        self.problem(format!("{path}.instance_id"), format!("from the host name: {e}; set instance_id"))
+                    })
+                    .ok()
+            }
+        };
+        let segment_size = self
+            .or(format!("{path}.segment_size"), file.segment_size, 64 << 20, |t| at_least(values::size(t)?, 4096, t));
+        let checkpoint = file.checkpoint.unwrap_or_default();
+        let at = format!("{path}.checkpoint");
+        let every_records = self
+            .or(format!("{at}.every_records"), checkpoint.every_records, 1000, |t| at_least(values::integer(t)?, 1, t));
+        let interval = self.or(format!("{at}.interval"), checkpoint.interval, Duration::from_secs(10), positive);
+        let heartbeat = self.or(format!("{at}.heartbeat"), checkpoint.heartbeat, Duration::from_secs(60), positive);
+        let signing_key = self.required(format!("{path}.signing_key"), file.signing_key, file_path);
+        let origin = self.or(format!("{path}.origin"), file.origin, "otel-audit".to_owned(), |t| {
+            if !t.is_empty() && t.bytes().all(|b| b.is_ascii_graphic() && b != b'+') {
+                Ok(t.to_owned())
+            } else {
+                Err(format!("`{t}` cannot start a checkpoint origin: printable ASCII without spaces or `+`"))
+            }
+        });
+        Some(Store {
+            id: id.to_owned(),
+            directory: directory?,
+            instance_id: instance_id?,
+            segment_size: segment_size?,
+            every_records: every_records?,
+            interval: interval?,
+            heartbeat: heartbeat?,
+            signing_key: signing_key?,
+            origin: origin?,
+        })
+    }
+
+    fn forward(&mut self, id: &str, ty: &str, file: ExporterFile, path: &str) -> Option<ExporterDef> {
+        let before = self.errors;
+        let grpc = ty == "otlp";
+        let mut dials = Vec::new();
+        let (endpoint, traces_url, logs_url) = if grpc {
+            for (key, text) in [("traces_endpoint", &file.traces_endpoint), ("logs_endpoint", &file.logs_endpoint)] {
+                if text.is_some() {
+                    self.problem(format!("{path}.{key}"), "an otlphttp key; an otlp (gRPC) exporter has one endpoint");
+                }
+            }
+            let at = format!("{path}.endpoint");
+            let (target, dial) = self.required(at.clone(), file.endpoint, values::grpc_target).unzip();
+            dials.extend(dial.map(|dial| (at, dial)));
+            (target, None, None)
+        } else {
+            if file.endpoint.is_none() && file.traces_endpoint.is_none() && file.logs_endpoint.is_none() {
+                self.problem(format!("{path}.endpoint"), "required (or traces_endpoint and logs_endpoint)");
+            }
+            // The Collector's composition: a signal's own URL, else the base
+            // URL and the signal's path.
+            let mut url = |key: &str, text: Option<Text>| {
+                let at = format!("{path}.{key}");
+                let (url, dial) = self.required(at.clone(), Some(text?), values::http_url)?;
+                dials.push((at, dial));
+                Some(url)
+            };
+            let base = url("endpoint", file.endpoint);
+            let traces =
+                url("traces_endpoint", file.traces_endpoint).or_else(|| Some(format!("{}/v1/traces", base.as_ref()?)));
+            let logs = url("logs_endpoint", file.logs_endpoint).or_else(|| Some(format!("{}/v1/logs", base.as_ref()?)));
+            (Some(String::new()), traces, logs)
+        };
+        let at = format!("{path}.headers");
+        let map = self.mapping(file.headers, &at, "a mapping of header names to values");
+        let headers = self.headers(map.unwrap_or_default(), &at);
+        let compression = self.or(format!("{path}.compression"), file.compression, Compression::Gzip, |t| match t {
+            "gzip" => Ok(Compression::Gzip),
+            "none" | "" => Ok(Compression::None),
+            _ => Err(format!("`{t}` is not supported: use gzip or none")),
+        });
+        let default_timeout = Duration::from_secs(if grpc { 5 } else { 30 });
+        let timeout = self.or(format!("{path}.timeout"), file.timeout, default_timeout, positive);
+        let retry = self.retry(file.retry_on_failure.unwrap_or_default(), &format!("{path}.retry_on_failure"));
+        let queue = file.sending_queue.unwrap_or_default();
+        let at = format!("{path}.sending_queue");
+        if let Some(false) = self.or(format!("{at}.enabled"), queue.enabled, true, values::boolean) {
+            let message = "the store is the queue and cannot be turned off; set queue_size to bound the backlog";
+            self.problem(format!("{at}.enabled"), message);
+        }
+        let backlog =
+            self.or(format!("{at}.queue_size"), queue.queue_size, 1_000_000, |t| at_least(values::integer(t)?, 1, t));
+        if let Some(tls) = file.tls {
+            let at = format!("{path}.tls");
+            if self.or(format!("{at}.insecure"), tls.insecure, false, values::boolean) == Some(false) {
+                self.problem(at, "TLS is not supported yet: write `insecure: true` (plaintext) or remove tls");
+            }
+        }
+        let exporter = Exporter {
+            id: id.to_owned(),
+            protocol: if grpc { ExportProtocol::Grpc } else { ExportProtocol::Http },
+            endpoint: endpoint?,
+            traces_url: traces_url.unwrap_or_default(),
+            logs_url: logs_url.unwrap_or_default(),
+            headers,
+            compression: compression?,
+            timeout: timeout?,
+            retry: retry?,
+            max_backlog_records: backlog?,
+        };
+        (self.errors == before).then_some(ExporterDef::Forward { exporter, dials })
+    }
+
+    /// Header names and values, in order; a value is never shown, as
+    /// headers often carry tokens.
+    fn headers(&mut self, map: Mapping, path: &str) -> Vec<(String, String)> {
+        let mut headers: Vec<(String, String)> = Vec::new();
+        for (key, value) in map {
+            let name = key_text(&key);
+            let at = join_path(path, &name);
+            let tchar = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+            if name.is_empty() || !name.bytes().all(tchar) {
+                self.problem(at, "not a header name: letters, digits and !#$%&'*+-.^_`|~");
+            } else if headers.iter().any(|(n, _)| n.eq_ignore_ascii_case(&name)) {
+                self.problem(at, "repeated (header names ignore case)");
+            } else if let Some(Text(value)) = self.de::<Text>(value, &at) {
+                if value.chars().any(|c| c.is_control() && c != '\t') {
+                    self.problem(at, "the value contains control characters (such as a newline)");
+                } else {
+                    headers.push((name, value));
+                }
+            }
+        }
+        headers
+    }
+
+    fn retry(&mut self, file: RetryFile, path: &str) -> Option<Retry> {
+        let enabled = self.or(format!("{path}.enabled"), file.enabled, true, values::boolean);
+        let initial =
+            self.or(format!("{path}.initial_interval"), file.initial_interval, Duration::from_secs(5), positive);
+        let max = self.or(format!("{path}.max_interval"), file.max_interval, Duration::from_secs(30), positive);
+        let multiplier = self.or(format!("{path}.multiplier"), file.multiplier, 1.5, |t| {
+            values::number(t).and_then(|n| if n >= 1.0 { Ok(n) } else { Err(format!("`{t}` must be at least 1")) })
+        });
+        let jitter = self.or(format!("{path}.randomization_factor"), file.randomization_factor, 0.5, |t| {
+            let n = values::number(t)?;
+            if (0.0..=1.0).contains(&n) { Ok(n) } else { Err(format!("`{t}` must be from 0 to 1")) }
+        });
+        let elapsed =
+            self.or(format!("{path}.max_elapsed_time"), file.max_elapsed_time, Duration::ZERO, values::duration);
+        if elapsed.is_some_and(|e| !e.is_zero()) {
+            self.problem(
+                format!("{path}.max_elapsed_time"),
+                "otel-audit never gives up on a record the store holds: remove this or set 0",
+            );
+            return None;
+        }
+        let (initial, max) = (initial?, max?);
+        if max < initial {
+            self.problem(format!("{path}.max_interval"), "must be at least initial_interval");
+            return None;
+        }
+        Some(Retry {
+            enabled: enabled?,
+            initial_interval: initial,
+            max_interval: max,
+            multiplier: multiplier?,
+            randomization_factor: jitter?,
+        })
+    }
+
+    pub(super) fn extension(&mut self, id: String, path: String, body: Value) {
+        let extension = self.component_id(&id, &path).and_then(|(ty, _)| {
+            if ty != "health_check" {
+                self.problem(&path, format!("unknown extension type `{ty}`: otel-audit has `health_check`"));
+                return None;
+            }
+            let file: HealthCheckFile = self.de(body_of(body), &path)?;
+            self.listen(format!("{path}.endpoint"), file.endpoint, "localhost:13133")
+        });
+        self.extensions.push((id, extension));
+    }
+}

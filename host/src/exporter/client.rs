@@ -1,0 +1,220 @@
+//! Sends one OTLP export request downstream over gRPC or HTTP and sorts
+//! the outcome into delivered, retryable or permanently rejected, with the
+//! OTLP specification's retryable codes.
+
+use std::io::Write;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::uri::PathAndQuery;
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceResponse;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
+use prost::Message;
+use tonic::Code;
+use tonic::codec::CompressionEncoding;
+use tonic::metadata::{MetadataKey, MetadataValue};
+use tonic::transport::{Channel, Endpoint};
+
+use crate::otlp::Signal;
+use crate::receiver::grpc::{LOGS_METHOD, RawCodec, TRACES_METHOD};
+
+/// Where and how an exporter sends.
+#[derive(Debug, Clone)]
+pub enum Destination {
+    /// OTLP/gRPC to `endpoint` (`http://host:port`).
+    Grpc {
+        /// The endpoint URI.
+        endpoint: String,
+    },
+    /// OTLP/HTTP protobuf to these URLs.
+    Http {
+        /// Full URL for traces.
+        traces_url: String,
+        /// Full URL for logs.
+        logs_url: String,
+    },
+}
+
+/// Connection settings shared by both protocols.
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    /// Extra request headers (gRPC metadata).
+    pub headers: Vec<(String, String)>,
+    /// gzip request bodies.
+    pub gzip: bool,
+    /// Per-request timeout.
+    pub timeout: Duration,
+}
+
+/// Why a send did not deliver.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    /// Try again later (unavailable, timeout, throttled, connection error).
+    #[error("{0}")]
+    Retryable(String),
+    /// The downstream refused the data; retrying cannot help.
+    #[error("{0}")]
+    Permanent(String),
+}
+
+/// What the downstream said about a delivered request.
+#[derive(Debug, Default)]
+pub struct Delivered {
+    /// Records it reported as rejected in a partial success.
+    pub rejected: u64,
+    /// Its message, if any.
+    pub message: String,
+}
+
+/// A connected (lazily) downstream client.
+pub enum Client {
+    /// gRPC.
+    Grpc {
+        /// The channel (reconnects by itself).
+        channel: Channel,
+        /// Settings.
+        options: ClientOptions,
+    },
+    /// HTTP.
+    Http {
+        /// The HTTP client.
+        client: reqwest::Client,
+        /// Traces URL.
+        traces_url: String,
+        /// Logs URL.
+        logs_url: String,
+        /// Settings.
+        options: ClientOptions,
+    },
+}
+
+impl Client {
+    /// Creates a client; nothing connects until the first send.
+    pub fn new(destination: &Destination, options: ClientOptions) -> Result<Self, String> {
+        match destination {
+            Destination::Grpc { endpoint } => {
+                let channel = Endpoint::from_shared(endpoint.clone())
+                    .map_err(|e| format!("invalid gRPC endpoint {endpoint:?}: {e}"))?
+                    .connect_timeout(options.timeout)
+                    .timeout(options.timeout)
+                    .connect_lazy();
+                Ok(Client::Grpc { channel, options })
+            }
+            Destination::Http { traces_url, logs_url } => {
+                let client = reqwest::Client::builder()
+                    .timeout(options.timeout)
+                    .connect_timeout(options.timeout)
+                    .build()
+                    .map_err(|e| format!("cannot create the HTTP client: {e}"))?;
+                Ok(Client::Http { client, traces_url: traces_url.clone(), logs_url: logs_url.clone(), options })
+            }
+        }
+    }
+
+    /// Sends one protobuf export request.
+    pub async fn send(&self, signal: Signal, payload: Bytes) -> Result<Delivered, SendError> {
+        match self {
+            Client::Grpc { channel, options } => send_grpc(channel.clone(), options, signal, payload).await,
+            Client::Http { client, traces_url, logs_url, options } => {
+                let url = if signal == Signal::Traces { traces_url } else { logs_url };
+                send_http(client, url, options, signal, payload).await
+            }
+        }
+    }
+}
+
+async fn send_grpc(
+    channel: Channel,
+    options: &ClientOptions,
+    signal: Signal,
+    payload: Bytes,
+) -> Result<Delivered, SendError> {
+    let mut grpc = tonic::client::Grpc::new(channel);
+    if options.gzip {
+        grpc = grpc.send_compressed(CompressionEncoding::Gzip).accept_compressed(CompressionEncoding::Gzip);
+    }
+    grpc.ready().await.map_err(|e| SendError::Retryable(format!("cannot connect: {e}")))?;
+    let mut request = tonic::Request::new(payload);
+    request.set_timeout(options.timeout);
+    for (name, value) in &options.headers {
+        let key = MetadataKey::from_bytes(name.to_ascii_lowercase().as_bytes())
+            .map_err(|e| SendError::Permanent(format!("header {name:?} is not valid gRPC metadata: {e}")))?;
+        let value = MetadataValue::try_from(value.as_str())
+            .map_err(|e| SendError::Permanent(format!("header {name:?} has an invalid value: {e}")))?;
+        request.metadata_mut().insert(key, value);
+    }
+    let method = PathAndQuery::from_static(if signal == Signal::Traces { TRACES_METHOD } else { LOGS_METHOD });
+    match grpc.unary(request, method, RawCodec).await {
+        Ok(response) => Ok(partial_success(signal, &response.into_inner())),
+        Err(status) => {
+            let message = format!("gRPC {:?}: {}", status.code(), status.message());
+            // The OTLP specification's retryable codes, plus UNKNOWN (what a
+            // broken connection often surfaces as): for an audit trail a
+            // stalled exporter, visible in the backlog metric and
+            // back-pressure, beats skipping records.
+            match status.code() {
+                // Throttling is retryable only when the server says when (RetryInfo).
+                Code::ResourceExhausted if !status.details().is_empty() => Err(SendError::Retryable(message)),
+                Code::Cancelled
+                | Code::DeadlineExceeded
+                | Code::Aborted
+                | Code::OutOfRange
+                | Code::Unavailable
+                | Code::DataLoss
+                | Code::Unknown => Err(SendError::Retryable(message)),
+                _ => Err(SendError::Permanent(message)),
+            }
+        }
+    }
+}
+
+async fn send_http(
+    client: &reqwest::Client,
+    url: &str,
+    options: &ClientOptions,
+    signal: Signal,
+    payload: Bytes,
+) -> Result<Delivered, SendError> {
+    let mut request = client.post(url).header(http::header::CONTENT_TYPE, "application/x-protobuf");
+    for (name, value) in &options.headers {
+        request = request.header(name.as_str(), value.as_str());
+    }
+    let body = if options.gzip {
+        request = request.header(http::header::CONTENT_ENCODING, "gzip");
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        encoder
+            .write_all(&payload)
+            .and_then(|()| encoder.finish())
+            .map(Bytes::from)
+            .map_err(|e| SendError::Retryable(format!("gzip: {e}")))?
+    } else {
+        payload
+    };
+    let response = request.body(body).send().await.map_err(|e| SendError::Retryable(format!("POST {url}: {e}")))?;
+    let status = response.status();
+    let bytes = response.bytes().await.unwrap_or_default();
+    if status.is_success() {
+        return Ok(partial_success(signal, &bytes));
+    }
+    let message = format!("POST {url}: HTTP {status}: {}", String::from_utf8_lossy(&bytes[..bytes.len().min(512)]));
+    match status.as_u16() {
+        429 | 502 | 503 | 504 => Err(SendError::Retryable(message)),
+        _ => Err(SendError::Permanent(message)),
+    }
+}
+
+/// Reads a partial success out of an export response, if there is one.
+fn partial_success(signal: Signal, body: &[u8]) -> Delivered {
+    let decoded = match signal {
+        Signal::Traces => ExportTraceServiceResponse::decode(body)
+            .ok()
+            .and_then(|r| r.partial_success)
+            .map(|p| (p.rejected_spans, p.error_message)),
+        Signal::Logs => ExportLogsServiceResponse::decode(body)
+            .ok()
+            .and_then(|r| r.partial_success)
+            .map(|p| (p.rejected_log_records, p.error_message)),
+    };
+    decoded
+        .map_or_else(Delivered::default, |(rejected, message)| Delivered { rejected: rejected.max(0) as u64, message })
+}

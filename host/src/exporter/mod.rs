@@ -1,0 +1,408 @@
+//! The exporter stage: forwards what a chain stored to a downstream OTLP
+//! endpoint, reading from the store's outbox (never from memory), in order,
+//! with a persisted cursor and retry with backoff. A slow or dead
+//! downstream only grows the backlog; the router turns a backlog past its
+//! limit into retryable errors upstream. Signed checkpoints go downstream
+//! too, as OTLP log records, so a copy lives outside the store.
+
+pub mod client;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
+use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs, SeverityNumber};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use prost::Message;
+use rand::Rng;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::{ExporterLabels, Metrics};
+use crate::otlp::Signal;
+use crate::pipeline::chain::Committed;
+use crate::store::{self, Frame, OutboxReader};
+use client::{Client, SendError};
+
+/// Largest payload one export request carries (frames are merged up to it).
+const MAX_REQUEST_BYTES: usize = 1 << 20;
+
+/// Retry schedule.
+#[derive(Debug, Clone)]
+pub struct Retry {
+    /// Retry retryable failures at all; when off, a failed request is given up.
+    pub enabled: bool,
+    /// First backoff.
+    pub initial_interval: Duration,
+    /// Longest backoff.
+    pub max_interval: Duration,
+    /// Backoff growth per attempt.
+    pub multiplier: f64,
+    /// Random spread of each backoff (0.5: between 50 % and 150 %).
+    pub randomization_factor: f64,
+}
+
+/// One exporter of one chain.
+pub struct ExportTask {
+    /// Exporter id, e.g. `otlp/downstream`.
+    pub exporter_id: String,
+    /// Chain id.
+    pub chain_id: String,
+    /// The chain's directory in the store.
+    pub chain_dir: PathBuf,
+    /// The downstream client.
+    pub client: Client,
+    /// Retry schedule.
+    pub retry: Retry,
+    /// What the chain has made durable.
+    pub committed: watch::Receiver<Committed>,
+    /// This exporter's next undelivered seq (the router reads it for back-pressure).
+    pub cursor: Arc<AtomicU64>,
+    /// Every exporter cursor of the chain (the outbox is pruned below the lowest).
+    pub chain_cursors: Vec<Arc<AtomicU64>>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+}
+
+/// Outcome of trying to deliver one request.
+enum Attempt {
+    Delivered,
+    GivenUp,
+    Stopped,
+}
+
+impl ExportTask {
+    /// Loads the persisted cursor (before serving, so back-pressure is right from the start).
+    pub fn load_cursor(&self) -> Result<(), store::StoreError> {
+        let next = store::read_cursor(&self.chain_dir, &cursor_name(&self.exporter_id))?.unwrap_or(0);
+        self.cursor.store(next, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Delivers until `stop` is cancelled; after `drain` is cancelled it
+    /// delivers what is committed, then returns.
+    pub async fn run(mut self, drain: CancellationToken, stop: CancellationToken) {
+        let labels = ExporterLabels { chain: self.chain_id.clone(), exporter: self.exporter_id.clone() };
+        let dir = self.chain_dir.clone();
+        let mut reader = match tokio::task::spawn_blocking(move || OutboxReader::open(&dir)).await {
+            Ok(Ok(reader)) => reader,
+            Ok(Err(error)) => {
+                tracing::error!(chain = %self.chain_id, exporter = %self.exporter_id, %error, "cannot open the outbox; exporter stopped");
+                return;
+            }
+            Err(_) => return,
+        };
+        let mut checkpoints = CheckpointFeed::open(&self.chain_dir, &self.exporter_id);
+        let mut last_prune = Instant::now();
+        loop {
+            let committed = *self.committed.borrow_and_update();
+            let cursor = self.cursor.load(Ordering::Relaxed);
+            self.metrics.export_backlog.get_or_create(&labels).set(committed.next_seq.saturating_sub(cursor) as i64);
+            if cursor < committed.next_seq {
+                let read = tokio::task::spawn_blocking(move || {
+                    let frames = reader.read(cursor, committed.next_seq, MAX_REQUEST_BYTES);
+                    (reader, frames)
+                })
+                .await;
+                let Ok((returned, frames)) = read else { return };
+                reader = returned;
+                let frames = match frames {
+                    Ok(frames) => frames,
+                    Err(error) => {
+                        tracing::error!(chain = %self.chain_id, exporter = %self.exporter_id, %error, "cannot read the outbox; retrying");
+                        if sleep_or_stop(Duration::from_secs(1), &stop).await {
+                            return;
+                        }
+                        continue;
+                    }
+                };
+                let Some(first) = frames.first() else {
+                    tracing::warn!(chain = %self.chain_id, exporter = %self.exporter_id, from = cursor, to = committed.next_seq, "records without a downstream copy (lost in a crash before they were acknowledged); skipped");
+                    self.advance(committed.next_seq).await;
+                    continue;
+                };
+                if first.first_seq > cursor {
+                    tracing::warn!(chain = %self.chain_id, exporter = %self.exporter_id, from = cursor, to = first.first_seq, "records without a downstream copy (lost in a crash before they were acknowledged); skipped");
+                }
+                for (signal, payload, end, records) in merge(&frames) {
+                    match self.deliver(signal, payload, &labels, &stop).await {
+                        Attempt::Delivered => {
+                            self.metrics.exported_records.get_or_create(&labels).inc_by(records);
+                        }
+                        Attempt::GivenUp => {
+                            self.metrics.export_rejected.get_or_create(&labels).inc_by(records);
+                        }
+                        Attempt::Stopped => return,
+                    }
+                    self.advance(end).await;
+                }
+                if last_prune.elapsed() > Duration::from_secs(10) {
+                    last_prune = Instant::now();
+                    self.prune().await;
+                }
+                continue;
+            }
+            // Records first, then the checkpoints that cover them.
+            if let Some(pending) = checkpoints.pending(&self.chain_id, cursor, committed.checkpoints) {
+                match self.deliver(Signal::Logs, pending.payload.clone(), &labels, &stop).await {
+                    Attempt::Stopped => return,
+                    _ => checkpoints.delivered(&pending),
+                }
+                continue;
+            }
+            if drain.is_cancelled() {
+                tracing::info!(chain = %self.chain_id, exporter = %self.exporter_id, next_seq = cursor, "exporter drained");
+                return;
+            }
+            tokio::select! {
+                changed = self.committed.changed() => if changed.is_err() {
+                    // The chain stopped: deliver what is left, then stop.
+                    if drain.is_cancelled() { continue }
+                    drain.cancelled().await;
+                },
+                _ = drain.cancelled() => {}
+                _ = stop.cancelled() => return,
+            }
+        }
+    }
+
+    /// Sends one request, retrying retryable failures with backoff.
+    async fn deliver(
+        &self,
+        signal: Signal,
+        payload: Bytes,
+        labels: &ExporterLabels,
+        stop: &CancellationToken,
+    ) -> Attempt {
+        let mut backoff = self.retry.initial_interval;
+        loop {
+            let outcome = tokio::select! {
+                outcome = self.client.send(signal, payload.clone()) => outcome,
+                _ = stop.cancelled() => return Attempt::Stopped,
+            };
+            match outcome {
+                Ok(delivered) => {
+                    if delivered.rejected > 0 {
+                        tracing::warn!(chain = %self.chain_id, exporter = %self.exporter_id, rejected = delivered.rejected, message = %delivered.message, "downstream rejected part of a request");
+                    }
+                    return Attempt::Delivered;
+                }
+                Err(SendError::Retryable(message)) if self.retry.enabled => {
+                    self.metrics.export_retries.get_or_create(labels).inc();
+                    tracing::warn!(chain = %self.chain_id, exporter = %self.exporter_id, %message, backoff_ms = backoff.as_millis() as u64, "export failed; retrying");
+                    let spread = self.retry.randomization_factor.clamp(0.0, 1.0);
+                    let jitter = if spread > 0.0 { rand::rng().random_range(1.0 - spread..=1.0 + spread) } else { 1.0 };
+                    if sleep_or_stop(backoff.mul_f64(jitter), stop).await {
+                        return Attempt::Stopped;
+                    }
+                    backoff = backoff.mul_f64(self.retry.multiplier.max(1.0)).min(self.retry.max_interval);
+                }
+                Err(error) => {
+                    tracing::error!(chain = %self.chain_id, exporter = %self.exporter_id, %error, "downstream refused a request; it stays in the store but is not forwarded");
+                    return Attempt::GivenUp;
+                }
+            }
+        }
+    }
+
+    /// Moves the cursor and persists it.
+    async fn advance(&self, next_seq: u64) {
+        self.cursor.store(next_seq, Ordering::Relaxed);
+        let (dir, name) = (self.chain_dir.clone(), cursor_name(&self.exporter_id));
+        let written = tokio::task::spawn_blocking(move || store::write_cursor(&dir, &name, next_seq)).await;
+        if let Ok(Err(error)) = written {
+            // Only a restart is affected: it re-sends from the older cursor.
+            tracing::warn!(chain = %self.chain_id, exporter = %self.exporter_id, %error, "cannot persist the export cursor");
+        }
+    }
+
+    async fn prune(&self) {
+        let below = self.chain_cursors.iter().map(|c| c.load(Ordering::Relaxed)).min().unwrap_or(0);
+        let dir = self.chain_dir.clone();
+        if let Ok(Err(error)) = tokio::task::spawn_blocking(move || store::prune_outbox(&dir, below)).await {
+            tracing::warn!(chain = %self.chain_id, %error, "cannot prune the outbox");
+        }
+    }
+}
+
+/// Merges runs of frames of the same signal into requests: concatenated
+/// protobuf messages of one type are one message with the repeated fields
+/// appended. Yields (signal, payload, next seq after it, records).
+fn merge(frames: &[Frame]) -> Vec<(Signal, Bytes, u64, u64)> {
+    let mut out: Vec<(Signal, BytesMut, u64, u64)> = Vec::new();
+    for frame in frames {
+        let end = frame.first_seq + u64::from(frame.count);
+        match out.last_mut() {
+            Some((signal, payload, last_end, records)) if *signal == frame.signal => {
+                payload.extend_from_slice(&frame.payload);
+                *last_end = end;
+                *records += u64::from(frame.count);
+            }
+            _ => out.push((frame.signal, BytesMut::from(frame.payload.as_slice()), end, u64::from(frame.count))),
+        }
+    }
+    out.into_iter().map(|(s, p, e, r)| (s, p.freeze(), e, r)).collect()
+}
+
+async fn sleep_or_stop(duration: Duration, stop: &CancellationToken) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(duration) => false,
+        _ = stop.cancelled() => true,
+    }
+}
+
+/// File-name-safe cursor name of an exporter.
+fn cursor_name(exporter_id: &str) -> String {
+    exporter_id.replace(|c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == '.'), "_")
+}
+
+/// The chain's signed checkpoints not yet sent by one exporter, read from
+/// the store's checkpoints file.
+struct CheckpointFeed {
+    path: PathBuf,
+    dir: PathBuf,
+    cursor_name: String,
+    /// Checkpoints delivered (persisted).
+    delivered: u64,
+    /// Byte offset of the first undelivered line, once known.
+    offset: Option<u64>,
+    /// The chain's checkpoint count when the feed last found nothing to send.
+    idle_at: Option<u64>,
+}
+
+/// Undelivered checkpoints as one logs request.
+struct PendingCheckpoints {
+    payload: Bytes,
+    count: u64,
+    bytes: u64,
+}
+
+impl CheckpointFeed {
+    fn open(chain_dir: &std::path::Path, exporter_id: &str) -> Self {
+        let cursor_name = format!("{}.checkpoints", cursor_name(exporter_id));
+        let delivered = store::read_cursor(chain_dir, &cursor_name).ok().flatten().unwrap_or(0);
+        CheckpointFeed {
+            path: chain_dir.join("checkpoints.jsonl"),
+            dir: chain_dir.to_owned(),
+            cursor_name,
+            delivered,
+            offset: None,
+            idle_at: None,
+        }
+    }
+
+    /// The undelivered checkpoints covering at most `cursor` records. The
+    /// file is read only when the chain signed something new.
+    fn pending(&mut self, chain_id: &str, cursor: u64, signed: u64) -> Option<PendingCheckpoints> {
+        if self.idle_at == Some(signed) {
+            return None;
+        }
+        let found = self.read(chain_id, cursor);
+        if found.is_none() {
+            self.idle_at = Some(signed);
+        }
+        found
+    }
+
+    fn read(&mut self, chain_id: &str, cursor: u64) -> Option<PendingCheckpoints> {
+        use std::io::{Read, Seek, SeekFrom};
+        let mut file = std::fs::File::open(&self.path).ok()?;
+        let mut text = String::new();
+        let skip = match self.offset {
+            Some(offset) => {
+                file.seek(SeekFrom::Start(offset)).ok()?;
+                0
+            }
+            None => self.delivered as usize,
+        };
+        file.read_to_string(&mut text).ok()?;
+        let complete = text.rfind('\n').map_or("", |end| &text[..=end]);
+        let mut consumed = 0u64;
+        let mut records = Vec::new();
+        let mut bytes = 0u64;
+        for (index, line) in complete.split_inclusive('\n').enumerate() {
+            consumed += line.len() as u64;
+            if index < skip {
+                continue;
+            }
+            let Ok(entry) = serde_json::from_str::<serde_json::Value>(line) else { break };
+            if entry["size"].as_u64().is_none_or(|size| size > cursor) {
+                break;
+            }
+            bytes = consumed;
+            records.push(checkpoint_log_record(chain_id, &entry));
+        }
+        if self.offset.is_none() {
+            // Byte offset of the first undelivered line.
+            let skipped: u64 = complete.split_inclusive('\n').take(skip).map(|l| l.len() as u64).sum();
+            self.offset = Some(skipped);
+            bytes = bytes.saturating_sub(skipped);
+        }
+        if records.is_empty() {
+            return None;
+        }
+        let count = records.len() as u64;
+        let request = ExportLogsServiceRequest {
+            resource_logs: vec![ResourceLogs {
+                resource: Some(Resource {
+                    attributes: vec![string_attr("service.name", "otel-audit")],
+                    ..Default::default()
+                }),
+                scope_logs: vec![ScopeLogs {
+                    scope: Some(InstrumentationScope { name: "otel-audit.checkpoint".into(), ..Default::default() }),
+                    log_records: records,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        };
+        Some(PendingCheckpoints { payload: Bytes::from(request.encode_to_vec()), count, bytes })
+    }
+
+    fn delivered(&mut self, pending: &PendingCheckpoints) {
+        self.delivered += pending.count;
+        self.offset = self.offset.map(|o| o + pending.bytes);
+        if let Err(error) = store::write_cursor(&self.dir, &self.cursor_name, self.delivered) {
+            tracing::warn!(%error, "cannot persist the checkpoint cursor");
+        }
+    }
+}
+
+/// A signed checkpoint as an OTLP log record: the note is the body, so a
+/// downstream copy can be verified with the public key alone.
+fn checkpoint_log_record(chain_id: &str, entry: &serde_json::Value) -> LogRecord {
+    let time = entry["time_unix_nano"].as_str().and_then(|t| t.parse().ok()).unwrap_or(0);
+    let note = entry["note"].as_str().unwrap_or_default().to_owned();
+    LogRecord {
+        time_unix_nano: time,
+        observed_time_unix_nano: time,
+        severity_number: SeverityNumber::Info as i32,
+        severity_text: "INFO".into(),
+        event_name: "audit.checkpoint".into(),
+        body: Some(AnyValue { value: Some(any_value::Value::StringValue(note)) }),
+        attributes: vec![
+            string_attr("audit.sequence.stream_id", chain_id),
+            KeyValue {
+                key: "audit.checkpoint.size".into(),
+                value: Some(AnyValue {
+                    value: Some(any_value::Value::IntValue(entry["size"].as_i64().unwrap_or_default())),
+                }),
+                ..Default::default()
+            },
+            string_attr("audit.checkpoint.root", entry["root"].as_str().unwrap_or_default()),
+        ],
+        ..Default::default()
+    }
+}
+
+fn string_attr(key: &str, value: &str) -> KeyValue {
+    KeyValue {
+        key: key.into(),
+        value: Some(AnyValue { value: Some(any_value::Value::StringValue(value.into())) }),
+        ..Default::default()
+    }
+}

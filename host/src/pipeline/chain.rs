@@ -1,0 +1,434 @@
+//! One chain's worker: a thread that owns the chain's processor instance
+//! and its store. It takes the requests queued for the chain, runs them
+//! through the component one after the other (each starts from the head
+//! the previous one produced), appends all their records with one fsync
+//! (group commit), and only then answers them. Between batches it signs
+//! checkpoints: every N records, after T seconds with new records, as a
+//! heartbeat while idle, and once more when it stops.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
+use std::time::{Duration, Instant};
+
+use audit_processor::api::{ChainHead, Context, Output};
+use audit_processor::chain::to_hex;
+use bytes::Bytes;
+use tokio::sync::{oneshot, watch};
+
+use crate::checkpoint::{Checkpoint, SignerKey};
+use crate::metrics::{self, Metrics};
+use crate::otlp::Signal;
+use crate::runtime::{Instance, Module, RuntimeError};
+use crate::store::{Append, ChainStore, CheckpointEntry, StoreError, StoreOptions};
+use crate::{clock, pipeline::Rejection};
+
+/// At most this many requests are committed together.
+const MAX_GROUP_REQUESTS: usize = 256;
+/// A group stops growing once its requests hold this many bytes.
+const MAX_GROUP_BYTES: usize = 32 << 20;
+
+/// One queued request.
+pub struct Job {
+    /// The OTLP protobuf export request.
+    pub payload: Bytes,
+    /// When the receiver got it (Unix nanoseconds).
+    pub received_at: u64,
+    /// Where the outcome goes.
+    pub reply: oneshot::Sender<Result<(), Rejection>>,
+}
+
+/// How often a chain signs checkpoints.
+#[derive(Clone)]
+pub struct CheckpointPolicy {
+    /// Sign after this many new records.
+    pub every_records: u64,
+    /// Sign when new records are older than this.
+    pub interval: Duration,
+    /// Sign at least this often, even when idle.
+    pub heartbeat: Duration,
+    /// The origin line of this chain's checkpoints.
+    pub origin: String,
+    /// The signing key.
+    pub signer: Arc<SignerKey>,
+}
+
+/// What a chain's worker needs.
+pub struct ChainSpec {
+    /// Chain id (in every record).
+    pub chain_id: String,
+    /// Pipeline id, for metrics and logs.
+    pub pipeline_id: String,
+    /// Which signal the pipeline carries.
+    pub signal: Signal,
+    /// The chain's own directory in the store.
+    pub dir: std::path::PathBuf,
+    /// Store options.
+    pub store: StoreOptions,
+    /// Checkpoint schedule and key.
+    pub checkpoints: CheckpointPolicy,
+    /// The compiled component.
+    pub module: Arc<Module>,
+    /// The policy text and the secrets `configure` gets.
+    pub policy: Arc<PolicySource>,
+}
+
+/// A policy as `configure` takes it.
+pub struct PolicySource {
+    /// The policy file's text.
+    pub text: String,
+    /// Secrets, by key id.
+    pub secrets: Vec<(String, Vec<u8>)>,
+}
+
+/// What the chain has made durable so far; exporters wait on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Committed {
+    /// Records stored (the next seq).
+    pub next_seq: u64,
+    /// Checkpoints written.
+    pub checkpoints: u64,
+}
+
+/// Why a chain could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ChainError {
+    /// The store could not be opened or recovered.
+    #[error("chain {chain}: {source}")]
+    Store {
+        /// Chain id.
+        chain: String,
+        /// The store's error.
+        source: StoreError,
+    },
+    /// The component could not be instantiated or rejected the policy.
+    #[error("chain {chain}: {source}")]
+    Processor {
+        /// Chain id.
+        chain: String,
+        /// The runtime's error.
+        source: RuntimeError,
+    },
+    /// A checkpoint could not be signed or stored.
+    #[error("chain {chain}: checkpoint: {message}")]
+    Checkpoint {
+        /// Chain id.
+        chain: String,
+        /// Why.
+        message: String,
+    },
+}
+
+/// The worker's state; lives on its own thread.
+pub struct ChainWorker {
+    spec: ChainSpec,
+    store: Option<ChainStore>,
+    instance: Option<Instance>,
+    metrics: Arc<Metrics>,
+    committed: watch::Sender<Committed>,
+    last_checkpoint_size: u64,
+    last_checkpoint_at: Instant,
+    checkpoint_clock: Arc<AtomicU64>,
+}
+
+impl ChainWorker {
+    /// Opens the store (recovering the head after a crash) and configures
+    /// an instance, so that start-up problems are reported before serving.
+    pub fn open(spec: ChainSpec, metrics: Arc<Metrics>) -> Result<(Self, watch::Receiver<Committed>), ChainError> {
+        let chain = spec.chain_id.clone();
+        let (store, recovery) = ChainStore::open(&spec.dir, &spec.chain_id, spec.store.clone())
+            .map_err(|source| ChainError::Store { chain: chain.clone(), source })?;
+        for note in &recovery.notes {
+            tracing::warn!(chain = %chain, "{note}");
+        }
+        tracing::info!(
+            chain = %chain,
+            next_seq = recovery.next_seq,
+            torn_bytes = recovery.torn_bytes,
+            replayed_leaves = recovery.replayed_leaves,
+            dir = %spec.dir.display(),
+            "chain opened"
+        );
+        let instance = configured_instance(&spec).map_err(|source| ChainError::Processor { chain, source })?;
+        let (last_size, last_age) = match store.last_checkpoint() {
+            Some(entry) => {
+                (entry.size, Duration::from_nanos(clock::now_unix_nano().saturating_sub(entry.time_unix_nano)))
+            }
+            None => (0, spec.checkpoints.heartbeat),
+        };
+        let checkpoint_clock = metrics.checkpoint_clock(&spec.chain_id);
+        if let Some(entry) = store.last_checkpoint() {
+            checkpoint_clock.store(entry.time_unix_nano, Ordering::Relaxed);
+        }
+        let committed = Committed { next_seq: store.head().seq, checkpoints: 0 };
+        metrics.chain_seq.get_or_create(&metrics::chain(&spec.chain_id)).set(committed.next_seq as i64);
+        let (tx, rx) = watch::channel(committed);
+        let worker = ChainWorker {
+            store: Some(store),
+            instance: Some(instance),
+            metrics,
+            committed: tx,
+            last_checkpoint_size: last_size,
+            last_checkpoint_at: Instant::now().checked_sub(last_age).unwrap_or_else(Instant::now),
+            checkpoint_clock,
+            spec,
+        };
+        Ok((worker, rx))
+    }
+
+    /// The chain's current head.
+    pub fn head(&self) -> Option<&ChainHead> {
+        self.store.as_ref().map(ChainStore::head)
+    }
+
+    /// Serves the queue until every sender is gone, or `closing` is set
+    /// and the queue is empty, then signs a final checkpoint.
+    pub fn run(mut self, queue: Receiver<Job>, closing: &AtomicBool) {
+        loop {
+            let first = match queue.recv_timeout(self.until_next_checkpoint()) {
+                Ok(job) => job,
+                Err(RecvTimeoutError::Timeout) => {
+                    if closing.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    self.checkpoint_if_due(false);
+                    continue;
+                }
+                Err(RecvTimeoutError::Disconnected) => break,
+            };
+            let mut group = vec![first];
+            let mut bytes = group[0].payload.len();
+            while group.len() < MAX_GROUP_REQUESTS && bytes < MAX_GROUP_BYTES {
+                match queue.try_recv() {
+                    Ok(job) => {
+                        bytes += job.payload.len();
+                        group.push(job);
+                    }
+                    Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
+                }
+            }
+            self.commit_group(group);
+            self.checkpoint_if_due(false);
+        }
+        self.checkpoint_if_due(true);
+        tracing::info!(chain = %self.spec.chain_id, next_seq = ?self.head().map(|h| h.seq), "chain stopped");
+    }
+
+    /// Runs each request through the component, appends every record with
+    /// one fsync, then answers: OK only when durable.
+    fn commit_group(&mut self, group: Vec<Job>) {
+        let labels = metrics::pipeline(&self.spec.pipeline_id);
+        let chain_labels = metrics::chain(&self.spec.chain_id);
+        if let Err(reason) = self.ensure_ready() {
+            for job in group {
+                let _ = job.reply.send(Err(Rejection::Unavailable(reason.clone())));
+            }
+            return;
+        }
+        let Some(store) = self.store.as_ref() else { return };
+        let mut head = store.head().clone();
+        let mut processed: Vec<(Job, Output)> = Vec::with_capacity(group.len());
+        for job in group {
+            let ctx = Context { received_at_unix_nano: job.received_at, head: head.clone() };
+            match self.process(&job.payload, &ctx) {
+                Ok(output) => {
+                    let stats = &output.stats;
+                    self.metrics.received.get_or_create(&labels).inc_by(stats.received);
+                    self.metrics.kept.get_or_create(&labels).inc_by(stats.kept);
+                    self.metrics.dropped.get_or_create(&labels).inc_by(stats.dropped);
+                    self.metrics.redacted.get_or_create(&labels).inc_by(stats.redacted);
+                    self.metrics.violations.get_or_create(&labels).inc_by(stats.violations);
+                    head = output.head.clone();
+                    processed.push((job, output));
+                }
+                Err(rejection) => {
+                    let _ = job.reply.send(Err(rejection));
+                }
+            }
+        }
+        let records: usize = processed.iter().map(|(_, o)| o.records.len()).sum();
+        if records > 0 {
+            let outbox = self.spec.store.outbox;
+            let appends: Vec<Append<'_>> = processed
+                .iter()
+                .map(|(_, o)| Append {
+                    records: &o.records,
+                    leaves: &o.leaves,
+                    outbox: (outbox && !o.records.is_empty()).then_some((self.spec.signal, o.otlp.as_slice())),
+                })
+                .collect();
+            let Some(store) = self.store.as_mut() else { return };
+            match store.append(&appends) {
+                Ok(stats) => {
+                    self.metrics.stored_bytes.get_or_create(&chain_labels).inc_by(stats.bytes);
+                    self.metrics.stored_records.get_or_create(&chain_labels).inc_by(stats.records);
+                    self.metrics.fsync_seconds.get_or_create(&chain_labels).observe(stats.fsync.as_secs_f64());
+                    self.metrics.group_size.get_or_create(&chain_labels).observe(processed.len() as f64);
+                }
+                Err(error) => {
+                    drop(appends);
+                    self.metrics.store_failures.get_or_create(&chain_labels).inc();
+                    tracing::error!(chain = %self.spec.chain_id, %error, requests = processed.len(), records, "append failed; requests answered retryable");
+                    if matches!(error, StoreError::Poisoned) || store_needs_reopen(&error) {
+                        self.store = None;
+                    }
+                    let reason = format!("the audit store could not make the records durable: {error}");
+                    for (job, _) in processed {
+                        let _ = job.reply.send(Err(Rejection::Unavailable(reason.clone())));
+                    }
+                    return;
+                }
+            }
+        }
+        let next_seq = head.seq;
+        self.metrics.chain_seq.get_or_create(&chain_labels).set(next_seq as i64);
+        self.committed.send_modify(|c| c.next_seq = next_seq);
+        for (job, _) in processed {
+            let _ = job.reply.send(Ok(()));
+        }
+    }
+
+    /// Runs one request; a trap or bad output replaces the instance.
+    fn process(&mut self, payload: &[u8], ctx: &Context) -> Result<Output, Rejection> {
+        let Some(instance) = self.instance.as_mut() else {
+            return Err(Rejection::Unavailable("the processor is not available".into()));
+        };
+        let result = match self.spec.signal {
+            Signal::Traces => instance.process_traces(payload, ctx),
+            Signal::Logs => instance.process_logs(payload, ctx),
+        };
+        let poisoned = instance.is_poisoned();
+        let outcome = match result {
+            Ok(output) => check_output(&output, ctx).map(|()| output),
+            Err(RuntimeError::Process(audit_processor::ProcessError::Decode(message))) => {
+                return Err(Rejection::Invalid(format!("invalid OTLP request: {message}")));
+            }
+            Err(error) => Err(error.to_string()),
+        };
+        outcome.map_err(|message| {
+            self.metrics.processor_failures.get_or_create(&metrics::pipeline(&self.spec.pipeline_id)).inc();
+            tracing::error!(chain = %self.spec.chain_id, seq = ctx.head.seq, %message, "processor failed; instance replaced");
+            if poisoned || self.instance.is_some() {
+                // Whatever the failure, a fresh instance serves the next batch.
+                self.instance = None;
+            }
+            Rejection::Unavailable(format!("the audit processor failed: {message}"))
+        })
+    }
+
+    /// Reopens the store or re-instantiates the processor after a failure.
+    fn ensure_ready(&mut self) -> Result<(), String> {
+        if self.store.is_none() {
+            match ChainStore::open(&self.spec.dir, &self.spec.chain_id, self.spec.store.clone()) {
+                Ok((store, recovery)) => {
+                    tracing::warn!(chain = %self.spec.chain_id, next_seq = recovery.next_seq, torn_bytes = recovery.torn_bytes, "store reopened after a failure");
+                    self.store = Some(store);
+                }
+                Err(error) => return Err(format!("the audit store is unavailable: {error}")),
+            }
+        }
+        if self.instance.is_none() {
+            self.instance =
+                Some(configured_instance(&self.spec).map_err(|e| format!("the processor is unavailable: {e}"))?);
+        }
+        Ok(())
+    }
+
+    fn until_next_checkpoint(&self) -> Duration {
+        let policy = &self.spec.checkpoints;
+        let pending = self.store.as_ref().is_some_and(|s| s.head().seq > self.last_checkpoint_size);
+        let wait = if pending { policy.interval.min(policy.heartbeat) } else { policy.heartbeat };
+        wait.saturating_sub(self.last_checkpoint_at.elapsed())
+            .clamp(Duration::from_millis(5), Duration::from_millis(250))
+    }
+
+    /// Signs and stores a checkpoint if one is due (or `force`).
+    fn checkpoint_if_due(&mut self, force: bool) {
+        let policy = &self.spec.checkpoints;
+        let Some(store) = self.store.as_mut() else { return };
+        let size = store.frontier().size();
+        let new_records = size - self.last_checkpoint_size.min(size);
+        let elapsed = self.last_checkpoint_at.elapsed();
+        let due = force
+            || new_records >= policy.every_records
+            || (new_records > 0 && elapsed >= policy.interval)
+            || elapsed >= policy.heartbeat;
+        if !due {
+            return;
+        }
+        match sign_checkpoint(store, policy) {
+            Ok(entry) => {
+                self.last_checkpoint_size = entry.size;
+                self.last_checkpoint_at = Instant::now();
+                self.checkpoint_clock.store(entry.time_unix_nano, Ordering::Relaxed);
+                self.metrics.checkpoints.get_or_create(&metrics::chain(&self.spec.chain_id)).inc();
+                self.committed.send_modify(|c| c.checkpoints += 1);
+                tracing::debug!(chain = %self.spec.chain_id, size = entry.size, root = %to_hex(&entry.root), "checkpoint signed");
+            }
+            Err(error) => {
+                // Retried at the next tick; records stay durable meanwhile.
+                self.last_checkpoint_at = Instant::now();
+                tracing::error!(chain = %self.spec.chain_id, %error, "cannot write checkpoint");
+            }
+        }
+    }
+}
+
+/// Signs the store's current Merkle root and appends it to the store.
+fn sign_checkpoint(store: &mut ChainStore, policy: &CheckpointPolicy) -> Result<CheckpointEntry, ChainError> {
+    let chain = store.head().chain_id.clone();
+    let frontier = store.frontier();
+    let now = clock::now_unix_nano();
+    let time = audit_processor::enrich::rfc3339_nanos(now)
+        .map_err(|message| ChainError::Checkpoint { chain: chain.clone(), message })?;
+    let body = Checkpoint {
+        origin: policy.origin.clone(),
+        size: frontier.size(),
+        root: frontier.root(),
+        extensions: vec![format!("time {time}")],
+    }
+    .body();
+    let note = policy
+        .signer
+        .sign_note(&body)
+        .map_err(|e| ChainError::Checkpoint { chain: chain.clone(), message: e.to_string() })?;
+    let entry = CheckpointEntry {
+        size: frontier.size(),
+        root: frontier.root(),
+        time_unix_nano: now,
+        frontier: frontier.nodes().to_vec(),
+        note,
+    };
+    store.append_checkpoint(&entry).map_err(|e| ChainError::Checkpoint { chain, message: e.to_string() })?;
+    Ok(entry)
+}
+
+fn configured_instance(spec: &ChainSpec) -> Result<Instance, RuntimeError> {
+    let mut instance = spec.module.instantiate()?;
+    instance.configure(&spec.policy.text, &spec.policy.secrets)?;
+    Ok(instance)
+}
+
+/// The guest's output must continue the chain exactly where the host said.
+fn check_output(output: &Output, ctx: &Context) -> Result<(), String> {
+    let n = output.records.len() as u64;
+    if output.leaves.len() != output.records.len() {
+        return Err(format!("{} records but {} leaves", output.records.len(), output.leaves.len()));
+    }
+    if output.head.chain_id != ctx.head.chain_id || output.head.seq != ctx.head.seq + n {
+        return Err(format!(
+            "head {}#{} does not follow {}#{} plus {n} records",
+            output.head.chain_id, output.head.seq, ctx.head.chain_id, ctx.head.seq
+        ));
+    }
+    match output.leaves.last() {
+        Some(last) if *last != output.head.prev => Err("head.prev is not the last leaf".into()),
+        None if output.head.prev != ctx.head.prev => Err("head.prev changed without records".into()),
+        _ => Ok(()),
+    }
+}
+
+/// Errors after which the file state is unknown and must be recovered from disk.
+fn store_needs_reopen(error: &StoreError) -> bool {
+    !matches!(error, StoreError::Io { .. })
+}

@@ -1,0 +1,162 @@
+//! The pipeline stage: routes each received request to every pipeline of
+//! its signal, to one of the pipeline's chains (shards), and waits until
+//! each has made the request's records durable.
+//!
+//! A chain is served by one worker thread ([`chain::ChainWorker`]) behind a
+//! bounded queue; a full queue, or an export backlog past its limit, is
+//! back-pressure: the client gets a retryable error, nothing is dropped.
+
+pub mod chain;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{SyncSender, TrySendError};
+
+use bytes::Bytes;
+use tokio::sync::{oneshot, watch};
+
+use crate::otlp::Signal;
+use chain::{Committed, Job};
+
+/// Why a request was not accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rejection {
+    /// The request is malformed; retrying it cannot help (gRPC
+    /// INVALID_ARGUMENT, HTTP 400).
+    Invalid(String),
+    /// Nothing of it was acknowledged; retry later (gRPC UNAVAILABLE,
+    /// HTTP 503).
+    Unavailable(String),
+}
+
+impl Rejection {
+    /// The message for the client.
+    pub fn message(&self) -> &str {
+        match self {
+            Rejection::Invalid(m) | Rejection::Unavailable(m) => m,
+        }
+    }
+}
+
+/// A chain as the router sees it: its queue and how far its exporters lag.
+pub struct ChainHandle {
+    /// Chain id.
+    pub chain_id: String,
+    queue: SyncSender<Job>,
+    closing: Arc<AtomicBool>,
+    /// What the chain has made durable.
+    pub committed: watch::Receiver<Committed>,
+    /// Each exporter's next undelivered seq.
+    pub export_cursors: Vec<Arc<AtomicU64>>,
+    /// Most records the slowest exporter may lag behind.
+    pub max_backlog: u64,
+}
+
+impl ChainHandle {
+    /// Creates a handle around a worker's queue.
+    /// The worker stops once `closing` is set and its queue is empty.
+    pub fn new(
+        chain_id: String,
+        queue: SyncSender<Job>,
+        committed: watch::Receiver<Committed>,
+        closing: Arc<AtomicBool>,
+    ) -> Self {
+        ChainHandle { chain_id, queue, closing, committed, export_cursors: Vec::new(), max_backlog: u64::MAX }
+    }
+
+    /// Records stored but not yet delivered by the slowest exporter.
+    pub fn backlog(&self) -> u64 {
+        let next = self.committed.borrow().next_seq;
+        self.export_cursors.iter().map(|c| next.saturating_sub(c.load(Ordering::Relaxed))).max().unwrap_or(0)
+    }
+}
+
+/// One configured pipeline and its chains.
+pub struct PipelineHandle {
+    /// Pipeline id, e.g. `traces/audit`.
+    pub id: String,
+    /// Its signal.
+    pub signal: Signal,
+    /// One chain per shard.
+    pub chains: Vec<ChainHandle>,
+    next: AtomicUsize,
+}
+
+impl PipelineHandle {
+    /// A pipeline over its chains.
+    pub fn new(id: String, signal: Signal, chains: Vec<ChainHandle>) -> Self {
+        PipelineHandle { id, signal, chains, next: AtomicUsize::new(0) }
+    }
+
+    /// Queues a request on the next chain (round robin over the shards).
+    fn enqueue(&self, payload: Bytes, received_at: u64) -> Result<oneshot::Receiver<Result<(), Rejection>>, Rejection> {
+        let chain = &self.chains[self.next.fetch_add(1, Ordering::Relaxed) % self.chains.len()];
+        if chain.closing.load(Ordering::Relaxed) {
+            return Err(Rejection::Unavailable(format!("pipeline {}: shutting down", self.id)));
+        }
+        let backlog = chain.backlog();
+        if backlog > chain.max_backlog {
+            return Err(Rejection::Unavailable(format!(
+                "pipeline {}: {backlog} records wait for a downstream exporter (limit {}); retry later",
+                self.id, chain.max_backlog
+            )));
+        }
+        let (reply, outcome) = oneshot::channel();
+        match chain.queue.try_send(Job { payload, received_at, reply }) {
+            Ok(()) => Ok(outcome),
+            Err(TrySendError::Full(_)) => Err(Rejection::Unavailable(format!(
+                "pipeline {}: chain {} is busy; retry later",
+                self.id, chain.chain_id
+            ))),
+            Err(TrySendError::Disconnected(_)) => {
+                Err(Rejection::Unavailable(format!("pipeline {}: shutting down", self.id)))
+            }
+        }
+    }
+}
+
+/// Routes requests to pipelines.
+pub struct Router {
+    pipelines: Vec<PipelineHandle>,
+}
+
+impl Router {
+    /// A router over the configured pipelines.
+    pub fn new(pipelines: Vec<PipelineHandle>) -> Self {
+        Router { pipelines }
+    }
+
+    /// The pipelines, for wiring exporters and metrics.
+    pub fn pipelines(&self) -> &[PipelineHandle] {
+        &self.pipelines
+    }
+
+    /// Hands a protobuf request to every pipeline of its signal and waits
+    /// until all have stored its records. An error from any pipeline is the
+    /// request's error; an invalid request is reported as such.
+    pub async fn submit(&self, signal: Signal, payload: Bytes, received_at: u64) -> Result<(), Rejection> {
+        let mut pending = Vec::new();
+        let mut first_error = None;
+        for pipeline in self.pipelines.iter().filter(|p| p.signal == signal) {
+            match pipeline.enqueue(payload.clone(), received_at) {
+                Ok(outcome) => pending.push(outcome),
+                Err(rejection) => {
+                    first_error.get_or_insert(rejection);
+                }
+            }
+        }
+        if pending.is_empty() && first_error.is_none() {
+            return Err(Rejection::Invalid(format!("no pipeline accepts {signal:?}")));
+        }
+        for outcome in pending {
+            let result = outcome.await.unwrap_or_else(|_| Err(Rejection::Unavailable("the chain stopped".into())));
+            if let Err(rejection) = result {
+                // An invalid request is invalid everywhere; report that first.
+                if matches!(rejection, Rejection::Invalid(_)) || first_error.is_none() {
+                    first_error = Some(rejection);
+                }
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+}

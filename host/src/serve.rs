@@ -1,0 +1,363 @@
+//! `otel-audit serve`: wires the stages together from a validated config
+//! (receivers → pipeline → chain workers with their stores → exporters,
+//! plus metrics and health), and shuts them down in order: stop accepting,
+//! finish the requests in flight, stop the chains (each signs a final
+//! checkpoint), then let the exporters deliver what is stored.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::checkpoint::SignerKey;
+use crate::config::{self, Config};
+use crate::exporter::client::{Client, ClientOptions, Destination};
+use crate::exporter::{ExportTask, Retry};
+use crate::metrics::Metrics;
+use crate::pipeline::chain::{ChainSpec, ChainWorker, CheckpointPolicy, PolicySource};
+use crate::pipeline::{ChainHandle, PipelineHandle, Router};
+use crate::receiver::{self, Ingest};
+use crate::runtime::{Limits, Module, Runtime};
+use crate::store::{ChainStore, StoreOptions};
+
+/// Requests a chain may have queued before clients get retryable errors.
+const CHAIN_QUEUE: usize = 1024;
+/// How long exporters may keep delivering after the chains stopped.
+const EXPORT_DRAIN: Duration = Duration::from_secs(10);
+/// How long receivers may take to finish the requests in flight.
+const RECEIVER_DRAIN: Duration = Duration::from_secs(30);
+
+/// Why the server could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// A component, policy, key or store could not be set up.
+    #[error("{0}")]
+    Setup(String),
+    /// A listener could not be bound.
+    #[error("cannot listen on {endpoint} ({what}): {source}")]
+    Bind {
+        /// Which listener.
+        what: &'static str,
+        /// The configured endpoint.
+        endpoint: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+}
+
+/// A started server: its chains, exporters and listeners.
+pub struct Server {
+    router: Option<Arc<Router>>,
+    chains: Vec<(Arc<AtomicBool>, JoinHandle<()>)>,
+    exports: Vec<ExportTask>,
+    metrics: Arc<Metrics>,
+    config: Config,
+}
+
+impl Server {
+    /// Loads modules, policies and keys, opens (and recovers) every chain.
+    /// Nothing listens yet.
+    pub fn start(config: Config) -> Result<Self, ServeError> {
+        let metrics = Metrics::new();
+        let chain_count: u32 = config.pipelines.iter().map(|p| p.shards).sum();
+        let limits = Limits { max_instances: (chain_count * 2 + 8).max(64), ..Limits::default() };
+        let runtime =
+            Runtime::new(limits, Runtime::default_cache_dir()).map_err(|e| ServeError::Setup(e.to_string()))?;
+        let mut modules: BTreeMap<String, (Arc<Module>, Arc<PolicySource>)> = BTreeMap::new();
+        let mut signers: BTreeMap<std::path::PathBuf, Arc<SignerKey>> = BTreeMap::new();
+        let mut pipelines = Vec::new();
+        let mut chains = Vec::new();
+        let mut exports = Vec::new();
+        for pipeline in &config.pipelines {
+            let processor = &pipeline.processor;
+            let (module, policy) = match modules.get(&processor.id) {
+                Some(loaded) => loaded.clone(),
+                None => {
+                    let setup = |what: &str, e: &dyn std::fmt::Display| {
+                        ServeError::Setup(format!("processors.{}: {what}: {e}", processor.id))
+                    };
+                    let module = Arc::new(runtime.load(&processor.module).map_err(|e| setup("module", &e))?);
+                    let text = std::fs::read_to_string(&processor.policy)
+                        .map_err(|e| setup(&format!("cannot read policy {}", processor.policy.display()), &e))?;
+                    let secrets = processor.read_secrets().map_err(|e| setup("secrets", &e))?;
+                    let loaded = (module, Arc::new(PolicySource { text, secrets }));
+                    tracing::info!(processor = %processor.id, module = %processor.module.display(), digest = %loaded.0.digest(), policy = %processor.policy.display(), "processor loaded");
+                    modules.insert(processor.id.clone(), loaded.clone());
+                    loaded
+                }
+            };
+            let store = &pipeline.store;
+            let signer = match signers.get(&store.signing_key) {
+                Some(signer) => signer.clone(),
+                None => {
+                    let text = std::fs::read_to_string(&store.signing_key).map_err(|e| {
+                        ServeError::Setup(format!(
+                            "exporters.{}.signing_key: cannot read {}: {e}",
+                            store.id,
+                            store.signing_key.display()
+                        ))
+                    })?;
+                    let signer = Arc::new(SignerKey::parse(text.trim()).map_err(|e| {
+                        ServeError::Setup(format!(
+                            "exporters.{}.signing_key {}: {e}",
+                            store.id,
+                            store.signing_key.display()
+                        ))
+                    })?);
+                    signers.insert(store.signing_key.clone(), signer.clone());
+                    signer
+                }
+            };
+            let mut handles = Vec::new();
+            for shard in 0..pipeline.shards {
+                let chain_id = format!("{}/{}/{shard}", store.instance_id, pipeline.id);
+                let dir = store.directory.join(ChainStore::chain_dir_name(&chain_id));
+                let spec = ChainSpec {
+                    chain_id: chain_id.clone(),
+                    pipeline_id: pipeline.id.clone(),
+                    signal: pipeline.signal,
+                    dir: dir.clone(),
+                    store: StoreOptions { segment_size: store.segment_size, outbox: !pipeline.exporters.is_empty() },
+                    checkpoints: CheckpointPolicy {
+                        every_records: store.every_records,
+                        interval: store.interval,
+                        heartbeat: store.heartbeat,
+                        origin: format!("{}/{chain_id}", store.origin),
+                        signer: signer.clone(),
+                    },
+                    module: module.clone(),
+                    policy: policy.clone(),
+                };
+                let closing = Arc::new(AtomicBool::new(false));
+                let (worker, committed) =
+                    ChainWorker::open(spec, metrics.clone()).map_err(|e| ServeError::Setup(e.to_string()))?;
+                let (queue, jobs) = std::sync::mpsc::sync_channel(CHAIN_QUEUE);
+                let mut handle = ChainHandle::new(chain_id.clone(), queue, committed.clone(), closing.clone());
+                let mut cursors = Vec::new();
+                for exporter in &pipeline.exporters {
+                    let cursor = Arc::new(AtomicU64::new(0));
+                    cursors.push(cursor.clone());
+                    handle.max_backlog = handle.max_backlog.min(exporter.max_backlog_records);
+                    let destination = match exporter.protocol {
+                        config::ExportProtocol::Grpc => Destination::Grpc { endpoint: exporter.endpoint.clone() },
+                        config::ExportProtocol::Http => Destination::Http {
+                            traces_url: exporter.traces_url.clone(),
+                            logs_url: exporter.logs_url.clone(),
+                        },
+                    };
+                    let options = ClientOptions {
+                        headers: exporter.headers.clone(),
+                        gzip: exporter.compression == config::Compression::Gzip,
+                        timeout: exporter.timeout,
+                    };
+                    let client = Client::new(&destination, options)
+                        .map_err(|e| ServeError::Setup(format!("exporters.{}: {e}", exporter.id)))?;
+                    let task = ExportTask {
+                        exporter_id: exporter.id.clone(),
+                        chain_id: chain_id.clone(),
+                        chain_dir: dir.clone(),
+                        client,
+                        retry: Retry {
+                            enabled: exporter.retry.enabled,
+                            initial_interval: exporter.retry.initial_interval,
+                            max_interval: exporter.retry.max_interval,
+                            multiplier: exporter.retry.multiplier,
+                            randomization_factor: exporter.retry.randomization_factor,
+                        },
+                        committed: committed.clone(),
+                        cursor,
+                        chain_cursors: Vec::new(),
+                        metrics: metrics.clone(),
+                    };
+                    task.load_cursor().map_err(|e| ServeError::Setup(format!("exporters.{}: {e}", exporter.id)))?;
+                    exports.push(task);
+                }
+                for task in exports.iter_mut().rev().take(cursors.len()) {
+                    task.chain_cursors = cursors.clone();
+                }
+                handle.export_cursors = cursors;
+                let thread = std::thread::Builder::new()
+                    .name(format!("chain-{}", chains.len()))
+                    .spawn({
+                        let closing = closing.clone();
+                        move || worker.run(jobs, &closing)
+                    })
+                    .map_err(|e| ServeError::Setup(format!("cannot start the chain thread: {e}")))?;
+                chains.push((closing, thread));
+                handles.push(handle);
+            }
+            pipelines.push(PipelineHandle::new(pipeline.id.clone(), pipeline.signal, handles));
+        }
+        Ok(Server { router: Some(Arc::new(Router::new(pipelines))), chains, exports, metrics, config })
+    }
+
+    /// Serves until SIGTERM or SIGINT (or `shutdown` is cancelled), then
+    /// shuts down in order.
+    pub async fn run(mut self, shutdown: CancellationToken) -> Result<(), ServeError> {
+        let router = self.router.take().expect("run is called once");
+        let ingest = Arc::new(Ingest::new(router.clone(), self.metrics.clone()));
+        let accepting = CancellationToken::new();
+        let ready = Arc::new(AtomicBool::new(false));
+        let mut receivers = JoinSet::new();
+        if let Some(grpc) = &self.config.grpc {
+            let listener = bind("OTLP/gRPC", &grpc.endpoint).await?;
+            let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+            let server = tonic::transport::Server::builder()
+                .add_service(receiver::grpc::TraceService::new(ingest.clone(), grpc.max_recv_msg_size))
+                .add_service(receiver::grpc::LogsService::new(ingest.clone(), grpc.max_recv_msg_size));
+            let stop = accepting.clone();
+            receivers.spawn(async move {
+                if let Err(error) = server.serve_with_incoming_shutdown(incoming, stop.cancelled_owned()).await {
+                    tracing::error!(%error, "OTLP/gRPC receiver failed");
+                }
+            });
+        }
+        if let Some(http) = &self.config.http {
+            let listener = bind("OTLP/HTTP", &http.endpoint).await?;
+            let app = receiver::http::router(ingest.clone(), http.max_request_body_size);
+            let stop = accepting.clone();
+            receivers.spawn(async move {
+                if let Err(error) = axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned()).await {
+                    tracing::error!(%error, "OTLP/HTTP receiver failed");
+                }
+            });
+        }
+        drop(ingest);
+        let mut admin = JoinSet::new();
+        let admin_stop = CancellationToken::new();
+        if let Some(address) = &self.config.metrics_address {
+            let listener = bind("metrics", address).await?;
+            let metrics = self.metrics.clone();
+            let app = axum::Router::new().route(
+                "/metrics",
+                axum::routing::get(move || {
+                    let metrics = metrics.clone();
+                    async move {
+                        (
+                            [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+                            metrics.render(),
+                        )
+                    }
+                }),
+            );
+            admin.spawn(serve_admin(listener, app, admin_stop.clone()));
+        }
+        if let Some(endpoint) = &self.config.health_endpoint {
+            let listener = bind("health_check", endpoint).await?;
+            let app = health_router(ready.clone());
+            admin.spawn(serve_admin(listener, app, admin_stop.clone()));
+        }
+        let exports_drain = CancellationToken::new();
+        let exports_stop = CancellationToken::new();
+        let mut exporters = JoinSet::new();
+        for task in std::mem::take(&mut self.exports) {
+            exporters.spawn(task.run(exports_drain.clone(), exports_stop.clone()));
+        }
+        ready.store(true, Ordering::Relaxed);
+        tracing::info!(
+            grpc = ?self.config.grpc.as_ref().map(|g| &g.endpoint),
+            http = ?self.config.http.as_ref().map(|h| &h.endpoint),
+            chains = self.chains.len(),
+            "otel-audit serving"
+        );
+
+        wait_for_signal(&shutdown).await;
+        let began = Instant::now();
+        tracing::info!("shutting down: no new requests; finishing those in flight");
+        ready.store(false, Ordering::Relaxed);
+        accepting.cancel();
+        if tokio::time::timeout(RECEIVER_DRAIN, async { while receivers.join_next().await.is_some() {} }).await.is_err()
+        {
+            tracing::warn!("receivers did not finish in time; remaining requests get retryable errors");
+            receivers.abort_all();
+        }
+        drop(router);
+        for (closing, _) in &self.chains {
+            closing.store(true, Ordering::Relaxed);
+        }
+        let chains = std::mem::take(&mut self.chains);
+        let _ = tokio::task::spawn_blocking(move || {
+            for (_, thread) in chains {
+                let _ = thread.join();
+            }
+        })
+        .await;
+        tracing::info!("chains stopped; exporters deliver what is stored");
+        exports_drain.cancel();
+        if tokio::time::timeout(EXPORT_DRAIN, async { while exporters.join_next().await.is_some() {} }).await.is_err() {
+            tracing::warn!("exporters did not catch up in time; the rest is sent after the next start");
+            exports_stop.cancel();
+            while exporters.join_next().await.is_some() {}
+        }
+        admin_stop.cancel();
+        while admin.join_next().await.is_some() {}
+        tracing::info!(elapsed_ms = began.elapsed().as_millis() as u64, "stopped");
+        Ok(())
+    }
+}
+
+async fn bind(what: &'static str, endpoint: &str) -> Result<TcpListener, ServeError> {
+    let bind_error = |source| ServeError::Bind { what, endpoint: endpoint.to_owned(), source };
+    let listener = TcpListener::bind(endpoint).await.map_err(bind_error)?;
+    let local: Option<SocketAddr> = listener.local_addr().ok();
+    tracing::info!(listener = what, address = ?local, "listening");
+    Ok(listener)
+}
+
+async fn serve_admin(listener: TcpListener, app: axum::Router, stop: CancellationToken) {
+    if let Err(error) = axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned()).await {
+        tracing::error!(%error, "admin listener failed");
+    }
+}
+
+/// The health endpoint in the shape of the Collector's `health_check`
+/// extension: 200 while serving, 503 while starting or shutting down.
+fn health_router(ready: Arc<AtomicBool>) -> axum::Router {
+    let since = crate::clock::now_unix_nano();
+    let handler = move || {
+        let ready = ready.load(Ordering::Relaxed);
+        async move {
+            let (status, text) = if ready {
+                (StatusCode::OK, "Server available")
+            } else {
+                (StatusCode::SERVICE_UNAVAILABLE, "Server not available")
+            };
+            let body = serde_json::json!({ "status": text, "upSince": since.to_string() });
+            (status, axum::Json(body)).into_response()
+        }
+    };
+    axum::Router::new().route("/", axum::routing::get(handler.clone())).route("/health", axum::routing::get(handler))
+}
+
+/// Makes SIGXFSZ harmless for the whole process, so that hitting a file
+/// size limit is a write error the store handles (the request gets a
+/// retryable error) rather than a crash. Call inside the Tokio runtime,
+/// before [`Server::start`].
+pub fn survive_file_size_limit() {
+    // Once Tokio installs its handler it stays for the life of the process.
+    let _ = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::from_raw(25));
+}
+
+/// Waits for SIGTERM, SIGINT or `shutdown`.
+async fn wait_for_signal(shutdown: &CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).ok();
+    let mut int = signal(SignalKind::interrupt()).ok();
+    tokio::select! {
+        _ = async { match term.as_mut() { Some(s) => { s.recv().await; } None => std::future::pending().await } } => {
+            tracing::info!("SIGTERM");
+        }
+        _ = async { match int.as_mut() { Some(s) => { s.recv().await; } None => std::future::pending().await } } => {
+            tracing::info!("SIGINT");
+        }
+        _ = shutdown.cancelled() => {}
+    }
+}

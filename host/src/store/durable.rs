@@ -1,0 +1,112 @@
+//! Durable file primitives: a file or directory entry is only trusted once
+//! it, and the directory that names it, have been fsync'd.
+
+use std::fs::{self, File, OpenOptions, Permissions};
+use std::io::{ErrorKind, Write as _};
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
+
+use super::error::{StoreError, io};
+
+/// Mode of a sealed (read-only) file.
+pub(super) const SEALED_MODE: u32 = 0o444;
+/// Mode of a file the store still appends to.
+pub(super) const ACTIVE_MODE: u32 = 0o644;
+
+/// Makes a directory's entries (created, renamed, removed files) durable.
+pub(super) fn fsync_dir(dir: &Path) -> Result<(), StoreError> {
+    File::open(dir).and_then(|d| d.sync_all()).map_err(io("fsync directory", dir))
+}
+
+/// Creates a directory (and its parents) if absent, making each new entry
+/// durable in its parent.
+pub(super) fn create_dir(dir: &Path) -> Result<(), StoreError> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    let parent = dir.parent().filter(|p| !p.as_os_str().is_empty());
+    if let Some(parent) = parent {
+        create_dir(parent)?;
+    }
+    match fs::create_dir(dir) {
+        Ok(()) => fsync_dir(parent.unwrap_or(Path::new("."))),
+        Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(io("create directory", dir)(e)),
+    }
+}
+
+/// Opens `path` for positioned writes, creating it empty if absent; a new
+/// file is fsync'd along with its directory. An existing file must be empty
+/// (a rotation that failed half-way is retried with the file it left).
+pub(super) fn create_empty(path: &Path) -> Result<File, StoreError> {
+    let file = OpenOptions::new().write(true).create(true).truncate(false).open(path).map_err(io("create", path))?;
+    let len = file.metadata().map_err(io("stat", path))?.len();
+    if len != 0 {
+        return Err(StoreError::corrupt(
+            path,
+            super::error::Location::File,
+            format!("expected a new, empty file but it holds {len} bytes"),
+        ));
+    }
+    file.sync_all().map_err(io("fsync", path))?;
+    fsync_dir(parent(path))?;
+    Ok(file)
+}
+
+/// Replaces `path` with `bytes` atomically: temp file, fsync, rename, fsync
+/// of the directory.
+pub(super) fn replace(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    let mut file = File::create(&tmp).map_err(io("create", &tmp))?;
+    file.write_all(bytes).map_err(io("write", &tmp))?;
+    file.sync_all().map_err(io("fsync", &tmp))?;
+    drop(file);
+    fs::rename(&tmp, path).map_err(io("rename", path))?;
+    fsync_dir(parent(path))
+}
+
+/// Truncates `file` to `len` bytes and makes that durable.
+pub(super) fn truncate(file: &File, path: &Path, len: u64) -> Result<(), StoreError> {
+    file.set_len(len).map_err(io("truncate", path))?;
+    file.sync_all().map_err(io("fsync", path))
+}
+
+/// Whether the file is writable by its owner.
+pub(super) fn is_writable(path: &Path) -> Result<bool, StoreError> {
+    let mode = fs::metadata(path).map_err(io("stat", path))?.permissions().mode();
+    Ok(mode & 0o222 != 0)
+}
+
+/// Sets a file's mode ([`SEALED_MODE`] or [`ACTIVE_MODE`]).
+pub(super) fn set_mode(path: &Path, mode: u32) -> Result<(), StoreError> {
+    fs::set_permissions(path, Permissions::from_mode(mode)).map_err(io("chmod", path))
+}
+
+/// Names in `dir` of the form `<prefix><20 decimal digits><suffix>`, with
+/// their numbers, sorted by number.
+pub(super) fn numbered_files(dir: &Path, prefix: &str, suffix: &str) -> Result<Vec<(u64, PathBuf)>, StoreError> {
+    let mut found = Vec::new();
+    for entry in fs::read_dir(dir).map_err(io("list", dir))? {
+        let entry = entry.map_err(io("list", dir))?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let Some(digits) = name.strip_prefix(prefix).and_then(|n| n.strip_suffix(suffix)) else { continue };
+        if digits.len() != 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        let Ok(number) = digits.parse::<u64>() else { continue };
+        found.push((number, entry.path()));
+    }
+    found.sort_unstable_by_key(|(number, _)| *number);
+    Ok(found)
+}
+
+/// The directory a file is in.
+pub(super) fn parent(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}

@@ -1,0 +1,406 @@
+//! The durable store of one chain: append-only segment files of canonical
+//! records, signed checkpoints with their Merkle frontier, and (when
+//! exporters are configured) an outbox of the OTLP requests to deliver.
+//!
+//! Layout of a chain directory:
+//!
+//! ```text
+//! chain.json                      {"chain_id":"...","format":1}
+//! seg-<20-digit first seq>.jsonl  one canonical record per line; sealed segments are mode 0444
+//! checkpoints.jsonl               {"size":N,"root":"<hex>","time_unix_nano":"<n>","frontier":[..],"note":".."}
+//! outbox/<20-digit seq>.frames    OTLP requests as frames (see [`OutboxReader`])
+//! cursor-<exporter>.json          {"next_seq":N}
+//! ```
+//!
+//! The contract ([`ChainStore::append`]): a batch's records are acknowledged
+//! only once written and fsync'd; a failed batch leaves neither bytes nor a
+//! moved head behind, and after a failed fsync the store refuses further
+//! appends until it is reopened, because the page cache can no longer be
+//! trusted. [`ChainStore::open`] recovers from a crash at any point: it
+//! drops a torn last line (never acknowledged) and refuses, naming file and
+//! line, anything else that does not chain.
+//!
+//! This is not the verifier: open checks the active segment and the seams
+//! between segments; `otel-audit verify` checks everything.
+
+mod checkpoints;
+mod cursor;
+mod durable;
+mod error;
+mod outbox;
+mod recovery;
+mod segment;
+#[cfg(test)]
+mod tests;
+
+use std::fs::File;
+use std::os::unix::fs::FileExt as _;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use audit_processor::api::ChainHead;
+use audit_processor::chain::Hash;
+
+use crate::merkle::Frontier;
+use crate::otlp::Signal;
+
+pub use cursor::{read_cursor, write_cursor};
+pub use error::{Location, StoreError};
+pub use outbox::{Frame, OutboxReader, prune_outbox};
+
+use checkpoints::CheckpointLog;
+use error::io;
+use outbox::OutboxWriter;
+
+/// The highest next seq a chain may reach (seqs run to 2^63 - 1).
+const MAX_NEXT_SEQ: u64 = 1 << 63;
+
+/// How a chain's store is kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreOptions {
+    /// A segment is sealed and a new one started before a batch would take
+    /// it past this many bytes (a batch is never split, so one larger than
+    /// this gets a segment of its own).
+    pub segment_size: u64,
+    /// Keep an outbox of OTLP requests for downstream exporters.
+    pub outbox: bool,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions { segment_size: 128 << 20, outbox: false }
+    }
+}
+
+/// The records of one client request, as the processor produced them.
+#[derive(Debug, Clone, Copy)]
+pub struct Append<'a> {
+    /// Canonical records in chain order (no `\n` inside).
+    pub records: &'a [Vec<u8>],
+    /// Their leaf hashes, as the processor computed them.
+    pub leaves: &'a [Hash],
+    /// The OTLP request to keep in the outbox for exporters (ignored when
+    /// the store has no outbox, and for a request that produced no record).
+    pub outbox: Option<(Signal, &'a [u8])>,
+}
+
+/// What one [`ChainStore::append`] wrote.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AppendStats {
+    /// Records appended.
+    pub records: u64,
+    /// Bytes appended to the segment (records and their newlines).
+    pub bytes: u64,
+    /// Bytes appended to the outbox.
+    pub outbox_bytes: u64,
+    /// Wall time of the fsyncs that made them durable.
+    pub fsync: Duration,
+}
+
+/// One line of `checkpoints.jsonl`: a signed checkpoint and the frontier
+/// it was computed from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckpointEntry {
+    /// Records covered: seqs `0..size`.
+    pub size: u64,
+    /// The RFC 6962 Merkle root over their leaves.
+    pub root: Hash,
+    /// When it was signed, Unix nanoseconds.
+    pub time_unix_nano: u64,
+    /// The Merkle frontier of `size` leaves ([`Frontier::nodes`]).
+    pub frontier: Vec<Hash>,
+    /// The full signed note.
+    pub note: String,
+}
+
+/// What [`ChainStore::open`] found and did, for logging.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Recovery {
+    /// The seq the next record gets.
+    pub next_seq: u64,
+    /// Bytes of a torn last segment line (a write a crash cut short, never
+    /// acknowledged) that were truncated away.
+    pub torn_bytes: u64,
+    /// Outbox frames dropped: torn, or for records that were not written.
+    pub dropped_outbox_frames: u64,
+    /// Leaves hashed again to rebuild the Merkle frontier after the last
+    /// checkpoint.
+    pub replayed_leaves: u64,
+    /// One line per notable thing found or repaired.
+    pub notes: Vec<String>,
+}
+
+/// The segment being appended to.
+struct ActiveSegment {
+    path: PathBuf,
+    file: File,
+    /// Bytes of whole, durable lines.
+    len: u64,
+}
+
+/// A failure injected by unit tests after a batch's segment bytes are
+/// written.
+#[cfg(test)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fault {
+    /// The outbox write fails (as with ENOSPC).
+    Write,
+    /// The fsync fails.
+    Fsync,
+    /// A rotation fails after sealing the old segment.
+    Rotate,
+}
+
+/// The store of one chain, owned by the chain's worker thread.
+pub struct ChainStore {
+    dir: PathBuf,
+    options: StoreOptions,
+    head: ChainHead,
+    frontier: Frontier,
+    segment: ActiveSegment,
+    outbox: Option<OutboxWriter>,
+    checkpoints: CheckpointLog,
+    last_checkpoint: Option<CheckpointEntry>,
+    /// Set when an fsync (or undoing a failed write) failed.
+    poisoned: bool,
+    /// Set while a rotation is unfinished: the old segment may already be
+    /// sealed, so nothing more may go into it.
+    rotation_pending: bool,
+    /// Reused for each batch's segment bytes.
+    records_buf: Vec<u8>,
+    /// Reused for each batch's outbox frames.
+    frames_buf: Vec<u8>,
+    #[cfg(test)]
+    fault: Option<Fault>,
+}
+
+impl ChainStore {
+    /// The directory name for a chain id: `[A-Za-z0-9._-]` kept, anything
+    /// else `_`, at most 200 bytes, never `.` or `..`. Different ids can
+    /// share a name; `chain.json` holds the exact id, so opening the wrong
+    /// one fails with [`StoreError::WrongChain`].
+    pub fn chain_dir_name(chain_id: &str) -> String {
+        let mut name: String = chain_id
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') { c } else { '_' })
+            .take(200)
+            .collect();
+        if name.bytes().all(|b| b == b'.') {
+            name = "_".repeat(name.len().max(1));
+        }
+        name
+    }
+
+    /// Opens the store of `chain_id` in `chain_dir`, creating it if absent
+    /// and recovering it after a crash (see the module docs).
+    pub fn open(chain_dir: &Path, chain_id: &str, options: StoreOptions) -> Result<(Self, Recovery), StoreError> {
+        recovery::open(chain_dir, chain_id, options)
+    }
+
+    /// The chain's head: the next seq and the leaf of the last record.
+    pub fn head(&self) -> &ChainHead {
+        &self.head
+    }
+
+    /// The Merkle frontier over every record.
+    pub fn frontier(&self) -> &Frontier {
+        &self.frontier
+    }
+
+    /// The last checkpoint stored.
+    pub fn last_checkpoint(&self) -> Option<&CheckpointEntry> {
+        self.last_checkpoint.as_ref()
+    }
+
+    /// The chain directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Appends the records of a group of requests with one write and one
+    /// fsync per file; the outbox gets one frame per request. The head and
+    /// frontier move only once everything is durable. On a write error the
+    /// files are cut back to where they were and the store stays usable; on
+    /// an fsync error it is also poisoned (every later append returns
+    /// [`StoreError::Poisoned`] until it is reopened).
+    pub fn append(&mut self, batch: &[Append<'_>]) -> Result<AppendStats, StoreError> {
+        if self.poisoned {
+            return Err(StoreError::Poisoned);
+        }
+        let (records, bytes) = validate(batch)?;
+        if records == 0 {
+            return Ok(AppendStats::default());
+        }
+        let next_seq = self.head.seq.checked_add(records).filter(|n| *n <= MAX_NEXT_SEQ).ok_or_else(|| {
+            StoreError::invalid("append", format!("{records} records after seq {} overflow the chain", self.head.seq))
+        })?;
+        if self.rotation_pending
+            || (self.segment.len > 0 && self.segment.len.saturating_add(bytes) > self.options.segment_size)
+        {
+            self.rotate()?;
+        }
+        self.encode(batch, bytes);
+        if let Err(error) = self.write_encoded() {
+            self.roll_back();
+            return Err(error);
+        }
+        let started = Instant::now();
+        if let Err(error) = self.sync() {
+            self.poisoned = true;
+            self.roll_back();
+            return Err(error);
+        }
+        let fsync = started.elapsed();
+        self.segment.len += bytes;
+        let outbox_bytes = self.frames_buf.len() as u64;
+        if let Some(outbox) = self.outbox.as_mut() {
+            outbox.len += outbox_bytes;
+        }
+        for append in batch {
+            for leaf in append.leaves {
+                self.frontier.push(*leaf);
+            }
+            if let Some(last) = append.leaves.last() {
+                self.head.prev = *last;
+            }
+        }
+        self.head.seq = next_seq;
+        Ok(AppendStats { records, bytes, outbox_bytes, fsync })
+    }
+
+    /// Appends a checkpoint line and fsyncs it. The entry must fit the
+    /// chain: its size at most the head, its frontier of that size and with
+    /// that root.
+    pub fn append_checkpoint(&mut self, entry: &CheckpointEntry) -> Result<(), StoreError> {
+        if self.poisoned {
+            return Err(StoreError::Poisoned);
+        }
+        let invalid = |message: String| StoreError::invalid("checkpoint", message);
+        if entry.size > self.head.seq {
+            return Err(invalid(format!("size {} is past the head (next seq {})", entry.size, self.head.seq)));
+        }
+        let frontier = Frontier::from_parts(entry.size, entry.frontier.clone()).map_err(invalid)?;
+        if frontier.root() != entry.root || (entry.size == self.frontier.size() && entry.root != self.frontier.root()) {
+            return Err(invalid(format!("the root of size {} is not the root of the chain's records", entry.size)));
+        }
+        self.checkpoints.append(&checkpoints::encode(entry), &mut self.poisoned)?;
+        self.last_checkpoint = Some(entry.clone());
+        Ok(())
+    }
+
+    /// Seals the active segment and starts the next one (and a new outbox
+    /// file) at the head. A rotation that fails half-way is finished by the
+    /// next append (the head has not moved, so the names are the same).
+    fn rotate(&mut self) -> Result<(), StoreError> {
+        let next_seq = self.head.seq;
+        self.rotation_pending = true;
+        let result = (|| {
+            let old = &self.segment;
+            old.file.sync_all().map_err(io("fsync", &old.path))?;
+            durable::set_mode(&old.path, durable::SEALED_MODE)?;
+            let path = self.dir.join(segment::name(next_seq));
+            #[cfg(test)]
+            if self.fault.take_if(|f| *f == Fault::Rotate).is_some() {
+                return Err(io("create", &path)(std::io::Error::from(std::io::ErrorKind::StorageFull)));
+            }
+            let file = durable::create_empty(&path)?;
+            if let Some(outbox) = self.outbox.as_mut() {
+                outbox.rotate(next_seq)?;
+            }
+            self.segment = ActiveSegment { path, file, len: 0 };
+            self.rotation_pending = false;
+            Ok(())
+        })();
+        if let Err(StoreError::Io { op, .. }) = &result
+            && op.starts_with("fsync")
+        {
+            self.poisoned = true;
+        }
+        result
+    }
+
+    /// Fills the reused buffers with the batch's segment lines and frames.
+    fn encode(&mut self, batch: &[Append<'_>], bytes: u64) {
+        self.records_buf.clear();
+        self.records_buf.reserve(bytes as usize);
+        self.frames_buf.clear();
+        let mut seq = self.head.seq;
+        for append in batch {
+            for record in append.records {
+                self.records_buf.extend_from_slice(record);
+                self.records_buf.push(b'\n');
+            }
+            if let (Some(_), Some((signal, payload)), false) = (&self.outbox, append.outbox, append.records.is_empty())
+            {
+                outbox::encode(&mut self.frames_buf, signal, seq, append.records.len() as u32, payload);
+            }
+            seq += append.records.len() as u64;
+        }
+    }
+
+    fn write_encoded(&mut self) -> Result<(), StoreError> {
+        let segment = &self.segment;
+        segment.file.write_all_at(&self.records_buf, segment.len).map_err(io("write", &segment.path))?;
+        let Some(outbox) = self.outbox.as_ref().filter(|_| !self.frames_buf.is_empty()) else { return Ok(()) };
+        #[cfg(test)]
+        if self.fault == Some(Fault::Write) {
+            self.fault = None;
+            return Err(io("write", &outbox.path)(std::io::Error::from(std::io::ErrorKind::StorageFull)));
+        }
+        outbox.file.write_all_at(&self.frames_buf, outbox.len).map_err(io("write", &outbox.path))
+    }
+
+    fn sync(&mut self) -> Result<(), StoreError> {
+        #[cfg(test)]
+        if self.fault == Some(Fault::Fsync) {
+            self.fault = None;
+            return Err(io("fsync", &self.segment.path)(std::io::Error::other("injected fsync failure")));
+        }
+        self.segment.file.sync_data().map_err(io("fsync", &self.segment.path))?;
+        match self.outbox.as_ref().filter(|_| !self.frames_buf.is_empty()) {
+            Some(outbox) => outbox.file.sync_data().map_err(io("fsync", &outbox.path)),
+            None => Ok(()),
+        }
+    }
+
+    /// Cuts the segment and outbox back to their last durable length after
+    /// a failed batch; poisons the store if even that fails.
+    fn roll_back(&mut self) {
+        let segment = durable::truncate(&self.segment.file, &self.segment.path, self.segment.len);
+        let outbox = match &self.outbox {
+            Some(outbox) => durable::truncate(&outbox.file, &outbox.path, outbox.len),
+            None => Ok(()),
+        };
+        if segment.is_err() || outbox.is_err() {
+            self.poisoned = true;
+        }
+    }
+}
+
+/// Checks a batch before anything is written; returns its record count and
+/// segment bytes.
+fn validate(batch: &[Append<'_>]) -> Result<(u64, u64), StoreError> {
+    let mut records = 0u64;
+    let mut bytes = 0u64;
+    for (i, append) in batch.iter().enumerate() {
+        if append.records.len() != append.leaves.len() {
+            let message =
+                format!("request {i} has {} records but {} leaves", append.records.len(), append.leaves.len());
+            return Err(StoreError::invalid("append", message));
+        }
+        if u32::try_from(append.records.len()).is_err()
+            || append.outbox.is_some_and(|(_, payload)| u32::try_from(payload.len()).is_err())
+        {
+            return Err(StoreError::invalid("append", format!("request {i} is too large for one outbox frame")));
+        }
+        for (j, record) in append.records.iter().enumerate() {
+            if record.is_empty() || record.contains(&b'\n') {
+                let problem = if record.is_empty() { "is empty" } else { "contains a newline" };
+                return Err(StoreError::invalid("append", format!("request {i}, record {j} {problem}")));
+            }
+            bytes += record.len() as u64 + 1;
+        }
+        records += append.records.len() as u64;
+    }
+    Ok((records, bytes))
+}

@@ -1,0 +1,321 @@
+//! `otel-audit serve` end to end, over real sockets, with the real binary
+//! and the real .wasm: bad input over the wire, crash safety under kill -9,
+//! durability failures, metrics, health and graceful shutdown.
+//! (Real OpenTelemetry SDK and collector clients are in tests/interop.rs.)
+
+mod support;
+
+use std::collections::HashSet;
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use otel_audit::checkpoint::VerifierKey;
+use otel_audit::exporter::client::{Client, ClientOptions, Destination, SendError};
+use otel_audit::loadgen::{self, BatchSpec};
+use otel_audit::otlp::Signal;
+use prost::Message;
+use rand::{Rng, SeedableRng};
+use support::server::{Server, Setup, http_get, http_post};
+use support::trail;
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+}
+
+/// A gRPC client (call inside a runtime: the channel needs one).
+fn grpc_client(setup: &Setup) -> Client {
+    grpc_client_to(setup.grpc_uri())
+}
+
+fn grpc_client_to(endpoint: String) -> Client {
+    let options = ClientOptions { headers: vec![], gzip: false, timeout: Duration::from_secs(10) };
+    Client::new(&Destination::Grpc { endpoint }, options).unwrap()
+}
+
+fn http_client(setup: &Setup) -> Client {
+    http_client_to(&setup.http_uri())
+}
+
+fn http_client_to(base: &str) -> Client {
+    let destination =
+        Destination::Http { traces_url: format!("{base}/v1/traces"), logs_url: format!("{base}/v1/logs") };
+    let options = ClientOptions { headers: vec![], gzip: true, timeout: Duration::from_secs(10) };
+    Client::new(&destination, options).unwrap()
+}
+
+/// A batch of audit spans (all kept by the soc2 policy) and its span ids.
+fn audit_batch(seed: u64, records: usize) -> (Bytes, Vec<String>) {
+    let request = loadgen::traces(&BatchSpec { records, audit_ratio: 1.0, attributes: 4, varied: false, seed });
+    let ids = request
+        .resource_spans
+        .iter()
+        .flat_map(|r| &r.scope_spans)
+        .flat_map(|s| &s.spans)
+        .map(|s| hex::encode(&s.span_id))
+        .collect();
+    (Bytes::from(request.encode_to_vec()), ids)
+}
+
+fn public_key(setup: &Setup) -> VerifierKey {
+    VerifierKey::parse(std::fs::read_to_string(setup.public_key()).unwrap().trim()).unwrap()
+}
+
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines().filter(|l| l.starts_with(name)).filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).sum()
+}
+
+#[test]
+fn stores_audit_spans_answers_ok_and_shuts_down_with_a_final_checkpoint() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut setup = Setup::new(tmp.path());
+    setup.checkpoint = "{every_records: 1000000, interval: 1h, heartbeat: 1h}".into();
+    let server = setup.start();
+    let rt = runtime();
+    let _entered = rt.enter();
+    let (grpc, http) = (grpc_client(&setup), http_client(&setup));
+    let mut sent = Vec::new();
+    for seed in 0..5 {
+        let (payload, ids) = audit_batch(seed, 20);
+        let client = if seed % 2 == 0 { &grpc } else { &http };
+        rt.block_on(client.send(Signal::Traces, payload)).unwrap();
+        sent.extend(ids);
+    }
+    // An ordinary span only: accepted, nothing stored.
+    let (payload, _) = {
+        let request =
+            loadgen::traces(&BatchSpec { records: 10, audit_ratio: 0.0, attributes: 4, varied: false, seed: 99 });
+        (Bytes::from(request.encode_to_vec()), ())
+    };
+    rt.block_on(grpc.send(Signal::Traces, payload)).unwrap();
+
+    let (code, body) = http_get(setup.ports[2], "/metrics").unwrap();
+    assert_eq!(code, 200);
+    assert_eq!(metric(&body, "otel_audit_kept_records_total"), 100.0, "{body}");
+    assert_eq!(metric(&body, "otel_audit_dropped_records_total"), 10.0, "{body}");
+    assert_eq!(metric(&body, "otel_audit_stored_records_total"), 100.0, "{body}");
+    assert_eq!(metric(&body, "otel_audit_chain_seq"), 100.0, "{body}");
+    assert!(body.contains("otel_audit_fsync_seconds_bucket"), "{body}");
+    assert!(body.contains("otel_audit_requests_total{protocol=\"grpc\",signal=\"traces\",outcome=\"ok\"} 4"), "{body}");
+
+    let status = server.stop();
+    assert!(status.success(), "exit status {status}");
+    let chains = trail::read_store(&setup.store);
+    let stored: Vec<String> = chains.iter().flat_map(|c| c.span_ids()).collect();
+    assert_eq!(stored, sent, "exactly the audit spans, in the order they were acknowledged");
+    let traces = chains.iter().find(|c| c.id == "test/traces/audit/0").expect("the traces chain");
+    // The only checkpoint due was the one written at shutdown: it covers everything.
+    assert_eq!(trail::verify_checkpoints(traces, &public_key(&setup)), 100);
+    assert_eq!(traces.attr(0, "audit.pipeline"), Some("soc2-audit-trail"));
+    assert!(traces.attr(0, "audit.policy.digest").is_some_and(|d| d.starts_with("sha256:")));
+    assert!(traces.records[0]["received_at"].as_str().is_some_and(|t| t.ends_with('Z')));
+}
+
+#[test]
+fn bad_input_over_the_wire_gets_a_clear_non_retryable_error_and_stores_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut setup = Setup::new(tmp.path());
+    setup.max_body = 64 << 10;
+    let server = setup.start();
+    let http = setup.ports[1];
+    let protobuf = [("Content-Type", "application/x-protobuf")];
+
+    #[derive(Clone, PartialEq, Message)]
+    struct RpcStatus {
+        #[prost(int32, tag = "1")]
+        code: i32,
+        #[prost(string, tag = "2")]
+        message: String,
+    }
+    let message = |body: &[u8]| RpcStatus::decode(body).expect("a google.rpc.Status body").message;
+
+    // Malformed protobuf.
+    let (code, _, body) = http_post(http, "/v1/traces", &protobuf, b"\x0a\xff\xff\xff\xff\x0f");
+    assert_eq!(code, 400);
+    assert!(message(&body).contains("invalid OTLP request"), "{}", message(&body));
+    // Wrong content type.
+    let (code, _, body) = http_post(http, "/v1/traces", &[("Content-Type", "text/plain")], b"hello");
+    assert_eq!(code, 415);
+    assert!(message(&body).contains("Content-Type"), "{}", message(&body));
+    // Oversized body.
+    let (code, _, body) = http_post(http, "/v1/logs", &protobuf, &vec![0u8; 100 << 10]);
+    assert_eq!(code, 413);
+    assert!(message(&body).contains("larger than 65536 bytes"), "{}", message(&body));
+    // A gzip bomb: 64 MiB of zeros in well under the limit.
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    gz.write_all(&vec![0u8; 64 << 20]).unwrap();
+    let bomb = gz.finish().unwrap();
+    assert!(bomb.len() < 64 << 10);
+    let (code, _, body) = http_post(
+        http,
+        "/v1/traces",
+        &[("Content-Type", "application/x-protobuf"), ("Content-Encoding", "gzip")],
+        &bomb,
+    );
+    assert_eq!(code, 413);
+    assert!(message(&body).contains("decompresses to more than 65536 bytes"), "{}", message(&body));
+    // Not gzip at all.
+    let (code, _, _) = http_post(
+        http,
+        "/v1/traces",
+        &[("Content-Type", "application/x-protobuf"), ("Content-Encoding", "gzip")],
+        b"nope",
+    );
+    assert_eq!(code, 400);
+    // OTLP/JSON with base64 ids (OTLP/JSON requires hex).
+    let json = br#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"traceId":"W47/95gDgQPSabYzgT/GDA==","spanId":"7uGbfsPBsXQ=","name":"x","attributes":[{"key":"audit.action","value":{"stringValue":"a"}}]}]}]}]}"#;
+    let (code, content_type, body) = http_post(http, "/v1/traces", &[("Content-Type", "application/json")], json);
+    assert_eq!(code, 400);
+    assert_eq!(content_type, "application/json");
+    let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert!(body["message"].as_str().unwrap().contains("resourceSpans[0].scopeSpans[0].spans[0].traceId"), "{body}");
+    // Unknown path and method.
+    assert_eq!(http_post(http, "/v1/metrics", &protobuf, b"").0, 404);
+
+    // gRPC: malformed protobuf is INVALID_ARGUMENT (not retried).
+    let rt = runtime();
+    let _entered = rt.enter();
+    let grpc = grpc_client(&setup);
+    match rt.block_on(grpc.send(Signal::Traces, Bytes::from_static(b"\x0a\xff\xff\xff\xff\x0f"))) {
+        Err(SendError::Permanent(m)) => {
+            assert!(m.contains("InvalidArgument") && m.contains("invalid OTLP request"), "{m}")
+        }
+        other => panic!("expected INVALID_ARGUMENT, got {other:?}"),
+    }
+    // gRPC: over the 4 MiB message limit is RESOURCE_EXHAUSTED (not retried).
+    match rt.block_on(grpc.send(Signal::Logs, Bytes::from(vec![0u8; 5 << 20]))) {
+        Err(SendError::Permanent(m)) => assert!(m.contains("ResourceExhausted") && m.contains("too large"), "{m}"),
+        other => panic!("expected RESOURCE_EXHAUSTED, got {other:?}"),
+    }
+
+    // The server still serves, and only the good request is stored.
+    let (payload, ids) = audit_batch(7, 3);
+    rt.block_on(grpc.send(Signal::Traces, payload)).unwrap();
+    assert!(server.stop().success());
+    let stored: Vec<String> = trail::read_store(&setup.store).iter().flat_map(|c| c.span_ids()).collect();
+    assert_eq!(stored, ids);
+}
+
+#[test]
+fn kill_9_under_load_loses_no_acknowledged_span() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut setup = Setup::new(tmp.path());
+    setup.shards = 2;
+    setup.segment_size = "16KiB".into();
+    setup.checkpoint = "{every_records: 40, interval: 200ms, heartbeat: 1s}".into();
+    let mut server = setup.start();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked = Arc::new(Mutex::new(Vec::<String>::new()));
+    let failures = Arc::new(AtomicU64::new(0));
+    let mut clients = Vec::new();
+    for client_id in 0..4u64 {
+        let (stop, acked, failures) = (stop.clone(), acked.clone(), failures.clone());
+        let (grpc, http) = (setup.grpc_uri(), setup.http_uri());
+        clients.push(std::thread::spawn(move || {
+            let rt = runtime();
+            let _entered = rt.enter();
+            let client = if client_id % 2 == 0 { grpc_client_to(grpc) } else { http_client_to(&http) };
+            let mut batch = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                batch += 1;
+                let (payload, ids) = audit_batch(client_id << 32 | batch, 10);
+                match rt.block_on(client.send(Signal::Traces, payload)) {
+                    Ok(_) => acked.lock().unwrap().extend(ids),
+                    Err(_) => {
+                        failures.fetch_add(1, Ordering::Relaxed);
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                }
+            }
+        }));
+    }
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    for _ in 0..10 {
+        std::thread::sleep(Duration::from_millis(rng.random_range(300..1200)));
+        server.kill9();
+        server = setup.start();
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, Ordering::Relaxed);
+    for client in clients {
+        client.join().unwrap();
+    }
+    let log = server.log_text();
+    assert!(server.stop().success());
+
+    let acked = acked.lock().unwrap().clone();
+    assert!(
+        acked.len() > 500,
+        "only {} spans acknowledged ({} failures)",
+        acked.len(),
+        failures.load(Ordering::Relaxed)
+    );
+    // read_store walks every chain from genesis to head (seq, prev, leaves).
+    let chains = trail::read_store(&setup.store);
+    assert_eq!(chains.len(), 4, "two pipelines of two shards each: four chains");
+    let key = public_key(&setup);
+    let mut stored = HashSet::new();
+    for chain in &chains {
+        assert_eq!(!chain.records.is_empty(), chain.id.contains("/traces/"), "chain {} got records", chain.id);
+        // The shutdown checkpoint covers the whole chain.
+        assert_eq!(trail::verify_checkpoints(chain, &key), chain.records.len() as u64, "chain {}", chain.id);
+        for (position, record) in chain.records.iter().enumerate() {
+            assert_eq!(record["chain"]["seq"].as_str().unwrap(), position.to_string());
+            stored.insert(record["span"]["span_id"].as_str().unwrap().to_owned());
+        }
+    }
+    let missing: Vec<&String> = acked.iter().filter(|id| !stored.contains(*id)).collect();
+    assert!(
+        missing.is_empty(),
+        "{} acknowledged spans missing, e.g. {:?}\n{log}",
+        missing.len(),
+        &missing[..missing.len().min(5)]
+    );
+}
+
+#[test]
+fn a_full_disk_is_a_retryable_error_and_leaves_no_half_written_record() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut setup = Setup::new(tmp.path());
+    setup.checkpoint = "{every_records: 1000000, interval: 1h, heartbeat: 1h}".into();
+    setup.segment_size = "1GiB".into();
+    let config = tmp.path().join("otel-audit.yaml");
+    std::fs::write(&config, setup.config()).unwrap();
+    // RLIMIT_FSIZE (ulimit -f, 1 KiB blocks): writes past 48 KiB fail with EFBIG,
+    // a real write error from the kernel, as a full disk would give.
+    let mut command = std::process::Command::new("bash");
+    command
+        .arg("-c")
+        .arg(format!("ulimit -f 48 && exec {} serve --config {}", support::server::binary(), config.display()))
+        .env("OTEL_AUDIT_CACHE_DIR", support::cache_dir())
+        .env("OTEL_AUDIT_LOG", "info");
+    let server = Server::start_command(command, &tmp.path().join("server.log"), setup.ports[3]);
+    let rt = runtime();
+    let _entered = rt.enter();
+    let grpc = grpc_client(&setup);
+    let (mut acked, mut refused) = (Vec::new(), 0);
+    for seed in 0..60 {
+        let (payload, ids) = audit_batch(seed, 10);
+        match rt.block_on(grpc.send(Signal::Traces, payload)) {
+            Ok(_) => {
+                assert_eq!(refused, 0, "a request succeeded after the store filled up");
+                acked.extend(ids);
+            }
+            Err(SendError::Retryable(m)) => {
+                assert!(m.contains("Unavailable") && m.contains("durable"), "{m}");
+                refused += 1;
+            }
+            Err(other) => panic!("expected UNAVAILABLE, got {other}"),
+        }
+    }
+    assert!(!acked.is_empty() && refused > 0, "{} acked, {refused} refused", acked.len());
+    let (_, metrics) = http_get(setup.ports[2], "/metrics").unwrap();
+    assert!(metric(&metrics, "otel_audit_store_failures_total") >= refused as f64, "{metrics}");
+    assert!(server.stop().success());
+    // Nothing half-written: every line whole, the chain intact, exactly the acknowledged spans.
+    let stored: Vec<String> = trail::read_store(&setup.store).iter().flat_map(|c| c.span_ids()).collect();
+    assert_eq!(stored, acked);
+}
