@@ -61,8 +61,10 @@ test: lint wasm jco venv ## Everything: lint, unit, end-to-end (real .wasm, jco,
 	$(CARGO) test --release --workspace
 	$(BIN) test collector-config/policies --module $(WASM) --coverage --fail-uncovered
 
-bench: wasm ## Benchmarks: guest spans/s wasm vs native, empty-call cost
+bench: wasm venv ## Benchmarks: guest spans/s wasm vs native, empty-call cost; end to end OTLP -> store -> OK vs rotel
+	$(CARGO) build --release -p otel-audit
 	$(CARGO) bench -p otel-audit --bench guest
+	$(CARGO) bench -p otel-audit --bench e2e
 
 clean: ## Remove build outputs
 	$(CARGO) clean

@@ -179,3 +179,93 @@ fn keygen_writes_a_private_signer_and_a_public_verifier_key() {
     assert!(stderr(&again).contains("refusing to overwrite"), "{}", stderr(&again));
     assert_eq!(std::fs::read_to_string(out_dir.join("otel-audit-test.key")).unwrap(), private, "the key is untouched");
 }
+
+fn validate(config: &Path, key: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_otel-audit"))
+        .args(["validate", "--config"])
+        .arg(config)
+        .current_dir(support::root())
+        .env("OTEL_AUDIT_CACHE_DIR", support::cache_dir())
+        .env("OTEL_AUDIT_WASM", support::wasm_path())
+        .env("OTEL_AUDIT_SIGNING_KEY", key)
+        .output()
+        .expect("run otel-audit validate")
+}
+
+#[test]
+fn validate_accepts_the_shipped_config_and_configures_its_policy() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (key, _) = support::server::keygen(tmp.path(), "validate-test");
+    let out = validate(&support::root().join("collector-config/otel-audit.yaml"), &key);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", stderr(&out));
+    assert!(
+        stdout.contains("processor wasm/soc2: policy collector-config/policies/soc2-audit.yaml (sha256:"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("is valid: 2 pipeline(s), 2 chain(s)"), "{stdout}");
+}
+
+#[test]
+fn validate_reports_every_problem_with_its_key_path() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (key, _) = support::server::keygen(tmp.path(), "validate-test");
+    let config = tmp.path().join("broken.yaml");
+    std::fs::write(
+        &config,
+        r#"receivers:
+  otlp:
+    protocols:
+      grpc:
+        endpoint: 127.0.0.1:4317
+        max_recv_msg_size: 4
+processors:
+  wasm/a:
+    module: ${env:OTEL_AUDIT_WASM}
+    policy: does/not/exist.yaml
+exporters:
+  auditstore:
+    directory: ./audit-data
+    signing_key: ${env:OTEL_AUDIT_SIGNING_KEY}
+    checkpoint: {every_records: 10, interval: ten seconds, heartbeat: 60s}
+  otlp/down:
+    endpoint: 127.0.0.1:14317
+    timeout: 5s
+service:
+  pipelines:
+    traces/a:
+      receivers: [otlp]
+      processors: [wasm/a]
+      exporters: [auditstore, otlp/missing]
+    metrics/a:
+      receivers: [otlp]
+      processors: [wasm/a]
+      exporters: [auditstore]
+"#,
+    )
+    .unwrap();
+    let out = validate(&config, &key);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    for path in [
+        "receivers.otlp.protocols.grpc",
+        "exporters.auditstore.checkpoint.interval",
+        "service.pipelines.traces/a.exporters[1]",
+        "service.pipelines.metrics/a",
+    ] {
+        assert!(stdout.lines().any(|l| l.starts_with(&format!("error: {path}"))), "no problem at {path}:\n{stdout}");
+    }
+
+    // A config that parses but whose policy the component refuses.
+    let policy = tmp.path().join("bad-policy.yaml");
+    std::fs::write(&policy, "filter:\n  spans:\n    include:\n      match_type: strict\n").unwrap();
+    let config = tmp.path().join("bad-policy-config.yaml");
+    let text = std::fs::read_to_string(support::root().join("collector-config/otel-audit.yaml"))
+        .unwrap()
+        .replace("policy: collector-config/policies/soc2-audit.yaml", &format!("policy: {}", policy.display()));
+    std::fs::write(&config, text).unwrap();
+    let out = validate(&config, &key);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}{}", stderr(&out));
+    assert!(stdout.contains("error: processors.wasm/soc2.policy: "), "{stdout}");
+}

@@ -319,3 +319,86 @@ fn a_full_disk_is_a_retryable_error_and_leaves_no_half_written_record() {
     let stored: Vec<String> = trail::read_store(&setup.store).iter().flat_map(|c| c.span_ids()).collect();
     assert_eq!(stored, acked);
 }
+
+#[test]
+fn a_dead_downstream_backs_up_to_its_limit_then_catches_up_in_order() {
+    let tmp = tempfile::tempdir().unwrap();
+    // The downstream exists only as a port nobody listens on, for now.
+    std::fs::create_dir_all(tmp.path().join("down")).unwrap();
+    let mut down = Setup::new(&tmp.path().join("down"));
+    down.policy = tmp.path().join("keep-all.yaml");
+    std::fs::write(&down.policy, "audit:\n  pipeline: archive\n").unwrap();
+    std::fs::create_dir_all(tmp.path().join("up")).unwrap();
+    let mut up = Setup::new(&tmp.path().join("up"));
+    up.exporters.push((
+        "otlp/archive".into(),
+        format!(
+            "    endpoint: 127.0.0.1:{}\n    timeout: 2s\n    retry_on_failure: {{enabled: true, initial_interval: 50ms, max_interval: 200ms}}\n    sending_queue: {{queue_size: 50}}",
+            down.ports[0]
+        ),
+    ));
+    let up_server = up.start();
+    let rt = runtime();
+    let _entered = rt.enter();
+    let grpc = grpc_client(&up);
+    let (mut acked, mut refused) = (Vec::new(), 0);
+    for seed in 0..12 {
+        let (payload, ids) = audit_batch(seed, 10);
+        match rt.block_on(grpc.send(Signal::Traces, payload)) {
+            Ok(_) => acked.extend(ids),
+            Err(SendError::Retryable(m)) => {
+                assert!(m.contains("wait for a downstream exporter (limit 50)"), "{m}");
+                refused += 1;
+            }
+            Err(other) => panic!("expected UNAVAILABLE, got {other}"),
+        }
+    }
+    // Ingestion went on until the backlog passed its limit: 60 records stored, the rest refused.
+    assert_eq!((acked.len(), refused), (60, 6));
+    let (_, metrics) = http_get(up.ports[2], "/metrics").unwrap();
+    assert_eq!(metric(&metrics, "otel_audit_export_backlog_records"), 60.0, "{metrics}");
+    assert!(metric(&metrics, "otel_audit_export_retries_total") >= 1.0, "{metrics}");
+
+    // The downstream comes back: the backlog drains, ingestion resumes.
+    let down_server = down.start();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, metrics) = http_get(up.ports[2], "/metrics").unwrap();
+        if metric(&metrics, "otel_audit_export_backlog_records") == 0.0 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "backlog did not drain:\n{metrics}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (payload, ids) = audit_batch(100, 10);
+    rt.block_on(grpc.send(Signal::Traces, payload)).unwrap();
+    acked.extend(ids);
+    assert!(up_server.stop().success());
+    assert!(down_server.stop().success());
+
+    let upstream: Vec<String> = trail::read_store(&up.store).iter().flat_map(|c| c.span_ids()).collect();
+    assert_eq!(upstream, acked);
+    let archived = trail::read_store(&down.store);
+    let forwarded = archived.iter().find(|c| c.id == "test/traces/audit/0").unwrap().span_ids();
+    assert_eq!(forwarded, acked, "everything delivered, in order, once");
+}
+
+#[test]
+fn an_idle_chain_signs_heartbeat_checkpoints() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut setup = Setup::new(tmp.path());
+    setup.checkpoint = "{every_records: 1000, interval: 1h, heartbeat: 300ms}".into();
+    let server = setup.start();
+    std::thread::sleep(Duration::from_millis(1500));
+    let (_, metrics) = http_get(setup.ports[2], "/metrics").unwrap();
+    let age = metric(&metrics, "otel_audit_checkpoint_age_seconds{chain=\"test/logs/audit/0\"}");
+    assert!(age < 1.0, "checkpoint age {age}\n{metrics}");
+    assert!(server.stop().success());
+    let key = public_key(&setup);
+    for chain in trail::read_store(&setup.store) {
+        assert_eq!(trail::verify_checkpoints(&chain, &key), 0);
+        // Heartbeats every 300 ms while idle, each with its own signed time.
+        let times: HashSet<&str> = chain.checkpoints.iter().map(|c| c["time_unix_nano"].as_str().unwrap()).collect();
+        assert!(times.len() >= 4, "chain {}: {} checkpoints", chain.id, times.len());
+    }
+}

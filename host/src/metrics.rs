@@ -90,7 +90,11 @@ pub struct Metrics {
     /// Records the downstream rejected permanently (they stay in the store).
     pub export_rejected: Family<ExporterLabels, Counter>,
     checkpoint_times: Mutex<Vec<(String, Arc<AtomicU64>)>>,
+    backlog_probes: Mutex<Vec<(ExporterLabels, BacklogProbe)>>,
 }
+
+/// Reads an exporter's backlog (records stored but not delivered) at scrape time.
+pub type BacklogProbe = Box<dyn Fn() -> u64 + Send + Sync>;
 
 impl Metrics {
     /// Creates and registers every metric.
@@ -119,6 +123,7 @@ impl Metrics {
             export_retries: Family::default(),
             export_rejected: Family::default(),
             checkpoint_times: Mutex::new(Vec::new()),
+            backlog_probes: Mutex::new(Vec::new()),
         };
         {
             let mut r = metrics.registry.lock().unwrap_or_else(|e| e.into_inner());
@@ -165,8 +170,16 @@ impl Metrics {
         cell
     }
 
+    /// Registers how to read an exporter's backlog; the gauge is set from it at scrape time.
+    pub fn backlog_probe(&self, labels: ExporterLabels, probe: BacklogProbe) {
+        self.backlog_probes.lock().unwrap_or_else(|e| e.into_inner()).push((labels, probe));
+    }
+
     /// The text exposition of every metric.
     pub fn render(&self) -> String {
+        for (labels, probe) in self.backlog_probes.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            self.export_backlog.get_or_create(labels).set(probe() as i64);
+        }
         let now = clock::now_unix_nano();
         for (chain, cell) in self.checkpoint_times.lock().unwrap_or_else(|e| e.into_inner()).iter() {
             let at = cell.load(Ordering::Relaxed);

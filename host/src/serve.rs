@@ -34,6 +34,8 @@ const CHAIN_QUEUE: usize = 1024;
 const EXPORT_DRAIN: Duration = Duration::from_secs(10);
 /// How long receivers may take to finish the requests in flight.
 const RECEIVER_DRAIN: Duration = Duration::from_secs(30);
+/// How long answered connections may take to close by themselves.
+const CONNECTION_GRACE: Duration = Duration::from_millis(500);
 
 /// Why the server could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -230,7 +232,6 @@ impl Server {
                 }
             });
         }
-        drop(ingest);
         let mut admin = JoinSet::new();
         let admin_stop = CancellationToken::new();
         if let Some(address) = &self.config.metrics_address {
@@ -274,11 +275,17 @@ impl Server {
         tracing::info!("shutting down: no new requests; finishing those in flight");
         ready.store(false, Ordering::Relaxed);
         accepting.cancel();
-        if tokio::time::timeout(RECEIVER_DRAIN, async { while receivers.join_next().await.is_some() {} }).await.is_err()
-        {
-            tracing::warn!("receivers did not finish in time; remaining requests get retryable errors");
-            receivers.abort_all();
+        if !ingest.drain(RECEIVER_DRAIN).await {
+            tracing::warn!("requests still in flight after {RECEIVER_DRAIN:?}; they get retryable errors");
         }
+        // Every request has its answer; give the servers a moment to send
+        // them, then close the connections clients keep open.
+        let servers_done = async { while receivers.join_next().await.is_some() {} };
+        if tokio::time::timeout(CONNECTION_GRACE, servers_done).await.is_err() {
+            receivers.abort_all();
+            while receivers.join_next().await.is_some() {}
+        }
+        drop(ingest);
         drop(router);
         for (closing, _) in &self.chains {
             closing.store(true, Ordering::Relaxed);

@@ -87,6 +87,11 @@ impl ExportTask {
     /// delivers what is committed, then returns.
     pub async fn run(mut self, drain: CancellationToken, stop: CancellationToken) {
         let labels = ExporterLabels { chain: self.chain_id.clone(), exporter: self.exporter_id.clone() };
+        let (committed, cursor) = (self.committed.clone(), self.cursor.clone());
+        self.metrics.backlog_probe(
+            labels.clone(),
+            Box::new(move || committed.borrow().next_seq.saturating_sub(cursor.load(Ordering::Relaxed))),
+        );
         let dir = self.chain_dir.clone();
         let mut reader = match tokio::task::spawn_blocking(move || OutboxReader::open(&dir)).await {
             Ok(Ok(reader)) => reader,
@@ -101,7 +106,6 @@ impl ExportTask {
         loop {
             let committed = *self.committed.borrow_and_update();
             let cursor = self.cursor.load(Ordering::Relaxed);
-            self.metrics.export_backlog.get_or_create(&labels).set(committed.next_seq.saturating_sub(cursor) as i64);
             if cursor < committed.next_seq {
                 let read = tokio::task::spawn_blocking(move || {
                     let frames = reader.read(cursor, committed.next_seq, MAX_REQUEST_BYTES);

@@ -8,8 +8,11 @@ pub mod grpc;
 pub mod http;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
 
 use bytes::Bytes;
+use tokio::sync::Notify;
 
 use crate::clock;
 use crate::metrics::{Metrics, RequestLabels};
@@ -17,23 +20,63 @@ use crate::otlp::Signal;
 use crate::pipeline::{Rejection, Router};
 
 /// The receivers' way into the pipeline: stamps the received-at time,
-/// submits, and counts the outcome.
+/// submits, and counts the outcome. At shutdown it is closed: new requests
+/// get a retryable error and [`Ingest::drain`] waits for those in flight.
+/// (The servers' own connection draining cannot be relied on: an idle
+/// client connection can keep it waiting indefinitely.)
 pub struct Ingest {
     router: Arc<Router>,
     metrics: Arc<Metrics>,
+    open: AtomicBool,
+    in_flight: AtomicUsize,
+    idle: Notify,
+}
+
+/// Counts a request as in flight until dropped.
+struct InFlight<'a>(&'a Ingest);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        if self.0.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
 }
 
 impl Ingest {
     /// Wraps the router.
     pub fn new(router: Arc<Router>, metrics: Arc<Metrics>) -> Self {
-        Ingest { router, metrics }
+        Ingest { router, metrics, open: AtomicBool::new(true), in_flight: AtomicUsize::new(0), idle: Notify::new() }
     }
 
     /// Submits one protobuf export request received over `protocol`.
     pub async fn submit(&self, protocol: &str, signal: Signal, payload: Bytes) -> Result<(), Rejection> {
-        let result = self.router.submit(signal, payload, clock::now_unix_nano()).await;
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        let _in_flight = InFlight(self);
+        let result = if self.open.load(Ordering::SeqCst) {
+            self.router.submit(signal, payload, clock::now_unix_nano()).await
+        } else {
+            Err(Rejection::Unavailable("otel-audit is shutting down; retry with another instance or later".into()))
+        };
         self.count(protocol, signal, &result);
         result
+    }
+
+    /// Refuses new requests and waits (at most `timeout`) until every
+    /// request in flight has its answer. Returns false on timeout.
+    pub async fn drain(&self, timeout: Duration) -> bool {
+        self.open.store(false, Ordering::SeqCst);
+        tokio::time::timeout(timeout, async {
+            loop {
+                let notified = self.idle.notified();
+                if self.in_flight.load(Ordering::SeqCst) == 0 {
+                    return;
+                }
+                notified.await;
+            }
+        })
+        .await
+        .is_ok()
     }
 
     /// Counts a request's outcome (also for requests refused before submit).
