@@ -65,6 +65,7 @@ bench: wasm venv ## Benchmarks: guest spans/s wasm vs native, empty-call cost; e
 	$(CARGO) build --release -p otel-audit
 	$(CARGO) bench -p otel-audit --bench guest
 	$(CARGO) bench -p otel-audit --bench e2e
+	$(CARGO) bench -p otel-audit --bench verify
 
 clean: ## Remove build outputs
 	$(CARGO) clean

@@ -59,6 +59,34 @@ fn audit_batch(seed: u64, records: usize) -> (Bytes, Vec<String>) {
     (Bytes::from(request.encode_to_vec()), ids)
 }
 
+/// A request of `n` minimal audit spans: small on the wire, each a full record in the store.
+fn tiny_audit_spans(n: u64) -> Bytes {
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+    let action = KeyValue {
+        key: "audit.action".into(),
+        value: Some(AnyValue { value: Some(any_value::Value::StringValue("a".into())) }),
+        ..Default::default()
+    };
+    let spans = (1..=n)
+        .map(|i| Span {
+            trace_id: vec![7; 16],
+            span_id: i.to_be_bytes().to_vec(),
+            name: "x".into(),
+            attributes: vec![action.clone()],
+            ..Default::default()
+        })
+        .collect();
+    let request = ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            scope_spans: vec![ScopeSpans { spans, ..Default::default() }],
+            ..Default::default()
+        }],
+    };
+    Bytes::from(request.encode_to_vec())
+}
+
 fn public_key(setup: &Setup) -> VerifierKey {
     VerifierKey::parse(std::fs::read_to_string(setup.public_key()).unwrap().trim()).unwrap()
 }
@@ -376,11 +404,65 @@ fn a_dead_downstream_backs_up_to_its_limit_then_catches_up_in_order() {
     assert!(up_server.stop().success());
     assert!(down_server.stop().success());
 
-    let upstream: Vec<String> = trail::read_store(&up.store).iter().flat_map(|c| c.span_ids()).collect();
+    let upstream_chains = trail::read_store(&up.store);
+    let upstream: Vec<String> = upstream_chains.iter().flat_map(|c| c.span_ids()).collect();
     assert_eq!(upstream, acked);
     let archived = trail::read_store(&down.store);
     let forwarded = archived.iter().find(|c| c.id == "test/traces/audit/0").unwrap().span_ids();
     assert_eq!(forwarded, acked, "everything delivered, in order, once");
+    // Every signed checkpoint of the upstream traces chain reached the
+    // downstream too, once, in order.
+    let signed: Vec<String> = upstream_chains
+        .iter()
+        .find(|c| c.id == "test/traces/audit/0")
+        .unwrap()
+        .checkpoints
+        .iter()
+        .map(|c| c["note"].as_str().unwrap().to_owned())
+        .collect();
+    let anchored: Vec<String> = archived
+        .iter()
+        .find(|c| c.id == "test/logs/audit/0")
+        .unwrap()
+        .records
+        .iter()
+        .filter(|r| r["log"]["event_name"] == "audit.checkpoint")
+        .map(|r| r["log"]["body"]["s"].as_str().unwrap().to_owned())
+        .filter(|note| note.starts_with("otel-audit/test/traces/"))
+        .collect();
+    assert!(signed.len() >= 2, "{signed:?}");
+    assert_eq!(anchored, signed);
+}
+
+#[test]
+fn a_second_server_on_the_same_store_is_refused_before_it_touches_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let setup = Setup::new(tmp.path());
+    let first = setup.start();
+    let mut second = Setup::new(&tmp.path().join("second"));
+    std::fs::create_dir_all(&second.dir).unwrap();
+    second.store = setup.store.clone();
+    second.key = setup.key.clone();
+    std::fs::create_dir_all(&second.dir).unwrap();
+    let config = second.dir.join("otel-audit.yaml");
+    std::fs::write(&config, second.config()).unwrap();
+    let out = std::process::Command::new(support::server::binary())
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env("OTEL_AUDIT_CACHE_DIR", support::cache_dir())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("is locked: another otel-audit process is writing this chain"), "{stderr}");
+    // The first one is unaffected.
+    let rt = runtime();
+    let _entered = rt.enter();
+    let (payload, ids) = audit_batch(1, 3);
+    rt.block_on(grpc_client(&setup).send(Signal::Traces, payload)).unwrap();
+    assert!(first.stop().success());
+    let stored: Vec<String> = trail::read_store(&setup.store).iter().flat_map(|c| c.span_ids()).collect();
+    assert_eq!(stored, ids);
 }
 
 #[test]
@@ -401,4 +483,38 @@ fn an_idle_chain_signs_heartbeat_checkpoints() {
         let times: HashSet<&str> = chain.checkpoints.iter().map(|c| c["time_unix_nano"].as_str().unwrap()).collect();
         assert!(times.len() >= 4, "chain {}: {} checkpoints", chain.id, times.len());
     }
+}
+
+#[test]
+fn a_request_the_processor_cannot_handle_is_refused_as_too_large_and_others_go_on() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut setup = Setup::new(tmp.path());
+    setup.max_body = 64 << 20;
+    let server = setup.start();
+    let rt = runtime();
+    let _entered = rt.enter();
+    // Within the body limit, but its records need more than the component's
+    // 512 MiB of memory: it traps, and traps again on a fresh instance.
+    let huge = tiny_audit_spans(500_000);
+    assert!(huge.len() < 64 << 20, "{} bytes", huge.len());
+    let http = http_client(&setup);
+    let grpc = grpc_client(&setup);
+    let (small, ids) = audit_batch(2, 5);
+    let (huge_result, small_result) =
+        rt.block_on(async { tokio::join!(http.send(Signal::Traces, huge), grpc.send(Signal::Traces, small)) });
+    match huge_result {
+        Err(SendError::Permanent(m)) => {
+            assert!(m.contains("HTTP 413") && m.contains("within its memory and time limits"), "{m}");
+            assert!(!m.contains("wasm backtrace"), "no backtrace for the client: {m}");
+        }
+        other => panic!("expected 413, got {other:?}"),
+    }
+    small_result.expect("a request queued with the failing one is not affected");
+    let (after, after_ids) = audit_batch(3, 5);
+    rt.block_on(grpc.send(Signal::Traces, after)).expect("the chain goes on with a fresh instance");
+    let (_, metrics) = http_get(setup.ports[2], "/metrics").unwrap();
+    assert_eq!(metric(&metrics, "otel_audit_processor_failures_total"), 2.0, "{metrics}");
+    assert!(server.stop().success());
+    let stored: Vec<String> = trail::read_store(&setup.store).iter().flat_map(|c| c.span_ids()).collect();
+    assert_eq!(stored, [ids, after_ids].concat());
 }

@@ -159,6 +159,23 @@ impl VerifierKey {
     pub fn name(&self) -> &str {
         &self.name
     }
+
+    /// The key id: the first four bytes of `SHA-256(name || "\n" || 0x01 || key)`.
+    pub fn key_id(&self) -> [u8; 4] {
+        key_id(&self.name, &self.key.to_bytes())
+    }
+
+    /// Checks one signature line of a note whose signed text is `text`:
+    /// `None` when the line is not by this key (another name or key id),
+    /// else whether the signature verifies.
+    pub fn check(&self, text: &str, signature: &NoteSignature) -> Option<bool> {
+        if signature.name != self.name || signature.key_id != self.key_id() {
+            return None;
+        }
+        let valid = ed25519_dalek::Signature::from_slice(&signature.signature)
+            .is_ok_and(|s| self.key.verify_strict(text.as_bytes(), &s).is_ok());
+        Some(valid)
+    }
 }
 
 /// One signature line of a signed note.

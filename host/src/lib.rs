@@ -27,3 +27,4 @@ pub mod runtime;
 pub mod secrets;
 pub mod serve;
 pub mod store;
+pub mod verify;

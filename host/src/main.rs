@@ -41,6 +41,66 @@ enum Command {
     /// Validate a config like `otelcol validate`: every problem with its key
     /// path; also configures the component with each policy.
     Validate(ConfigArgs),
+    /// Verify a store: every chain's records, links, MACs, signed
+    /// checkpoints and anchors (exit 0 valid, 1 tampering found, 2 usage).
+    Verify(VerifyArgs),
+    /// Let a chain that cannot recover continue: seal its segments and start
+    /// a new one with a gap record that continues from the last checkpoint.
+    DeclareGap(DeclareGapArgs),
+}
+
+#[derive(Args)]
+struct VerifyArgs {
+    /// The store directory (the `auditstore` directory, or one chain's directory).
+    store: PathBuf,
+    /// A trusted checkpoint verifier key (`keygen`'s NAME.pub); repeat for
+    /// rotated keys. FILE@FROM[..UNTIL] trusts it only for checkpoint sizes
+    /// FROM..UNTIL (UNTIL exclusive).
+    #[arg(long = "public-key", value_name = "FILE[@FROM[..UNTIL]]")]
+    public_keys: Vec<String>,
+    /// The HMAC key of record MACs, as ID=FILE (the key is the file's bytes).
+    #[arg(long = "hmac-key", value_name = "ID=FILE")]
+    hmac_keys: Vec<String>,
+    /// A checkpoint kept outside the store (the signed note, e.g. the body
+    /// of an `audit.checkpoint` log record sent downstream); repeatable.
+    #[arg(long = "anchor", value_name = "CHECKPOINT_FILE")]
+    anchors: Vec<PathBuf>,
+    /// Check records from this seq or received-at time (RFC 3339) on.
+    #[arg(long)]
+    from: Option<String>,
+    /// Check records up to this seq or received-at time (RFC 3339).
+    #[arg(long)]
+    to: Option<String>,
+    /// The store's checkpoint heartbeat: a newest checkpoint older than
+    /// twice this is STALE.
+    #[arg(long, default_value = "60s")]
+    heartbeat: String,
+    /// Warnings (STALE, UNSEALED_TAIL, DECLARED_GAP) fail too.
+    #[arg(long)]
+    strict: bool,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "text")]
+    format: VerifyFormat,
+    /// Also list each valid checkpoint and anchor.
+    #[arg(long, short)]
+    verbose: bool,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum VerifyFormat {
+    /// One line per finding, then per-chain and overall summaries.
+    Text,
+    /// One JSON document for automation.
+    Json,
+}
+
+#[derive(Args)]
+struct DeclareGapArgs {
+    /// The chain's directory in the store (named in the error that stopped `serve`).
+    chain_dir: PathBuf,
+    /// Why (recorded in the gap record, signed with the next checkpoint).
+    #[arg(long)]
+    reason: String,
 }
 
 #[derive(Args)]
@@ -185,6 +245,8 @@ fn main() -> ExitCode {
         Command::Keygen(args) => keygen(args),
         Command::Serve(args) => serve(args),
         Command::Validate(args) => validate(args),
+        Command::Verify(args) => verify(args),
+        Command::DeclareGap(args) => declare_gap(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -212,6 +274,77 @@ fn serve(args: ConfigArgs) -> Result<(), Failure> {
         let server = serve::Server::start(config)?;
         server.run(CancellationToken::new()).await
     })?;
+    Ok(())
+}
+
+fn verify(args: VerifyArgs) -> Result<(), Failure> {
+    use otel_audit::verify::{self, Anchor, Bound, Options, TrustedKey};
+    init_logging("warn");
+    let keys = args.public_keys.iter().map(|k| TrustedKey::from_arg(k)).collect::<Result<Vec<_>, _>>()?;
+    let anchors = args.anchors.iter().map(|a| Anchor::load(a, &keys)).collect::<Result<Vec<_>, _>>()?;
+    let heartbeat = config::parse_duration(&args.heartbeat).map_err(|e| anyhow::anyhow!("--heartbeat {e}"))?;
+    let options = Options {
+        keys,
+        hmac_keys: secrets::read_all(&args.hmac_keys)?,
+        anchors,
+        from: args.from.as_deref().map(Bound::parse).transpose()?,
+        to: args.to.as_deref().map(Bound::parse).transpose()?,
+        heartbeat,
+        strict: args.strict,
+        now_unix_nano: clock::now_unix_nano(),
+    };
+    // A progress bar only for a person watching a terminal.
+    let bar = std::io::IsTerminal::is_terminal(&std::io::stderr()).then(|| {
+        let total = verify::chain_dirs(&args.store).map(|d| verify::segment_bytes(&d)).unwrap_or(0);
+        let bar = indicatif::ProgressBar::new(total);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "verifying {bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        bar
+    });
+    let mut progress = |bytes: u64| {
+        if let Some(bar) = &bar {
+            bar.inc(bytes);
+        }
+    };
+    let report = verify::verify(&args.store, &options, &mut progress)?;
+    if let Some(bar) = &bar {
+        bar.finish_and_clear();
+    }
+    match args.format {
+        VerifyFormat::Text => print!("{}", report.to_text(args.verbose)),
+        VerifyFormat::Json => print!("{}", report.to_json()),
+    }
+    match report.exit_code() {
+        0 => Ok(()),
+        code => Err(Failure {
+            code,
+            error: anyhow::anyhow!(
+                "{} error(s), {} warning(s){}",
+                report.errors(),
+                report.warnings(),
+                if report.errors() == 0 { " (--strict)" } else { "" }
+            ),
+        }),
+    }
+}
+
+fn declare_gap(args: DeclareGapArgs) -> Result<(), Failure> {
+    init_logging("warn");
+    let gap = otel_audit::store::declare_gap(&args.chain_dir, &args.reason, clock::now_unix_nano())?;
+    println!(
+        "chain {}: declared seqs {}..{} lost after checkpoint @{}; the chain continues at seq {} in {}",
+        gap.chain_id,
+        gap.checkpoint_size,
+        gap.seq.saturating_sub(1),
+        gap.checkpoint_size,
+        gap.seq + 1,
+        gap.segment.display()
+    );
+    println!("`otel-audit serve` can start again; `otel-audit verify` reports the gap as DECLARED_GAP");
     Ok(())
 }
 
@@ -259,6 +392,15 @@ fn validate(args: ConfigArgs) -> Result<(), Failure> {
                 info.rules.len()
             ),
             Err(e) => problems.push(problem("policy", format!("{}: {e}", processor.policy.display()))),
+        }
+    }
+    let mut exporters = std::collections::BTreeSet::new();
+    for exporter in config.pipelines.iter().flat_map(|p| &p.exporters) {
+        if exporter.protocol == config::ExportProtocol::Grpc
+            && exporters.insert(exporter.id.clone())
+            && let Err(message) = otel_audit::exporter::client::grpc_metadata(&exporter.headers)
+        {
+            problems.push(config::Problem { path: format!("exporters.{}.headers", exporter.id), message });
         }
     }
     for problem in &problems {

@@ -8,7 +8,7 @@
 //! hash is docs/chain-format.md §3; `audit_processor::chain::merkle_root` is
 //! the recursive definition this must agree with.
 
-use audit_processor::chain::{Hash, node_hash};
+use audit_processor::chain::{Hash, leaf_hash, node_hash};
 use sha2::{Digest, Sha256};
 
 /// The compact range `[0, size)` of an RFC 6962 Merkle tree.
@@ -62,6 +62,32 @@ impl Frontier {
         self.size += 1;
     }
 
+    /// Appends `count` gap leaves (the leaves of the seqs a declared gap
+    /// skips, docs/chain-format.md §3) in O(log² count).
+    pub fn push_gap(&mut self, count: u64) {
+        let mut subtrees = vec![leaf_hash(b"")];
+        let mut remaining = count;
+        while remaining > 0 {
+            let aligned = if self.size == 0 { 63 } else { self.size.trailing_zeros() };
+            let height = aligned.min(63 - remaining.leading_zeros());
+            while subtrees.len() <= height as usize {
+                let below = *subtrees.last().expect("not empty");
+                subtrees.push(node_hash(&below, &below));
+            }
+            // A perfect subtree of 2^height leaves joins like one leaf at that height.
+            let mut node = subtrees[height as usize];
+            let mut carry = self.size >> height;
+            while carry & 1 == 1 {
+                let left = self.nodes.pop().expect("one node per set bit of size");
+                node = node_hash(&left, &node);
+                carry >>= 1;
+            }
+            self.nodes.push(node);
+            self.size += 1 << height;
+            remaining -= 1 << height;
+        }
+    }
+
     /// The Merkle tree hash of the leaves (`SHA-256("")` when empty).
     pub fn root(&self) -> Hash {
         let Some((last, rest)) = self.nodes.split_last() else {
@@ -74,7 +100,7 @@ impl Frontier {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use audit_processor::chain::{leaf_hash, merkle_root};
+    use audit_processor::chain::merkle_root;
 
     fn leaves(n: usize) -> Vec<Hash> {
         (0..n).map(|i| leaf_hash(format!("record {i}").as_bytes())).collect()
@@ -102,6 +128,20 @@ mod tests {
             let mut resumed = Frontier::from_parts(first.size(), first.nodes().to_vec()).unwrap();
             all[split..].iter().for_each(|l| resumed.push(*l));
             assert_eq!(resumed.root(), merkle_root(&all), "split at {split}");
+        }
+    }
+
+    #[test]
+    fn gap_runs_equal_gap_leaves_one_by_one() {
+        for (before, run) in [(0, 1), (0, 13), (3, 1), (3, 29), (8, 8), (5, 1000)] {
+            let (mut fast, mut slow) = (Frontier::new(), Frontier::new());
+            for leaf in leaves(before) {
+                fast.push(leaf);
+                slow.push(leaf);
+            }
+            fast.push_gap(run);
+            (0..run).for_each(|_| slow.push(leaf_hash(b"")));
+            assert_eq!(fast, slow, "{before} then {run}");
         }
     }
 

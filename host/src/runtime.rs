@@ -350,9 +350,13 @@ impl Instance {
     fn trapped<T>(&mut self, result: wasmtime::Result<T>) -> Result<T, RuntimeError> {
         result.map_err(|e| {
             self.poisoned = true;
+            // The trap code first (the guest aborts with `unreachable` when
+            // it runs out of memory), then the full chain with the wasm
+            // backtrace, which callers keep for their logs.
             let reason = match e.downcast_ref::<wasmtime::Trap>() {
                 Some(wasmtime::Trap::Interrupt) => "the call ran past its deadline".to_owned(),
-                _ => format!("{e:#}"),
+                Some(trap) => format!("{trap}\n{e:?}"),
+                None => format!("{e:#}"),
             };
             RuntimeError::Trap(reason)
         })

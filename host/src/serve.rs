@@ -55,8 +55,18 @@ pub enum ServeError {
     },
 }
 
+/// Listeners bound before anything else starts, so that a second instance
+/// on the same ports fails before it touches a store.
+struct Listeners {
+    grpc: Option<std::net::TcpListener>,
+    http: Option<std::net::TcpListener>,
+    metrics: Option<std::net::TcpListener>,
+    health: Option<std::net::TcpListener>,
+}
+
 /// A started server: its chains, exporters and listeners.
 pub struct Server {
+    listeners: Option<Listeners>,
     router: Option<Arc<Router>>,
     chains: Vec<(Arc<AtomicBool>, JoinHandle<()>)>,
     exports: Vec<ExportTask>,
@@ -68,6 +78,12 @@ impl Server {
     /// Loads modules, policies and keys, opens (and recovers) every chain.
     /// Nothing listens yet.
     pub fn start(config: Config) -> Result<Self, ServeError> {
+        let listeners = Listeners {
+            grpc: config.grpc.as_ref().map(|g| bind("OTLP/gRPC", &g.endpoint)).transpose()?,
+            http: config.http.as_ref().map(|h| bind("OTLP/HTTP", &h.endpoint)).transpose()?,
+            metrics: config.metrics_address.as_deref().map(|a| bind("metrics", a)).transpose()?,
+            health: config.health_endpoint.as_deref().map(|e| bind("health_check", e)).transpose()?,
+        };
         let metrics = Metrics::new();
         let chain_count: u32 = config.pipelines.iter().map(|p| p.shards).sum();
         let limits = Limits { max_instances: (chain_count * 2 + 8).max(64), ..Limits::default() };
@@ -162,7 +178,7 @@ impl Server {
                     };
                     let client = Client::new(&destination, options)
                         .map_err(|e| ServeError::Setup(format!("exporters.{}: {e}", exporter.id)))?;
-                    let task = ExportTask {
+                    let mut task = ExportTask {
                         exporter_id: exporter.id.clone(),
                         chain_id: chain_id.clone(),
                         chain_dir: dir.clone(),
@@ -178,6 +194,7 @@ impl Server {
                         cursor,
                         chain_cursors: Vec::new(),
                         metrics: metrics.clone(),
+                        resumed: false,
                     };
                     task.load_cursor().map_err(|e| ServeError::Setup(format!("exporters.{}: {e}", exporter.id)))?;
                     exports.push(task);
@@ -198,19 +215,27 @@ impl Server {
             }
             pipelines.push(PipelineHandle::new(pipeline.id.clone(), pipeline.signal, handles));
         }
-        Ok(Server { router: Some(Arc::new(Router::new(pipelines))), chains, exports, metrics, config })
+        Ok(Server {
+            listeners: Some(listeners),
+            router: Some(Arc::new(Router::new(pipelines))),
+            chains,
+            exports,
+            metrics,
+            config,
+        })
     }
 
     /// Serves until SIGTERM or SIGINT (or `shutdown` is cancelled), then
     /// shuts down in order.
     pub async fn run(mut self, shutdown: CancellationToken) -> Result<(), ServeError> {
         let router = self.router.take().expect("run is called once");
+        let listeners = self.listeners.take().expect("run is called once");
         let ingest = Arc::new(Ingest::new(router.clone(), self.metrics.clone()));
         let accepting = CancellationToken::new();
         let ready = Arc::new(AtomicBool::new(false));
         let mut receivers = JoinSet::new();
-        if let Some(grpc) = &self.config.grpc {
-            let listener = bind("OTLP/gRPC", &grpc.endpoint).await?;
+        if let (Some(grpc), Some(listener)) = (&self.config.grpc, listeners.grpc) {
+            let listener = to_tokio("OTLP/gRPC", &grpc.endpoint, listener)?;
             let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
             let server = tonic::transport::Server::builder()
                 .add_service(receiver::grpc::TraceService::new(ingest.clone(), grpc.max_recv_msg_size))
@@ -222,8 +247,8 @@ impl Server {
                 }
             });
         }
-        if let Some(http) = &self.config.http {
-            let listener = bind("OTLP/HTTP", &http.endpoint).await?;
+        if let (Some(http), Some(listener)) = (&self.config.http, listeners.http) {
+            let listener = to_tokio("OTLP/HTTP", &http.endpoint, listener)?;
             let app = receiver::http::router(ingest.clone(), http.max_request_body_size);
             let stop = accepting.clone();
             receivers.spawn(async move {
@@ -234,8 +259,8 @@ impl Server {
         }
         let mut admin = JoinSet::new();
         let admin_stop = CancellationToken::new();
-        if let Some(address) = &self.config.metrics_address {
-            let listener = bind("metrics", address).await?;
+        if let (Some(address), Some(listener)) = (&self.config.metrics_address, listeners.metrics) {
+            let listener = to_tokio("metrics", address, listener)?;
             let metrics = self.metrics.clone();
             let app = axum::Router::new().route(
                 "/metrics",
@@ -251,8 +276,8 @@ impl Server {
             );
             admin.spawn(serve_admin(listener, app, admin_stop.clone()));
         }
-        if let Some(endpoint) = &self.config.health_endpoint {
-            let listener = bind("health_check", endpoint).await?;
+        if let (Some(endpoint), Some(listener)) = (&self.config.health_endpoint, listeners.health) {
+            let listener = to_tokio("health_check", endpoint, listener)?;
             let app = health_router(ready.clone());
             admin.spawn(serve_admin(listener, app, admin_stop.clone()));
         }
@@ -311,12 +336,17 @@ impl Server {
     }
 }
 
-async fn bind(what: &'static str, endpoint: &str) -> Result<TcpListener, ServeError> {
+fn bind(what: &'static str, endpoint: &str) -> Result<std::net::TcpListener, ServeError> {
     let bind_error = |source| ServeError::Bind { what, endpoint: endpoint.to_owned(), source };
-    let listener = TcpListener::bind(endpoint).await.map_err(bind_error)?;
+    let listener = std::net::TcpListener::bind(endpoint).map_err(bind_error)?;
+    listener.set_nonblocking(true).map_err(bind_error)?;
     let local: Option<SocketAddr> = listener.local_addr().ok();
     tracing::info!(listener = what, address = ?local, "listening");
     Ok(listener)
+}
+
+fn to_tokio(what: &'static str, endpoint: &str, listener: std::net::TcpListener) -> Result<TcpListener, ServeError> {
+    TcpListener::from_std(listener).map_err(|source| ServeError::Bind { what, endpoint: endpoint.to_owned(), source })
 }
 
 async fn serve_admin(listener: TcpListener, app: axum::Router, stop: CancellationToken) {

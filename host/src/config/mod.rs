@@ -43,6 +43,8 @@ mod file;
 mod validate;
 mod values;
 
+pub use values::duration as parse_duration;
+
 #[cfg(test)]
 mod tests;
 

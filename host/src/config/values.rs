@@ -10,7 +10,7 @@ use std::time::Duration;
 /// `1.5h`; units ns, us (µs), ms, s, m, h. A bare `0` is zero. A bare
 /// number is refused: the Collector would read it as nanoseconds, which is
 /// never what was meant.
-pub(super) fn duration(text: &str) -> Result<Duration, String> {
+pub fn duration(text: &str) -> Result<Duration, String> {
     let bad = || {
         format!("`{text}` is not a duration: write a number and a unit (ns, us, ms, s, m, h), e.g. 500ms, 5s, 1m30s")
     };

@@ -66,12 +66,17 @@ pub struct Delivered {
     pub message: String,
 }
 
+/// gRPC metadata from the configured headers, checked once.
+type Metadata = Vec<(MetadataKey<tonic::metadata::Ascii>, MetadataValue<tonic::metadata::Ascii>)>;
+
 /// A connected (lazily) downstream client.
 pub enum Client {
     /// gRPC.
     Grpc {
         /// The channel (reconnects by itself).
         channel: Channel,
+        /// The headers as gRPC metadata.
+        metadata: Metadata,
         /// Settings.
         options: ClientOptions,
     },
@@ -89,18 +94,26 @@ pub enum Client {
 }
 
 impl Client {
-    /// Creates a client; nothing connects until the first send.
+    /// Creates a client; nothing connects until the first send. Headers
+    /// that cannot be sent are refused here, not at every send.
     pub fn new(destination: &Destination, options: ClientOptions) -> Result<Self, String> {
         match destination {
             Destination::Grpc { endpoint } => {
+                let metadata = grpc_metadata(&options.headers)?;
                 let channel = Endpoint::from_shared(endpoint.clone())
                     .map_err(|e| format!("invalid gRPC endpoint {endpoint:?}: {e}"))?
                     .connect_timeout(options.timeout)
                     .timeout(options.timeout)
                     .connect_lazy();
-                Ok(Client::Grpc { channel, options })
+                Ok(Client::Grpc { channel, metadata, options })
             }
             Destination::Http { traces_url, logs_url } => {
+                for (name, value) in &options.headers {
+                    http::HeaderName::from_bytes(name.as_bytes())
+                        .map_err(|e| format!("header {name:?} is not a valid HTTP header name: {e}"))?;
+                    http::HeaderValue::from_str(value)
+                        .map_err(|e| format!("header {name:?} has a value HTTP cannot carry: {e}"))?;
+                }
                 let client = reqwest::Client::builder()
                     .timeout(options.timeout)
                     .connect_timeout(options.timeout)
@@ -114,7 +127,9 @@ impl Client {
     /// Sends one protobuf export request.
     pub async fn send(&self, signal: Signal, payload: Bytes) -> Result<Delivered, SendError> {
         match self {
-            Client::Grpc { channel, options } => send_grpc(channel.clone(), options, signal, payload).await,
+            Client::Grpc { channel, metadata, options } => {
+                send_grpc(channel.clone(), metadata, options, signal, payload).await
+            }
             Client::Http { client, traces_url, logs_url, options } => {
                 let url = if signal == Signal::Traces { traces_url } else { logs_url };
                 send_http(client, url, options, signal, payload).await
@@ -123,8 +138,24 @@ impl Client {
     }
 }
 
+/// The headers as gRPC metadata (ASCII keys and values; `-bin` keys are binary and not supported).
+pub fn grpc_metadata(headers: &[(String, String)]) -> Result<Metadata, String> {
+    headers
+        .iter()
+        .map(|(name, value)| {
+            let key = MetadataKey::from_bytes(name.to_ascii_lowercase().as_bytes()).map_err(|e| {
+                format!("header {name:?} is not a valid gRPC metadata key (binary `-bin` keys are not supported): {e}")
+            })?;
+            let value = MetadataValue::try_from(value.as_str())
+                .map_err(|e| format!("header {name:?} has a value gRPC metadata cannot carry: {e}"))?;
+            Ok((key, value))
+        })
+        .collect()
+}
+
 async fn send_grpc(
     channel: Channel,
+    metadata: &Metadata,
     options: &ClientOptions,
     signal: Signal,
     payload: Bytes,
@@ -136,12 +167,8 @@ async fn send_grpc(
     grpc.ready().await.map_err(|e| SendError::Retryable(format!("cannot connect: {e}")))?;
     let mut request = tonic::Request::new(payload);
     request.set_timeout(options.timeout);
-    for (name, value) in &options.headers {
-        let key = MetadataKey::from_bytes(name.to_ascii_lowercase().as_bytes())
-            .map_err(|e| SendError::Permanent(format!("header {name:?} is not valid gRPC metadata: {e}")))?;
-        let value = MetadataValue::try_from(value.as_str())
-            .map_err(|e| SendError::Permanent(format!("header {name:?} has an invalid value: {e}")))?;
-        request.metadata_mut().insert(key, value);
+    for (key, value) in metadata {
+        request.metadata_mut().insert(key.clone(), value.clone());
     }
     let method = PathAndQuery::from_static(if signal == Signal::Traces { TRACES_METHOD } else { LOGS_METHOD });
     match grpc.unary(request, method, RawCodec).await {
@@ -149,10 +176,15 @@ async fn send_grpc(
         Err(status) => {
             let message = format!("gRPC {:?}: {}", status.code(), status.message());
             // The OTLP specification's retryable codes, plus UNKNOWN (what a
-            // broken connection often surfaces as): for an audit trail a
-            // stalled exporter, visible in the backlog metric and
-            // back-pressure, beats skipping records.
+            // broken connection often surfaces as) and the codes that mean
+            // "fix the configuration" (credentials, wrong endpoint): for an
+            // audit trail a stalled exporter, visible in the backlog metric
+            // and back-pressure, beats skipping records. Only a refusal of
+            // the data itself (INVALID_ARGUMENT and the like) skips them.
             match status.code() {
+                Code::Unauthenticated | Code::PermissionDenied | Code::Unimplemented | Code::NotFound => {
+                    Err(SendError::Retryable(format!("{message} (check the exporter's endpoint and credentials)")))
+                }
                 // Throttling is retryable only when the server says when (RetryInfo).
                 Code::ResourceExhausted if !status.details().is_empty() => Err(SendError::Retryable(message)),
                 Code::Cancelled
@@ -199,6 +231,11 @@ async fn send_http(
     let message = format!("POST {url}: HTTP {status}: {}", String::from_utf8_lossy(&bytes[..bytes.len().min(512)]));
     match status.as_u16() {
         429 | 502 | 503 | 504 => Err(SendError::Retryable(message)),
+        // Credentials or the URL are wrong: retried until the configuration
+        // is fixed, so nothing is skipped meanwhile.
+        401 | 403 | 404 | 405 | 407 => {
+            Err(SendError::Retryable(format!("{message} (check the exporter's endpoint and credentials)")))
+        }
         _ => Err(SendError::Permanent(message)),
     }
 }

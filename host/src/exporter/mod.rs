@@ -14,9 +14,11 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
 use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs, SeverityNumber};
 use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans};
 use prost::Message;
 use rand::Rng;
 use tokio::sync::watch;
@@ -66,6 +68,8 @@ pub struct ExportTask {
     pub chain_cursors: Vec<Arc<AtomicU64>>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
+    /// Whether a persisted cursor was found (set by [`ExportTask::load_cursor`]).
+    pub resumed: bool,
 }
 
 /// Outcome of trying to deliver one request.
@@ -77,9 +81,10 @@ enum Attempt {
 
 impl ExportTask {
     /// Loads the persisted cursor (before serving, so back-pressure is right from the start).
-    pub fn load_cursor(&self) -> Result<(), store::StoreError> {
-        let next = store::read_cursor(&self.chain_dir, &cursor_name(&self.exporter_id))?.unwrap_or(0);
-        self.cursor.store(next, Ordering::Relaxed);
+    pub fn load_cursor(&mut self) -> Result<(), store::StoreError> {
+        let persisted = store::read_cursor(&self.chain_dir, &cursor_name(&self.exporter_id))?;
+        self.resumed = persisted.is_some();
+        self.cursor.store(persisted.unwrap_or(0), Ordering::Relaxed);
         Ok(())
     }
 
@@ -103,9 +108,20 @@ impl ExportTask {
         };
         let mut checkpoints = CheckpointFeed::open(&self.chain_dir, &self.exporter_id);
         let mut last_prune = Instant::now();
+        let mut pruned_below = 0;
+        let mut resumed = self.resumed;
         loop {
             let committed = *self.committed.borrow_and_update();
             let cursor = self.cursor.load(Ordering::Relaxed);
+            // Checkpoints go out as soon as the records they cover have, also
+            // while a backlog remains, so anchors leave the host under load.
+            if let Some(pending) = checkpoints.pending(&self.chain_id, cursor, committed.checkpoints) {
+                match self.deliver(Signal::Logs, pending.payload.clone(), &labels, &stop).await {
+                    Attempt::Stopped => return,
+                    _ => checkpoints.delivered(&pending),
+                }
+                continue;
+            }
             if cursor < committed.next_seq {
                 let read = tokio::task::spawn_blocking(move || {
                     let frames = reader.read(cursor, committed.next_seq, MAX_REQUEST_BYTES);
@@ -124,39 +140,42 @@ impl ExportTask {
                         continue;
                     }
                 };
-                let Some(first) = frames.first() else {
-                    tracing::warn!(chain = %self.chain_id, exporter = %self.exporter_id, from = cursor, to = committed.next_seq, "records without a downstream copy (lost in a crash before they were acknowledged); skipped");
-                    self.advance(committed.next_seq).await;
-                    continue;
-                };
-                if first.first_seq > cursor {
-                    tracing::warn!(chain = %self.chain_id, exporter = %self.exporter_id, from = cursor, to = first.first_seq, "records without a downstream copy (lost in a crash before they were acknowledged); skipped");
-                }
-                for (signal, payload, end, records) in merge(&frames) {
-                    match self.deliver(signal, payload, &labels, &stop).await {
-                        Attempt::Delivered => {
-                            self.metrics.exported_records.get_or_create(&labels).inc_by(records);
-                        }
-                        Attempt::GivenUp => {
-                            self.metrics.export_rejected.get_or_create(&labels).inc_by(records);
-                        }
-                        Attempt::Stopped => return,
+                let start = frames.first().map_or(committed.next_seq, |f| f.first_seq);
+                if start > cursor {
+                    if resumed {
+                        tracing::warn!(chain = %self.chain_id, exporter = %self.exporter_id, from = cursor, to = start, "records without a downstream copy (written but never acknowledged before a crash); skipped");
+                    } else {
+                        tracing::info!(chain = %self.chain_id, exporter = %self.exporter_id, seq = start, "new exporter: forwarding starts here (earlier records are in the store only)");
                     }
+                    self.advance(start).await;
+                }
+                resumed = true;
+                for (signal, payload, end, records) in merge(&frames) {
+                    let mut outcome = Attempt::Delivered;
+                    for request in split(signal, payload, MAX_REQUEST_BYTES) {
+                        match self.deliver(signal, request, &labels, &stop).await {
+                            Attempt::Delivered => {}
+                            Attempt::GivenUp => outcome = Attempt::GivenUp,
+                            Attempt::Stopped => return,
+                        }
+                    }
+                    let counter = match outcome {
+                        Attempt::GivenUp => &self.metrics.export_rejected,
+                        _ => &self.metrics.exported_records,
+                    };
+                    counter.get_or_create(&labels).inc_by(records);
                     self.advance(end).await;
                 }
                 if last_prune.elapsed() > Duration::from_secs(10) {
                     last_prune = Instant::now();
-                    self.prune().await;
+                    pruned_below = self.prune().await;
                 }
                 continue;
             }
-            // Records first, then the checkpoints that cover them.
-            if let Some(pending) = checkpoints.pending(&self.chain_id, cursor, committed.checkpoints) {
-                match self.deliver(Signal::Logs, pending.payload.clone(), &labels, &stop).await {
-                    Attempt::Stopped => return,
-                    _ => checkpoints.delivered(&pending),
-                }
-                continue;
+            if pruned_below < cursor {
+                // Caught up: drop what every exporter of the chain has delivered.
+                last_prune = Instant::now();
+                pruned_below = self.prune().await;
             }
             if drain.is_cancelled() {
                 tracing::info!(chain = %self.chain_id, exporter = %self.exporter_id, next_seq = cursor, "exporter drained");
@@ -224,12 +243,15 @@ impl ExportTask {
         }
     }
 
-    async fn prune(&self) {
+    /// Removes outbox files every exporter of the chain has delivered;
+    /// returns the bound used.
+    async fn prune(&self) -> u64 {
         let below = self.chain_cursors.iter().map(|c| c.load(Ordering::Relaxed)).min().unwrap_or(0);
         let dir = self.chain_dir.clone();
         if let Ok(Err(error)) = tokio::task::spawn_blocking(move || store::prune_outbox(&dir, below)).await {
             tracing::warn!(chain = %self.chain_id, %error, "cannot prune the outbox");
         }
+        below
     }
 }
 
@@ -252,6 +274,123 @@ fn merge(frames: &[Frame]) -> Vec<(Signal, Bytes, u64, u64)> {
     out.into_iter().map(|(s, p, e, r)| (s, p.freeze(), e, r)).collect()
 }
 
+/// Splits a request larger than `max` bytes into several of at most about
+/// `max` (a single record larger than that goes alone), keeping each
+/// record's resource and scope. Order is kept. Downstream receivers refuse
+/// messages past their limit (4 MiB by default in gRPC), and a request
+/// that is never accepted would never be forwarded.
+fn split(signal: Signal, payload: Bytes, max: usize) -> Vec<Bytes> {
+    if payload.len() <= max {
+        return vec![payload];
+    }
+    match signal {
+        Signal::Traces => match ExportTraceServiceRequest::decode(payload.clone()) {
+            Ok(request) => split_traces(request, max),
+            Err(_) => vec![payload],
+        },
+        Signal::Logs => match ExportLogsServiceRequest::decode(payload.clone()) {
+            Ok(request) => split_logs(request, max),
+            Err(_) => vec![payload],
+        },
+    }
+}
+
+fn split_traces(request: ExportTraceServiceRequest, max: usize) -> Vec<Bytes> {
+    let mut out = Vec::new();
+    let mut current = ExportTraceServiceRequest::default();
+    let mut size = 0;
+    for resource in request.resource_spans {
+        for scope in &resource.scope_spans {
+            for span in &scope.spans {
+                let len = span.encoded_len() + 16;
+                if size + len > max && size > 0 {
+                    out.push(Bytes::from(std::mem::take(&mut current).encode_to_vec()));
+                    size = 0;
+                }
+                let same_resource = current
+                    .resource_spans
+                    .last()
+                    .is_some_and(|r| r.resource == resource.resource && r.schema_url == resource.schema_url);
+                if !same_resource {
+                    current.resource_spans.push(ResourceSpans {
+                        resource: resource.resource.clone(),
+                        scope_spans: vec![],
+                        schema_url: resource.schema_url.clone(),
+                    });
+                    size += resource.resource.as_ref().map_or(0, |r| r.encoded_len());
+                }
+                let target = current.resource_spans.last_mut().expect("pushed above");
+                let same_scope = target
+                    .scope_spans
+                    .last()
+                    .is_some_and(|s| s.scope == scope.scope && s.schema_url == scope.schema_url);
+                if !same_scope {
+                    target.scope_spans.push(ScopeSpans {
+                        scope: scope.scope.clone(),
+                        spans: vec![],
+                        schema_url: scope.schema_url.clone(),
+                    });
+                    size += scope.scope.as_ref().map_or(0, |s| s.encoded_len());
+                }
+                target.scope_spans.last_mut().expect("pushed above").spans.push(span.clone());
+                size += len;
+            }
+        }
+    }
+    if size > 0 {
+        out.push(Bytes::from(current.encode_to_vec()));
+    }
+    out
+}
+
+fn split_logs(request: ExportLogsServiceRequest, max: usize) -> Vec<Bytes> {
+    let mut out = Vec::new();
+    let mut current = ExportLogsServiceRequest::default();
+    let mut size = 0;
+    for resource in request.resource_logs {
+        for scope in &resource.scope_logs {
+            for record in &scope.log_records {
+                let len = record.encoded_len() + 16;
+                if size + len > max && size > 0 {
+                    out.push(Bytes::from(std::mem::take(&mut current).encode_to_vec()));
+                    size = 0;
+                }
+                let same_resource = current
+                    .resource_logs
+                    .last()
+                    .is_some_and(|r| r.resource == resource.resource && r.schema_url == resource.schema_url);
+                if !same_resource {
+                    current.resource_logs.push(ResourceLogs {
+                        resource: resource.resource.clone(),
+                        scope_logs: vec![],
+                        schema_url: resource.schema_url.clone(),
+                    });
+                    size += resource.resource.as_ref().map_or(0, |r| r.encoded_len());
+                }
+                let target = current.resource_logs.last_mut().expect("pushed above");
+                let same_scope = target
+                    .scope_logs
+                    .last()
+                    .is_some_and(|s| s.scope == scope.scope && s.schema_url == scope.schema_url);
+                if !same_scope {
+                    target.scope_logs.push(ScopeLogs {
+                        scope: scope.scope.clone(),
+                        log_records: vec![],
+                        schema_url: scope.schema_url.clone(),
+                    });
+                    size += scope.scope.as_ref().map_or(0, |s| s.encoded_len());
+                }
+                target.scope_logs.last_mut().expect("pushed above").log_records.push(record.clone());
+                size += len;
+            }
+        }
+    }
+    if size > 0 {
+        out.push(Bytes::from(current.encode_to_vec()));
+    }
+    out
+}
+
 async fn sleep_or_stop(duration: Duration, stop: &CancellationToken) -> bool {
     tokio::select! {
         _ = tokio::time::sleep(duration) => false,
@@ -259,9 +398,19 @@ async fn sleep_or_stop(duration: Duration, stop: &CancellationToken) -> bool {
     }
 }
 
-/// File-name-safe cursor name of an exporter.
+/// The cursor file name of an exporter: letters, digits and `-` as they
+/// are, every other byte as `_XX` (hex), so distinct exporter ids never
+/// share a cursor.
 fn cursor_name(exporter_id: &str) -> String {
-    exporter_id.replace(|c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == '.'), "_")
+    let mut name = String::with_capacity(exporter_id.len() * 2);
+    for byte in exporter_id.bytes() {
+        if byte.is_ascii_alphanumeric() || byte == b'-' {
+            name.push(byte as char);
+        } else {
+            name.push_str(&format!("_{byte:02X}"));
+        }
+    }
+    name
 }
 
 /// The chain's signed checkpoints not yet sent by one exporter, read from
@@ -274,8 +423,9 @@ struct CheckpointFeed {
     delivered: u64,
     /// Byte offset of the first undelivered line, once known.
     offset: Option<u64>,
-    /// The chain's checkpoint count when the feed last found nothing to send.
-    idle_at: Option<u64>,
+    /// (checkpoints signed, exporter cursor) when the feed last found
+    /// nothing to send: the file is read again only when either changes.
+    idle_at: Option<(u64, u64)>,
 }
 
 /// Undelivered checkpoints as one logs request.
@@ -300,14 +450,14 @@ impl CheckpointFeed {
     }
 
     /// The undelivered checkpoints covering at most `cursor` records. The
-    /// file is read only when the chain signed something new.
+    /// file is read only when the chain signed something or the cursor moved.
     fn pending(&mut self, chain_id: &str, cursor: u64, signed: u64) -> Option<PendingCheckpoints> {
-        if self.idle_at == Some(signed) {
+        if self.idle_at == Some((signed, cursor)) {
             return None;
         }
         let found = self.read(chain_id, cursor);
         if found.is_none() {
-            self.idle_at = Some(signed);
+            self.idle_at = Some((signed, cursor));
         }
         found
     }
@@ -408,5 +558,66 @@ fn string_attr(key: &str, value: &str) -> KeyValue {
         key: key.into(),
         value: Some(AnyValue { value: Some(any_value::Value::StringValue(value.into())) }),
         ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::loadgen::{self, BatchSpec};
+
+    fn span_ids(payloads: &[Bytes]) -> Vec<Vec<u8>> {
+        payloads
+            .iter()
+            .flat_map(|p| ExportTraceServiceRequest::decode(p.clone()).unwrap().resource_spans)
+            .flat_map(|r| r.scope_spans)
+            .flat_map(|s| s.spans)
+            .map(|s| s.span_id)
+            .collect()
+    }
+
+    #[test]
+    fn large_requests_are_split_in_order_with_their_resources() {
+        let request =
+            loadgen::traces(&BatchSpec { records: 3000, audit_ratio: 1.0, attributes: 10, varied: true, seed: 5 });
+        let payload = Bytes::from(request.encode_to_vec());
+        let max = payload.len() / 5;
+        let pieces = split(Signal::Traces, payload.clone(), max);
+        assert!(pieces.len() >= 5, "{} pieces", pieces.len());
+        for piece in &pieces {
+            assert!(piece.len() <= max + max / 10, "{} > {max}", piece.len());
+            let decoded = ExportTraceServiceRequest::decode(piece.clone()).unwrap();
+            assert!(decoded.resource_spans.iter().all(|r| r.resource.is_some()));
+        }
+        assert_eq!(span_ids(&pieces), span_ids(std::slice::from_ref(&payload)));
+        assert_eq!(split(Signal::Traces, payload.clone(), payload.len()), vec![payload]);
+    }
+
+    #[test]
+    fn logs_are_split_too() {
+        let request =
+            loadgen::logs(&BatchSpec { records: 2000, audit_ratio: 1.0, attributes: 10, varied: true, seed: 6 });
+        let payload = Bytes::from(request.encode_to_vec());
+        let pieces = split(Signal::Logs, payload.clone(), payload.len() / 4);
+        assert!(pieces.len() >= 4);
+        let count = |p: &Bytes| -> usize {
+            ExportLogsServiceRequest::decode(p.clone())
+                .unwrap()
+                .resource_logs
+                .iter()
+                .flat_map(|r| &r.scope_logs)
+                .map(|s| s.log_records.len())
+                .sum()
+        };
+        assert_eq!(pieces.iter().map(count).sum::<usize>(), 2000);
+    }
+
+    #[test]
+    fn distinct_exporters_never_share_a_cursor_file() {
+        let ids = ["otlp/x:y", "otlp/x_y", "otlp/x.y", "otlp/x/y", "otlp/x", "otlp/x.checkpoints", "otlphttp/é"];
+        let names: std::collections::BTreeSet<String> = ids.iter().map(|id| cursor_name(id)).collect();
+        assert_eq!(names.len(), ids.len(), "{names:?}");
+        assert!(names.iter().all(|n| n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')));
+        assert_eq!(cursor_name("otlp/down-1"), "otlp_2Fdown-1");
     }
 }

@@ -13,10 +13,13 @@ use std::time::{Duration, Instant};
 
 use audit_processor::api::{ChainHead, Context, Output};
 use audit_processor::chain::to_hex;
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
 use bytes::Bytes;
+use sha2::{Digest, Sha256};
 use tokio::sync::{oneshot, watch};
 
-use crate::checkpoint::{Checkpoint, SignerKey};
+use crate::checkpoint::{Checkpoint, SignedNote, SignerKey};
 use crate::metrics::{self, Metrics};
 use crate::otlp::Signal;
 use crate::runtime::{Instance, Module, RuntimeError};
@@ -232,12 +235,6 @@ impl ChainWorker {
             let ctx = Context { received_at_unix_nano: job.received_at, head: head.clone() };
             match self.process(&job.payload, &ctx) {
                 Ok(output) => {
-                    let stats = &output.stats;
-                    self.metrics.received.get_or_create(&labels).inc_by(stats.received);
-                    self.metrics.kept.get_or_create(&labels).inc_by(stats.kept);
-                    self.metrics.dropped.get_or_create(&labels).inc_by(stats.dropped);
-                    self.metrics.redacted.get_or_create(&labels).inc_by(stats.redacted);
-                    self.metrics.violations.get_or_create(&labels).inc_by(stats.violations);
                     head = output.head.clone();
                     processed.push((job, output));
                 }
@@ -269,7 +266,8 @@ impl ChainWorker {
                     drop(appends);
                     self.metrics.store_failures.get_or_create(&chain_labels).inc();
                     tracing::error!(chain = %self.spec.chain_id, %error, requests = processed.len(), records, "append failed; requests answered retryable");
-                    if matches!(error, StoreError::Poisoned) || store_needs_reopen(&error) {
+                    if store.is_poisoned() || !matches!(error, StoreError::Io { .. }) {
+                        // Recover from what is on disk before the next group.
                         self.store = None;
                     }
                     let reason = format!("the audit store could not make the records durable: {error}");
@@ -280,6 +278,15 @@ impl ChainWorker {
                 }
             }
         }
+        // Counted once durable: what the metrics say was kept is in the store.
+        for (_, output) in &processed {
+            let stats = &output.stats;
+            self.metrics.received.get_or_create(&labels).inc_by(stats.received);
+            self.metrics.kept.get_or_create(&labels).inc_by(stats.kept);
+            self.metrics.dropped.get_or_create(&labels).inc_by(stats.dropped);
+            self.metrics.redacted.get_or_create(&labels).inc_by(stats.redacted);
+            self.metrics.violations.get_or_create(&labels).inc_by(stats.violations);
+        }
         let next_seq = head.seq;
         self.metrics.chain_seq.get_or_create(&chain_labels).set(next_seq as i64);
         self.committed.send_modify(|c| c.next_seq = next_seq);
@@ -288,32 +295,51 @@ impl ChainWorker {
         }
     }
 
-    /// Runs one request; a trap or bad output replaces the instance.
+    /// Runs one request. An invalid request is the client's problem. A trap
+    /// (out of memory or time) replaces the instance and the request is
+    /// tried once more on a fresh one: the component is a pure function, so
+    /// a second trap means this request cannot be processed within the
+    /// limits, and retrying it would only fail forever; it is refused as
+    /// too large. Anything else (output that does not continue the chain)
+    /// is a retryable failure.
     fn process(&mut self, payload: &[u8], ctx: &Context) -> Result<Output, Rejection> {
-        let Some(instance) = self.instance.as_mut() else {
-            return Err(Rejection::Unavailable("the processor is not available".into()));
-        };
-        let result = match self.spec.signal {
-            Signal::Traces => instance.process_traces(payload, ctx),
-            Signal::Logs => instance.process_logs(payload, ctx),
-        };
-        let poisoned = instance.is_poisoned();
-        let outcome = match result {
-            Ok(output) => check_output(&output, ctx).map(|()| output),
-            Err(RuntimeError::Process(audit_processor::ProcessError::Decode(message))) => {
-                return Err(Rejection::Invalid(format!("invalid OTLP request: {message}")));
+        let mut trapped = String::new();
+        for attempt in 1..=2 {
+            if self.instance.is_none() {
+                let instance = configured_instance(&self.spec)
+                    .map_err(|e| Rejection::Unavailable(format!("the processor is not available: {e}")))?;
+                self.instance = Some(instance);
             }
-            Err(error) => Err(error.to_string()),
-        };
-        outcome.map_err(|message| {
+            let Some(instance) = self.instance.as_mut() else { unreachable!("set above") };
+            let result = match self.spec.signal {
+                Signal::Traces => instance.process_traces(payload, ctx),
+                Signal::Logs => instance.process_logs(payload, ctx),
+            };
+            let (failure, is_trap) = match result {
+                Ok(output) => match check_output(&output, ctx) {
+                    Ok(()) => return Ok(output),
+                    Err(message) => (format!("its output does not continue the chain: {message}"), false),
+                },
+                Err(RuntimeError::Process(audit_processor::ProcessError::Decode(message))) => {
+                    return Err(Rejection::Invalid(format!("invalid OTLP request: {message}")));
+                }
+                Err(error @ RuntimeError::Trap(_)) => (error.to_string(), true),
+                Err(error) => (error.to_string(), false),
+            };
             self.metrics.processor_failures.get_or_create(&metrics::pipeline(&self.spec.pipeline_id)).inc();
-            tracing::error!(chain = %self.spec.chain_id, seq = ctx.head.seq, %message, "processor failed; instance replaced");
-            if poisoned || self.instance.is_some() {
-                // Whatever the failure, a fresh instance serves the next batch.
-                self.instance = None;
+            tracing::error!(chain = %self.spec.chain_id, seq = ctx.head.seq, attempt, message = %failure, "processor failed; instance replaced");
+            self.instance = None;
+            // The first line names the trap; the rest is a wasm backtrace for the log only.
+            let summary = failure.lines().next().unwrap_or_default().to_owned();
+            if !is_trap {
+                return Err(Rejection::Unavailable(format!("the audit processor failed: {summary}")));
             }
-            Rejection::Unavailable(format!("the audit processor failed: {message}"))
-        })
+            trapped = summary;
+        }
+        Err(Rejection::TooLarge(format!(
+            "the audit processor could not process this request within its memory and time limits, twice ({trapped}); \
+             send it in smaller batches"
+        )))
     }
 
     /// Reopens the store or re-instantiates the processor after a failure.
@@ -381,13 +407,18 @@ fn sign_checkpoint(store: &mut ChainStore, policy: &CheckpointPolicy) -> Result<
     let now = clock::now_unix_nano();
     let time = audit_processor::enrich::rfc3339_nanos(now)
         .map_err(|message| ChainError::Checkpoint { chain: chain.clone(), message })?;
-    let body = Checkpoint {
-        origin: policy.origin.clone(),
-        size: frontier.size(),
-        root: frontier.root(),
-        extensions: vec![format!("time {time}")],
+    // Each checkpoint names the one before it, so none can be removed
+    // from the middle unnoticed (docs/store-format.md §3).
+    let mut extensions = vec![format!("time {time}")];
+    if let Some(last) = store.last_checkpoint() {
+        let note = SignedNote::parse(&last.note).map_err(|e| ChainError::Checkpoint {
+            chain: chain.clone(),
+            message: format!("the last checkpoint: {e}"),
+        })?;
+        extensions.push(format!("prev {}", B64.encode(Sha256::digest(note.text.as_bytes()))));
     }
-    .body();
+    let body =
+        Checkpoint { origin: policy.origin.clone(), size: frontier.size(), root: frontier.root(), extensions }.body();
     let note = policy
         .signer
         .sign_note(&body)
@@ -426,9 +457,4 @@ fn check_output(output: &Output, ctx: &Context) -> Result<(), String> {
         None if output.head.prev != ctx.head.prev => Err("head.prev changed without records".into()),
         _ => Ok(()),
     }
-}
-
-/// Errors after which the file state is unknown and must be recovered from disk.
-fn store_needs_reopen(error: &StoreError) -> bool {
-    !matches!(error, StoreError::Io { .. })
 }

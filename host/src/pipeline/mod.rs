@@ -27,13 +27,16 @@ pub enum Rejection {
     /// Nothing of it was acknowledged; retry later (gRPC UNAVAILABLE,
     /// HTTP 503).
     Unavailable(String),
+    /// The processor cannot handle a request this big within its limits;
+    /// retrying it cannot help (gRPC RESOURCE_EXHAUSTED, HTTP 413).
+    TooLarge(String),
 }
 
 impl Rejection {
     /// The message for the client.
     pub fn message(&self) -> &str {
         match self {
-            Rejection::Invalid(m) | Rejection::Unavailable(m) => m,
+            Rejection::Invalid(m) | Rejection::Unavailable(m) | Rejection::TooLarge(m) => m,
         }
     }
 }
@@ -88,8 +91,9 @@ impl PipelineHandle {
         PipelineHandle { id, signal, chains, next: AtomicUsize::new(0) }
     }
 
-    /// Queues a request on the next chain (round robin over the shards).
-    fn enqueue(&self, payload: Bytes, received_at: u64) -> Result<oneshot::Receiver<Result<(), Rejection>>, Rejection> {
+    /// The next chain (round robin over the shards), if it takes requests
+    /// now: not shutting down, its exporters' backlog within the limit.
+    fn admit(&self) -> Result<&ChainHandle, Rejection> {
         let chain = &self.chains[self.next.fetch_add(1, Ordering::Relaxed) % self.chains.len()];
         if chain.closing.load(Ordering::Relaxed) {
             return Err(Rejection::Unavailable(format!("pipeline {}: shutting down", self.id)));
@@ -101,6 +105,16 @@ impl PipelineHandle {
                 self.id, chain.max_backlog
             )));
         }
+        Ok(chain)
+    }
+
+    /// Queues a request on an admitted chain.
+    fn enqueue(
+        &self,
+        chain: &ChainHandle,
+        payload: Bytes,
+        received_at: u64,
+    ) -> Result<oneshot::Receiver<Result<(), Rejection>>, Rejection> {
         let (reply, outcome) = oneshot::channel();
         match chain.queue.try_send(Job { payload, received_at, reply }) {
             Ok(()) => Ok(outcome),
@@ -135,10 +149,17 @@ impl Router {
     /// until all have stored its records. An error from any pipeline is the
     /// request's error; an invalid request is reported as such.
     pub async fn submit(&self, signal: Signal, payload: Bytes, received_at: u64) -> Result<(), Rejection> {
+        // Admission first, for every pipeline: a request one of them would
+        // refuse is refused before any stores it (a retry must not leave
+        // duplicates behind in the others).
+        let mut admitted = Vec::new();
+        for pipeline in self.pipelines.iter().filter(|p| p.signal == signal) {
+            admitted.push((pipeline, pipeline.admit()?));
+        }
         let mut pending = Vec::new();
         let mut first_error = None;
-        for pipeline in self.pipelines.iter().filter(|p| p.signal == signal) {
-            match pipeline.enqueue(payload.clone(), received_at) {
+        for (pipeline, chain) in admitted {
+            match pipeline.enqueue(chain, payload.clone(), received_at) {
                 Ok(outcome) => pending.push(outcome),
                 Err(rejection) => {
                     first_error.get_or_insert(rejection);
@@ -151,8 +172,9 @@ impl Router {
         for outcome in pending {
             let result = outcome.await.unwrap_or_else(|_| Err(Rejection::Unavailable("the chain stopped".into())));
             if let Err(rejection) = result {
-                // An invalid request is invalid everywhere; report that first.
-                if matches!(rejection, Rejection::Invalid(_)) || first_error.is_none() {
+                // A request refused for what it is (invalid, too large) is
+                // refused everywhere; report that first.
+                if !matches!(rejection, Rejection::Unavailable(_)) || first_error.is_none() {
                     first_error = Some(rejection);
                 }
             }

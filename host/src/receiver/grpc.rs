@@ -166,5 +166,6 @@ pub fn status(rejection: &Rejection) -> Status {
     match rejection {
         Rejection::Invalid(m) => Status::new(Code::InvalidArgument, m.clone()),
         Rejection::Unavailable(m) => Status::new(Code::Unavailable, m.clone()),
+        Rejection::TooLarge(m) => Status::new(Code::ResourceExhausted, m.clone()),
     }
 }

@@ -78,6 +78,7 @@ impl Receiver {
         match self.ingest.submit("http", signal, payload).await {
             Ok(()) => success_response(encoding),
             Err(Rejection::Invalid(message)) => error_response(StatusCode::BAD_REQUEST, &message, encoding),
+            Err(Rejection::TooLarge(message)) => error_response(StatusCode::PAYLOAD_TOO_LARGE, &message, encoding),
             Err(Rejection::Unavailable(message)) => {
                 let mut response = error_response(StatusCode::SERVICE_UNAVAILABLE, &message, encoding);
                 response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));

@@ -83,7 +83,7 @@ impl Ingest {
     pub fn count(&self, protocol: &str, signal: Signal, result: &Result<(), Rejection>) {
         let outcome = match result {
             Ok(()) => "ok",
-            Err(Rejection::Invalid(_)) => "invalid",
+            Err(Rejection::Invalid(_) | Rejection::TooLarge(_)) => "invalid",
             Err(Rejection::Unavailable(_)) => "unavailable",
         };
         if let Err(rejection) = result {

@@ -74,6 +74,13 @@ pub enum StoreError {
         /// The chain id the directory holds.
         found: String,
     },
+    /// Another writer (another `otel-audit serve` on the same store) holds
+    /// the chain.
+    #[error("{} is locked: another otel-audit process is writing this chain (one writer per chain; give each instance its own directory or instance_id)", path.display())]
+    Locked {
+        /// The lock file.
+        path: PathBuf,
+    },
     /// An earlier fsync failed, so what the page cache holds can no longer
     /// be trusted; reopen the store to recover from what is on disk.
     #[error("the store is poisoned by an earlier failed fsync or rollback; reopen it to recover from disk")]

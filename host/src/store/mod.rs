@@ -20,6 +20,9 @@
 //! drops a torn last line (never acknowledged) and refuses, naming file and
 //! line, anything else that does not chain.
 //!
+//! A chain that cannot recover can go on after a declared gap
+//! ([`declare_gap`]); open then starts from the gap record's segment.
+//!
 //! This is not the verifier: open checks the active segment and the seams
 //! between segments; `otel-audit verify` checks everything.
 
@@ -27,6 +30,8 @@ mod checkpoints;
 mod cursor;
 mod durable;
 mod error;
+mod gap;
+mod lock;
 mod outbox;
 mod recovery;
 mod segment;
@@ -46,6 +51,7 @@ use crate::otlp::Signal;
 
 pub use cursor::{read_cursor, write_cursor};
 pub use error::{Location, StoreError};
+pub use gap::{DeclaredGap, declare_gap};
 pub use outbox::{Frame, OutboxReader, prune_outbox};
 
 use checkpoints::CheckpointLog;
@@ -153,6 +159,8 @@ enum Fault {
 
 /// The store of one chain, owned by the chain's worker thread.
 pub struct ChainStore {
+    /// Held while the store is open: one writer per chain.
+    _lock: lock::DirLock,
     dir: PathBuf,
     options: StoreOptions,
     head: ChainHead,
@@ -195,6 +203,12 @@ impl ChainStore {
     /// and recovering it after a crash (see the module docs).
     pub fn open(chain_dir: &Path, chain_id: &str, options: StoreOptions) -> Result<(Self, Recovery), StoreError> {
         recovery::open(chain_dir, chain_id, options)
+    }
+
+    /// Whether a failed fsync (or rollback) made the store unusable: it must
+    /// be reopened, which recovers from what is on disk.
+    pub fn is_poisoned(&self) -> bool {
+        self.poisoned
     }
 
     /// The chain's head: the next seq and the leaf of the last record.

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use super::checkpoints::CheckpointLog;
 use super::durable;
 use super::error::{Location, StoreError, io};
+use super::lock;
 use super::outbox;
 use super::segment::{self, RecordInfo, ScanRange, SegmentFile};
 use super::{ActiveSegment, ChainStore, Recovery, StoreOptions};
@@ -32,6 +33,8 @@ struct ChainFile {
 
 pub(super) fn open(dir: &Path, chain_id: &str, options: StoreOptions) -> Result<(ChainStore, Recovery), StoreError> {
     let mut recovery = Recovery::default();
+    durable::create_dir(dir)?;
+    let lock = lock::acquire(dir)?;
     claim(dir, chain_id)?;
 
     let mut segments = segment::list(dir)?;
@@ -73,10 +76,43 @@ pub(super) fn open(dir: &Path, chain_id: &str, options: StoreOptions) -> Result<
         None => (Frontier::new(), 0),
     };
 
+    // After a declared gap (store/gap.rs) the chain goes on from the last
+    // gap record's segment: the segments before it are never read again
+    // here (verify reads them). If no checkpoint covers the gap record yet,
+    // the one it continues from must be the last, and the seqs it declares
+    // lost enter the tree as gap leaves.
+    let mut start = start;
+    let base = match last_gap(&segments)? {
+        Some((index, gap)) => {
+            if start <= gap.seq {
+                if start != gap.checkpoint_size {
+                    let message = format!(
+                        "the last checkpoint covers {start} records, but the gap record at seq {} continues from the checkpoint of {}",
+                        gap.seq, gap.checkpoint_size
+                    );
+                    return Err(StoreError::corrupt(
+                        &segments[index].path,
+                        Location::Line { line: 1, seq: Some(gap.seq) },
+                        message,
+                    ));
+                }
+                frontier.push_gap(gap.seq - start);
+                recovery.notes.push(format!(
+                    "continuing after the declared gap of seqs {start}..{} in {}",
+                    gap.seq.saturating_sub(1),
+                    segments[index].path.display()
+                ));
+                start = gap.seq;
+            }
+            index
+        }
+        None => 0,
+    };
+
     // Segments before the one holding `start` are checked only at their
     // seams; from there on every record is read and its leaf replayed.
-    let scan_from = segments.iter().rposition(|s| s.first_seq <= start).unwrap_or(0);
-    let mut last: Option<RecordInfo> = check_seams(&segments, scan_from, chain_id)?;
+    let scan_from = segments.iter().rposition(|s| s.first_seq <= start).unwrap_or(0).max(base);
+    let mut last: Option<RecordInfo> = check_seams(&segments[base..], scan_from - base, chain_id)?;
     let mut prev = match last {
         Some(record) => Some(record.leaf),
         None => (segments[scan_from].first_seq == 0).then_some(GENESIS_PREV),
@@ -146,6 +182,7 @@ pub(super) fn open(dir: &Path, chain_id: &str, options: StoreOptions) -> Result<
     recovery.next_seq = next_seq;
     let head = ChainHead { chain_id: chain_id.to_owned(), seq: next_seq, prev: last.map_or(GENESIS_PREV, |r| r.leaf) };
     let store = ChainStore {
+        _lock: lock,
         dir: dir.to_path_buf(),
         options,
         head,
@@ -162,6 +199,25 @@ pub(super) fn open(dir: &Path, chain_id: &str, options: StoreOptions) -> Result<
         fault: None,
     };
     Ok((store, recovery))
+}
+
+/// The last segment that opens with a gap record, and that record's place.
+fn last_gap(segments: &[SegmentFile]) -> Result<Option<(usize, segment::GapStart)>, StoreError> {
+    for (index, seg) in segments.iter().enumerate().skip(1).rev() {
+        if let Some(gap) = segment::read_first_line(&seg.path)?.and_then(|line| segment::gap_start(&line)) {
+            return Ok(Some((index, gap)));
+        }
+    }
+    Ok(None)
+}
+
+/// The chain id a chain directory's `chain.json` names.
+pub(super) fn read_chain_id(dir: &Path) -> Result<String, StoreError> {
+    let path = dir.join(CHAIN_FILE);
+    let bytes = fs::read(&path).map_err(io("read", &path))?;
+    let found: ChainFile = serde_json::from_slice(&bytes)
+        .map_err(|e| StoreError::corrupt(&path, Location::File, format!("not a chain file: {e}")))?;
+    Ok(found.chain_id)
 }
 
 /// Creates the directory and its `chain.json`, or checks that an existing

@@ -106,6 +106,34 @@ fn record_leaf(line: &[u8], mac: Option<&str>, scratch: &mut Vec<u8>) -> Result<
     Ok(leaf_hash(scratch))
 }
 
+/// Where a gap record (docs/chain-format.md §1.8) puts the chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct GapStart {
+    /// The gap record's seq.
+    pub seq: u64,
+    /// The size of the checkpoint it continues from.
+    pub checkpoint_size: u64,
+}
+
+/// The place of a gap record, if `line` is one.
+pub(super) fn gap_start(line: &[u8]) -> Option<GapStart> {
+    #[derive(Deserialize)]
+    struct Gap<'a> {
+        #[serde(borrow)]
+        checkpoint_size: Cow<'a, str>,
+    }
+    #[derive(Deserialize)]
+    struct GapRecord<'a> {
+        #[serde(borrow)]
+        chain: Position<'a>,
+        #[serde(borrow)]
+        gap: Option<Gap<'a>>,
+    }
+    let record: GapRecord = serde_json::from_slice(line).ok()?;
+    let gap = record.gap?;
+    Some(GapStart { seq: parse_seq(&record.chain.seq)?, checkpoint_size: parse_seq(&gap.checkpoint_size)? })
+}
+
 /// A decimal seq without sign or leading zeros.
 fn parse_seq(text: &str) -> Option<u64> {
     let canonical =

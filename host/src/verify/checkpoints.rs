@@ -1,0 +1,327 @@
+//! A chain's `checkpoints.jsonl`, line by line: the line's form, its signed
+//! note, the signatures under the trusted keys, the `prev` link to the line
+//! before, and what two checkpoints must agree on (docs/store-format.md §3).
+//! The roots are checked against the stored leaves by the chain walk.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::record::{Hash, parse_hash};
+use super::report::{ChainReport, Code, Position};
+use super::tree::{frontier_ranges, node_hash};
+use super::{TrustedKey, VerifyError};
+use crate::checkpoint::{Checkpoint, SignedNote};
+
+/// One line of the file, exactly as the host writes it.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Line {
+    size: u64,
+    root: String,
+    time_unix_nano: String,
+    frontier: Vec<String>,
+    note: String,
+}
+
+/// A checkpoint line that parsed, with what verify learned of it.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    /// 1-based line in `checkpoints.jsonl`.
+    pub line: u64,
+    /// Records covered.
+    pub size: u64,
+    /// The signed root.
+    pub root: Hash,
+    /// Signing time, Unix nanoseconds.
+    pub time_unix_nano: u64,
+    /// The signing time as the note says it.
+    pub time: String,
+    /// Well-formed and signed by a key trusted at its size.
+    pub valid: bool,
+    /// Names of the trusted keys whose signatures verified.
+    pub signers: Vec<String>,
+}
+
+/// The extension line naming the previous checkpoint.
+pub const PREV_PREFIX: &str = "prev ";
+/// The extension line with the signing time.
+pub const TIME_PREFIX: &str = "time ";
+
+/// SHA-256 of a checkpoint body: what the next checkpoint's `prev` names.
+pub fn body_hash(body: &str) -> Hash {
+    Sha256::digest(body.as_bytes()).into()
+}
+
+/// Reads and checks every line; findings go to `report`.
+pub fn read(
+    dir: &Path,
+    chain_id: &str,
+    keys: &[TrustedKey],
+    report: &mut ChainReport,
+) -> Result<Vec<Entry>, VerifyError> {
+    let path = dir.join("checkpoints.jsonl");
+    let bytes = match std::fs::read(&path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source) => return Err(VerifyError::Io { path, source }),
+    };
+    let mut entries: Vec<Entry> = Vec::new();
+    // The body of the line before, for the `prev` check (None if unreadable).
+    let mut previous_body: Option<Option<String>> = None;
+    let mut origin: Option<String> = None;
+    let mut lines: Vec<&[u8]> = bytes.split(|b| *b == b'\n').collect();
+    let torn = lines.pop().filter(|last| !last.is_empty());
+    if let Some(torn) = torn {
+        let line = lines.len() as u64 + 1;
+        report.add(
+            Code::Malformed,
+            Position::Checkpoint { size: None, line },
+            format!("the file ends inside a line ({} bytes after the last newline)", torn.len()),
+        );
+    }
+    let mut frontiers: Vec<(u64, Vec<Hash>)> = Vec::new();
+    for (i, raw) in lines.iter().enumerate() {
+        let line = i as u64 + 1;
+        let body = check_line(raw, line, chain_id, keys, &mut origin, previous_body.as_ref(), report, &mut entries);
+        match body {
+            Some((body, frontier)) => {
+                if let Some(entry) = entries.last().filter(|e| e.line == line && e.valid) {
+                    frontiers.push((entry.size, frontier));
+                }
+                previous_body = Some(Some(body));
+            }
+            None => previous_body = Some(None),
+        }
+    }
+    consistency(&entries, &frontiers, report);
+    Ok(entries)
+}
+
+/// Checks one line; returns its note body and frontier when they could be
+/// read, and pushes an [`Entry`] when its size and root could.
+#[allow(clippy::too_many_arguments)]
+fn check_line(
+    raw: &[u8],
+    line: u64,
+    chain_id: &str,
+    keys: &[TrustedKey],
+    origin: &mut Option<String>,
+    previous_body: Option<&Option<String>>,
+    report: &mut ChainReport,
+    entries: &mut Vec<Entry>,
+) -> Option<(String, Vec<Hash>)> {
+    let at = |size: Option<u64>| Position::Checkpoint { size, line };
+    let parsed: Line = match serde_json::from_slice(raw) {
+        Ok(parsed) => parsed,
+        Err(e) => {
+            report.add(Code::Malformed, at(None), format!("not a checkpoint line: {e}"));
+            return None;
+        }
+    };
+    let size = parsed.size;
+    let mut problems: Vec<String> = Vec::new();
+    if serde_json::to_vec(&parsed).ok().as_deref() != Some(raw) {
+        problems.push("the line is not in the exact form the host writes".into());
+    }
+    let root = parse_hash(&parsed.root);
+    if root.is_none() {
+        problems.push(format!("root {:?} is not 64 lowercase hex digits", parsed.root));
+    }
+    let frontier: Vec<Hash> = parsed.frontier.iter().filter_map(|h| parse_hash(h)).collect();
+    if frontier.len() != parsed.frontier.len() {
+        problems.push("a frontier node is not 64 lowercase hex digits".into());
+    } else if frontier.len() != size.count_ones() as usize {
+        problems.push(format!("a frontier of size {size} has {} nodes, not {}", size.count_ones(), frontier.len()));
+    } else if root.is_some() && frontier_root(&frontier) != root.unwrap_or_default() {
+        problems.push("the frontier does not hash to the root".into());
+    }
+    let note = match SignedNote::parse(&parsed.note) {
+        Ok(note) => note,
+        Err(e) => {
+            problems.push(e.to_string());
+            report.add(Code::Malformed, at(Some(size)), problems.join("; "));
+            return None;
+        }
+    };
+    let body = match Checkpoint::parse(&note.text) {
+        Ok(body) => body,
+        Err(e) => {
+            problems.push(e.to_string());
+            report.add(Code::Malformed, at(Some(size)), problems.join("; "));
+            return Some((note.text, frontier));
+        }
+    };
+    if body.size != size || Some(body.root) != root {
+        problems.push(format!("the line's size and root are not those of its signed note (@{})", body.size));
+    }
+    if !body.origin.ends_with(&format!("/{chain_id}")) {
+        problems.push(format!("origin {:?} is not that of chain {chain_id:?}", body.origin));
+    } else if origin.as_ref().is_some_and(|o| *o != body.origin) {
+        problems.push(format!("origin {:?} differs from the chain's first checkpoint's {:?}", body.origin, origin));
+    }
+    origin.get_or_insert_with(|| body.origin.clone());
+    let time = body.extensions.iter().find_map(|l| l.strip_prefix(TIME_PREFIX)).map(str::to_owned);
+    let time_unix_nano = time.as_deref().and_then(|t| crate::clock::parse_rfc3339(t).ok());
+    match (&time, time_unix_nano) {
+        (Some(_), Some(ns)) if parsed.time_unix_nano == ns.to_string() => {}
+        (Some(t), Some(_)) => {
+            problems.push(format!("time_unix_nano {} is not the signed time {t}", parsed.time_unix_nano))
+        }
+        _ => problems.push("the note has no valid `time` line".into()),
+    }
+    let signers = signatures(&note, size, keys);
+    let prev = body.extensions.iter().find_map(|l| l.strip_prefix(PREV_PREFIX));
+    let signed = match &signers {
+        Ok(_) => true,
+        Err((code, detail)) => {
+            report.add(*code, at(Some(size)), detail.clone());
+            false
+        }
+    };
+    if !problems.is_empty() {
+        report.add(Code::Malformed, at(Some(size)), problems.join("; "));
+    }
+    match (previous_body, prev) {
+        (None, None) => {}
+        (None, Some(_)) => report.add(
+            Code::MissingCheckpoint,
+            at(Some(size)),
+            "the first checkpoint in the file names a previous one (`prev`): checkpoints before it were removed",
+        ),
+        (Some(_), None) => report.add(
+            Code::MissingCheckpoint,
+            at(Some(size)),
+            "no `prev` line naming the checkpoint before it: the chain of checkpoints restarts here",
+        ),
+        (Some(Some(before)), Some(prev)) => {
+            if B64.decode(prev).ok().as_deref() != Some(&body_hash(before)[..]) {
+                report.add(
+                    Code::MissingCheckpoint,
+                    at(Some(size)),
+                    "`prev` does not name the checkpoint on the line before: a checkpoint was removed or inserted",
+                );
+            }
+        }
+        // The line before could not be read; it was reported.
+        (Some(None), Some(_)) => {}
+    }
+    if let Some(root) = root {
+        entries.push(Entry {
+            line,
+            size,
+            root,
+            time_unix_nano: time_unix_nano.unwrap_or(0),
+            time: time.unwrap_or_default(),
+            valid: signed && problems.is_empty(),
+            signers: signers.unwrap_or_default(),
+        });
+    }
+    Some((note.text, frontier))
+}
+
+/// The trusted keys whose signatures verify, or the finding.
+fn signatures(note: &SignedNote, size: u64, keys: &[TrustedKey]) -> Result<Vec<String>, (Code, String)> {
+    let mut signers = Vec::new();
+    let mut outside = Vec::new();
+    for signature in &note.signatures {
+        for trusted in keys {
+            match trusted.key.check(&note.text, signature) {
+                None => {}
+                Some(_) if !trusted.covers(size) => {
+                    outside.push(format!("{} ({})", signature.name, trusted.validity()))
+                }
+                Some(false) => {
+                    return Err((
+                        Code::BadSignature,
+                        format!("the signature of trusted key {} does not verify", signature.name),
+                    ));
+                }
+                Some(true) if !signers.contains(&signature.name) => signers.push(signature.name.clone()),
+                Some(true) => {}
+            }
+        }
+    }
+    if signers.is_empty() {
+        let by: Vec<String> = note.signatures.iter().map(|s| format!("{}+{}", s.name, hex::encode(s.key_id))).collect();
+        let mut detail = format!("signed only by keys not trusted at this size: {}", by.join(", "));
+        if !outside.is_empty() {
+            detail.push_str(&format!(" (trusted only for other sizes: {})", outside.join(", ")));
+        }
+        return Err((Code::UnknownKey, detail));
+    }
+    Ok(signers)
+}
+
+fn frontier_root(nodes: &[Hash]) -> Hash {
+    match nodes.split_last() {
+        None => Sha256::digest([]).into(),
+        Some((last, rest)) => rest.iter().rev().fold(*last, |right, left| node_hash(left, &right)),
+    }
+}
+
+/// What valid checkpoints must agree on among themselves, whatever the
+/// records say: in file order sizes and times never decrease; one size has
+/// one root; and where two frontiers cover the same range of leaves, they
+/// hold the same hash there.
+fn consistency(entries: &[Entry], frontiers: &[(u64, Vec<Hash>)], report: &mut ChainReport) {
+    let mut roots: BTreeMap<u64, (Hash, u64)> = BTreeMap::new();
+    let mut before: Option<&Entry> = None;
+    for entry in entries.iter().filter(|e| e.valid) {
+        let at = Position::Checkpoint { size: Some(entry.size), line: entry.line };
+        if let Some(prev) = before {
+            if entry.size < prev.size {
+                report.add(
+                    Code::InconsistentCheckpoints,
+                    at.clone(),
+                    format!("the tree shrinks from {} (line {}) to {}", prev.size, prev.line, entry.size),
+                );
+            }
+            if entry.time_unix_nano < prev.time_unix_nano {
+                report.add(
+                    Code::InconsistentCheckpoints,
+                    at.clone(),
+                    format!("signed at {}, before the checkpoint on line {} ({})", entry.time, prev.line, prev.time),
+                );
+            }
+        }
+        match roots.get(&entry.size) {
+            Some((root, line)) if *root != entry.root => report.add(
+                Code::InconsistentCheckpoints,
+                at.clone(),
+                format!("a different root than the checkpoint of the same size on line {line}: the chain forked"),
+            ),
+            Some(_) => {}
+            None => {
+                roots.insert(entry.size, (entry.root, entry.line));
+            }
+        }
+        before = Some(entry);
+    }
+    for pair in frontiers.windows(2) {
+        let ((a_size, a), (b_size, b)) = (&pair[0], &pair[1]);
+        if a_size == b_size {
+            // Same size: the roots were compared above.
+            continue;
+        }
+        let a_ranges = frontier_ranges(*a_size);
+        let b_ranges = frontier_ranges(*b_size);
+        let clash = a_ranges
+            .iter()
+            .zip(a)
+            .any(|(range, hash)| b_ranges.iter().position(|r| r == range).is_some_and(|j| b[j] != *hash));
+        if clash {
+            let entry = entries.iter().find(|e| e.valid && e.size == *b_size);
+            let line = entry.map_or(0, |e| e.line);
+            report.add(
+                Code::InconsistentCheckpoints,
+                Position::Checkpoint { size: Some(*b_size), line },
+                format!("its Merkle frontier disagrees with that of the checkpoint @{a_size} on leaves both cover"),
+            );
+        }
+    }
+}

@@ -1,0 +1,293 @@
+//! `otel-audit verify`: proves a store unaltered, or names what was
+//! changed, removed, added or reordered, and where.
+//!
+//! Every chain directory is walked once from genesis ([`chain`]): each line
+//! must be its own RFC 8785 form ([`jcs`], written from the RFC, sharing no
+//! code with the writer) and a record of the chain format ([`record`]);
+//! seqs run contiguously; each `prev` is the leaf before; MACs verify
+//! under the keys given; the leaves build the verifier's own Merkle tree
+//! ([`tree`]), whose roots must be the signed ones of every checkpoint
+//! ([`checkpoints`]: form, signatures under trusted keys, the `prev` chain
+//! of checkpoints, agreement among them) and of the anchors. What cannot
+//! be proven (records after the last checkpoint, an old newest checkpoint,
+//! a declared gap) is a warning; everything else is an error. The codes
+//! and their triggers are listed in docs/store-format.md.
+//!
+//! Not here: repairing anything. Verify only reads.
+
+mod chain;
+pub mod checkpoints;
+pub mod jcs;
+pub mod record;
+pub mod report;
+pub mod tree;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::checkpoint::{Checkpoint, SignedNote, VerifierKey};
+pub use report::{ChainReport, Code, Finding, Position, Report, Requested, Severity};
+
+/// Why verify could not run (exit 2): usage, configuration, or I/O.
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    /// A bad argument or input file.
+    #[error("{0}")]
+    Usage(String),
+    /// A file could not be read.
+    #[error("cannot read {}: {source}", path.display())]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The operating system's error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn usage(message: impl Into<String>) -> VerifyError {
+    VerifyError::Usage(message.into())
+}
+
+/// A checkpoint verifier key and the checkpoint sizes it is trusted for.
+#[derive(Debug, Clone)]
+pub struct TrustedKey {
+    /// The key.
+    pub key: VerifierKey,
+    /// Trusted for checkpoints of at least this size.
+    pub from_size: u64,
+    /// ...and below this size, if set.
+    pub until_size: Option<u64>,
+}
+
+impl TrustedKey {
+    /// Reads `FILE`, `FILE@FROM`, `FILE@FROM..UNTIL` or `FILE@..UNTIL`: a
+    /// `keygen` `.pub` file, trusted for checkpoint sizes in `FROM..UNTIL`
+    /// (`UNTIL` exclusive; by default all sizes).
+    pub fn from_arg(arg: &str) -> Result<Self, VerifyError> {
+        let (path, range) = match arg.rsplit_once('@') {
+            Some((path, range))
+                if !range.is_empty()
+                    && range.bytes().all(|b| b.is_ascii_digit() || b == b'.')
+                    && !Path::new(arg).exists() =>
+            {
+                (path, Some(range))
+            }
+            _ => (arg, None),
+        };
+        let bad_range = || usage(format!("--public-key {arg}: the size range must be FROM, FROM..UNTIL or ..UNTIL"));
+        let number =
+            |t: &str| if t.is_empty() { Ok(None) } else { t.parse::<u64>().map(Some).map_err(|_| bad_range()) };
+        let (from_size, until_size) = match range {
+            None => (0, None),
+            Some(range) => match range.split_once("..") {
+                Some((from, until)) => (number(from)?.unwrap_or(0), number(until)?),
+                None => (number(range)?.ok_or_else(bad_range)?, None),
+            },
+        };
+        let text =
+            std::fs::read_to_string(path).map_err(|e| usage(format!("--public-key: cannot read {path}: {e}")))?;
+        let key = VerifierKey::parse(text.trim()).map_err(|e| usage(format!("--public-key {path}: {e}")))?;
+        Ok(TrustedKey { key, from_size, until_size })
+    }
+
+    /// Whether the key is trusted for a checkpoint of `size`.
+    pub fn covers(&self, size: u64) -> bool {
+        size >= self.from_size && self.until_size.is_none_or(|until| size < until)
+    }
+
+    /// `sizes 100..` for messages.
+    pub fn validity(&self) -> String {
+        match self.until_size {
+            Some(until) => format!("sizes {}..{until}", self.from_size),
+            None => format!("sizes {}..", self.from_size),
+        }
+    }
+}
+
+/// A checkpoint kept outside the store (`--anchor`): the signed note, for
+/// example the body of the `audit.checkpoint` log record sent downstream.
+#[derive(Debug, Clone)]
+pub struct Anchor {
+    /// Where it came from.
+    pub file: String,
+    /// Its body.
+    pub checkpoint: Checkpoint,
+}
+
+impl Anchor {
+    /// Reads an anchor file: a signed note's text, or a line of a
+    /// `checkpoints.jsonl` (its `note` member). Its signature must verify
+    /// under a trusted key.
+    pub fn load(path: &Path, keys: &[TrustedKey]) -> Result<Self, VerifyError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| usage(format!("--anchor: cannot read {file}: {e}")))?;
+        let note_text = if text.trim_start().starts_with('{') {
+            let value: serde_json::Value =
+                serde_json::from_str(text.trim()).map_err(|e| usage(format!("--anchor {file}: {e}")))?;
+            value["note"]
+                .as_str()
+                .map(str::to_owned)
+                .ok_or_else(|| usage(format!("--anchor {file}: no \"note\" member")))?
+        } else {
+            text
+        };
+        let note = SignedNote::parse(&note_text).map_err(|e| usage(format!("--anchor {file}: {e}")))?;
+        let checkpoint = Checkpoint::parse(&note.text).map_err(|e| usage(format!("--anchor {file}: {e}")))?;
+        let trusted = note
+            .signatures
+            .iter()
+            .any(|sig| keys.iter().any(|k| k.covers(checkpoint.size) && k.key.check(&note.text, sig) == Some(true)));
+        if !trusted {
+            return Err(usage(format!(
+                "--anchor {file}: no key trusted at size {} signed it validly (give the key that signed it with --public-key)",
+                checkpoint.size
+            )));
+        }
+        Ok(Anchor { file, checkpoint })
+    }
+}
+
+/// A `--from` / `--to` bound: a seq, or a received-at time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Bound {
+    /// A seq (inclusive).
+    Seq(u64),
+    /// An RFC 3339 time as the records write it (nine fraction digits, Z).
+    Time(String),
+}
+
+impl Bound {
+    /// Parses a seq or an RFC 3339 time.
+    pub fn parse(text: &str) -> Result<Self, VerifyError> {
+        if let Ok(seq) = text.parse::<u64>() {
+            return Ok(Bound::Seq(seq));
+        }
+        let nanos = crate::clock::parse_rfc3339(text).map_err(|e| usage(format!("{e}; or give a seq")))?;
+        Ok(Bound::Time(audit_processor::enrich::rfc3339_nanos(nanos).map_err(usage)?))
+    }
+}
+
+/// What to verify against.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Trusted checkpoint keys (at least one).
+    pub keys: Vec<TrustedKey>,
+    /// HMAC keys by key id, for record MACs.
+    pub hmac_keys: Vec<(String, Vec<u8>)>,
+    /// Checkpoints kept elsewhere.
+    pub anchors: Vec<Anchor>,
+    /// Records before this are read but not checked.
+    pub from: Option<Bound>,
+    /// Records after this are read but not checked.
+    pub to: Option<Bound>,
+    /// The store's `checkpoint.heartbeat`: the newest checkpoint may be at
+    /// most twice this old.
+    pub heartbeat: Duration,
+    /// Warnings fail.
+    pub strict: bool,
+    /// "Now", Unix nanoseconds.
+    pub now_unix_nano: u64,
+}
+
+/// The chain directories of a store: `store` itself if it holds a
+/// `chain.json`, else its subdirectories holding one (or segments).
+pub fn chain_dirs(store: &Path) -> Result<Vec<PathBuf>, VerifyError> {
+    let io = |source| VerifyError::Io { path: store.to_path_buf(), source };
+    if !store.is_dir() {
+        return Err(usage(format!("{} is not a directory", store.display())));
+    }
+    if store.join("chain.json").exists() {
+        return Ok(vec![store.to_path_buf()]);
+    }
+    let mut dirs = Vec::new();
+    for entry in std::fs::read_dir(store).map_err(io)? {
+        let path = entry.map_err(io)?.path();
+        if !path.is_dir() {
+            continue;
+        }
+        let has_segments = std::fs::read_dir(&path)
+            .map(|d| d.flatten().any(|e| e.file_name().to_string_lossy().starts_with("seg-")))
+            .unwrap_or(false);
+        if path.join("chain.json").exists() || has_segments {
+            dirs.push(path);
+        }
+    }
+    dirs.sort();
+    Ok(dirs)
+}
+
+/// Bytes of segment files under the chain directories (for progress).
+pub fn segment_bytes(dirs: &[PathBuf]) -> u64 {
+    dirs.iter()
+        .filter_map(|d| std::fs::read_dir(d).ok())
+        .flat_map(|d| d.flatten())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("seg-"))
+        .filter_map(|e| e.metadata().ok())
+        .map(|m| m.len())
+        .sum()
+}
+
+/// Verifies every chain of the store; `progress` gets the bytes of
+/// segments read as they are.
+pub fn verify(store: &Path, options: &Options, progress: &mut dyn FnMut(u64)) -> Result<Report, VerifyError> {
+    if options.keys.is_empty() {
+        return Err(usage(
+            "verify needs at least one --public-key (the checkpoint verifier key, NAME.pub): without a trust root nothing an attacker could not recompute would be checked",
+        ));
+    }
+    let started = Instant::now();
+    let dirs = chain_dirs(store)?;
+    if dirs.is_empty() {
+        return Err(usage(format!("{} holds no chain (no directory with a chain.json)", store.display())));
+    }
+    let mut chains = Vec::new();
+    let mut matched = vec![false; options.anchors.len()];
+    for dir in &dirs {
+        let chain_id = chain_id_hint(dir);
+        let anchors: Vec<&Anchor> = options
+            .anchors
+            .iter()
+            .enumerate()
+            .filter(|(_, a)| chain_id.as_ref().is_some_and(|id| a.checkpoint.origin.ends_with(&format!("/{id}"))))
+            .map(|(i, a)| {
+                matched[i] = true;
+                a
+            })
+            .collect();
+        chains.push(chain::verify(dir, options, &anchors, progress)?);
+    }
+    // An anchor for a chain the store no longer has: the whole chain is gone.
+    for (anchor, _) in options.anchors.iter().zip(&matched).filter(|(_, m)| !**m) {
+        let origin = &anchor.checkpoint.origin;
+        let mut report = ChainReport::new(origin.clone(), store.join("?"));
+        report.add(
+            Code::Truncated,
+            Position::Anchor { size: anchor.checkpoint.size, file: anchor.file.clone() },
+            format!("the anchor is a checkpoint of {origin:?}, but the store has no such chain: it was removed"),
+        );
+        report.anchors.push((anchor.checkpoint.size, false));
+        chains.push(report);
+    }
+    let requested = Requested { from: options.from.as_ref().map(bound_text), to: options.to.as_ref().map(bound_text) };
+    Ok(Report {
+        store: store.to_path_buf(),
+        requested,
+        chains,
+        seconds: started.elapsed().as_secs_f64(),
+        strict: options.strict,
+    })
+}
+
+fn bound_text(bound: &Bound) -> String {
+    match bound {
+        Bound::Seq(n) => format!("seq {n}"),
+        Bound::Time(t) => t.clone(),
+    }
+}
+
+/// The chain id `chain.json` names, if it can be read.
+fn chain_id_hint(dir: &Path) -> Option<String> {
+    let value: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("chain.json")).ok()?).ok()?;
+    value["chain_id"].as_str().map(str::to_owned)
+}
