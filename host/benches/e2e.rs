@@ -12,8 +12,13 @@
 //! The load generator shares the machine's cores with the server, and its
 //! CPU is printed too. Nothing is asserted: this measures.
 //!
+//! Besides the figures it prints where the server's time goes (CPU by
+//! thread, the chain worker's scheduler times, group commits, fsyncs) and
+//! how much CPU other processes took, since that lowers every figure.
+//!
 //! Knobs: `OTEL_AUDIT_WASM` (the component), `OTEL_AUDIT_CACHE_DIR` (module
-//! cache), `BENCH_E2E_SECONDS` (measured time per run, default 10).
+//! cache), `BENCH_E2E_SECONDS` (measured time per run, default 10),
+//! `BENCH_E2E_SHARDS` (chains per pipeline, default 1 as shipped).
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{Read as _, Write as _};
