@@ -518,3 +518,34 @@ fn a_request_the_processor_cannot_handle_is_refused_as_too_large_and_others_go_o
     let stored: Vec<String> = trail::read_store(&setup.store).iter().flat_map(|c| c.span_ids()).collect();
     assert_eq!(stored, [ids, after_ids].concat());
 }
+
+#[test]
+fn a_store_whose_checkpoints_were_cut_back_is_refused_at_start() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut setup = Setup::new(tmp.path());
+    setup.checkpoint = "{every_records: 5, interval: 1h, heartbeat: 1h}".into();
+    let server = setup.start();
+    let rt = runtime();
+    let _entered = rt.enter();
+    let (payload, _) = audit_batch(1, 12);
+    rt.block_on(grpc_client(&setup).send(Signal::Traces, payload)).unwrap();
+    assert!(server.stop().success());
+    let chain = setup.store.join("test_traces_audit_0");
+    let checkpoints = std::fs::read_to_string(chain.join("checkpoints.jsonl")).unwrap();
+    let lines: Vec<&str> = checkpoints.lines().collect();
+    // The final checkpoint of a clean stop says so.
+    assert!(lines.last().unwrap().contains("\\nshutdown\\n"), "{}", lines.last().unwrap());
+    // Someone with write access to the store (not to the key) rewrites history and
+    // keeps only the first checkpoint, hoping the host will sign the rest anew.
+    std::fs::write(chain.join("checkpoints.jsonl"), format!("{}\n", lines[0])).unwrap();
+    let out = std::process::Command::new(support::server::binary())
+        .args(["serve", "--config"])
+        .arg(setup.dir.join("otel-audit.yaml"))
+        .env("OTEL_AUDIT_CACHE_DIR", support::cache_dir())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("this host last signed @12"), "{stderr}");
+    assert!(stderr.contains("checkpoints or records were removed or replaced"), "{stderr}");
+}

@@ -155,7 +155,13 @@ fn flat(segments: &[(PathBuf, Vec<String>)]) -> Vec<(usize, usize)> {
     segments.iter().enumerate().flat_map(|(s, (_, lines))| (0..lines.len()).map(move |l| (s, l))).collect()
 }
 
+/// The leaf of a stored line: of the record without its `mac` member.
 fn leaf(line: &str) -> Hash {
+    if let Ok(Value::Object(mut record)) = serde_json::from_str::<Value>(line)
+        && record.remove("mac").is_some()
+    {
+        return leaf(&serde_json_canonicalizer::to_string(&record).unwrap());
+    }
     Sha256::new().chain_update([0u8]).chain_update(line.as_bytes()).finalize().into()
 }
 
@@ -502,7 +508,10 @@ fn deleting_the_newest_records_with_their_checkpoints_is_stale_or_with_an_anchor
     }
     segs.retain(|(_, lines)| !lines.is_empty());
     write_segments(&segs);
-    write_checkpoints(&chain, &checkpoints[..first_run]);
+    // ...and the first run's shutdown checkpoint: the newest left is an
+    // old one without `shutdown`.
+    assert!(body(&checkpoints[first_run - 1]).ends_with("\nshutdown\n"));
+    write_checkpoints(&chain, &checkpoints[..first_run - 1]);
     expect(&run(&chain, &opts), &[("STALE", 1)], 0);
     let mut strict = opts.clone();
     strict.strict = true;
@@ -511,12 +520,17 @@ fn deleting_the_newest_records_with_their_checkpoints_is_stale_or_with_an_anchor
     anchored.anchors = vec![Anchor::load(&anchor, &opts.keys).unwrap()];
     expect(&run(&chain, &anchored), &[("STALE", 1), ("TRUNCATED", 1)], 1);
 
-    // Rolling the whole store back to the copy taken after the first run
-    // gives the same verdicts.
+    // Cut exactly after the first run's shutdown checkpoint, the store is
+    // one that stopped cleanly then: only an anchor tells (documented).
+    write_checkpoints(&chain, &checkpoints[..first_run]);
+    expect(&run(&chain, &opts), &[], 0);
+    expect(&run(&chain, &anchored), &[("TRUNCATED", 1)], 1);
+
+    // So is the whole store rolled back to the copy taken after the first run.
     std::fs::remove_dir_all(&setup.store).unwrap();
     copy_dir(&backup, &setup.store);
-    expect(&run(&setup.store, &opts), &[("STALE", 2)], 0);
-    expect(&run(&setup.store, &anchored), &[("STALE", 2), ("TRUNCATED", 1)], 1);
+    expect(&run(&setup.store, &opts), &[], 0);
+    expect(&run(&setup.store, &anchored), &[("TRUNCATED", 1)], 1);
     let (code, text) = verify_bin(&[
         setup.store.to_str().unwrap(),
         "--public-key",
@@ -595,10 +609,10 @@ fn a_deleted_middle_checkpoint_is_missing() {
     expect(&run(&chain, &options(&setup)), &[("MISSING_CHECKPOINT", 1)], 1);
 }
 
-#[test]
-fn a_stripped_or_wrong_mac_is_caught_in_a_keyed_chain() {
-    let tmp = tempfile::tempdir().unwrap();
-    let mut setup = setup(&tmp);
+/// A keyed chain (`chain: {key_id: k1}`) of 20 records, stopped
+/// gracefully; and the path of the HMAC key file.
+fn build_keyed(tmp: &TempDir) -> (Setup, PathBuf) {
+    let mut setup = setup(tmp);
     let policy = tmp.path().join("keyed.yaml");
     std::fs::write(&policy, format!("{}  chain: {{key_id: k1}}\n", support::policy("soc2-audit.yaml"))).unwrap();
     setup.policy = policy;
@@ -613,6 +627,13 @@ fn a_stripped_or_wrong_mac_is_caught_in_a_keyed_chain() {
     let server = Server::start(&config_path, &tmp.path().join("server.log"), setup.ports[3], &[]);
     send(&setup, (0..4).map(|i| (i, 5)));
     assert!(server.stop().success());
+    (setup, key)
+}
+
+#[test]
+fn a_stripped_or_wrong_mac_is_caught_in_a_keyed_chain() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (setup, key) = build_keyed(&tmp);
     let chain = chain(&setup);
     let mut keyed = options(&setup);
     keyed.hmac_keys = support::test_secrets();
@@ -760,9 +781,11 @@ fn key_rotation_done_correctly_passes_and_a_later_key_cannot_reseal_history() {
     // The new key re-signing the old checkpoints (journald's re-sealing
     // hole) is refused: it is trusted only from the handover on.
     let new_signer = SignerKey::parse(std::fs::read_to_string(&new_signer).unwrap().trim()).unwrap();
+    // Nor can it re-sign from the handover on: without a checkpoint the old
+    // key signed at the handover, the new key vouches for nothing.
     resign_all(&chain, &new_signer, &leaves(&read_segments(&chain)));
-    let early = sizes(&chain).iter().filter(|s| **s < handover).count() as u64;
-    expect(&run(&chain, &both), &[("UNKNOWN_KEY", early)], 1);
+    let lines = sizes(&chain).len() as u64;
+    expect(&run(&chain, &both), &[("STALE", 1), ("UNKNOWN_KEY", lines), ("UNSEALED_TAIL", 1)], 1);
 }
 
 #[test]
@@ -922,4 +945,311 @@ fn has_big_integer(value: &Value) -> bool {
         Value::Object(members) => members.values().any(has_big_integer),
         _ => false,
     }
+}
+
+// ------------------------------------------------ review: store shapes
+
+/// Review finding: a `chain.json` at the store root made verify treat the
+/// store as one (empty) chain and skip every real one.
+#[test]
+fn a_chain_json_at_the_store_root_hides_no_chain() {
+    let (_tmp, setup) = build(30, 5);
+    let chain = chain(&setup);
+    let mut segs = read_segments(&chain);
+    let (s, l) = flat(&segs)[12];
+    segs[s].1[l] = segs[s].1[l].replace("\"audit.action\":{\"s\":\"", "\"audit.action\":{\"s\":\"forged-");
+    rechain(&mut segs, 12);
+    write_segments(&segs);
+    let covering = sizes(&chain).iter().filter(|s| **s > 12).count() as u64;
+    std::fs::write(setup.store.join("chain.json"), br#"{"chain_id":"x","format":1}"#).unwrap();
+    let report = run(&setup.store, &options(&setup));
+    // The root is verified as a chain (the odd shape is MALFORMED), and so
+    // is every chain directory under it.
+    expect(&report, &[("MALFORMED", 1), ("ROOT_MISMATCH", covering)], 1);
+    assert_eq!(report.chains.len(), 3, "the root, the traces and the logs chain");
+    assert_eq!(report.chains[0].chain, "x");
+    let (code, text) =
+        verify_bin(&[setup.store.to_str().unwrap(), "--public-key", setup.public_key().to_str().unwrap()]);
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("Checkpoint test/traces/audit/0@30 INVALID: ROOT_MISMATCH"), "{text}");
+}
+
+/// Review finding: one chain in two directories, and a chain directory
+/// whose name is not the one its chain id gives.
+#[test]
+fn a_chain_in_two_directories_or_under_another_name_is_reported() {
+    let (_tmp, setup) = build(30, 5);
+    copy_dir(&chain(&setup), &setup.store.join("zz_copy"));
+    let report = run(&setup.store, &options(&setup));
+    expect(&report, &[("DUPLICATE_CHAIN", 2), ("MALFORMED", 1)], 1);
+    let dup: Vec<_> = report.chains.iter().filter(|c| c.counts.contains_key(&verify::Code::DuplicateChain)).collect();
+    assert_eq!(dup.len(), 2, "both directories");
+    assert!(report.chains.iter().any(|c| {
+        c.dir.ends_with("zz_copy")
+            && c.findings
+                .iter()
+                .any(|f| f.code == verify::Code::Malformed && f.detail.contains("\"test_traces_audit_0\""))
+    }));
+
+    // Renamed only: MALFORMED.
+    std::fs::remove_dir_all(setup.store.join("zz_copy")).unwrap();
+    std::fs::rename(setup.store.join("test_logs_audit_0"), setup.store.join("renamed")).unwrap();
+    expect(&run(&setup.store, &options(&setup)), &[("MALFORMED", 1)], 1);
+}
+
+/// Review finding: with every chain directory deleted, verify stopped at
+/// "no chain" (exit 2) before looking at the anchors.
+#[test]
+fn an_emptied_store_is_truncated_against_an_anchor() {
+    let (tmp, setup) = build(30, 5);
+    let anchor = tmp.path().join("anchor.note");
+    std::fs::write(&anchor, &read_checkpoints(&chain(&setup)).last().unwrap().note).unwrap();
+    for entry in std::fs::read_dir(&setup.store).unwrap() {
+        std::fs::remove_dir_all(entry.unwrap().path()).unwrap();
+    }
+    let mut opts = options(&setup);
+    assert!(verify::verify(&setup.store, &opts, &mut |_| {}).is_err(), "without an anchor: nothing to verify");
+    opts.anchors = vec![Anchor::load(&anchor, &opts.keys).unwrap()];
+    expect(&run(&setup.store, &opts), &[("TRUNCATED", 1)], 1);
+    let store = setup.store.to_str().unwrap();
+    let key = setup.public_key();
+    let (code, text) =
+        verify_bin(&[store, "--public-key", key.to_str().unwrap(), "--anchor", anchor.to_str().unwrap()]);
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("INVALID: TRUNCATED"), "{text}");
+    assert_eq!(verify_bin(&[store, "--public-key", key.to_str().unwrap()]).0, 2);
+}
+
+// ------------------------------------------------ review: key rotation
+
+/// Review finding (journald CVE-2023-31439 shape): with the new key
+/// trusted from the handover, its holder edited record 2, kept only the
+/// old key's checkpoint @0 and signed one @30 naming it in `prev`: that
+/// passed. A key trusted from FROM > 0 now vouches only after a handover
+/// checkpoint (size >= FROM, signed by a key trusted below FROM).
+#[test]
+fn a_new_key_cannot_reseal_history_without_a_handover_checkpoint() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut setup = setup(&tmp);
+    let server = setup.start();
+    send(&setup, (0..4).map(|i| (i, 5)));
+    assert!(server.stop().success());
+    let chain = chain(&setup);
+    let handover = *sizes(&chain).last().unwrap();
+    assert_eq!(handover, 20);
+    let old_key = setup.public_key();
+    let (new_signer, new_key) = keygen(tmp.path(), "test-signer-2");
+    setup.key = new_signer.clone();
+    let server = setup.start();
+    send(&setup, (4..6).map(|i| (i, 5)));
+    assert!(server.stop().success());
+    let mut opts = options(&setup);
+    opts.keys = vec![
+        TrustedKey::from_arg(&format!("{}@..{}", old_key.display(), handover + 1)).unwrap(),
+        TrustedKey::from_arg(&format!("{}@{handover}", new_key.display())).unwrap(),
+    ];
+    expect(&run(&chain, &opts), &[], 0);
+
+    // The attack: edit record 2 (every later leaf and link recomputed),
+    // keep only the old key's first checkpoint, sign @30 with the new key.
+    let mut segs = read_segments(&chain);
+    let (s, l) = flat(&segs)[2];
+    segs[s].1[l] = segs[s].1[l].replace("\"audit.action\":{\"s\":\"", "\"audit.action\":{\"s\":\"forged-");
+    rechain(&mut segs, 2);
+    write_segments(&segs);
+    let first = read_checkpoints(&chain)[0].clone();
+    assert!(!first.note.contains("test-signer-2") && first.size < handover);
+    let origin = Checkpoint::parse(&body(&first)).unwrap().origin;
+    let new_signer = SignerKey::parse(std::fs::read_to_string(&new_signer).unwrap().trim()).unwrap();
+    let time = otel_audit::clock::now_unix_nano();
+    let forged = signed_line(&new_signer, &origin, 30, &leaves(&segs), time, Some(&body(&first)));
+    write_checkpoints(&chain, &[first, forged]);
+    let report = run(&chain, &opts);
+    expect(&report, &[("UNKNOWN_KEY", 1), ("UNSEALED_TAIL", 1)], 1);
+    let finding = report.chains[0].findings.iter().find(|f| f.code == verify::Code::UnknownKey).unwrap();
+    assert!(finding.detail.contains("only after a handover"), "{}", finding.detail);
+    assert_eq!(finding.position, verify::Position::Checkpoint { size: Some(30), line: 2 });
+}
+
+// ------------------------------------------------ review: MAC downgrade
+
+/// Review finding: in the unsealed tail of a keyed chain, records could be
+/// replaced by unkeyed ones (no key_id, no mac) or ones keyed under a key
+/// id the verifier was not given, and verify passed.
+#[test]
+fn a_mac_downgrade_or_an_unknown_mac_key_in_the_unsealed_tail_is_an_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (setup, _key) = build_keyed(&tmp);
+    let chain = chain(&setup);
+    // The newest checkpoints removed (undetectable without an anchor):
+    // records 10.. are the unsealed tail.
+    let kept: Vec<CpLine> = read_checkpoints(&chain).into_iter().filter(|c| c.size <= 10).collect();
+    write_checkpoints(&chain, &kept);
+    let original = read_segments(&chain);
+    let mut keyed = options(&setup);
+    keyed.hmac_keys = support::test_secrets();
+    expect(&run(&chain, &keyed), &[("UNSEALED_TAIL", 1)], 0);
+
+    let tamper = |edit: &dyn Fn(&mut Value)| {
+        let mut segs = original.clone();
+        for (s, l) in flat(&segs)[10..].to_vec() {
+            let mut record: Value = serde_json::from_str(&segs[s].1[l]).unwrap();
+            edit(&mut record);
+            segs[s].1[l] = serde_json_canonicalizer::to_string(&record).unwrap();
+        }
+        rechain(&mut segs, 10);
+        write_segments(&segs);
+    };
+    // Downgraded: no key_id, no mac. An error with or without the key.
+    tamper(&|r| {
+        r["chain"].as_object_mut().unwrap().remove("key_id");
+        r.as_object_mut().unwrap().remove("mac");
+    });
+    expect(&run(&chain, &keyed), &[("MISSING_MAC", 10), ("UNSEALED_TAIL", 1)], 1);
+    expect(&run(&chain, &options(&setup)), &[("MISSING_MAC", 10), ("UNSEALED_TAIL", 1)], 1);
+
+    // Keyed under another key id: with --hmac-key given, its MACs cannot
+    // be checked, an error; without any, both ids are reported unchecked.
+    tamper(&|r| {
+        r["chain"]["key_id"] = "k9".into();
+        r["mac"] = "ab".repeat(32).into();
+    });
+    expect(&run(&chain, &keyed), &[("BAD_MAC", 10), ("UNSEALED_TAIL", 1)], 1);
+    let without = run(&chain, &options(&setup));
+    expect(&without, &[("UNSEALED_TAIL", 1)], 0);
+    assert_eq!(without.chains[0].unchecked_mac_keys, vec!["k1", "k9"]);
+}
+
+// ------------------------------------------------ review: --from / --to
+
+/// Review finding: a SEQ_DUP at seq 14 verified with `--to 10` exited 0.
+#[test]
+fn findings_outside_the_requested_range_still_fail() {
+    let (_tmp, setup) = build(30, 5);
+    let chain = chain(&setup);
+    let mut segs = read_segments(&chain);
+    let (s, l) = flat(&segs)[14];
+    let copy = segs[s].1[l].clone();
+    segs[s].1.insert(l + 1, copy);
+    write_segments(&segs);
+    let mut opts = options(&setup);
+    opts.to = Some(verify::Bound::Seq(10));
+    let report = run(&chain, &opts);
+    expect(&report, &[("SEQ_DUP", 1)], 1);
+    assert_eq!(report.chains[0].outside_range, 1);
+    assert!(report.chains[0].findings.is_empty(), "counted, not listed");
+    let (code, json) = verify_bin(&[
+        chain.to_str().unwrap(),
+        "--public-key",
+        setup.public_key().to_str().unwrap(),
+        "--to",
+        "10",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(code, 1, "{json}");
+    let json: Value = serde_json::from_str(&json).unwrap();
+    assert_eq!((json["valid"].as_bool(), json["counts"]["SEQ_DUP"].as_u64()), (Some(false), Some(1)));
+}
+
+// ------------------------------------------------ review: STALE
+
+/// Review finding: an honestly stopped store turned STALE twice the
+/// heartbeat after it stopped. The checkpoint of a clean shutdown carries
+/// a `shutdown` line; removing it (and so the newest checkpoints) leaves
+/// an older one without it: STALE.
+#[test]
+fn a_cleanly_stopped_store_is_not_stale_until_its_shutdown_checkpoint_is_removed() {
+    let (_tmp, setup) = build(30, 5);
+    let chain = chain(&setup);
+    let lines = read_checkpoints(&chain);
+    let last = lines.last().unwrap();
+    assert!(body(last).ends_with("\nshutdown\n"), "{}", last.note);
+    let mut opts = options(&setup);
+    opts.heartbeat = Duration::from_secs(1);
+    // Verified 3 s after the shutdown checkpoint.
+    opts.now_unix_nano = last.time_unix_nano.parse::<u64>().unwrap() + 3_000_000_000;
+    expect(&run(&setup.store, &opts), &[], 0);
+    write_checkpoints(&chain, &lines[..lines.len() - 1]);
+    assert!(!body(lines.iter().rev().nth(1).unwrap()).contains("shutdown"));
+    let report = run(&chain, &opts);
+    expect(&report, &[("STALE", 1)], 0);
+}
+
+// ------------------------------------------------ review: file types
+
+/// Runs verify on another thread: a hang is a failure, not a stuck suite.
+fn run_bounded(store: &Path, options: &Options) -> Report {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (store, options) = (store.to_owned(), options.clone());
+    std::thread::spawn(move || {
+        let _ = tx.send(run(&store, &options));
+    });
+    rx.recv_timeout(Duration::from_secs(60)).expect("verify returns")
+}
+
+/// Review finding: a FIFO named like a segment hung verify, and a symlink
+/// to /dev/zero ran it out of memory.
+#[test]
+fn a_fifo_or_a_symlink_to_a_device_in_a_chain_is_malformed_not_a_hang() {
+    let (_tmp, setup) = build(30, 5);
+    let chain = chain(&setup);
+    let fifo = chain.join("seg-00000000000000000030.jsonl");
+    assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    let report = run_bounded(&chain, &options(&setup));
+    expect(&report, &[("MALFORMED", 1)], 1);
+    assert!(report.chains[0].findings[0].detail.contains("a FIFO"), "{}", report.to_text(false));
+    std::fs::remove_file(&fifo).unwrap();
+
+    std::os::unix::fs::symlink("/dev/zero", &fifo).unwrap();
+    expect(&run_bounded(&chain, &options(&setup)), &[("MALFORMED", 1)], 1);
+    std::fs::remove_file(&fifo).unwrap();
+
+    let checkpoints = chain.join("checkpoints.jsonl");
+    std::fs::remove_file(&checkpoints).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", &checkpoints).unwrap();
+    // No checkpoint is read: nothing is sealed.
+    expect(&run_bounded(&chain, &options(&setup)), &[("MALFORMED", 1), ("STALE", 1), ("UNSEALED_TAIL", 1)], 1);
+    std::fs::remove_file(&checkpoints).unwrap();
+    assert!(Command::new("mkfifo").arg(&checkpoints).status().unwrap().success());
+    expect(&run_bounded(&chain, &options(&setup)), &[("MALFORMED", 1), ("STALE", 1), ("UNSEALED_TAIL", 1)], 1);
+
+    let chain_file = chain.join("chain.json");
+    std::fs::remove_file(&chain_file).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", &chain_file).unwrap();
+    let report = run_bounded(&setup.store, &options(&setup));
+    assert_eq!(report.exit_code(), 1);
+}
+
+// ------------------------------------------------ review: output
+
+/// Review finding: `--format json` panicked on a store path that is not
+/// UTF-8, and a chain id holding a newline injected lines (a fake
+/// "Result: VALID") into the text output.
+#[test]
+fn odd_names_neither_panic_nor_inject_lines() {
+    use std::os::unix::ffi::OsStrExt as _;
+    let (tmp, setup) = build(10, 5);
+    let odd = tmp.path().join(std::ffi::OsStr::from_bytes(b"st\xffore"));
+    copy_dir(&setup.store, &odd);
+    let key = setup.public_key();
+    let out = Command::new(binary())
+        .arg("verify")
+        .arg(&odd)
+        .args(["--public-key", key.to_str().unwrap(), "--format", "json"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["valid"].as_bool(), Some(true));
+
+    let injected = setup.store.join("aaa");
+    std::fs::create_dir(&injected).unwrap();
+    std::fs::write(injected.join("chain.json"), br#"{"chain_id":"x\nResult: VALID; errors: none","format":1}"#)
+        .unwrap();
+    let (code, text) = verify_bin(&[setup.store.to_str().unwrap(), "--public-key", key.to_str().unwrap()]);
+    assert_eq!(code, 1, "{text}");
+    assert_eq!(text.lines().filter(|l| l.starts_with("Result:")).count(), 1, "{text}");
+    assert!(text.lines().last().unwrap().starts_with("Result: INVALID"), "{text}");
+    assert!(text.contains("x\\u{a}Result"), "{text}");
 }

@@ -74,12 +74,65 @@ pub fn detect(bytes: &[u8], encoding: Encoding) -> Encoding {
 /// Returns the payload as protobuf bytes for the processor.
 pub fn to_protobuf(signal: Signal, bytes: &[u8], encoding: Encoding) -> Result<Vec<u8>, PayloadError> {
     match detect(bytes, encoding) {
-        Encoding::Json => match signal {
-            Signal::Traces => Ok(parse_json::<ExportTraceServiceRequest>(signal, bytes)?.encode_to_vec()),
-            Signal::Logs => Ok(parse_json::<ExportLogsServiceRequest>(signal, bytes)?.encode_to_vec()),
-        },
+        Encoding::Json => {
+            let camel;
+            let bytes = if uses_proto_field_names(bytes) {
+                camel = camel_case_keys(signal, bytes)?;
+                camel.as_slice()
+            } else {
+                bytes
+            };
+            match signal {
+                Signal::Traces => Ok(parse_json::<ExportTraceServiceRequest>(signal, bytes)?.encode_to_vec()),
+                Signal::Logs => Ok(parse_json::<ExportLogsServiceRequest>(signal, bytes)?.encode_to_vec()),
+            }
+        }
         _ => Ok(bytes.to_vec()),
     }
+}
+
+/// Whether OTLP/JSON uses the proto field names (`resource_spans`) rather
+/// than lowerCamelCase. The OTLP specification asks for lowerCamelCase, and
+/// unknown fields must be ignored, so such a request would silently decode
+/// as empty; proto3 JSON parsers (and the Collector's) accept both.
+fn uses_proto_field_names(bytes: &[u8]) -> bool {
+    let needle: &[&[u8]] = &[b"\"resource_spans\"", b"\"resource_logs\""];
+    needle.iter().any(|n| bytes.windows(n.len()).any(|w| w == *n))
+}
+
+/// Rewrites every object key from snake_case to lowerCamelCase. Safe for
+/// OTLP/JSON: all object keys are field names (attribute keys are values).
+fn camel_case_keys(signal: Signal, bytes: &[u8]) -> Result<Vec<u8>, PayloadError> {
+    fn walk(value: serde_json::Value) -> serde_json::Value {
+        match value {
+            serde_json::Value::Object(map) => {
+                serde_json::Value::Object(map.into_iter().map(|(k, v)| (camel(&k), walk(v))).collect())
+            }
+            serde_json::Value::Array(items) => serde_json::Value::Array(items.into_iter().map(walk).collect()),
+            other => other,
+        }
+    }
+    fn camel(key: &str) -> String {
+        let mut out = String::with_capacity(key.len());
+        let mut upper = false;
+        for c in key.chars() {
+            if c == '_' {
+                upper = true;
+            } else if upper {
+                out.extend(c.to_uppercase());
+                upper = false;
+            } else {
+                out.push(c);
+            }
+        }
+        out
+    }
+    let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| PayloadError::Json {
+        what: signal.request_name(),
+        path: "(document)".into(),
+        message: e.to_string(),
+    })?;
+    Ok(serde_json::to_vec(&walk(value)).expect("a JSON value serializes"))
 }
 
 /// Renders protobuf request bytes as OTLP/JSON.
@@ -132,5 +185,19 @@ mod tests {
             br#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"traceId":"W47/95gDgQPSabYzgT/GDA==","name":"x"}]}]}]}"#;
         let err = to_protobuf(Signal::Traces, base64_ids, Encoding::Auto).unwrap_err().to_string();
         assert!(err.contains("resourceSpans[0].scopeSpans[0].spans[0].traceId"), "{err}");
+    }
+
+    #[test]
+    fn proto_field_names_are_accepted_too() {
+        let snake = br#"{"resource_spans":[{"scope_spans":[{"spans":[{"trace_id":"5b8efff798038103d269b633813fc60c","span_id":"eee19b7ec3c1b174","name":"x","start_time_unix_nano":"7","attributes":[{"key":"audit.action","value":{"string_value":"a_b"}}]}]}]}]}"#;
+        let req =
+            ExportTraceServiceRequest::decode(to_protobuf(Signal::Traces, snake, Encoding::Auto).unwrap().as_slice())
+                .unwrap();
+        let span = &req.resource_spans[0].scope_spans[0].spans[0];
+        assert_eq!((span.name.as_str(), span.start_time_unix_nano), ("x", 7));
+        // Attribute keys and string values are data, never renamed.
+        assert_eq!(span.attributes[0].key, "audit.action");
+        let value = span.attributes[0].value.as_ref().unwrap().value.as_ref().unwrap();
+        assert_eq!(*value, opentelemetry_proto::tonic::common::v1::any_value::Value::StringValue("a_b".into()));
     }
 }

@@ -134,6 +134,7 @@ impl Server {
                     signer
                 }
             };
+            let mirror_dir = checkpoint_mirror(store)?;
             let mut handles = Vec::new();
             for shard in 0..pipeline.shards {
                 let chain_id = format!("{}/{}/{shard}", store.instance_id, pipeline.id);
@@ -150,6 +151,7 @@ impl Server {
                         heartbeat: store.heartbeat,
                         origin: format!("{}/{chain_id}", store.origin),
                         signer: signer.clone(),
+                        mirror: mirror_dir.as_ref().map(|d| d.join(mirror_file_name(&store.directory, &chain_id))),
                     },
                     module: module.clone(),
                     policy: policy.clone(),
@@ -334,6 +336,37 @@ impl Server {
         tracing::info!(elapsed_ms = began.elapsed().as_millis() as u64, "stopped");
         Ok(())
     }
+}
+
+/// The checkpoint mirror directory of a store: the configured one (which
+/// must be usable), or `<signing_key>.checkpoints` beside the key when it
+/// can be created (a read-only key mount disables it, with a warning).
+fn checkpoint_mirror(store: &crate::config::Store) -> Result<Option<std::path::PathBuf>, ServeError> {
+    let (dir, explicit) = match &store.mirror {
+        Some(dir) => (dir.clone(), true),
+        None => (store.signing_key.with_extension("checkpoints"), false),
+    };
+    match std::fs::create_dir_all(&dir) {
+        Ok(()) => Ok(Some(dir)),
+        Err(e) if explicit => Err(ServeError::Setup(format!(
+            "exporters.{}.checkpoint.mirror: cannot create {}: {e}",
+            store.id,
+            dir.display()
+        ))),
+        Err(e) => {
+            tracing::warn!(dir = %dir.display(), error = %e, "no checkpoint mirror (set checkpoint.mirror): a store whose newest checkpoints are removed is not noticed at start-up");
+            Ok(None)
+        }
+    }
+}
+
+/// One mirror file per chain and store directory, so that stores copied
+/// elsewhere (with the same key) do not share it.
+fn mirror_file_name(store_dir: &std::path::Path, chain_id: &str) -> String {
+    use sha2::Digest as _;
+    let absolute = std::path::absolute(store_dir).unwrap_or_else(|_| store_dir.to_owned());
+    let digest = sha2::Sha256::digest(absolute.as_os_str().as_encoded_bytes());
+    format!("{}-{}.json", ChainStore::chain_dir_name(chain_id), &hex::encode(digest)[..12])
 }
 
 fn bind(what: &'static str, endpoint: &str) -> Result<std::net::TcpListener, ServeError> {

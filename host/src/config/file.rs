@@ -132,6 +132,7 @@ pub(super) struct CheckpointFile {
     pub every_records: Option<Text>,
     pub interval: Option<Text>,
     pub heartbeat: Option<Text>,
+    pub mirror: Option<Text>,
 }
 
 /// `exporters.otlp[/<name>]` and `exporters.otlphttp[/<name>]`; the

@@ -264,6 +264,12 @@ pub struct Store {
     pub interval: Duration,
     /// Sign even when idle, this often (`checkpoint.heartbeat`, default 60s).
     pub heartbeat: Duration,
+    /// Where the newest checkpoint of each chain is also kept, outside the
+    /// store (`checkpoint.mirror`; default: `<signing_key>.checkpoints/`
+    /// beside the key, if it can be created). At start-up a store whose
+    /// checkpoints end before the mirror's is refused: someone removed
+    /// checkpoints or records, and the host must not sign over that.
+    pub mirror: Option<PathBuf>,
     /// The Ed25519 signer key file (`otel-audit keygen`'s `NAME.key`).
     pub signing_key: PathBuf,
     /// Prefix of the checkpoint origin lines (default `otel-audit`): no

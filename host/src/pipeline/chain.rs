@@ -54,6 +54,8 @@ pub struct CheckpointPolicy {
     pub origin: String,
     /// The signing key.
     pub signer: Arc<SignerKey>,
+    /// This chain's file in the checkpoint mirror (outside the store), if any.
+    pub mirror: Option<std::path::PathBuf>,
 }
 
 /// What a chain's worker needs.
@@ -152,6 +154,10 @@ impl ChainWorker {
             dir = %spec.dir.display(),
             "chain opened"
         );
+        if let Some(mirror) = &spec.checkpoints.mirror {
+            mirror::check(mirror, store.last_checkpoint())
+                .map_err(|message| ChainError::Checkpoint { chain: chain.clone(), message })?;
+        }
         let instance = configured_instance(&spec).map_err(|source| ChainError::Processor { chain, source })?;
         let (last_size, last_age) = match store.last_checkpoint() {
             Some(entry) => {
@@ -368,22 +374,27 @@ impl ChainWorker {
             .clamp(Duration::from_millis(5), Duration::from_millis(250))
     }
 
-    /// Signs and stores a checkpoint if one is due (or `force`).
-    fn checkpoint_if_due(&mut self, force: bool) {
+    /// Signs and stores a checkpoint if one is due (always at `shutdown`).
+    fn checkpoint_if_due(&mut self, shutdown: bool) {
         let policy = &self.spec.checkpoints;
         let Some(store) = self.store.as_mut() else { return };
         let size = store.frontier().size();
         let new_records = size - self.last_checkpoint_size.min(size);
         let elapsed = self.last_checkpoint_at.elapsed();
-        let due = force
+        let due = shutdown
             || new_records >= policy.every_records
             || (new_records > 0 && elapsed >= policy.interval)
             || elapsed >= policy.heartbeat;
         if !due {
             return;
         }
-        match sign_checkpoint(store, policy) {
+        match sign_checkpoint(store, policy, shutdown) {
             Ok(entry) => {
+                if let Some(mirror) = &policy.mirror
+                    && let Err(error) = mirror::write(mirror, &entry)
+                {
+                    tracing::error!(chain = %self.spec.chain_id, %error, "cannot update the checkpoint mirror");
+                }
                 self.last_checkpoint_size = entry.size;
                 self.last_checkpoint_at = Instant::now();
                 self.checkpoint_clock.store(entry.time_unix_nano, Ordering::Relaxed);
@@ -400,8 +411,15 @@ impl ChainWorker {
     }
 }
 
-/// Signs the store's current Merkle root and appends it to the store.
-fn sign_checkpoint(store: &mut ChainStore, policy: &CheckpointPolicy) -> Result<CheckpointEntry, ChainError> {
+/// Signs the store's current Merkle root and appends it to the store. The
+/// final checkpoint of a clean shutdown says so (`shutdown` line), so that
+/// verify can tell a closed chain from one whose newest checkpoints were
+/// removed.
+fn sign_checkpoint(
+    store: &mut ChainStore,
+    policy: &CheckpointPolicy,
+    shutdown: bool,
+) -> Result<CheckpointEntry, ChainError> {
     let chain = store.head().chain_id.clone();
     let frontier = store.frontier();
     let now = clock::now_unix_nano();
@@ -416,6 +434,9 @@ fn sign_checkpoint(store: &mut ChainStore, policy: &CheckpointPolicy) -> Result<
             message: format!("the last checkpoint: {e}"),
         })?;
         extensions.push(format!("prev {}", B64.encode(Sha256::digest(note.text.as_bytes()))));
+    }
+    if shutdown {
+        extensions.push("shutdown".to_owned());
     }
     let body =
         Checkpoint { origin: policy.origin.clone(), size: frontier.size(), root: frontier.root(), extensions }.body();
@@ -438,6 +459,65 @@ fn configured_instance(spec: &ChainSpec) -> Result<Instance, RuntimeError> {
     let mut instance = spec.module.instantiate()?;
     instance.configure(&spec.policy.text, &spec.policy.secrets)?;
     Ok(instance)
+}
+
+/// The newest checkpoint of a chain, kept outside its store: a store whose
+/// checkpoints were cut back (or replaced) behind the host's back is
+/// refused at start-up instead of being signed over.
+mod mirror {
+    use std::path::Path;
+
+    use audit_processor::chain::to_hex;
+
+    use crate::store::CheckpointEntry;
+
+    #[derive(serde::Serialize, serde::Deserialize)]
+    struct Mirrored {
+        size: u64,
+        root: String,
+        note: String,
+    }
+
+    /// Records `entry` as the newest checkpoint (temp file, fsync, rename).
+    pub fn write(path: &Path, entry: &CheckpointEntry) -> std::io::Result<()> {
+        let text =
+            serde_json::to_vec(&Mirrored { size: entry.size, root: to_hex(&entry.root), note: entry.note.clone() })
+                .map_err(std::io::Error::other)?;
+        let temp = path.with_extension("tmp");
+        let mut file = std::fs::File::create(&temp)?;
+        std::io::Write::write_all(&mut file, &text)?;
+        file.sync_all()?;
+        std::fs::rename(&temp, path)
+    }
+
+    /// Whether the store's newest checkpoint is at least the mirrored one.
+    pub fn check(path: &Path, newest: Option<&CheckpointEntry>) -> Result<(), String> {
+        let bytes = match std::fs::read(path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(format!("cannot read the checkpoint mirror {}: {e}", path.display())),
+        };
+        let mirrored: Mirrored = serde_json::from_slice(&bytes)
+            .map_err(|e| format!("the checkpoint mirror {} is not readable: {e}", path.display()))?;
+        let refuse = |what: String| {
+            Err(format!(
+                "{what}, but this host last signed @{} (mirror {}): checkpoints or records were removed or replaced \
+                 in the store. Refusing to sign over it; run `otel-audit verify` on the store",
+                mirrored.size,
+                path.display()
+            ))
+        };
+        match newest {
+            None => refuse("the store has no checkpoint".into()),
+            Some(entry) if entry.size < mirrored.size => {
+                refuse(format!("the store's newest checkpoint is @{}", entry.size))
+            }
+            Some(entry) if entry.size == mirrored.size && to_hex(&entry.root) != mirrored.root => {
+                refuse(format!("the store's checkpoint @{} has another root", entry.size))
+            }
+            Some(_) => Ok(()),
+        }
+    }
 }
 
 /// The guest's output must continue the chain exactly where the host said.

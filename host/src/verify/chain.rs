@@ -5,14 +5,13 @@
 //! against those roots, and the tail and the checkpoint age are judged.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs::File;
-use std::io::Read as _;
 use std::path::{Path, PathBuf};
 
 use hmac::{KeyInit, Mac};
 use sha2::Sha256;
 
 use super::checkpoints::{self, Entry};
+use super::files::{self, FileError, Lines, Next};
 use super::jcs::Members;
 use super::record::{self, Hash, Kind, LineError, Record};
 use super::report::{ChainReport, Code, Position, SeqRange};
@@ -22,7 +21,14 @@ use super::{Anchor, Bound, Options, VerifyError};
 const ZERO: Hash = [0; 32];
 
 /// Progress is reported after this many bytes of a segment.
-const PROGRESS_STEP: usize = 4 << 20;
+const PROGRESS_STEP: u64 = 4 << 20;
+
+/// The longest segment line the verifier reads (a record is one OTLP item
+/// of a request, far smaller); a longer line is `MALFORMED`, never held.
+pub const MAX_LINE: usize = 256 << 20;
+
+/// The most of `chain.json` the verifier reads (the host writes ~50 bytes).
+pub const MAX_CHAIN_FILE: u64 = 64 << 10;
 
 /// A segment file.
 struct Segment {
@@ -92,6 +98,9 @@ struct Walk<'o> {
     last_received: Option<(u64, [u8; 30])>,
     macs: BTreeMap<String, Hmac>,
     unchecked: BTreeSet<String>,
+    /// The first keyed record: its seq and key id (a later record without
+    /// a key is a MAC downgrade).
+    keyed_since: Option<(u64, String)>,
     valid_checkpoints: BTreeMap<u64, Hash>,
     gaps: Vec<GapStart>,
     members: Members,
@@ -108,7 +117,10 @@ pub fn verify(
 ) -> Result<ChainReport, VerifyError> {
     let mut report = ChainReport::new(String::new(), dir.to_path_buf());
     let chain_id = match read_chain_file(dir) {
-        Ok(id) => id,
+        Ok(id) => {
+            report.named = true;
+            id
+        }
         Err(message) => {
             let fallback = dir.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned());
             report.chain = fallback.clone();
@@ -117,7 +129,14 @@ pub fn verify(
         }
     };
     report.chain = chain_id.clone();
-    let segments = list_segments(dir)?;
+    let (segments, odd) = list_segments(dir)?;
+    for (name, what) in odd {
+        report.add(
+            Code::Malformed,
+            Position::Chain,
+            format!("{name:?} is named like a segment but is {what}, not a regular file: not read"),
+        );
+    }
     let entries = checkpoints::read(dir, &chain_id, &options.keys, &mut report)?;
     report.checkpoints = entries.len() as u64;
     report.valid_checkpoints = entries.iter().filter(|e| e.valid).count() as u64;
@@ -157,49 +176,65 @@ pub fn verify(
         last_received: None,
         macs,
         unchecked: BTreeSet::new(),
+        keyed_since: None,
         valid_checkpoints,
         gaps,
         members: Members::default(),
     };
     walk.reached_size();
 
-    let mut buffer = Vec::new();
+    let mut line = Vec::new();
     let mut torn_bytes = 0;
     for (index, segment) in segments.iter().enumerate() {
-        buffer.clear();
-        File::open(&segment.path)
-            .and_then(|mut f| f.read_to_end(&mut buffer))
-            .map_err(|source| VerifyError::Io { path: segment.path.clone(), source })?;
+        let io = |source| VerifyError::Io { path: segment.path.clone(), source };
+        let file = match files::open_regular(&segment.path) {
+            Ok(file) => file,
+            Err(FileError::Io(source)) => return Err(io(source)),
+            Err(e) => {
+                walk.report.add(Code::Malformed, Position::Chain, format!("{}: {e}", segment.name));
+                continue;
+            }
+        };
         walk.report.segments += 1;
-        walk.report.bytes += buffer.len() as u64;
         let is_last = index + 1 == segments.len();
-        let complete = buffer.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
-        let mut start = 0;
+        let mut lines = Lines::new(file, MAX_LINE);
         let mut line_no = 0u64;
         let mut reported = 0;
-        while start < complete {
-            let end = start + memchr::memchr(b'\n', &buffer[start..complete]).expect("ends with a newline");
-            line_no += 1;
-            walk.line(&buffer[start..end], index, line_no);
-            start = end + 1;
-            if start - reported >= PROGRESS_STEP {
-                progress((start - reported) as u64);
-                reported = start;
+        loop {
+            let next = lines.next(&mut line).map_err(io)?;
+            if lines.consumed - reported >= PROGRESS_STEP {
+                progress(lines.consumed - reported);
+                reported = lines.consumed;
+            }
+            match next {
+                Next::End => break,
+                Next::Line => {
+                    line_no += 1;
+                    walk.line(&line, index, line_no);
+                }
+                Next::TooLong(length) => {
+                    line_no += 1;
+                    let place = Place { seq: None, segment: index, line: line_no };
+                    let detail = format!("a line of {length} bytes, longer than any record (not read)");
+                    walk.record_finding(true, Code::Malformed, place, detail);
+                    walk.unreadable += 1;
+                }
+                Next::Torn(torn) => {
+                    if is_last {
+                        torn_bytes = torn;
+                    } else {
+                        walk.report.add(
+                            Code::Malformed,
+                            Position::Record { seq: None, file: segment.name.clone(), line: line_no + 1 },
+                            format!("a sealed segment ends inside a line ({torn} bytes after the last newline)"),
+                        );
+                    }
+                    break;
+                }
             }
         }
-        if complete < buffer.len() {
-            let torn = (buffer.len() - complete) as u64;
-            if is_last {
-                torn_bytes = torn;
-            } else {
-                walk.report.add(
-                    Code::Malformed,
-                    Position::Record { seq: None, file: segment.name.clone(), line: line_no + 1 },
-                    format!("a sealed segment ends inside a line ({torn} bytes after the last newline)"),
-                );
-            }
-        }
-        progress((buffer.len() - reported) as u64);
+        walk.report.bytes += lines.consumed;
+        progress(lines.consumed - reported);
     }
     walk.resolve_pending(None);
     Ok(walk.finish(&entries, anchors, torn_bytes))
@@ -234,6 +269,8 @@ impl Walk<'_> {
                 Position::Record { seq: place.seq, file: self.files[place.segment].clone(), line: place.line };
             self.report.add(code, position, detail);
         } else {
+            // Counted (and so in the exit status), not listed.
+            self.report.count(code);
             self.report.outside_range += 1;
         }
     }
@@ -305,7 +342,17 @@ impl Walk<'_> {
             let seqs = self.report.verified_seqs.get_or_insert(SeqRange { first: r.seq, last: r.seq });
             seqs.last = r.seq;
         }
+        if let (None, Kind::Item, Some((since, first_key))) = (&r.key_id, &r.kind, &self.keyed_since) {
+            let detail = format!(
+                "the chain is keyed since seq {since} (chain.key_id {first_key:?}) but this record has no chain.key_id and no mac: a MAC downgrade"
+            );
+            self.record_finding(in_range, Code::MissingMac, position, detail);
+            flagged = true;
+        }
         if let Some(key_id) = &r.key_id {
+            if self.keyed_since.is_none() {
+                self.keyed_since = Some((r.seq, key_id.to_string()));
+            }
             match (&r.mac, self.macs.get(key_id.as_ref())) {
                 (None, _) => {
                     let detail = format!("the chain is keyed (chain.key_id {key_id:?}) but the record has no mac");
@@ -321,7 +368,16 @@ impl Walk<'_> {
                         flagged = true;
                     }
                 }
-                (Some(_), _) => {
+                (Some(_), None) if !self.macs.is_empty() => {
+                    let given: Vec<&str> = self.macs.keys().map(String::as_str).collect();
+                    let detail = format!(
+                        "the mac is under key {key_id:?}, not among the --hmac-key ids given ({}): it cannot be checked",
+                        given.join(", ")
+                    );
+                    self.record_finding(in_range, Code::BadMac, position, detail);
+                    flagged = true;
+                }
+                (Some(_), None) => {
                     self.unchecked.insert(key_id.to_string());
                 }
             }
@@ -600,6 +656,9 @@ impl Walk<'_> {
         let newest = entries.iter().filter(|e| e.valid).max_by_key(|e| e.time_unix_nano);
         let limit = self.options.heartbeat.saturating_mul(2);
         match newest {
+            // Closed cleanly: the host signed its last checkpoint at
+            // shutdown, and nothing was stored after it.
+            Some(entry) if entry.shutdown && tail_records == 0 && entry.size == stored => {}
             Some(entry) => {
                 let age =
                     std::time::Duration::from_nanos(self.options.now_unix_nano.saturating_sub(entry.time_unix_nano));
@@ -651,7 +710,7 @@ fn read_chain_file(dir: &Path) -> Result<String, String> {
         chain_id: String,
         format: u32,
     }
-    let bytes = std::fs::read(dir.join("chain.json")).map_err(|e| e.to_string())?;
+    let bytes = files::read_small(&dir.join("chain.json"), MAX_CHAIN_FILE).map_err(|e| e.to_string())?;
     let file: ChainFile = serde_json::from_slice(&bytes).map_err(|e| format!("not a chain file: {e}"))?;
     if serde_json::to_vec(&serde_json::json!({"chain_id": file.chain_id, "format": file.format})).ok().as_deref()
         != Some(bytes.as_slice())
@@ -667,10 +726,16 @@ fn read_chain_file(dir: &Path) -> Result<String, String> {
     Ok(file.chain_id)
 }
 
-/// `seg-<20 digits>.jsonl` files, by first seq.
-fn list_segments(dir: &Path) -> Result<Vec<Segment>, VerifyError> {
+/// Segment files and what they hold.
+type Segments = (Vec<Segment>, Vec<(String, &'static str)>);
+
+/// `seg-<20 digits>.jsonl` regular files, by first seq; and the entries so
+/// named that are not regular files (a FIFO, a symlink, a directory, a
+/// device), with what they are.
+fn list_segments(dir: &Path) -> Result<Segments, VerifyError> {
     let io = |source| VerifyError::Io { path: dir.to_path_buf(), source };
     let mut found = Vec::new();
+    let mut odd = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(io)? {
         let entry = entry.map_err(io)?;
         let name = entry.file_name().to_string_lossy().into_owned();
@@ -679,10 +744,15 @@ fn list_segments(dir: &Path) -> Result<Vec<Segment>, VerifyError> {
             continue;
         }
         let Ok(first) = digits.parse::<u64>() else { continue };
+        if let Some(what) = files::kind(entry.file_type().map_err(io)?) {
+            odd.push((name, what));
+            continue;
+        }
         found.push((first, Segment { path: entry.path(), name }));
     }
     found.sort_by_key(|(first, _)| *first);
-    Ok(found.into_iter().map(|(_, s)| s).collect())
+    odd.sort();
+    Ok((found.into_iter().map(|(_, s)| s).collect(), odd))
 }
 
 /// Gap records that open a segment (where `otel-audit declare-gap` puts
@@ -691,12 +761,15 @@ fn find_gaps(segments: &[Segment]) -> Result<Vec<GapStart>, VerifyError> {
     let mut gaps = Vec::new();
     let mut members = Members::default();
     for (index, segment) in segments.iter().enumerate().skip(1) {
+        let io = |source| VerifyError::Io { path: segment.path.clone(), source };
+        let file = match files::open_regular(&segment.path) {
+            Ok(file) => file,
+            Err(FileError::Io(source)) => return Err(io(source)),
+            // Reported when the walk reads it.
+            Err(_) => continue,
+        };
         let mut first = Vec::new();
-        let file =
-            File::open(&segment.path).map_err(|source| VerifyError::Io { path: segment.path.clone(), source })?;
-        std::io::BufRead::read_until(&mut std::io::BufReader::new(file), b'\n', &mut first)
-            .map_err(|source| VerifyError::Io { path: segment.path.clone(), source })?;
-        if first.pop() != Some(b'\n') {
+        if Lines::new(file, MAX_LINE).next(&mut first).map_err(io)? != Next::Line {
             continue;
         }
         if let Ok(Record { seq, kind: Kind::Gap { checkpoint_size, .. }, .. }) = record::parse(&first, &mut members)

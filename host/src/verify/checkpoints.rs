@@ -3,7 +3,7 @@
 //! before, and what two checkpoints must agree on (docs/store-format.md §3).
 //! The roots are checked against the stored leaves by the chain walk.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use base64::Engine as _;
@@ -11,6 +11,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use super::files::{self, FileError, Lines, Next};
 use super::record::{Hash, parse_hash};
 use super::report::{ChainReport, Code, Position};
 use super::tree::{frontier_ranges, node_hash};
@@ -45,12 +46,28 @@ pub struct Entry {
     pub valid: bool,
     /// Names of the trusted keys whose signatures verified.
     pub signers: Vec<String>,
+    /// The note has the `shutdown` extension line: the host's last
+    /// checkpoint before a clean shutdown.
+    pub shutdown: bool,
 }
 
 /// The extension line naming the previous checkpoint.
 pub const PREV_PREFIX: &str = "prev ";
 /// The extension line with the signing time.
 pub const TIME_PREFIX: &str = "time ";
+/// The extension line of the checkpoint a host signs at a clean shutdown.
+pub const SHUTDOWN_LINE: &str = "shutdown";
+
+/// The longest `checkpoints.jsonl` line the verifier reads (a line is a few
+/// kilobytes at most: 64 frontier nodes and a few signatures).
+pub const MAX_LINE: usize = 1 << 20;
+
+/// Which keys trusted only from a size above 0 have been handed over to
+/// (docs/store-format.md §2.3), by index into the trusted keys.
+#[derive(Default)]
+struct Handover {
+    established: BTreeSet<usize>,
+}
 
 /// SHA-256 of a checkpoint body: what the next checkpoint's `prev` names.
 pub fn body_hash(body: &str) -> Hash {
@@ -65,29 +82,52 @@ pub fn read(
     report: &mut ChainReport,
 ) -> Result<Vec<Entry>, VerifyError> {
     let path = dir.join("checkpoints.jsonl");
-    let bytes = match std::fs::read(&path) {
-        Ok(bytes) => bytes,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(source) => return Err(VerifyError::Io { path, source }),
+    let io = |source| VerifyError::Io { path: path.clone(), source };
+    let file = match files::open_regular(&path) {
+        Ok(file) => file,
+        Err(FileError::Missing) => return Ok(Vec::new()),
+        Err(FileError::Io(source)) => return Err(io(source)),
+        Err(e) => {
+            report.add(Code::Malformed, Position::Chain, format!("checkpoints.jsonl: {e}"));
+            return Ok(Vec::new());
+        }
     };
     let mut entries: Vec<Entry> = Vec::new();
     // The body of the line before, for the `prev` check (None if unreadable).
     let mut previous_body: Option<Option<String>> = None;
     let mut origin: Option<String> = None;
-    let mut lines: Vec<&[u8]> = bytes.split(|b| *b == b'\n').collect();
-    let torn = lines.pop().filter(|last| !last.is_empty());
-    if let Some(torn) = torn {
-        let line = lines.len() as u64 + 1;
-        report.add(
-            Code::Malformed,
-            Position::Checkpoint { size: None, line },
-            format!("the file ends inside a line ({} bytes after the last newline)", torn.len()),
-        );
-    }
+    let mut handover = Handover::default();
     let mut frontiers: Vec<(u64, Vec<Hash>)> = Vec::new();
-    for (i, raw) in lines.iter().enumerate() {
-        let line = i as u64 + 1;
-        let body = check_line(raw, line, chain_id, keys, &mut origin, previous_body.as_ref(), report, &mut entries);
+    let mut lines = Lines::new(file, MAX_LINE);
+    let mut raw = Vec::new();
+    let mut line = 0u64;
+    loop {
+        let next = lines.next(&mut raw).map_err(io)?;
+        line += 1;
+        match next {
+            Next::End => break,
+            Next::Torn(torn) => {
+                report.add(
+                    Code::Malformed,
+                    Position::Checkpoint { size: None, line },
+                    format!("the file ends inside a line ({torn} bytes after the last newline)"),
+                );
+                break;
+            }
+            Next::TooLong(length) => {
+                report.add(
+                    Code::Malformed,
+                    Position::Checkpoint { size: None, line },
+                    format!("a line of {length} bytes, longer than any checkpoint (not read)"),
+                );
+                previous_body = Some(None);
+                handover.established.clear();
+                continue;
+            }
+            Next::Line => {}
+        }
+        let state = State { origin: &mut origin, previous_body: previous_body.as_ref(), handover: &mut handover };
+        let body = check_line(&raw, line, chain_id, keys, state, report, &mut entries);
         match body {
             Some((body, frontier)) => {
                 if let Some(entry) = entries.last().filter(|e| e.line == line && e.valid) {
@@ -95,26 +135,37 @@ pub fn read(
                 }
                 previous_body = Some(Some(body));
             }
-            None => previous_body = Some(None),
+            None => {
+                previous_body = Some(None);
+                handover.established.clear();
+            }
         }
     }
     consistency(&entries, &frontiers, report);
     Ok(entries)
 }
 
+/// What one line's check carries over from the lines before.
+struct State<'a> {
+    /// The origin of the first checkpoint.
+    origin: &'a mut Option<String>,
+    /// The body of the line before (None: none; Some(None): unreadable).
+    previous_body: Option<&'a Option<String>>,
+    handover: &'a mut Handover,
+}
+
 /// Checks one line; returns its note body and frontier when they could be
 /// read, and pushes an [`Entry`] when its size and root could.
-#[allow(clippy::too_many_arguments)]
 fn check_line(
     raw: &[u8],
     line: u64,
     chain_id: &str,
     keys: &[TrustedKey],
-    origin: &mut Option<String>,
-    previous_body: Option<&Option<String>>,
+    state: State<'_>,
     report: &mut ChainReport,
     entries: &mut Vec<Entry>,
 ) -> Option<(String, Vec<Hash>)> {
+    let State { origin, previous_body, handover } = state;
     let at = |size: Option<u64>| Position::Checkpoint { size, line };
     let parsed: Line = match serde_json::from_slice(raw) {
         Ok(parsed) => parsed,
@@ -136,7 +187,7 @@ fn check_line(
     if frontier.len() != parsed.frontier.len() {
         problems.push("a frontier node is not 64 lowercase hex digits".into());
     } else if frontier.len() != size.count_ones() as usize {
-        problems.push(format!("a frontier of size {size} has {} nodes, not {}", size.count_ones(), frontier.len()));
+        problems.push(format!("a frontier of size {size} has {} nodes, not {}", frontier.len(), size.count_ones()));
     } else if root.is_some() && frontier_root(&frontier) != root.unwrap_or_default() {
         problems.push("the frontier does not hash to the root".into());
     }
@@ -174,8 +225,44 @@ fn check_line(
         }
         _ => problems.push("the note has no valid `time` line".into()),
     }
-    let signers = signatures(&note, size, keys);
     let prev = body.extensions.iter().find_map(|l| l.strip_prefix(PREV_PREFIX));
+    let linked = match (previous_body, prev) {
+        (None, None) => true,
+        (None, Some(_)) => {
+            report.add(
+                Code::MissingCheckpoint,
+                at(Some(size)),
+                "the first checkpoint in the file names a previous one (`prev`): checkpoints before it were removed",
+            );
+            false
+        }
+        (Some(_), None) => {
+            report.add(
+                Code::MissingCheckpoint,
+                at(Some(size)),
+                "no `prev` line naming the checkpoint before it: the chain of checkpoints restarts here",
+            );
+            false
+        }
+        (Some(Some(before)), Some(prev)) => {
+            let ok = B64.decode(prev).ok().as_deref() == Some(&body_hash(before)[..]);
+            if !ok {
+                report.add(
+                    Code::MissingCheckpoint,
+                    at(Some(size)),
+                    "`prev` does not name the checkpoint on the line before: a checkpoint was removed or inserted",
+                );
+            }
+            ok
+        }
+        // The line before could not be read; it was reported.
+        (Some(None), Some(_)) => false,
+    };
+    // A handover holds only along an unbroken `prev` chain.
+    if !linked {
+        handover.established.clear();
+    }
+    let signers = signatures(&note, size, keys, &handover.established);
     let signed = match &signers {
         Ok(_) => true,
         Err((code, detail)) => {
@@ -186,29 +273,25 @@ fn check_line(
     if !problems.is_empty() {
         report.add(Code::Malformed, at(Some(size)), problems.join("; "));
     }
-    match (previous_body, prev) {
-        (None, None) => {}
-        (None, Some(_)) => report.add(
-            Code::MissingCheckpoint,
-            at(Some(size)),
-            "the first checkpoint in the file names a previous one (`prev`): checkpoints before it were removed",
-        ),
-        (Some(_), None) => report.add(
-            Code::MissingCheckpoint,
-            at(Some(size)),
-            "no `prev` line naming the checkpoint before it: the chain of checkpoints restarts here",
-        ),
-        (Some(Some(before)), Some(prev)) => {
-            if B64.decode(prev).ok().as_deref() != Some(&body_hash(before)[..]) {
-                report.add(
-                    Code::MissingCheckpoint,
-                    at(Some(size)),
-                    "`prev` does not name the checkpoint on the line before: a checkpoint was removed or inserted",
-                );
+    let signers = signers.unwrap_or_default();
+    if signed && problems.is_empty() {
+        // This valid checkpoint hands over to every key trusted from a
+        // size it reaches, if a key trusted below that size signed it.
+        for (i, key) in keys.iter().enumerate() {
+            if key.from_size > 0
+                && size >= key.from_size
+                && signers.iter().any(|(j, _)| keys[*j].from_size < key.from_size)
+            {
+                handover.established.insert(i);
             }
         }
-        // The line before could not be read; it was reported.
-        (Some(None), Some(_)) => {}
+    }
+    let shutdown = body.extensions.iter().any(|l| l == SHUTDOWN_LINE);
+    let mut names: Vec<String> = Vec::new();
+    for (_, name) in signers {
+        if !names.contains(&name) {
+            names.push(name);
+        }
     }
     if let Some(root) = root {
         entries.push(Entry {
@@ -218,18 +301,27 @@ fn check_line(
             time_unix_nano: time_unix_nano.unwrap_or(0),
             time: time.unwrap_or_default(),
             valid: signed && problems.is_empty(),
-            signers: signers.unwrap_or_default(),
+            signers: names,
+            shutdown,
         });
     }
     Some((note.text, frontier))
 }
 
-/// The trusted keys whose signatures verify, or the finding.
-fn signatures(note: &SignedNote, size: u64, keys: &[TrustedKey]) -> Result<Vec<String>, (Code, String)> {
+/// The trusted keys (index, name) whose signatures verify and count, or
+/// the finding. A key trusted only from a size above 0 counts only once
+/// handed over to (`handed_over`).
+fn signatures(
+    note: &SignedNote,
+    size: u64,
+    keys: &[TrustedKey],
+    handed_over: &BTreeSet<usize>,
+) -> Result<Vec<(usize, String)>, (Code, String)> {
     let mut signers = Vec::new();
     let mut outside = Vec::new();
+    let mut no_handover = Vec::new();
     for signature in &note.signatures {
-        for trusted in keys {
+        for (index, trusted) in keys.iter().enumerate() {
             match trusted.key.check(&note.text, signature) {
                 None => {}
                 Some(_) if !trusted.covers(size) => {
@@ -241,7 +333,14 @@ fn signatures(note: &SignedNote, size: u64, keys: &[TrustedKey]) -> Result<Vec<S
                         format!("the signature of trusted key {} does not verify", signature.name),
                     ));
                 }
-                Some(true) if !signers.contains(&signature.name) => signers.push(signature.name.clone()),
+                Some(true) if trusted.from_size > 0 && !handed_over.contains(&index) => no_handover.push(format!(
+                    "{} is trusted from size {from} only after a handover: no valid checkpoint of size {from} or more signed by a key trusted below {from} precedes it in an unbroken `prev` chain",
+                    signature.name,
+                    from = trusted.from_size
+                )),
+                Some(true) if !signers.iter().any(|(i, _)| *i == index) => {
+                    signers.push((index, signature.name.clone()))
+                }
                 Some(true) => {}
             }
         }
@@ -251,6 +350,9 @@ fn signatures(note: &SignedNote, size: u64, keys: &[TrustedKey]) -> Result<Vec<S
         let mut detail = format!("signed only by keys not trusted at this size: {}", by.join(", "));
         if !outside.is_empty() {
             detail.push_str(&format!(" (trusted only for other sizes: {})", outside.join(", ")));
+        }
+        if !no_handover.is_empty() {
+            detail.push_str(&format!(" ({})", no_handover.join("; ")));
         }
         return Err((Code::UnknownKey, detail));
     }

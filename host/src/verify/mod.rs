@@ -17,6 +17,7 @@
 
 mod chain;
 pub mod checkpoints;
+mod files;
 pub mod jcs;
 pub mod record;
 pub mod report;
@@ -191,30 +192,59 @@ pub struct Options {
 }
 
 /// The chain directories of a store: `store` itself if it holds a
-/// `chain.json`, else its subdirectories holding one (or segments).
+/// `chain.json`, and every subdirectory (a real one, not a symlink)
+/// holding a `chain.json` or segments. Neither shape hides the other.
 pub fn chain_dirs(store: &Path) -> Result<Vec<PathBuf>, VerifyError> {
+    Ok(scan(store)?.dirs)
+}
+
+/// What a store directory holds.
+struct Scan {
+    /// `store` first if it is a chain directory, then its chain subdirectories.
+    dirs: Vec<PathBuf>,
+    /// Whether `store` itself is a chain directory.
+    root_is_chain: bool,
+    /// Entries of `store` that are symlinks to a directory (not followed).
+    symlinks: Vec<PathBuf>,
+}
+
+/// Whether `dir` holds a `chain.json` (of any file type: one that is not a
+/// regular file is reported) or segments.
+fn looks_like_chain(dir: &Path) -> bool {
+    std::fs::symlink_metadata(dir.join("chain.json")).is_ok()
+        || std::fs::read_dir(dir)
+            .map(|d| d.flatten().any(|e| e.file_name().to_string_lossy().starts_with("seg-")))
+            .unwrap_or(false)
+}
+
+fn scan(store: &Path) -> Result<Scan, VerifyError> {
     let io = |source| VerifyError::Io { path: store.to_path_buf(), source };
     if !store.is_dir() {
         return Err(usage(format!("{} is not a directory", store.display())));
     }
-    if store.join("chain.json").exists() {
-        return Ok(vec![store.to_path_buf()]);
-    }
+    let root_is_chain = std::fs::symlink_metadata(store.join("chain.json")).is_ok();
     let mut dirs = Vec::new();
+    let mut symlinks = Vec::new();
     for entry in std::fs::read_dir(store).map_err(io)? {
-        let path = entry.map_err(io)?.path();
-        if !path.is_dir() {
+        let entry = entry.map_err(io)?;
+        let file_type = entry.file_type().map_err(io)?;
+        let path = entry.path();
+        if file_type.is_symlink() {
+            if path.is_dir() {
+                symlinks.push(path);
+            }
             continue;
         }
-        let has_segments = std::fs::read_dir(&path)
-            .map(|d| d.flatten().any(|e| e.file_name().to_string_lossy().starts_with("seg-")))
-            .unwrap_or(false);
-        if path.join("chain.json").exists() || has_segments {
+        if file_type.is_dir() && looks_like_chain(&path) {
             dirs.push(path);
         }
     }
     dirs.sort();
-    Ok(dirs)
+    symlinks.sort();
+    if root_is_chain {
+        dirs.insert(0, store.to_path_buf());
+    }
+    Ok(Scan { dirs, root_is_chain, symlinks })
 }
 
 /// Bytes of segment files under the chain directories (for progress).
@@ -237,9 +267,13 @@ pub fn verify(store: &Path, options: &Options, progress: &mut dyn FnMut(u64)) ->
         ));
     }
     let started = Instant::now();
-    let dirs = chain_dirs(store)?;
-    if dirs.is_empty() {
-        return Err(usage(format!("{} holds no chain (no directory with a chain.json)", store.display())));
+    let Scan { dirs, root_is_chain, symlinks } = scan(store)?;
+    // An empty store is checked against the anchors: its chains were removed.
+    if dirs.is_empty() && symlinks.is_empty() && options.anchors.is_empty() {
+        return Err(usage(format!(
+            "{} holds no chain (no directory with a chain.json); give --anchor to check it against the chains it should hold",
+            store.display()
+        )));
     }
     let mut chains = Vec::new();
     let mut matched = vec![false; options.anchors.len()];
@@ -255,7 +289,58 @@ pub fn verify(store: &Path, options: &Options, progress: &mut dyn FnMut(u64)) ->
                 a
             })
             .collect();
-        chains.push(chain::verify(dir, options, &anchors, progress)?);
+        let mut report = chain::verify(dir, options, &anchors, progress)?;
+        let is_root = dir.as_path() == store;
+        if is_root && dirs.len() > 1 {
+            report.add(
+                Code::Malformed,
+                Position::Chain,
+                "the store directory is a chain directory (it holds a chain.json) and also holds chain directories: the host never writes this shape; each is verified",
+            );
+        }
+        if report.named && !is_root {
+            let expected = crate::store::ChainStore::chain_dir_name(&report.chain);
+            let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            if name != expected {
+                report.add(
+                    Code::Malformed,
+                    Position::Chain,
+                    format!(
+                        "the directory is named {name:?}, but chain {:?} is kept in {expected:?}: it was renamed or copied",
+                        report.chain
+                    ),
+                );
+            }
+        }
+        chains.push(report);
+    }
+    debug_assert!(root_is_chain || !dirs.iter().any(|d| d.as_path() == store));
+    for link in symlinks {
+        let name = link.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let mut report = ChainReport::new(name.clone(), link.clone());
+        report.add(
+            Code::Malformed,
+            Position::Chain,
+            format!("{name:?} in the store is a symbolic link to a directory, not a chain directory: not followed"),
+        );
+        chains.push(report);
+    }
+    // One chain in two directories: which holds the chain is ambiguous.
+    let mut by_id: std::collections::BTreeMap<String, Vec<usize>> = std::collections::BTreeMap::new();
+    for (i, report) in chains.iter().enumerate().filter(|(_, r)| r.named) {
+        by_id.entry(report.chain.clone()).or_default().push(i);
+    }
+    for indices in by_id.values().filter(|v| v.len() > 1) {
+        for &i in indices {
+            let others: Vec<String> =
+                indices.iter().filter(|j| **j != i).map(|j| chains[*j].dir.to_string_lossy().into_owned()).collect();
+            let detail = format!(
+                "chain {:?} is also kept in {}: a chain has one directory (a copy, or a substitute)",
+                chains[i].chain,
+                others.join(", ")
+            );
+            chains[i].add(Code::DuplicateChain, Position::Chain, detail);
+        }
     }
     // An anchor for a chain the store no longer has: the whole chain is gone.
     for (anchor, _) in options.anchors.iter().zip(&matched).filter(|(_, m)| !**m) {
@@ -288,6 +373,7 @@ fn bound_text(bound: &Bound) -> String {
 
 /// The chain id `chain.json` names, if it can be read.
 fn chain_id_hint(dir: &Path) -> Option<String> {
-    let value: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("chain.json")).ok()?).ok()?;
+    let bytes = files::read_small(&dir.join("chain.json"), chain::MAX_CHAIN_FILE).ok()?;
+    let value: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
     value["chain_id"].as_str().map(str::to_owned)
 }

@@ -1,11 +1,12 @@
 //! What verify found: findings with their codes and places, per-chain and
 //! overall summaries, and their text and JSON renderings.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use serde::Serialize;
+use serde::{Serialize, Serializer};
 
 /// At most this many findings of one code are listed per chain; the
 /// counts stay complete.
@@ -19,6 +20,8 @@ pub enum Code {
     NonCanonical,
     /// A line, file or checkpoint entry is not what the format says.
     Malformed,
+    /// Two directories hold the same chain.
+    DuplicateChain,
     /// A record's bytes no longer hash to the leaf the next record links to.
     LeafMismatch,
     /// Seqs are missing before a record.
@@ -62,6 +65,7 @@ impl Code {
         match self {
             Code::NonCanonical => "NON_CANONICAL",
             Code::Malformed => "MALFORMED",
+            Code::DuplicateChain => "DUPLICATE_CHAIN",
             Code::LeafMismatch => "LEAF_MISMATCH",
             Code::SeqGap => "SEQ_GAP",
             Code::SeqDup => "SEQ_DUP",
@@ -178,7 +182,12 @@ pub struct ChainReport {
     /// The chain id.
     pub chain: String,
     /// Its directory.
+    #[serde(serialize_with = "lossy")]
     pub dir: PathBuf,
+    /// Whether `chain.json` named the chain (else `chain` is the
+    /// directory's name).
+    #[serde(skip)]
+    pub named: bool,
     /// Records read (every stored line that parsed as a record).
     pub records: u64,
     /// Records in the requested range whose checks ran.
@@ -207,6 +216,9 @@ pub struct ChainReport {
     pub counts: BTreeMap<Code, u64>,
     /// Findings on records outside the requested range (counted, not listed).
     pub outside_range: u64,
+    /// Findings listed, by code.
+    #[serde(skip)]
+    pub listed: BTreeMap<Code, u64>,
     /// The findings listed (at most [`MAX_LISTED`] per code).
     pub findings: Vec<Finding>,
     /// Checkpoints that verified, for `--verbose`: (size, line, signers).
@@ -220,6 +232,7 @@ impl ChainReport {
         ChainReport {
             chain,
             dir,
+            named: false,
             records: 0,
             verified: 0,
             verified_seqs: None,
@@ -234,6 +247,7 @@ impl ChainReport {
             anchors: Vec::new(),
             counts: BTreeMap::new(),
             outside_range: 0,
+            listed: BTreeMap::new(),
             findings: Vec::new(),
             valid: Vec::new(),
         }
@@ -241,13 +255,20 @@ impl ChainReport {
 
     /// Adds a finding.
     pub fn add(&mut self, code: Code, position: Position, detail: impl Into<String>) {
-        let count = self.counts.entry(code).or_default();
-        *count += 1;
-        if *count as usize <= MAX_LISTED {
+        *self.counts.entry(code).or_default() += 1;
+        let listed = self.listed.entry(code).or_default();
+        if (*listed as usize) < MAX_LISTED {
+            *listed += 1;
             let finding =
                 Finding { code, severity: code.severity(), chain: self.chain.clone(), position, detail: detail.into() };
             self.findings.push(finding);
         }
+    }
+
+    /// Counts a finding without listing it (outside the requested range):
+    /// it still counts in the verdict and the exit status.
+    pub fn count(&mut self, code: Code) {
+        *self.counts.entry(code).or_default() += 1;
     }
 
     /// Errors found.
@@ -316,7 +337,7 @@ impl Report {
     pub fn to_json(&self) -> String {
         let counts: BTreeMap<&str, u64> = self.counts().into_iter().map(|(c, n)| (c.as_str(), n)).collect();
         let value = serde_json::json!({
-            "store": self.store,
+            "store": self.store.to_string_lossy(),
             "requested": self.requested,
             "valid": self.exit_code() == 0,
             "exit_code": self.exit_code(),
@@ -341,13 +362,13 @@ impl Report {
                     let _ = writeln!(
                         out,
                         "Checkpoint {}@{size} valid (signed by {}; checkpoints.jsonl line {line})",
-                        chain.chain,
-                        signers.join(", ")
+                        clean(&chain.chain),
+                        clean(&signers.join(", "))
                     );
                 }
                 for (size, covered) in &chain.anchors {
                     if *covered {
-                        let _ = writeln!(out, "Anchor {}@{size} valid (covered by the store)", chain.chain);
+                        let _ = writeln!(out, "Anchor {}@{size} valid (covered by the store)", clean(&chain.chain));
                     }
                 }
             }
@@ -355,13 +376,14 @@ impl Report {
                 let _ = writeln!(out, "{}", finding_line(finding));
             }
             for (code, n) in &chain.counts {
-                if *n as usize > MAX_LISTED {
+                let listed = chain.listed.get(code).copied().unwrap_or(0);
+                if *n > listed {
                     let _ = writeln!(
                         out,
-                        "... {} more {} in chain {}",
-                        *n as usize - MAX_LISTED,
+                        "... {} more {} in chain {} (not listed: past {MAX_LISTED} or outside the requested range)",
+                        n - listed,
                         code.as_str(),
-                        chain.chain
+                        clean(&chain.chain)
                     );
                 }
             }
@@ -427,7 +449,29 @@ pub fn finding_line(finding: &Finding) -> String {
         Position::Anchor { size, file } => (format!("Anchor {}@{size}", finding.chain), format!(" ({file})")),
         Position::Chain => (format!("Chain {}", finding.chain), String::new()),
     };
-    format!("{what} {verdict}: {}: {}{place}", finding.code.as_str(), finding.detail)
+    clean(&format!("{what} {verdict}: {}: {}{place}", finding.code.as_str(), finding.detail)).into_owned()
+}
+
+/// Text with its control characters (a newline in a chain id or a file
+/// name) escaped, so that it stays on its line.
+pub fn clean(text: &str) -> Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if c.is_control() {
+            let _ = write!(out, "\\u{{{:x}}}", c as u32);
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// A path as (lossy) UTF-8, for JSON.
+fn lossy<S: Serializer>(path: &Path, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(&path.to_string_lossy())
 }
 
 fn chain_summary(chain: &ChainReport, requested: &Requested) -> String {
@@ -437,7 +481,7 @@ fn chain_summary(chain: &ChainReport, requested: &Requested) -> String {
         (0, w) => format!("VALID ({w} warning(s))"),
         (e, w) => format!("INVALID ({e} error(s), {w} warning(s))"),
     };
-    let _ = writeln!(out, "Chain {} ({}): {verdict}", chain.chain, chain.dir.display());
+    let _ = writeln!(out, "Chain {} ({}): {verdict}", clean(&chain.chain), clean(&chain.dir.to_string_lossy()));
     let seqs = |r: &Option<SeqRange>| r.map_or("none".to_owned(), |r| format!("seq {}..{}", r.first, r.last));
     let _ = writeln!(
         out,
@@ -453,7 +497,7 @@ fn chain_summary(chain: &ChainReport, requested: &Requested) -> String {
     let _ =
         writeln!(out, "  requested    {asked}; verified {} ({} records)", seqs(&chain.verified_seqs), chain.verified);
     let last = match &chain.last_checkpoint {
-        Some((size, time, signers)) => format!(", newest @{size} at {time} by {}", signers.join(", ")),
+        Some((size, time, signers)) => format!(", newest @{size} at {} by {}", clean(time), clean(&signers.join(", "))),
         None => String::new(),
     };
     let _ = writeln!(
@@ -476,7 +520,7 @@ fn chain_summary(chain: &ChainReport, requested: &Requested) -> String {
         let _ = writeln!(
             out,
             "  macs         not checked for key(s) {} (no --hmac-key)",
-            chain.unchecked_mac_keys.join(", ")
+            clean(&chain.unchecked_mac_keys.join(", "))
         );
     }
     for (size, covered) in &chain.anchors {

@@ -182,6 +182,10 @@ impl Checker<'_> {
             .or(format!("{at}.every_records"), checkpoint.every_records, 1000, |t| at_least(values::integer(t)?, 1, t));
         let interval = self.or(format!("{at}.interval"), checkpoint.interval, Duration::from_secs(10), positive);
         let heartbeat = self.or(format!("{at}.heartbeat"), checkpoint.heartbeat, Duration::from_secs(60), positive);
+        let mirror = match checkpoint.mirror {
+            Some(text) => self.required(format!("{at}.mirror"), Some(text), file_path).map(Some),
+            None => Some(None),
+        };
         let signing_key = self.required(format!("{path}.signing_key"), file.signing_key, file_path);
         let origin = self.or(format!("{path}.origin"), file.origin, "otel-audit".to_owned(), |t| {
             if !t.is_empty() && t.bytes().all(|b| b.is_ascii_graphic() && b != b'+') {
@@ -198,6 +202,7 @@ impl Checker<'_> {
             every_records: every_records?,
             interval: interval?,
             heartbeat: heartbeat?,
+            mirror: mirror?,
             signing_key: signing_key?,
             origin: origin?,
         })
