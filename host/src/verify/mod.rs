@@ -202,8 +202,6 @@ pub fn chain_dirs(store: &Path) -> Result<Vec<PathBuf>, VerifyError> {
 struct Scan {
     /// `store` first if it is a chain directory, then its chain subdirectories.
     dirs: Vec<PathBuf>,
-    /// Whether `store` itself is a chain directory.
-    root_is_chain: bool,
     /// Entries of `store` that are symlinks to a directory (not followed).
     symlinks: Vec<PathBuf>,
 }
@@ -244,7 +242,7 @@ fn scan(store: &Path) -> Result<Scan, VerifyError> {
     if root_is_chain {
         dirs.insert(0, store.to_path_buf());
     }
-    Ok(Scan { dirs, root_is_chain, symlinks })
+    Ok(Scan { dirs, symlinks })
 }
 
 /// Bytes of segment files under the chain directories (for progress).
@@ -267,7 +265,7 @@ pub fn verify(store: &Path, options: &Options, progress: &mut dyn FnMut(u64)) ->
         ));
     }
     let started = Instant::now();
-    let Scan { dirs, root_is_chain, symlinks } = scan(store)?;
+    let Scan { dirs, symlinks } = scan(store)?;
     // An empty store is checked against the anchors: its chains were removed.
     if dirs.is_empty() && symlinks.is_empty() && options.anchors.is_empty() {
         return Err(usage(format!(
@@ -314,7 +312,6 @@ pub fn verify(store: &Path, options: &Options, progress: &mut dyn FnMut(u64)) ->
         }
         chains.push(report);
     }
-    debug_assert!(root_is_chain || !dirs.iter().any(|d| d.as_path() == store));
     for link in symlinks {
         let name = link.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         let mut report = ChainReport::new(name.clone(), link.clone());
