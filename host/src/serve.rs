@@ -19,8 +19,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::checkpoint::SignerKey;
 use crate::config::{self, Config};
+use crate::exporter::ExportTask;
 use crate::exporter::client::{Client, ClientOptions, Destination};
-use crate::exporter::{ExportTask, Retry};
 use crate::metrics::Metrics;
 use crate::pipeline::chain::{ChainSpec, ChainWorker, CheckpointPolicy, PolicySource};
 use crate::pipeline::{ChainHandle, PipelineHandle, Router};
@@ -75,8 +75,9 @@ pub struct Server {
 }
 
 impl Server {
-    /// Loads modules, policies and keys, opens (and recovers) every chain.
-    /// Nothing listens yet.
+    /// Binds the listeners (first: a second instance on the same ports fails
+    /// before it touches a store), loads modules, policies and keys, opens
+    /// (and recovers) every chain. Nothing is served until [`Server::run`].
     pub fn start(config: Config) -> Result<Self, ServeError> {
         let listeners = Listeners {
             grpc: config.grpc.as_ref().map(|g| bind("OTLP/gRPC", &g.endpoint)).transpose()?,
@@ -185,13 +186,7 @@ impl Server {
                         chain_id: chain_id.clone(),
                         chain_dir: dir.clone(),
                         client,
-                        retry: Retry {
-                            enabled: exporter.retry.enabled,
-                            initial_interval: exporter.retry.initial_interval,
-                            max_interval: exporter.retry.max_interval,
-                            multiplier: exporter.retry.multiplier,
-                            randomization_factor: exporter.retry.randomization_factor,
-                        },
+                        retry: exporter.retry.clone(),
                         committed: committed.clone(),
                         cursor,
                         chain_cursors: Vec::new(),

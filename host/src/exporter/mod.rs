@@ -33,20 +33,8 @@ use client::{Client, SendError};
 /// Largest payload one export request carries (frames are merged up to it).
 const MAX_REQUEST_BYTES: usize = 1 << 20;
 
-/// Retry schedule.
-#[derive(Debug, Clone)]
-pub struct Retry {
-    /// Retry retryable failures at all; when off, a failed request is given up.
-    pub enabled: bool,
-    /// First backoff.
-    pub initial_interval: Duration,
-    /// Longest backoff.
-    pub max_interval: Duration,
-    /// Backoff growth per attempt.
-    pub multiplier: f64,
-    /// Random spread of each backoff (0.5: between 50 % and 150 %).
-    pub randomization_factor: f64,
-}
+/// The retry schedule: the config's `retry_on_failure`.
+pub use crate::config::Retry;
 
 /// One exporter of one chain.
 pub struct ExportTask {
