@@ -18,15 +18,7 @@ use support::trail::{self, Chain};
 
 /// A downstream otel-audit that keeps everything it receives.
 fn downstream(dir: &Path) -> (Setup, Server) {
-    std::fs::create_dir_all(dir).unwrap();
-    let policy = dir.join("keep-all.yaml");
-    std::fs::write(
-        &policy,
-        "# Keeps every record: the archive of the upstream's forwarded copies.\naudit:\n  pipeline: archive\n",
-    )
-    .unwrap();
-    let mut setup = Setup::new(dir);
-    setup.policy = policy;
+    let setup = Setup::keep_all(dir);
     let server = setup.start();
     (setup, server)
 }

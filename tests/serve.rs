@@ -226,15 +226,64 @@ fn bad_input_over_the_wire_gets_a_clear_non_retryable_error_and_stores_nothing()
     assert_eq!(stored, ids);
 }
 
+/// Clients sending batches of 10 audit spans in a loop (half over gRPC,
+/// half over HTTP), recording every span id they got an OK for; errors are
+/// counted and the client goes on.
+struct Load {
+    stop: Arc<AtomicBool>,
+    acked: Arc<Mutex<Vec<String>>>,
+    failures: Arc<AtomicU64>,
+    clients: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Load {
+    fn start(setup: &Setup, clients: u64) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let acked = Arc::new(Mutex::new(Vec::<String>::new()));
+        let failures = Arc::new(AtomicU64::new(0));
+        let handles = (0..clients)
+            .map(|client_id| {
+                let (stop, acked, failures) = (stop.clone(), acked.clone(), failures.clone());
+                let (grpc, http) = (setup.grpc_uri(), setup.http_uri());
+                std::thread::spawn(move || {
+                    let rt = runtime();
+                    let _entered = rt.enter();
+                    let client = if client_id % 2 == 0 { grpc_client_to(grpc) } else { http_client_to(&http) };
+                    let mut batch = 0u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        batch += 1;
+                        let (payload, ids) = audit_batch(client_id << 32 | batch, 10);
+                        match rt.block_on(client.send(Signal::Traces, payload)) {
+                            Ok(_) => acked.lock().unwrap().extend(ids),
+                            Err(_) => {
+                                failures.fetch_add(1, Ordering::Relaxed);
+                                std::thread::sleep(Duration::from_millis(20));
+                            }
+                        }
+                    }
+                })
+            })
+            .collect();
+        Load { stop, acked, failures, clients: handles }
+    }
+
+    /// Stops the clients: (acknowledged span ids, failed requests).
+    fn finish(self) -> (Vec<String>, u64) {
+        self.stop.store(true, Ordering::Relaxed);
+        for client in self.clients {
+            client.join().unwrap();
+        }
+        let acked = self.acked.lock().unwrap().clone();
+        (acked, self.failures.load(Ordering::Relaxed))
+    }
+}
+
 #[test]
 fn kill_9_under_load_loses_no_acknowledged_span() {
     let tmp = tempfile::tempdir().unwrap();
     // A downstream otel-audit that keeps everything: the forwarded copies
     // must survive the crashes too (outbox recovery, persisted cursors).
-    std::fs::create_dir_all(tmp.path().join("down")).unwrap();
-    let mut down = Setup::new(&tmp.path().join("down"));
-    down.policy = tmp.path().join("keep-all.yaml");
-    std::fs::write(&down.policy, "audit:\n  pipeline: archive\n").unwrap();
+    let down = Setup::keep_all(&tmp.path().join("down"));
     let down_server = down.start();
     std::fs::create_dir_all(tmp.path().join("up")).unwrap();
     let mut setup = Setup::new(&tmp.path().join("up"));
@@ -250,31 +299,7 @@ fn kill_9_under_load_loses_no_acknowledged_span() {
     ));
     let mut server = setup.start();
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let acked = Arc::new(Mutex::new(Vec::<String>::new()));
-    let failures = Arc::new(AtomicU64::new(0));
-    let mut clients = Vec::new();
-    for client_id in 0..4u64 {
-        let (stop, acked, failures) = (stop.clone(), acked.clone(), failures.clone());
-        let (grpc, http) = (setup.grpc_uri(), setup.http_uri());
-        clients.push(std::thread::spawn(move || {
-            let rt = runtime();
-            let _entered = rt.enter();
-            let client = if client_id % 2 == 0 { grpc_client_to(grpc) } else { http_client_to(&http) };
-            let mut batch = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                batch += 1;
-                let (payload, ids) = audit_batch(client_id << 32 | batch, 10);
-                match rt.block_on(client.send(Signal::Traces, payload)) {
-                    Ok(_) => acked.lock().unwrap().extend(ids),
-                    Err(_) => {
-                        failures.fetch_add(1, Ordering::Relaxed);
-                        std::thread::sleep(Duration::from_millis(20));
-                    }
-                }
-            }
-        }));
-    }
+    let load = Load::start(&setup, 4);
     let mut rng = rand::rngs::StdRng::seed_from_u64(7);
     for _ in 0..10 {
         std::thread::sleep(Duration::from_millis(rng.random_range(300..1200)));
@@ -282,20 +307,11 @@ fn kill_9_under_load_loses_no_acknowledged_span() {
         server = setup.start();
     }
     std::thread::sleep(Duration::from_millis(500));
-    stop.store(true, Ordering::Relaxed);
-    for client in clients {
-        client.join().unwrap();
-    }
+    let (acked, failures) = load.finish();
     let log = server.log_text();
     assert!(server.stop().success());
 
-    let acked = acked.lock().unwrap().clone();
-    assert!(
-        acked.len() > 500,
-        "only {} spans acknowledged ({} failures)",
-        acked.len(),
-        failures.load(Ordering::Relaxed)
-    );
+    assert!(acked.len() > 500, "only {} spans acknowledged ({failures} failures)", acked.len());
     // read_store walks every chain from genesis to head (seq, prev, leaves).
     let chains = trail::read_store(&setup.store);
     assert_eq!(chains.len(), 4, "two pipelines of two shards each: four chains");
@@ -381,10 +397,7 @@ fn a_full_disk_is_a_retryable_error_and_leaves_no_half_written_record() {
 fn a_dead_downstream_backs_up_to_its_limit_then_catches_up_in_order() {
     let tmp = tempfile::tempdir().unwrap();
     // The downstream exists only as a port nobody listens on, for now.
-    std::fs::create_dir_all(tmp.path().join("down")).unwrap();
-    let mut down = Setup::new(&tmp.path().join("down"));
-    down.policy = tmp.path().join("keep-all.yaml");
-    std::fs::write(&down.policy, "audit:\n  pipeline: archive\n").unwrap();
+    let down = Setup::keep_all(&tmp.path().join("down"));
     std::fs::create_dir_all(tmp.path().join("up")).unwrap();
     let mut up = Setup::new(&tmp.path().join("up"));
     up.exporters.push((
@@ -584,35 +597,11 @@ fn sigterm_under_load_answers_what_is_in_flight_and_loses_nothing_acknowledged()
     let tmp = tempfile::tempdir().unwrap();
     let setup = Setup::new(tmp.path());
     let server = setup.start();
-    let stop = Arc::new(AtomicBool::new(false));
-    let acked = Arc::new(Mutex::new(Vec::<String>::new()));
-    let mut clients = Vec::new();
-    for client_id in 0..4u64 {
-        let (stop, acked) = (stop.clone(), acked.clone());
-        let (grpc, http) = (setup.grpc_uri(), setup.http_uri());
-        clients.push(std::thread::spawn(move || {
-            let rt = runtime();
-            let _entered = rt.enter();
-            let client = if client_id % 2 == 0 { grpc_client_to(grpc) } else { http_client_to(&http) };
-            let mut batch = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                batch += 1;
-                let (payload, ids) = audit_batch(client_id << 32 | batch, 10);
-                match rt.block_on(client.send(Signal::Traces, payload)) {
-                    Ok(_) => acked.lock().unwrap().extend(ids),
-                    Err(_) => std::thread::sleep(Duration::from_millis(10)),
-                }
-            }
-        }));
-    }
+    let load = Load::start(&setup, 4);
     std::thread::sleep(Duration::from_millis(700));
     // SIGTERM while the clients keep sending: a clean exit, every OK stored.
     assert!(server.stop().success());
-    stop.store(true, Ordering::Relaxed);
-    for client in clients {
-        client.join().unwrap();
-    }
-    let acked = acked.lock().unwrap().clone();
+    let (acked, _) = load.finish();
     assert!(acked.len() > 100, "only {} acknowledged", acked.len());
     let chains = trail::read_store(&setup.store);
     let traces = chains.iter().find(|c| c.id == "test/traces/audit/0").unwrap();

@@ -67,6 +67,18 @@ impl Setup {
         }
     }
 
+    /// A setup in `dir` (created) whose policy keeps every record it
+    /// receives: a downstream archive of an upstream's forwarded copies.
+    pub fn keep_all(dir: &Path) -> Self {
+        std::fs::create_dir_all(dir).unwrap();
+        let policy = dir.join("keep-all.yaml");
+        std::fs::write(&policy, "# Keeps every record: an archive of forwarded copies.\naudit:\n  pipeline: archive\n")
+            .unwrap();
+        let mut setup = Setup::new(dir);
+        setup.policy = policy;
+        setup
+    }
+
     /// The public key next to the signing key.
     pub fn public_key(&self) -> PathBuf {
         self.key.with_extension("pub")

@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 use crate::metrics::{ExporterLabels, Metrics};
 use crate::otlp::Signal;
 use crate::pipeline::chain::Committed;
-use crate::store::{self, Frame, OutboxReader};
+use crate::store::{self, CursorKind, Frame, OutboxReader};
 use client::{Client, SendError};
 
 /// Largest payload one export request carries (frames are merged up to it).
@@ -70,7 +70,7 @@ enum Attempt {
 impl ExportTask {
     /// Loads the persisted cursor (before serving, so back-pressure is right from the start).
     pub fn load_cursor(&mut self) -> Result<(), store::StoreError> {
-        let persisted = store::read_cursor(&self.chain_dir, &cursor_name(&self.exporter_id))?;
+        let persisted = store::read_cursor(&self.chain_dir, &self.exporter_id, CursorKind::Records)?;
         self.resumed = persisted.is_some();
         self.cursor.store(persisted.unwrap_or(0), Ordering::Relaxed);
         Ok(())
@@ -223,8 +223,9 @@ impl ExportTask {
     /// Moves the cursor and persists it.
     async fn advance(&self, next_seq: u64) {
         self.cursor.store(next_seq, Ordering::Relaxed);
-        let (dir, name) = (self.chain_dir.clone(), cursor_name(&self.exporter_id));
-        let written = tokio::task::spawn_blocking(move || store::write_cursor(&dir, &name, next_seq)).await;
+        let (dir, id) = (self.chain_dir.clone(), self.exporter_id.clone());
+        let written =
+            tokio::task::spawn_blocking(move || store::write_cursor(&dir, &id, CursorKind::Records, next_seq)).await;
         if let Ok(Err(error)) = written {
             // Only a restart is affected: it re-sends from the older cursor.
             tracing::warn!(chain = %self.chain_id, exporter = %self.exporter_id, %error, "cannot persist the export cursor");
@@ -386,27 +387,12 @@ async fn sleep_or_stop(duration: Duration, stop: &CancellationToken) -> bool {
     }
 }
 
-/// The cursor file name of an exporter: letters, digits and `-` as they
-/// are, every other byte as `_XX` (hex), so distinct exporter ids never
-/// share a cursor.
-fn cursor_name(exporter_id: &str) -> String {
-    let mut name = String::with_capacity(exporter_id.len() * 2);
-    for byte in exporter_id.bytes() {
-        if byte.is_ascii_alphanumeric() || byte == b'-' {
-            name.push(byte as char);
-        } else {
-            name.push_str(&format!("_{byte:02X}"));
-        }
-    }
-    name
-}
-
 /// The chain's signed checkpoints not yet sent by one exporter, read from
 /// the store's checkpoints file.
 struct CheckpointFeed {
     path: PathBuf,
     dir: PathBuf,
-    cursor_name: String,
+    exporter_id: String,
     /// Checkpoints delivered (persisted).
     delivered: u64,
     /// Byte offset of the first undelivered line, once known.
@@ -425,12 +411,11 @@ struct PendingCheckpoints {
 
 impl CheckpointFeed {
     fn open(chain_dir: &std::path::Path, exporter_id: &str) -> Self {
-        let cursor_name = format!("{}.checkpoints", cursor_name(exporter_id));
-        let delivered = store::read_cursor(chain_dir, &cursor_name).ok().flatten().unwrap_or(0);
+        let delivered = store::read_cursor(chain_dir, exporter_id, CursorKind::Checkpoints).ok().flatten().unwrap_or(0);
         CheckpointFeed {
             path: chain_dir.join("checkpoints.jsonl"),
             dir: chain_dir.to_owned(),
-            cursor_name,
+            exporter_id: exporter_id.to_owned(),
             delivered,
             offset: None,
             idle_at: None,
@@ -508,7 +493,7 @@ impl CheckpointFeed {
     fn delivered(&mut self, pending: &PendingCheckpoints) {
         self.delivered += pending.count;
         self.offset = self.offset.map(|o| o + pending.bytes);
-        if let Err(error) = store::write_cursor(&self.dir, &self.cursor_name, self.delivered) {
+        if let Err(error) = store::write_cursor(&self.dir, &self.exporter_id, CursorKind::Checkpoints, self.delivered) {
             tracing::warn!(%error, "cannot persist the checkpoint cursor");
         }
     }
@@ -598,14 +583,5 @@ mod tests {
                 .sum()
         };
         assert_eq!(pieces.iter().map(count).sum::<usize>(), 2000);
-    }
-
-    #[test]
-    fn distinct_exporters_never_share_a_cursor_file() {
-        let ids = ["otlp/x:y", "otlp/x_y", "otlp/x.y", "otlp/x/y", "otlp/x", "otlp/x.checkpoints", "otlphttp/é"];
-        let names: std::collections::BTreeSet<String> = ids.iter().map(|id| cursor_name(id)).collect();
-        assert_eq!(names.len(), ids.len(), "{names:?}");
-        assert!(names.iter().all(|n| n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')));
-        assert_eq!(cursor_name("otlp/down-1"), "otlp_2Fdown-1");
     }
 }

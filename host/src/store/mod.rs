@@ -49,7 +49,7 @@ use audit_processor::chain::Hash;
 use crate::merkle::Frontier;
 use crate::otlp::Signal;
 
-pub use cursor::{read_cursor, write_cursor};
+pub use cursor::{CursorKind, read_cursor, write_cursor};
 pub use error::{Location, StoreError};
 pub use gap::{DeclaredGap, declare_gap};
 pub use outbox::{Frame, OutboxReader, prune_outbox};
