@@ -9,11 +9,20 @@ BIN := target/release/otel-audit
 VENV := .venv
 JCO_DIR := tests/jco
 
-# Tests and benches find the component and a private module cache here.
+# Test-only components (`make fixtures`), built in their own target dir (one
+# after the other; the dependencies are shared) so the shipped $(WASM) is
+# never overwritten.
+FIXTURES := target/wasm-fixtures
+
+# Tests and benches find the component, the test-only fixtures and a
+# private module cache here.
 export OTEL_AUDIT_WASM := $(abspath $(WASM))
+export OTEL_AUDIT_WASM_KEEP_ALL := $(abspath $(FIXTURES)/keep-all.wasm)
+export OTEL_AUDIT_WASM_TRAP_CONFIGURE := $(abspath $(FIXTURES)/trap-in-configure.wasm)
+export OTEL_AUDIT_WASM_NO_CHAIN_EVENTS := $(abspath $(FIXTURES)/no-chain-events.wasm)
 export OTEL_AUDIT_CACHE_DIR := $(abspath target/module-cache)
 
-.PHONY: help wasm build run test lint unit jco venv bench clean
+.PHONY: help wasm fixtures build run test lint unit jco venv bench clean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -22,6 +31,16 @@ wasm: ## Build the processor component (wasm32-wasip2, opt-level 3, lto, strip, 
 	@rustup target list --installed | grep -qx $(WASM_TARGET) || rustup target add $(WASM_TARGET)
 	$(CARGO) build -p audit-processor --target $(WASM_TARGET) --profile wasm
 	@ls -l $(WASM) | awk '{print "component: " $$NF " (" $$5 " bytes)"}'
+
+fixtures: ## Test-only components for hot-swap tests: keep-all (process-* keep every record), trap-in-configure, no-chain-events
+	@rustup target list --installed | grep -qx $(WASM_TARGET) || rustup target add $(WASM_TARGET)
+	@mkdir -p $(FIXTURES)
+	$(CARGO) build -p audit-processor --target $(WASM_TARGET) --profile wasm --features test-keep-all --target-dir target/fixtures
+	cp target/fixtures/$(WASM_TARGET)/wasm/audit_processor.wasm $(OTEL_AUDIT_WASM_KEEP_ALL)
+	$(CARGO) build -p audit-processor --target $(WASM_TARGET) --profile wasm --features test-trap-in-configure --target-dir target/fixtures
+	cp target/fixtures/$(WASM_TARGET)/wasm/audit_processor.wasm $(OTEL_AUDIT_WASM_TRAP_CONFIGURE)
+	$(CARGO) build -p audit-processor --target $(WASM_TARGET) --profile wasm --features test-no-chain-events --target-dir target/fixtures
+	cp target/fixtures/$(WASM_TARGET)/wasm/audit_processor.wasm $(OTEL_AUDIT_WASM_NO_CHAIN_EVENTS)
 
 build: wasm ## Build the component and the host (release)
 	$(CARGO) build --release -p otel-audit
@@ -42,6 +61,7 @@ lint: ## cargo fmt --check and clippy -D warnings
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --release --workspace --all-targets -- -D warnings
 	$(CARGO) clippy -p audit-processor --target $(WASM_TARGET) --profile wasm -- -D warnings
+	$(CARGO) clippy -p audit-processor --target $(WASM_TARGET) --profile wasm --features test-keep-all,test-trap-in-configure,test-no-chain-events -- -D warnings
 
 jco: ## Install jco (the second component host, on Node) and transpile the component
 	@cd $(JCO_DIR) && { [ node_modules/.installed -nt package-lock.json ] || { npm ci --no-audit --no-fund && touch node_modules/.installed; }; }
@@ -57,15 +77,16 @@ venv: ## Python venv for the e2e tests: OpenTelemetry SDK, rotel (tests/e2e/requ
 unit: ## Unit tests only (no component needed)
 	$(CARGO) test --release -p audit-processor
 
-test: lint wasm jco venv ## Everything: lint, unit, end-to-end (real .wasm, jco, OTel SDK, rotel), known answers, policy tests
+test: lint wasm fixtures jco venv ## Everything: lint, unit, end-to-end (real .wasm, jco, OTel SDK, rotel), known answers, policy tests
 	$(CARGO) test --release --workspace
 	$(BIN) test collector-config/policies --module $(WASM) --coverage --fail-uncovered
 
-bench: wasm venv ## Benchmarks: guest spans/s wasm vs native, empty-call cost; end to end OTLP -> store -> OK vs rotel
+bench: wasm fixtures venv ## Benchmarks: guest spans/s wasm vs native, empty-call cost; end to end OTLP -> store -> OK vs rotel; hot-swap latency and trigger -> serving time
 	$(CARGO) build --release -p otel-audit
 	$(CARGO) bench -p otel-audit --bench guest
 	$(CARGO) bench -p otel-audit --bench e2e
 	$(CARGO) bench -p otel-audit --bench verify
+	$(CARGO) bench -p otel-audit --bench reload
 
 clean: ## Remove build outputs
 	$(CARGO) clean

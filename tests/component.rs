@@ -1,16 +1,19 @@
 //! The real component through the host's wasmtime runtime: a realistic mixed
-//! batch, the configure contract, and bad input that must be refused
-//! cleanly without ever taking the instance down.
+//! batch, the configure contract, the host's own events (`chain-events`),
+//! and bad input that must be refused cleanly without ever taking the
+//! instance down. Also the test-only components of `make fixtures`.
 
 mod support;
 
-use audit_processor::api::{ChainHead, Context, Output, ProcessError};
+use std::path::PathBuf;
+
+use audit_processor::api::{self, ChainHead, Context, Output, ProcessError};
 use audit_processor::chain;
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{KeyValue, any_value::Value};
 use otel_audit::otlp::{self, Encoding, Signal};
-use otel_audit::runtime::RuntimeError;
+use otel_audit::runtime::{Limits, Module, Runtime, RuntimeError};
 use prost::Message;
 use serde_json::Value as Json;
 
@@ -270,7 +273,6 @@ fn a_batch_that_would_overflow_the_sequence_is_refused() {
 
 #[test]
 fn compiled_modules_are_cached_by_digest_and_a_bad_cache_entry_is_recompiled() {
-    use otel_audit::runtime::{Limits, Runtime};
     let cache = tempfile::tempdir().unwrap();
     let runtime = Runtime::new(Limits::default(), Some(cache.path().to_owned())).unwrap();
     let module = runtime.load(&support::wasm_path()).unwrap();
@@ -289,4 +291,97 @@ fn compiled_modules_are_cached_by_digest_and_a_bad_cache_entry_is_recompiled() {
         instance.process_traces(&fixture_request("mixed-traces.json", Signal::Traces), &support::genesis("c")).unwrap();
     assert_eq!(out.stats.kept, 2);
     assert!(std::fs::read(&entries[0]).unwrap().len() > 1000, "the entry was rewritten");
+}
+
+#[test]
+fn host_events_are_kept_whole_and_chained_on() {
+    let mut instance = support::module().instantiate().unwrap();
+    let info = instance.configure(&support::policy("soc2-audit.yaml"), &[]).unwrap();
+    let request = fixture_request("mixed-traces.json", Signal::Traces);
+    let ctx = Context {
+        received_at_unix_nano: 1_795_000_000_123_456_789,
+        head: ChainHead { chain_id: "events".into(), seq: 7, prev: [3; 32] },
+    };
+    let out = instance.chain_events(api::Signal::Traces, &request, &ctx).unwrap();
+    assert_eq!((out.stats.received, out.stats.kept, out.stats.dropped), (4, 4, 0), "the policy keeps 2 of them");
+    assert_eq!((out.stats.redacted, out.stats.violations), (0, 0));
+    assert_chained(&out, &ctx);
+    let kept = ExportTraceServiceRequest::decode(out.otlp.as_slice()).unwrap();
+    for span in kept.resource_spans.iter().flat_map(|rs| &rs.scope_spans).flat_map(|ss| &ss.spans) {
+        assert_eq!(string(&span.attributes, "audit.policy.digest"), Some(info.digest.clone()), "{}", span.name);
+        assert_eq!(string(&span.attributes, "audit.pipeline").as_deref(), Some("soc2-audit-trail"));
+        assert_eq!(
+            attr(&span.attributes, "audit.require.missing"),
+            None,
+            "{}: audit.require is not checked",
+            span.name
+        );
+    }
+
+    let logs = fixture_request("mixed-logs.json", Signal::Logs);
+    let out = instance.chain_events(api::Signal::Logs, &logs, &support::genesis("events")).unwrap();
+    assert_eq!((out.stats.received, out.stats.kept), (3, 3));
+    let err = instance.chain_events(api::Signal::Logs, &logs[..logs.len() - 3], &ctx).unwrap_err();
+    assert!(matches!(err, RuntimeError::Process(ProcessError::Decode(_))), "{err}");
+    assert!(!instance.is_poisoned());
+}
+
+/// A test-only component (`make fixtures`, see guest/Cargo.toml):
+/// `$var` (set by the Makefile), else where `make fixtures` puts it.
+/// Missing is a failure, never a skip.
+fn test_only_module(var: &str, file: &str) -> Module {
+    let path = std::env::var_os(var)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| support::root().join("target/wasm-fixtures").join(file));
+    assert!(
+        path.exists(),
+        "the test-only component {} does not exist (${var}): build it with `make fixtures` (make test does)",
+        path.display()
+    );
+    let runtime = Runtime::new(Limits::default(), Some(support::cache_dir())).expect("wasm runtime");
+    runtime.load(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+#[test]
+fn keep_all_fixture_keeps_what_the_policy_drops() {
+    let module = test_only_module("OTEL_AUDIT_WASM_KEEP_ALL", "keep-all.wasm");
+    assert_ne!(module.digest(), support::module().digest(), "a different build than the shipped component");
+    let policy = support::policy("soc2-audit.yaml");
+    let request = fixture_request("mixed-traces.json", Signal::Traces);
+    let ctx = support::genesis("keep-all");
+
+    let mut shipped = support::module().instantiate().unwrap();
+    shipped.configure(&policy, &[]).unwrap();
+    let filtered = shipped.process_traces(&request, &ctx).unwrap();
+    assert_eq!((filtered.stats.kept, filtered.stats.dropped), (2, 2));
+
+    let mut instance = module.instantiate().unwrap();
+    let info = instance.configure(&policy, &[]).unwrap();
+    let out = instance.process_traces(&request, &ctx).unwrap();
+    assert_eq!((out.stats.received, out.stats.kept, out.stats.dropped), (4, 4, 0), "every span kept");
+    assert_chained(&out, &ctx);
+    let kept = ExportTraceServiceRequest::decode(out.otlp.as_slice()).unwrap();
+    let names: Vec<&str> = kept
+        .resource_spans
+        .iter()
+        .flat_map(|rs| &rs.scope_spans)
+        .flat_map(|ss| &ss.spans)
+        .map(|s| s.name.as_str())
+        .collect();
+    assert!(names.contains(&"GET /healthz"), "the span soc2 drops is kept: {names:?}");
+    let first = &kept.resource_spans[0].scope_spans[0].spans[0].attributes;
+    assert_eq!(string(first, "audit.policy.digest"), Some(info.digest));
+    let logs = instance.process_logs(&fixture_request("mixed-logs.json", Signal::Logs), &ctx).unwrap();
+    assert_eq!((logs.stats.kept, logs.stats.dropped), (3, 0));
+}
+
+#[test]
+fn trap_in_configure_fixture_traps_and_poisons_the_instance() {
+    let module = test_only_module("OTEL_AUDIT_WASM_TRAP_CONFIGURE", "trap-in-configure.wasm");
+    let mut instance = module.instantiate().unwrap();
+    let err = instance.configure(&support::policy("soc2-audit.yaml"), &[]).unwrap_err();
+    assert!(matches!(&err, RuntimeError::Trap(m) if m.contains("unreachable")), "{err}");
+    assert!(instance.is_poisoned());
+    let again = instance.process_traces(&fixture_request("mixed-traces.json", Signal::Traces), &support::genesis("c"));
+    assert!(matches!(&again, Err(RuntimeError::Trap(m)) if m.contains("trapped earlier")), "{again:?}");
 }

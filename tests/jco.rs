@@ -1,7 +1,8 @@
 //! The component runs unchanged under a second component host: jco, on
 //! Node. The same cases (the shipped fixtures, 120 generated batches of
-//! every value kind under three policies, keyed and unkeyed, and the error
-//! paths) go through wasmtime and through `node tests/jco/run.mjs`, and
+//! every value kind under three policies, keyed and unkeyed, the host's own
+//! events through `chain-events`, and the error paths) go through wasmtime
+//! and through `node tests/jco/run.mjs`, and
 //! every byte must agree: the OTLP output, each canonical record, the
 //! leaves, the head, the stats, the policy info, and the error variants
 //! with their messages.
@@ -42,6 +43,9 @@ struct Case {
     policy: String,
     secrets: Vec<(String, Vec<u8>)>,
     signal: Signal,
+    /// Through `chain-events` (the host's own events) rather than
+    /// `process-traces`/`process-logs`.
+    events: bool,
     request: Vec<u8>,
     received_at_unix_nano: u64,
     chain_id: String,
@@ -232,6 +236,7 @@ fn build_cases(wasmtime: &mut Wasmtime) -> Vec<Case> {
         policy: policy.to_owned(),
         secrets: secrets.clone(),
         signal,
+        events: false,
         request,
         received_at_unix_nano: RECEIVED_AT,
         chain_id: head.chain_id.clone(),
@@ -302,6 +307,52 @@ fn build_cases(wasmtime: &mut Wasmtime) -> Vec<Case> {
         cases.push(c);
     }
 
+    // The host's own events through chain-events: the fixtures kept whole
+    // under every policy, then generated batches continuing each policy's
+    // chain above.
+    for (p, (pname, policy)) in policies.iter().enumerate() {
+        let head = ChainHead::genesis(format!("events-{pname}"));
+        for (name, signal, request, all) in
+            [("mixed-traces.json", Signal::Traces, &traces, 4), ("mixed-logs.json", Signal::Logs, &logs, 3)]
+        {
+            let mut c = case(
+                format!("chain-events {name}, {pname}"),
+                policy,
+                signal,
+                request.clone(),
+                &head,
+                Expect::Kept(all),
+            );
+            c.events = true;
+            cases.push(c);
+        }
+        for i in 0..4u64 {
+            let spec = BatchSpec {
+                records: 5 + (i as usize * 13) % 40,
+                audit_ratio: 0.1,
+                attributes: 6 + i as usize,
+                varied: true,
+                seed: 0x6576_0000 + (p as u64) * 16 + i,
+            };
+            let signal = if i % 2 == 0 { Signal::Traces } else { Signal::Logs };
+            let request = match signal {
+                Signal::Traces => loadgen::traces(&spec).encode_to_vec(),
+                Signal::Logs => loadgen::logs(&spec).encode_to_vec(),
+            };
+            let name = format!("chain-events generated {signal:?}, seed {:#x}, {pname}", spec.seed);
+            let mut c = case(name, policy, signal, request, &heads[p], Expect::Kept(spec.records as u64));
+            c.events = true;
+            if let Outcome::Ok(out) = wasmtime.run(&c) {
+                heads[p] = ChainHead {
+                    chain_id: out.head.chain_id.clone(),
+                    seq: out.head.seq,
+                    prev: out.head.prev.as_slice().try_into().expect("a 32-byte head"),
+                };
+            }
+            cases.push(c);
+        }
+    }
+
     // Edges of the context: the extreme timestamps, and a sequence number
     // that would wrap (refused: a chain's seq never wraps).
     let (_, soc2) = &policies[0];
@@ -347,6 +398,26 @@ fn build_cases(wasmtime: &mut Wasmtime) -> Vec<Case> {
         c.prev = vec![0x11; len];
         cases.push(c);
     }
+    let mut c = case(
+        "chain-events truncated logs".into(),
+        soc2,
+        Signal::Logs,
+        logs[..logs.len() - 3].to_vec(),
+        &genesis,
+        Expect::Err("decode"),
+    );
+    c.events = true;
+    cases.push(c);
+    let mut c = case(
+        "chain-events prev of 31 bytes".into(),
+        soc2,
+        Signal::Traces,
+        traces.clone(),
+        &genesis,
+        Expect::Err("invalid-context"),
+    );
+    (c.events, c.prev) = (true, vec![0x11; 31]);
+    cases.push(c);
     let no_chain = ChainHead::genesis("");
     cases.push(case(
         "empty chain id".into(),
@@ -402,9 +473,11 @@ impl Wasmtime {
             received_at_unix_nano: case.received_at_unix_nano,
             head: ChainHead { chain_id: case.chain_id.clone(), seq: case.seq, prev },
         };
-        let result = match case.signal {
-            Signal::Traces => instance.process_traces(&case.request, &ctx),
-            Signal::Logs => instance.process_logs(&case.request, &ctx),
+        let result = match (case.events, case.signal) {
+            (true, Signal::Traces) => instance.chain_events(api::Signal::Traces, &case.request, &ctx),
+            (true, Signal::Logs) => instance.chain_events(api::Signal::Logs, &case.request, &ctx),
+            (false, Signal::Traces) => instance.process_traces(&case.request, &ctx),
+            (false, Signal::Logs) => instance.process_logs(&case.request, &ctx),
         };
         match result {
             Ok(out) => Outcome::Ok(Box::new(Processed {
@@ -480,9 +553,11 @@ mod bare {
             received_at_unix_nano: case.received_at_unix_nano,
             head: wit::ChainHead { chain_id: case.chain_id.clone(), seq: case.seq, prev: case.prev.clone() },
         };
-        let result = match case.signal {
-            Signal::Traces => processor.call_process_traces(&mut store, &case.request, &ctx),
-            Signal::Logs => processor.call_process_logs(&mut store, &case.request, &ctx),
+        let result = match (case.events, case.signal) {
+            (true, Signal::Traces) => processor.call_chain_events(&mut store, wit::Signal::Traces, &case.request, &ctx),
+            (true, Signal::Logs) => processor.call_chain_events(&mut store, wit::Signal::Logs, &case.request, &ctx),
+            (false, Signal::Traces) => processor.call_process_traces(&mut store, &case.request, &ctx),
+            (false, Signal::Logs) => processor.call_process_logs(&mut store, &case.request, &ctx),
         };
         match result.unwrap_or_else(|e| panic!("{}: bare wasmtime trapped: {e:#}", case.name)) {
             Ok(out) => Outcome::Ok(Box::new(Processed {
@@ -520,6 +595,7 @@ fn run_jco(node: &str, script: &Path, cases: &[Case]) -> Vec<Outcome> {
             "policy": c.policy,
             "secrets": c.secrets.iter().map(|(id, key)| json!([id, hex::encode(key)])).collect::<Vec<_>>(),
             "signal": match c.signal { Signal::Traces => "traces", Signal::Logs => "logs" },
+            "chain_events": c.events,
             "request_b64": B64.encode(&c.request),
             "received_at_unix_nano": c.received_at_unix_nano.to_string(),
             "chain_id": c.chain_id,

@@ -6,6 +6,15 @@
 
 use crate::chain::Hash;
 
+/// Which OTLP signal an export request carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    /// An `ExportTraceServiceRequest`: spans.
+    Traces,
+    /// An `ExportLogsServiceRequest`: log records.
+    Logs,
+}
+
 /// Where a chain stands before a batch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChainHead {

@@ -1,6 +1,13 @@
 //! The wit-bindgen glue: converts between the generated WIT types and the
 //! plain Rust API, and holds the instance's processor. Nothing else in the
 //! crate knows about the component model.
+//!
+//! It is also the only place that knows the test-only features (see
+//! guest/Cargo.toml; `make fixtures` builds them for the host's hot-swap
+//! tests): `test-keep-all` makes `process-traces` and `process-logs` keep
+//! every record, as `chain-events` does; `test-trap-in-configure` makes
+//! `configure` trap; `test-no-chain-events` refuses every `chain-events`
+//! call. A shipped build has none of them.
 
 use std::cell::RefCell;
 
@@ -24,18 +31,51 @@ struct Component;
 
 impl Guest for Component {
     fn configure(policy: String, secrets: Vec<(String, Vec<u8>)>) -> Result<wit::PolicyInfo, String> {
+        // `cfg!`, not `#[cfg]`: every build compiles (and lints) both paths.
+        if cfg!(feature = "test-trap-in-configure") {
+            core::arch::wasm32::unreachable();
+        }
         PROCESSOR.with(|p| p.borrow_mut().configure(&policy, &secrets)).map(policy_info).map_err(|e| e.to_string())
     }
 
     fn process_traces(request: Vec<u8>, ctx: wit::Context) -> Result<wit::Output, wit::Error> {
-        let ctx = context(ctx)?;
-        PROCESSOR.with(|p| p.borrow().process_traces(&request, &ctx)).map(output).map_err(error)
+        process(api::Signal::Traces, &request, ctx)
     }
 
     fn process_logs(request: Vec<u8>, ctx: wit::Context) -> Result<wit::Output, wit::Error> {
-        let ctx = context(ctx)?;
-        PROCESSOR.with(|p| p.borrow().process_logs(&request, &ctx)).map(output).map_err(error)
+        process(api::Signal::Logs, &request, ctx)
     }
+
+    fn chain_events(signal: wit::Signal, request: Vec<u8>, ctx: wit::Context) -> Result<wit::Output, wit::Error> {
+        if cfg!(feature = "test-no-chain-events") {
+            return Err(wit::Error::Policy("this test build refuses chain-events".into()));
+        }
+        let ctx = context(ctx)?;
+        let signal = match signal {
+            wit::Signal::Traces => api::Signal::Traces,
+            wit::Signal::Logs => api::Signal::Logs,
+        };
+        PROCESSOR.with(|p| p.borrow().chain_events(signal, &request, &ctx)).map(output).map_err(error)
+    }
+}
+
+/// `process-traces` and `process-logs`; under `test-keep-all` they keep
+/// every record instead, as `chain-events` does.
+fn process(signal: api::Signal, request: &[u8], ctx: wit::Context) -> Result<wit::Output, wit::Error> {
+    let ctx = context(ctx)?;
+    PROCESSOR
+        .with(|p| {
+            let processor = p.borrow();
+            if cfg!(feature = "test-keep-all") {
+                return processor.chain_events(signal, request, &ctx);
+            }
+            match signal {
+                api::Signal::Traces => processor.process_traces(request, &ctx),
+                api::Signal::Logs => processor.process_logs(request, &ctx),
+            }
+        })
+        .map(output)
+        .map_err(error)
 }
 
 fn context(ctx: wit::Context) -> Result<api::Context, wit::Error> {

@@ -27,7 +27,7 @@ pub mod redaction;
 #[cfg(target_arch = "wasm32")]
 mod component;
 
-pub use api::{ChainHead, Context, Output, PolicyInfo, ProcessError, Rule, Stats};
+pub use api::{ChainHead, Context, Output, PolicyInfo, ProcessError, Rule, Signal, Stats};
 pub use policy::{Policy, PolicyError};
 
 /// The processor with its configured policy: the state a component
@@ -60,6 +60,19 @@ impl Processor {
     /// Processes an OTLP `ExportLogsServiceRequest`.
     pub fn process_logs(&self, request: &[u8], ctx: &Context) -> Result<Output, ProcessError> {
         process::logs(self.policy()?, request, ctx)
+    }
+
+    /// Chains the host's own audit events (`chain-events` in the WIT):
+    /// every span or log record of `request` is kept as it is (no filter,
+    /// attributes or redaction rule, no `audit.require` check), then
+    /// enriched and chained like any kept record under the configured
+    /// policy's pipeline, digest and key.
+    pub fn chain_events(&self, signal: Signal, request: &[u8], ctx: &Context) -> Result<Output, ProcessError> {
+        let policy = self.policy()?;
+        match signal {
+            Signal::Traces => process::trace_events(policy, request, ctx),
+            Signal::Logs => process::log_events(policy, request, ctx),
+        }
     }
 
     fn policy(&self) -> Result<&Policy, ProcessError> {

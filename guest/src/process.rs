@@ -1,5 +1,6 @@
 //! One batch through the stages: decode -> filter -> attributes -> redaction
-//! -> enrich -> canonical record -> chain -> encode.
+//! -> enrich -> canonical record -> chain -> encode. The host's own events
+//! (`chain-events`) skip filter, attributes, redaction and `audit.require`.
 
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
@@ -15,11 +16,46 @@ use crate::enrich;
 use crate::policy::Policy;
 use crate::record::{self, Body, Position};
 
+/// Which stages a batch's records go through. Decoding, validation,
+/// enrichment and chaining are the same for both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stages {
+    /// The policy's filter, attributes and redaction, and the `audit.require`
+    /// check: what `process-traces` and `process-logs` do.
+    Policy,
+    /// None of them: every record is kept as it is and only enriched and
+    /// chained. For the host's own events (`chain-events`), which no policy
+    /// may drop or alter.
+    EventsOnly,
+}
+
 /// Processes an `ExportTraceServiceRequest`.
 pub fn traces(policy: &Policy, request: &[u8], ctx: &Context) -> Result<Output, ProcessError> {
+    traces_through(Stages::Policy, policy, request, ctx)
+}
+
+/// Processes an `ExportLogsServiceRequest`.
+pub fn logs(policy: &Policy, request: &[u8], ctx: &Context) -> Result<Output, ProcessError> {
+    logs_through(Stages::Policy, policy, request, ctx)
+}
+
+/// Chains the host's own events carried by an `ExportTraceServiceRequest`:
+/// every span is kept as it is, then enriched and chained.
+pub fn trace_events(policy: &Policy, request: &[u8], ctx: &Context) -> Result<Output, ProcessError> {
+    traces_through(Stages::EventsOnly, policy, request, ctx)
+}
+
+/// Chains the host's own events carried by an `ExportLogsServiceRequest`:
+/// every log record is kept as it is, then enriched and chained.
+pub fn log_events(policy: &Policy, request: &[u8], ctx: &Context) -> Result<Output, ProcessError> {
+    logs_through(Stages::EventsOnly, policy, request, ctx)
+}
+
+/// Runs an `ExportTraceServiceRequest` through `stages`.
+fn traces_through(stages: Stages, policy: &Policy, request: &[u8], ctx: &Context) -> Result<Output, ProcessError> {
     let mut req =
         ExportTraceServiceRequest::decode(request).map_err(|e| decode_error("ExportTraceServiceRequest", e))?;
-    let mut batch = Batch::new(policy, ctx)?;
+    let mut batch = Batch::new(stages, policy, ctx)?;
     let mut count = 0u64;
     for (r, rs) in req.resource_spans.iter().enumerate() {
         check_containers(
@@ -44,12 +80,14 @@ pub fn traces(policy: &Policy, request: &[u8], ctx: &Context) -> Result<Output, 
             let scope = ss.scope.as_ref();
             ss.spans.retain_mut(|span| {
                 batch.stats.received += 1;
-                if !policy.filter.keep_span(resource, scope, span, &mut batch.stats.rule_hits) {
-                    batch.stats.dropped += 1;
-                    return false;
+                if stages == Stages::Policy {
+                    if !policy.filter.keep_span(resource, scope, span, &mut batch.stats.rule_hits) {
+                        batch.stats.dropped += 1;
+                        return false;
+                    }
+                    policy.attributes.apply_span(resource, scope, span, &mut batch.stats.rule_hits);
+                    batch.stats.redacted += policy.redaction.redact_span(span, &mut batch.stats.rule_hits);
                 }
-                policy.attributes.apply_span(resource, scope, span, &mut batch.stats.rule_hits);
-                batch.stats.redacted += policy.redaction.redact_span(span, &mut batch.stats.rule_hits);
                 batch.enrich(&mut span.attributes);
                 let link = batch.chain(&resource_member, &scope_member, Body::Span(span));
                 batch.annotate(&link, &mut span.attributes);
@@ -62,10 +100,10 @@ pub fn traces(policy: &Policy, request: &[u8], ctx: &Context) -> Result<Output, 
     Ok(batch.finish(req.encode_to_vec()))
 }
 
-/// Processes an `ExportLogsServiceRequest`.
-pub fn logs(policy: &Policy, request: &[u8], ctx: &Context) -> Result<Output, ProcessError> {
+/// Runs an `ExportLogsServiceRequest` through `stages`.
+fn logs_through(stages: Stages, policy: &Policy, request: &[u8], ctx: &Context) -> Result<Output, ProcessError> {
     let mut req = ExportLogsServiceRequest::decode(request).map_err(|e| decode_error("ExportLogsServiceRequest", e))?;
-    let mut batch = Batch::new(policy, ctx)?;
+    let mut batch = Batch::new(stages, policy, ctx)?;
     let mut count = 0u64;
     for (r, rl) in req.resource_logs.iter().enumerate() {
         check_containers(
@@ -90,12 +128,14 @@ pub fn logs(policy: &Policy, request: &[u8], ctx: &Context) -> Result<Output, Pr
             let scope = sl.scope.as_ref();
             sl.log_records.retain_mut(|log| {
                 batch.stats.received += 1;
-                if !policy.filter.keep_log(resource, scope, log, &mut batch.stats.rule_hits) {
-                    batch.stats.dropped += 1;
-                    return false;
+                if stages == Stages::Policy {
+                    if !policy.filter.keep_log(resource, scope, log, &mut batch.stats.rule_hits) {
+                        batch.stats.dropped += 1;
+                        return false;
+                    }
+                    policy.attributes.apply_log(resource, scope, log, &mut batch.stats.rule_hits);
+                    batch.stats.redacted += policy.redaction.redact_log(log, &mut batch.stats.rule_hits);
                 }
-                policy.attributes.apply_log(resource, scope, log, &mut batch.stats.rule_hits);
-                batch.stats.redacted += policy.redaction.redact_log(log, &mut batch.stats.rule_hits);
                 batch.enrich(&mut log.attributes);
                 let link = batch.chain(&resource_member, &scope_member, Body::Log(log));
                 batch.annotate(&link, &mut log.attributes);
@@ -246,6 +286,8 @@ fn value_ok(value: &AnyValue) -> bool {
 /// The running state of one batch: chain position, counters, output.
 struct Batch<'p> {
     policy: &'p Policy,
+    /// Whether enrichment checks `audit.require` (not for the host's events).
+    check_require: bool,
     chain_id: String,
     seq: u64,
     prev: Hash,
@@ -265,7 +307,7 @@ struct Link {
 }
 
 impl<'p> Batch<'p> {
-    fn new(policy: &'p Policy, ctx: &Context) -> Result<Self, ProcessError> {
+    fn new(stages: Stages, policy: &'p Policy, ctx: &Context) -> Result<Self, ProcessError> {
         let received_at = enrich::rfc3339_nanos(ctx.received_at_unix_nano).map_err(|e| {
             ProcessError::InvalidContext(format!("received-at-unix-nano {}: {e}", ctx.received_at_unix_nano))
         })?;
@@ -274,6 +316,7 @@ impl<'p> Batch<'p> {
         }
         Ok(Batch {
             policy,
+            check_require: stages == Stages::Policy,
             chain_id: ctx.head.chain_id.clone(),
             seq: ctx.head.seq,
             prev: ctx.head.prev,
@@ -286,7 +329,7 @@ impl<'p> Batch<'p> {
     }
 
     fn enrich(&mut self, attributes: &mut Vec<KeyValue>) {
-        if enrich::stamp(self.policy, &self.received_at, attributes, &mut self.stats.rule_hits) {
+        if enrich::stamp(self.policy, &self.received_at, self.check_require, attributes, &mut self.stats.rule_hits) {
             self.stats.violations += 1;
         }
     }
@@ -353,201 +396,4 @@ impl<'p> Batch<'p> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::api::ChainHead;
-    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans};
-
-    const POLICY: &str = "filter:\n  spans:\n    include:\n      match_type: regexp\n      attributes: [{key: audit.action, value: '.*'}]\naudit:\n  pipeline: p\n";
-
-    fn kv(key: &str, value: &str) -> KeyValue {
-        KeyValue {
-            key: key.into(),
-            value: Some(AnyValue { value: Some(Value::StringValue(value.into())) }),
-            key_strindex: 0,
-        }
-    }
-
-    fn request(spans: Vec<Vec<Span>>) -> Vec<u8> {
-        let resource_spans = spans
-            .into_iter()
-            .map(|spans| ResourceSpans {
-                scope_spans: vec![ScopeSpans { spans, ..Default::default() }],
-                ..Default::default()
-            })
-            .collect();
-        ExportTraceServiceRequest { resource_spans }.encode_to_vec()
-    }
-
-    fn ctx() -> Context {
-        Context { received_at_unix_nano: 1, head: ChainHead::genesis("c") }
-    }
-
-    fn audit_span(action: &str) -> Span {
-        Span {
-            name: action.into(),
-            span_id: vec![1; 8],
-            attributes: vec![kv("audit.action", action)],
-            ..Span::default()
-        }
-    }
-
-    #[test]
-    fn keeps_chains_and_drops_empty_containers() {
-        let policy = Policy::parse(POLICY, &[]).unwrap();
-        let plain = Span { name: "GET /".into(), ..Span::default() };
-        let req = request(vec![vec![plain.clone()], vec![audit_span("login"), plain, audit_span("logout")]]);
-        let out = traces(&policy, &req, &ctx()).unwrap();
-        assert_eq!((out.stats.received, out.stats.kept, out.stats.dropped), (4, 2, 2));
-        assert_eq!(out.records.len(), 2);
-        assert_eq!(out.leaves[0], chain::leaf_hash(&out.records[0]));
-        assert_eq!(out.head, ChainHead { chain_id: "c".into(), seq: 2, prev: out.leaves[1] });
-        let second = String::from_utf8(out.records[1].clone()).unwrap();
-        assert!(
-            second.starts_with(&format!(
-                "{{\"chain\":{{\"id\":\"c\",\"prev\":\"{}\",\"seq\":\"1\"}}",
-                hex::encode(out.leaves[0])
-            )),
-            "{second}"
-        );
-        let kept = ExportTraceServiceRequest::decode(out.otlp.as_slice()).unwrap();
-        assert_eq!(kept.resource_spans.len(), 1, "the resource with no kept span is removed");
-        let spans = &kept.resource_spans[0].scope_spans[0].spans;
-        let number = spans[1].attributes.iter().find(|kv| kv.key == enrich::SEQUENCE_NUMBER).unwrap();
-        assert_eq!(number.value, Some(AnyValue { value: Some(Value::IntValue(1)) }));
-    }
-
-    #[test]
-    fn records_are_their_own_jcs_form() {
-        let policy = Policy::parse(POLICY, &[]).unwrap();
-        let mut span = audit_span("login");
-        span.attributes.push(kv("é", "\u{1}\"\\"));
-        span.attributes.push(kv("😀", "x"));
-        span.attributes.push(kv("\u{fb33}", "y"));
-        span.attributes.push(KeyValue {
-            key: "d".into(),
-            value: Some(AnyValue { value: Some(Value::DoubleValue(1e21)) }),
-            key_strindex: 0,
-        });
-        let out = traces(&policy, &request(vec![vec![span]]), &ctx()).unwrap();
-        let record = &out.records[0];
-        let parsed: serde_json::Value = serde_json::from_slice(record).unwrap();
-        let canonical = serde_json_canonicalizer::to_vec(&parsed).unwrap();
-        assert_eq!(String::from_utf8_lossy(&canonical), String::from_utf8_lossy(record));
-    }
-
-    #[test]
-    fn keyed_chain_inserts_the_mac_outside_the_leaf() {
-        let policy =
-            Policy::parse(&format!("{POLICY}  chain: {{key_id: k1}}\n"), &[("k1".into(), b"key".to_vec())]).unwrap();
-        let out = traces(&policy, &request(vec![vec![audit_span("a")]]), &ctx()).unwrap();
-        let mut record: serde_json::Value = serde_json::from_slice(&out.records[0]).unwrap();
-        let mac = record.as_object_mut().unwrap().remove("mac").unwrap();
-        let body = serde_json_canonicalizer::to_vec(&record).unwrap();
-        let leaf = chain::leaf_hash(&body);
-        assert_eq!(leaf, out.leaves[0]);
-        assert_eq!(mac.as_str().unwrap(), hex::encode(chain::record_mac(b"key", &leaf)));
-        assert_eq!(record["chain"]["key_id"], "k1");
-    }
-
-    #[test]
-    fn client_values_under_processor_keys_never_reach_the_record() {
-        let policy = Policy::parse(POLICY, &[]).unwrap();
-        let mut span = audit_span("login");
-        for key in [enrich::INTEGRITY_VALUE, enrich::SEQUENCE_NUMBER, enrich::POLICY_DIGEST, enrich::PIPELINE] {
-            span.attributes.push(kv(key, "spoofed"));
-        }
-        let out = traces(&policy, &request(vec![vec![span]]), &ctx()).unwrap();
-        let record = String::from_utf8(out.records[0].clone()).unwrap();
-        assert!(!record.contains("spoofed") && !record.contains(enrich::INTEGRITY_VALUE), "{record}");
-        let kept = ExportTraceServiceRequest::decode(out.otlp.as_slice()).unwrap();
-        let attrs = &kept.resource_spans[0].scope_spans[0].spans[0].attributes;
-        for key in [enrich::INTEGRITY_VALUE, enrich::SEQUENCE_NUMBER, enrich::POLICY_DIGEST, enrich::PIPELINE] {
-            let values: Vec<_> = attrs.iter().filter(|a| a.key == key).collect();
-            assert_eq!(values.len(), 1, "{key} once");
-            assert_ne!(values[0].value, Some(AnyValue { value: Some(Value::StringValue("spoofed".into())) }), "{key}");
-        }
-    }
-
-    /// Regressions from review: each of these once leaked into a record.
-    #[test]
-    fn reviewed_leaks_stay_closed() {
-        // A client's audit.pipeline is dropped even when the policy sets none.
-        let no_pipeline = Policy::parse("audit:\n  require: [enduser.id]\n", &[]).unwrap();
-        let mut span = audit_span("a");
-        span.attributes.push(kv(enrich::PIPELINE, "spoofed"));
-        let out = traces(&no_pipeline, &request(vec![vec![span]]), &ctx()).unwrap();
-        assert!(!String::from_utf8_lossy(&out.records[0]).contains("spoofed"));
-
-        // An attributes exclude about services does not match log records,
-        // so the action still runs on them.
-        let policy = Policy::parse(
-            "attributes:\n  exclude: {match_type: strict, services: [other]}\n  actions: [{key: password, action: delete}]\n",
-            &[],
-        )
-        .unwrap();
-        let log = LogRecord { attributes: vec![kv("password", "hunter2")], ..LogRecord::default() };
-        let req = ExportLogsServiceRequest {
-            resource_logs: vec![opentelemetry_proto::tonic::logs::v1::ResourceLogs {
-                scope_logs: vec![opentelemetry_proto::tonic::logs::v1::ScopeLogs {
-                    log_records: vec![log],
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }],
-        };
-        let out = logs(&policy, &req.encode_to_vec(), &ctx()).unwrap();
-        assert!(!String::from_utf8_lossy(&out.records[0]).contains("hunter2"));
-
-        // redaction.* keys get no pass through allowed_keys.
-        let redacting = Policy::parse("redaction:\n  allowed_keys: [audit.action]\n", &[]).unwrap();
-        let mut span = audit_span("a");
-        span.attributes.push(kv("redaction.ssn", "123-45-6789"));
-        let out = traces(&redacting, &request(vec![vec![span]]), &ctx()).unwrap();
-        assert!(!String::from_utf8_lossy(&out.records[0]).contains("123-45-6789"));
-
-        // String-table references in resource attributes are refused.
-        let mut req = ExportTraceServiceRequest::decode(request(vec![vec![audit_span("a")]]).as_slice()).unwrap();
-        req.resource_spans[0].resource = Some(Resource {
-            attributes: vec![KeyValue { key: "k".into(), value: None, key_strindex: 7 }],
-            ..Resource::default()
-        });
-        let err = traces(&no_pipeline, &req.encode_to_vec(), &ctx()).unwrap_err();
-        assert_eq!(
-            err,
-            ProcessError::Decode(
-                "resource_spans[0].resource: attributes: key_strindex 7 is allowed only in profiles".into()
-            )
-        );
-
-        // Sequence numbers stop at 2^63 - 1 (audit.sequence.number is an int64).
-        let edge = Context {
-            received_at_unix_nano: 1,
-            head: ChainHead { chain_id: "c".into(), seq: (1 << 63) - 1, prev: [0; 32] },
-        };
-        assert!(traces(&no_pipeline, &request(vec![vec![audit_span("a")]]), &edge).is_ok());
-        let past = Context { head: ChainHead { seq: 1 << 63, ..edge.head.clone() }, ..edge };
-        assert!(matches!(
-            traces(&no_pipeline, &request(vec![vec![audit_span("a")]]), &past),
-            Err(ProcessError::InvalidContext(_))
-        ));
-    }
-
-    #[test]
-    fn invalid_input_is_refused_whole() {
-        let policy = Policy::parse(POLICY, &[]).unwrap();
-        let mut bad = audit_span("b");
-        bad.trace_id = vec![1; 12];
-        let err = traces(&policy, &request(vec![vec![audit_span("a"), bad]]), &ctx()).unwrap_err();
-        assert_eq!(
-            err,
-            ProcessError::Decode("resource_spans[0].scope_spans[0].spans[1]: trace_id must be 16 bytes (32 hex digits) or empty, got 12 bytes".into())
-        );
-        let truncated = &request(vec![vec![audit_span("a")]])[..10];
-        assert!(
-            matches!(traces(&policy, truncated, &ctx()), Err(ProcessError::Decode(m)) if m.starts_with("ExportTraceServiceRequest: "))
-        );
-        let empty_chain = Context { received_at_unix_nano: 1, head: ChainHead::genesis("") };
-        assert!(matches!(traces(&policy, &[], &empty_chain), Err(ProcessError::InvalidContext(_))));
-    }
-}
+mod tests;

@@ -20,19 +20,21 @@
 //! cache), `BENCH_E2E_SECONDS` (measured time per run, default 10),
 //! `BENCH_E2E_SHARDS` (chains per pipeline, default 1 as shipped).
 
-use std::collections::{BTreeMap, HashMap};
-use std::io::{Read as _, Write as _};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::unix::fs::MetadataExt as _;
+mod common;
+
+use std::collections::BTreeMap;
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use otel_audit::exporter::client::{Client, ClientOptions, Destination};
+use common::{
+    Process, client_loop, clock_ticks, cores, free_port, fs_type, keygen, millis, percentile, process_cpu, quoted,
+    scratch_parent, serve, stat_cpu, system_cpu, thousands,
+};
 use otel_audit::loadgen::{self, BatchSpec};
-use otel_audit::otlp::Signal;
 use prost::Message;
 
 /// Concurrent clients of each scenario.
@@ -47,11 +49,6 @@ const ATTRIBUTES: usize = 10;
 const POOL: u64 = 64;
 /// Load before the measured window (connections, caches, first segment).
 const WARMUP: Duration = Duration::from_secs(2);
-/// Per-request timeout of the clients.
-const TIMEOUT: Duration = Duration::from_secs(10);
-/// A client that got an error waits this long before its next request,
-/// as an OTLP exporter backs off on a retryable error.
-const ERROR_BACKOFF: Duration = Duration::from_millis(20);
 /// The shipped policy the server runs.
 const POLICY: &str = "collector-config/policies/soc2-audit.yaml";
 
@@ -228,11 +225,11 @@ impl Sample {
     fn take(pid: u32, metrics_port: Option<u16>, env: &Env) -> Result<Sample, String> {
         Ok(Sample {
             counters: metrics_port.map(scrape_metrics).transpose()?,
-            server_cpu: process_cpu(pid, env),
+            server_cpu: process_cpu(pid, env.clock_ticks),
             threads: thread_cpu(pid, env),
             chain_sched: sched(pid, "chain-"),
-            loadgen_cpu: stat_cpu(Path::new("/proc/self/stat"), env).map_or(0.0, |(_, s)| s),
-            system_cpu: system_cpu(env),
+            loadgen_cpu: stat_cpu(Path::new("/proc/self/stat"), env.clock_ticks).map_or(0.0, |(_, s)| s),
+            system_cpu: system_cpu(env.clock_ticks),
         })
     }
 }
@@ -331,146 +328,12 @@ fn one_run(
     })
 }
 
-/// What one client did inside the window.
-#[derive(Default)]
-struct ClientStats {
-    ok: u64,
-    errors: u64,
-    first_error: Option<String>,
-    latencies: Vec<Duration>,
-}
-
-/// Sends batches back to back until `end`; counts what is answered inside
-/// [`window_start`, `end`].
-async fn client_loop(
-    endpoint: String,
-    pool: Arc<Vec<Bytes>>,
-    index: usize,
-    clients: usize,
-    window_start: Instant,
-    end: Instant,
-) -> Result<ClientStats, String> {
-    let options = ClientOptions { headers: Vec::new(), gzip: false, timeout: TIMEOUT };
-    let client = Client::new(&Destination::Grpc { endpoint }, options)?;
-    let mut stats = ClientStats::default();
-    let mut next = index;
-    loop {
-        let sent = Instant::now();
-        if sent >= end {
-            return Ok(stats);
-        }
-        let payload = pool[next % pool.len()].clone();
-        next += clients;
-        let result = client.send(Signal::Traces, payload).await;
-        let answered = Instant::now();
-        let counted = answered >= window_start && answered <= end;
-        match result {
-            Ok(delivered) if delivered.rejected == 0 => {
-                if counted {
-                    stats.ok += 1;
-                    stats.latencies.push(answered - sent);
-                }
-            }
-            Ok(delivered) => {
-                if counted {
-                    stats.errors += 1;
-                    stats.first_error.get_or_insert_with(|| {
-                        format!("partial success: {} rejected: {}", delivered.rejected, delivered.message)
-                    });
-                }
-            }
-            Err(error) => {
-                if counted {
-                    stats.errors += 1;
-                    stats.first_error.get_or_insert_with(|| error.to_string());
-                }
-                tokio::time::sleep(ERROR_BACKOFF).await;
-            }
-        }
-    }
-}
-
 // ---- the servers ----
-
-/// A started server process; killed if dropped without `stop`.
-struct Process {
-    name: &'static str,
-    child: Option<Child>,
-    log: PathBuf,
-}
-
-impl Process {
-    fn spawn(name: &'static str, mut command: Command, log: PathBuf) -> Result<Self, String> {
-        let file = std::fs::File::create(&log).map_err(|e| format!("{}: {e}", log.display()))?;
-        let stderr = file.try_clone().map_err(|e| format!("{}: {e}", log.display()))?;
-        let child = command
-            .stdout(file)
-            .stderr(stderr)
-            .spawn()
-            .map_err(|e| format!("cannot start {name} ({:?}): {e}", command.get_program()))?;
-        Ok(Process { name, child: Some(child), log })
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.as_ref().map_or(0, Child::id)
-    }
-
-    /// Fails with the log's tail if the process has exited.
-    fn check_running(&mut self) -> Result<(), String> {
-        let Some(child) = self.child.as_mut() else { return Err(format!("{} is not running", self.name)) };
-        match child.try_wait() {
-            Ok(None) => Ok(()),
-            Ok(Some(status)) => Err(format!("{} exited with {status}:\n{}", self.name, self.log_tail())),
-            Err(e) => Err(format!("{}: {e}", self.name)),
-        }
-    }
-
-    fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(20)..].join("\n")
-    }
-
-    /// SIGTERM, then wait (at most 60 s) for the exit.
-    fn stop(mut self) -> Result<(), String> {
-        let Some(mut child) = self.child.take() else { return Ok(()) };
-        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            match child.try_wait() {
-                Ok(Some(_)) => return Ok(()),
-                Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
-                _ => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    return Err(format!("{} ignored SIGTERM for 60 s:\n{}", self.name, self.log_tail()));
-                }
-            }
-        }
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
 
 struct Ports {
     grpc: u16,
     metrics: u16,
     health: u16,
-}
-
-/// A loopback port nobody listens on right now.
-fn free_port() -> Result<u16, String> {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .map_err(|e| format!("no free loopback port: {e}"))
 }
 
 /// Starts `otel-audit serve` with a fresh store in `dir/store` and waits
@@ -480,30 +343,13 @@ fn start_otel_audit(env: &Env, dir: &Path) -> Result<(Process, Ports, PathBuf), 
     let store = dir.join("store");
     let config = dir.join("otel-audit.yaml");
     std::fs::write(&config, server_config(env, &ports, &store)).map_err(|e| format!("{}: {e}", config.display()))?;
-    let mut command = Command::new(&env.binary);
-    command
-        .args(["serve", "--config"])
-        .arg(&config)
-        .env("OTEL_AUDIT_CACHE_DIR", &env.cache_dir)
-        .env("OTEL_AUDIT_LOG", "info");
-    let mut process = Process::spawn("otel-audit serve", command, dir.join("server.log"))?;
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        process.check_running()?;
-        if http_get(ports.health, "/").is_some_and(|(code, _)| code == 200) {
-            return Ok((process, ports, store));
-        }
-        if Instant::now() > deadline {
-            return Err(format!("otel-audit serve not healthy after 90 s:\n{}", process.log_tail()));
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let process = serve(&env.binary, &env.cache_dir, &config, ports.health, dir.join("server.log"))?;
+    Ok((process, ports, store))
 }
 
 /// The server's config: the shipped default's store and checkpoint
 /// settings (collector-config/otel-audit.yaml), on free loopback ports.
 fn server_config(env: &Env, ports: &Ports, store: &Path) -> String {
-    let quoted = |path: &Path| serde_json::to_string(&path.display().to_string()).unwrap_or_default();
     format!(
         r#"receivers:
   otlp:
@@ -552,19 +398,6 @@ service:
     )
 }
 
-/// A checkpoint signing key for every run's server.
-fn keygen(binary: &Path, dir: &Path) -> Result<PathBuf, String> {
-    let out = Command::new(binary)
-        .args(["keygen", "--name", "bench", "--out"])
-        .arg(dir)
-        .output()
-        .map_err(|e| format!("cannot run {}: {e}", binary.display()))?;
-    if !out.status.success() {
-        return Err(format!("keygen: {}", String::from_utf8_lossy(&out.stderr)));
-    }
-    Ok(dir.join("bench.key"))
-}
-
 /// The rotel binary shipped in the venv's `rotel` wheel (`make venv`).
 fn rotel_path(root: &Path) -> Result<PathBuf, String> {
     let python = root.join(".venv/bin/python");
@@ -609,19 +442,6 @@ fn start_rotel(env: &Env, dir: &Path) -> Result<(Process, u16), String> {
     }
 }
 
-/// A plain HTTP/1.0 GET on loopback: (status, body), or None if nothing answers.
-fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
-    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    let code = response.split(' ').nth(1)?.parse().ok()?;
-    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
-    Some((code, body))
-}
-
 // ---- what the server reports ----
 
 /// The server's counters (summed over chains and pipelines).
@@ -654,17 +474,7 @@ impl Counters {
 
 /// Reads `/metrics` (Prometheus text) and sums each series over its labels.
 fn scrape_metrics(port: u16) -> Result<Counters, String> {
-    let (code, body) = http_get(port, "/metrics").ok_or("the metrics endpoint did not answer")?;
-    if code != 200 {
-        return Err(format!("GET /metrics: HTTP {code}"));
-    }
-    let mut sums: HashMap<&str, f64> = HashMap::new();
-    for line in body.lines().filter(|l| !l.starts_with('#')) {
-        let name = line.split(['{', ' ']).next().unwrap_or_default();
-        if let Some(value) = line.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()) {
-            *sums.entry(name).or_default() += value;
-        }
-    }
+    let sums = common::scrape(port)?;
     let get = |name: &str| sums.get(name).copied().unwrap_or(0.0);
     Ok(Counters {
         received: get("otel_audit_received_records_total"),
@@ -686,38 +496,6 @@ fn peak_rss(pid: u32) -> u64 {
         .find_map(|l| l.strip_prefix("VmHWM:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
         .map_or(0, |kib| kib * 1024)
-}
-
-/// (comm, user + system CPU seconds) from a `/proc/.../stat` file.
-fn stat_cpu(path: &Path, env: &Env) -> Option<(String, f64)> {
-    let text = std::fs::read_to_string(path).ok()?;
-    let (head, rest) = text.rsplit_once(')')?;
-    let comm = head.split_once('(')?.1.to_owned();
-    // Fields after the comm start at field 3 (state); utime and stime are 14 and 15.
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-    Some((comm, ticks as f64 / env.clock_ticks))
-}
-
-/// CPU seconds of a whole process (every thread, live or exited).
-fn process_cpu(pid: u32, env: &Env) -> f64 {
-    stat_cpu(Path::new(&format!("/proc/{pid}/stat")), env).map_or(0.0, |(_, s)| s)
-}
-
-/// Busy CPU seconds of the whole machine (every core, every process).
-fn system_cpu(env: &Env) -> f64 {
-    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-    let Some(line) = stat.lines().find(|l| l.starts_with("cpu ")) else { return 0.0 };
-    // user nice system idle iowait irq softirq steal ...: all but idle and iowait.
-    let ticks: u64 = line
-        .split_whitespace()
-        .skip(1)
-        .take(8)
-        .enumerate()
-        .filter(|(i, _)| *i != 3 && *i != 4)
-        .filter_map(|(_, v)| v.parse::<u64>().ok())
-        .sum();
-    ticks as f64 / env.clock_ticks
 }
 
 /// Seconds on a CPU and seconds runnable but waiting for one.
@@ -750,24 +528,13 @@ fn thread_cpu(pid: u32, env: &Env) -> BTreeMap<String, (usize, f64)> {
     let mut by_name: BTreeMap<String, (usize, f64)> = BTreeMap::new();
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return by_name };
     for task in tasks.flatten() {
-        if let Some((comm, seconds)) = stat_cpu(&task.path().join("stat"), env) {
+        if let Some((comm, seconds)) = stat_cpu(&task.path().join("stat"), env.clock_ticks) {
             let entry = by_name.entry(comm).or_default();
             entry.0 += 1;
             entry.1 += seconds;
         }
     }
     by_name
-}
-
-/// Clock ticks per second of `/proc` CPU times.
-fn clock_ticks() -> f64 {
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse::<f64>().ok())
-        .filter(|t| *t > 0.0)
-        .unwrap_or(100.0)
 }
 
 /// Bytes of every file under `dir`.
@@ -781,36 +548,6 @@ fn dir_bytes(dir: &Path) -> u64 {
             Err(_) => 0,
         })
         .sum()
-}
-
-// ---- where the store goes ----
-
-/// The system temp directory if it is on the repository's file system (a
-/// store on tmpfs would measure memory, not fsync), else `target/bench-tmp`.
-fn scratch_parent(root: &Path) -> Result<PathBuf, String> {
-    let temp = std::env::temp_dir();
-    let device = |path: &Path| std::fs::metadata(path).map(|m| m.dev()).ok();
-    if device(&temp).is_some() && device(&temp) == device(root) {
-        return Ok(temp);
-    }
-    let local = root.join("target/bench-tmp");
-    std::fs::create_dir_all(&local).map_err(|e| format!("{}: {e}", local.display()))?;
-    Ok(local)
-}
-
-/// The file system type of the mount holding `path`, from /proc/self/mounts.
-fn fs_type(path: &Path) -> String {
-    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
-    let path = path.canonicalize().unwrap_or_else(|_| path.to_owned());
-    mounts
-        .lines()
-        .filter_map(|line| {
-            let mut fields = line.split_whitespace();
-            let (device, mount, kind) = (fields.next()?, fields.next()?, fields.next()?);
-            path.starts_with(mount).then(|| (mount.len(), format!("{kind} on {device}")))
-        })
-        .max_by_key(|(len, _)| *len)
-        .map_or_else(|| "file system unknown".to_owned(), |(_, kind)| kind)
 }
 
 // ---- the report ----
@@ -996,34 +733,4 @@ fn print_tables(rows: &[Row], shards: u32) {
             );
         }
     }
-}
-
-fn cores() -> usize {
-    std::thread::available_parallelism().map_or(0, |n| n.get())
-}
-
-/// Nearest-rank percentile of sorted values.
-fn percentile(sorted: &[Duration], q: f64) -> Option<Duration> {
-    if sorted.is_empty() {
-        return None;
-    }
-    let rank = (q * sorted.len() as f64).ceil() as usize;
-    Some(sorted[rank.clamp(1, sorted.len()) - 1])
-}
-
-fn millis(value: Option<Duration>) -> f64 {
-    value.map_or(f64::NAN, |d| d.as_secs_f64() * 1e3)
-}
-
-/// `1234567.8` as `1,234,568`.
-fn thousands(value: f64) -> String {
-    let digits = format!("{:.0}", value.max(0.0));
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
 }

@@ -23,6 +23,7 @@ pub mod otlp;
 pub mod pipeline;
 pub mod policytest;
 pub mod receiver;
+pub mod reload;
 pub mod runtime;
 pub mod secrets;
 pub mod serve;

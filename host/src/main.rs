@@ -47,6 +47,37 @@ enum Command {
     /// Let a chain that cannot recover continue: seal its segments and start
     /// a new one with a gap record that continues from the last checkpoint.
     DeclareGap(DeclareGapArgs),
+    /// Show what serves each processor of a running `serve` (module and
+    /// policy digests, since when, the last reload), from its admin endpoint.
+    Status(AdminArgs),
+    /// Hot-swap a running `serve`'s processors from their files now, like
+    /// SIGHUP (exit 0 applied or unchanged, 1 rejected, 2 error).
+    Reload(ReloadArgs),
+}
+
+#[derive(Args)]
+struct AdminArgs {
+    /// The server's admin endpoint (`extensions.admin.endpoint`).
+    #[arg(long, default_value = "127.0.0.1:13134", env = "OTEL_AUDIT_ADMIN")]
+    admin: String,
+    /// `text` for people, `json` for scripts.
+    #[arg(long, value_enum, default_value = "text")]
+    format: OutputFormat,
+}
+
+#[derive(Args)]
+struct ReloadArgs {
+    #[command(flatten)]
+    admin: AdminArgs,
+    /// Only this processor (e.g. `wasm/soc2`); default: all.
+    #[arg(long)]
+    processor: Option<String>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum OutputFormat {
+    Text,
+    Json,
 }
 
 #[derive(Args)]
@@ -247,6 +278,8 @@ fn main() -> ExitCode {
         Command::Validate(args) => validate(args),
         Command::Verify(args) => verify(args),
         Command::DeclareGap(args) => declare_gap(args),
+        Command::Status(args) => status(args),
+        Command::Reload(args) => reload(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -275,6 +308,85 @@ fn serve(args: ConfigArgs) -> Result<(), Failure> {
         server.run(CancellationToken::new()).await
     })?;
     Ok(())
+}
+
+/// Sends one request to a running server's admin endpoint; returns the
+/// HTTP status and the JSON body.
+fn admin_request(admin: &str, post: bool, path: &str) -> Result<(u16, serde_json::Value), Failure> {
+    let url = format!("http://{admin}{path}");
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    runtime.block_on(async {
+        let client = reqwest::Client::new();
+        let request = if post { client.post(&url) } else { client.get(&url) };
+        let response = request.send().await.map_err(|e| {
+            anyhow::anyhow!("cannot reach the admin endpoint {url}: {e} (is `admin` listed in service.extensions?)")
+        })?;
+        let status = response.status().as_u16();
+        let body = response.bytes().await.map_err(|e| anyhow::anyhow!("{url}: {e}"))?;
+        let json = serde_json::from_slice(&body)
+            .map_err(|e| anyhow::anyhow!("{url} answered {status} with a body that is not JSON: {e}"))?;
+        Ok((status, json))
+    })
+}
+
+fn status(args: AdminArgs) -> Result<(), Failure> {
+    let (_, body) = admin_request(&args.admin, false, "/admin/status")?;
+    if args.format == OutputFormat::Json {
+        println!("{body:#}");
+        return Ok(());
+    }
+    let text = |v: &serde_json::Value| v.as_str().unwrap_or("-").to_owned();
+    for processor in body["processors"].as_array().into_iter().flatten() {
+        println!("{}", text(&processor["id"]));
+        println!("  module  {}  {}", text(&processor["module"]["digest"]), text(&processor["module"]["path"]));
+        println!("  policy  {}  {}", text(&processor["policy"]["digest"]), text(&processor["policy"]["path"]));
+        println!("  since   {} ({})", text(&processor["since"]), text(&processor["trigger"]));
+        let chains: Vec<String> = processor["chains"].as_array().into_iter().flatten().map(text).collect();
+        println!("  chains  {}", chains.join(", "));
+        match processor.get("last_reload").filter(|r| !r.is_null()) {
+            Some(last) => println!("  last reload  {}", reload_line(last)),
+            None => println!("  last reload  none"),
+        }
+    }
+    Ok(())
+}
+
+/// `2026-11-25T10:00:00Z admin: applied in 12.3 ms` (+ the reason).
+fn reload_line(report: &serde_json::Value) -> String {
+    let mut line = format!(
+        "{} {}: {} in {:.1} ms",
+        report["at"].as_str().unwrap_or("-"),
+        report["trigger"].as_str().unwrap_or("-"),
+        report["result"].as_str().unwrap_or("-"),
+        report["elapsed_ms"].as_f64().unwrap_or(0.0)
+    );
+    if let Some(reason) = report["reason"].as_str() {
+        line.push_str(": ");
+        line.push_str(reason);
+    }
+    line
+}
+
+fn reload(args: ReloadArgs) -> Result<(), Failure> {
+    let path = match &args.processor {
+        Some(id) => format!("/admin/reload?processor={}", id.replace('/', "%2F")),
+        None => "/admin/reload".to_owned(),
+    };
+    let (code, body) = admin_request(&args.admin.admin, true, &path)?;
+    if args.admin.format == OutputFormat::Json {
+        println!("{body:#}");
+    } else if let Some(error) = body["error"].as_str() {
+        return Err(Failure { code: 2, error: anyhow::anyhow!("{error}") });
+    } else {
+        for report in body["reloads"].as_array().into_iter().flatten() {
+            println!("{}  {}", report["processor"].as_str().unwrap_or("-"), reload_line(report));
+        }
+    }
+    match code {
+        200 => Ok(()),
+        422 => Err(rejected(anyhow::anyhow!("the candidate was rejected; the old module and policy keep serving"))),
+        _ => Err(Failure { code: 2, error: anyhow::anyhow!("the admin endpoint answered {code}") }),
+    }
 }
 
 fn verify(args: VerifyArgs) -> Result<(), Failure> {

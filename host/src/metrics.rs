@@ -48,6 +48,24 @@ pub struct RequestLabels {
     pub outcome: String,
 }
 
+/// Labels of per-processor series.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProcessorLabels {
+    /// Processor id, e.g. `wasm/soc2`.
+    pub processor: String,
+}
+
+/// Labels of hot-swap attempts.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReloadLabels {
+    /// Processor id, e.g. `wasm/soc2`.
+    pub processor: String,
+    /// `file`, `signal` or `admin`.
+    pub trigger: String,
+    /// `applied`, `pending`, `rejected` or `unchanged`.
+    pub result: String,
+}
+
 /// Every metric the server exports.
 pub struct Metrics {
     registry: Mutex<Registry>,
@@ -89,6 +107,11 @@ pub struct Metrics {
     pub export_retries: Family<ExporterLabels, Counter>,
     /// Records the downstream rejected permanently (they stay in the store).
     pub export_rejected: Family<ExporterLabels, Counter>,
+    /// Hot-swap attempts, by processor, trigger and result.
+    pub reloads: Family<ReloadLabels, Counter>,
+    /// Seconds from a reload's trigger until every chain serves the new
+    /// module and policy.
+    pub reload_seconds: Family<ProcessorLabels, Histogram>,
     checkpoint_times: Mutex<Vec<(String, Arc<AtomicU64>)>>,
     backlog_probes: Mutex<Vec<(ExporterLabels, BacklogProbe)>>,
 }
@@ -122,6 +145,8 @@ impl Metrics {
             exported_records: Family::default(),
             export_retries: Family::default(),
             export_rejected: Family::default(),
+            reloads: Family::default(),
+            reload_seconds: Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.001, 2.0, 16))),
             checkpoint_times: Mutex::new(Vec::new()),
             backlog_probes: Mutex::new(Vec::new()),
         };
@@ -157,6 +182,12 @@ impl Metrics {
                 "export_rejected_records",
                 "Records the downstream rejected permanently",
                 metrics.export_rejected.clone(),
+            );
+            r.register("reloads", "Hot-swap attempts of a processor's module and policy", metrics.reloads.clone());
+            r.register(
+                "reload_seconds",
+                "Time from a reload's trigger until every chain serves the new policy",
+                metrics.reload_seconds.clone(),
             );
         }
         Arc::new(metrics)

@@ -316,19 +316,46 @@ impl Instance {
 
     /// Processes an `ExportTraceServiceRequest`.
     pub fn process_traces(&mut self, request: &[u8], ctx: &api::Context) -> Result<api::Output, RuntimeError> {
-        self.ready()?;
-        let ctx = wit_context(ctx);
-        let result = self.bindings.otel_audit_processor_processor().call_process_traces(&mut self.store, request, &ctx);
-        let output = from_wit(self.trapped(result)?);
-        self.poisoned |= matches!(output, Err(RuntimeError::Trap(_)));
-        output
+        self.call_batch(ctx, |processor, store, ctx| processor.call_process_traces(store, request, ctx))
     }
 
     /// Processes an `ExportLogsServiceRequest`.
     pub fn process_logs(&mut self, request: &[u8], ctx: &api::Context) -> Result<api::Output, RuntimeError> {
+        self.call_batch(ctx, |processor, store, ctx| processor.call_process_logs(store, request, ctx))
+    }
+
+    /// Chains the host's own audit events (`chain-events`): every span or
+    /// log record of `request` (an OTLP export request of `signal`) is kept
+    /// as it is, with no policy stage applied, then enriched and chained
+    /// like any kept record.
+    pub fn chain_events(
+        &mut self,
+        signal: api::Signal,
+        request: &[u8],
+        ctx: &api::Context,
+    ) -> Result<api::Output, RuntimeError> {
+        let signal = match signal {
+            api::Signal::Traces => wit::Signal::Traces,
+            api::Signal::Logs => wit::Signal::Logs,
+        };
+        self.call_batch(ctx, |processor, store, ctx| processor.call_chain_events(store, signal, request, ctx))
+    }
+
+    /// One batch call: the deadline, the trap handling and the conversion
+    /// of the output are the same whichever function `call` invokes. An
+    /// output that breaks the contract poisons the instance like a trap.
+    fn call_batch(
+        &mut self,
+        ctx: &api::Context,
+        call: impl FnOnce(
+            &bindings::exports::otel_audit::processor::processor::Guest,
+            &mut Store<HostState>,
+            &wit::Context,
+        ) -> wasmtime::Result<Result<wit::Output, wit::Error>>,
+    ) -> Result<api::Output, RuntimeError> {
         self.ready()?;
         let ctx = wit_context(ctx);
-        let result = self.bindings.otel_audit_processor_processor().call_process_logs(&mut self.store, request, &ctx);
+        let result = call(self.bindings.otel_audit_processor_processor(), &mut self.store, &ctx);
         let output = from_wit(self.trapped(result)?);
         self.poisoned |= matches!(output, Err(RuntimeError::Trap(_)));
         output

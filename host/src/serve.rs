@@ -25,6 +25,7 @@ use crate::metrics::Metrics;
 use crate::pipeline::chain::{ChainSpec, ChainWorker, CheckpointPolicy, PolicySource};
 use crate::pipeline::{ChainHandle, PipelineHandle, Router};
 use crate::receiver::{self, Ingest};
+use crate::reload::{self, Reloader, candidate::Serving};
 use crate::runtime::{Limits, Module, Runtime};
 use crate::store::{ChainStore, StoreOptions};
 
@@ -62,6 +63,7 @@ struct Listeners {
     http: Option<std::net::TcpListener>,
     metrics: Option<std::net::TcpListener>,
     health: Option<std::net::TcpListener>,
+    admin: Option<std::net::TcpListener>,
 }
 
 /// A started server: its chains, exporters and listeners.
@@ -71,6 +73,11 @@ pub struct Server {
     chains: Vec<(Arc<AtomicBool>, JoinHandle<()>)>,
     exports: Vec<ExportTask>,
     metrics: Arc<Metrics>,
+    runtime: Arc<Runtime>,
+    /// Each processor and what serves it at start-up, for reloads.
+    processors: Vec<(config::Processor, Serving)>,
+    /// SIGHUP, caught from the start: its default action would end the process.
+    hangup: Option<tokio::signal::unix::Signal>,
     config: Config,
 }
 
@@ -84,12 +91,17 @@ impl Server {
             http: config.http.as_ref().map(|h| bind("OTLP/HTTP", &h.endpoint)).transpose()?,
             metrics: config.metrics_address.as_deref().map(|a| bind("metrics", a)).transpose()?,
             health: config.health_endpoint.as_deref().map(|e| bind("health_check", e)).transpose()?,
+            admin: config.admin_endpoint.as_deref().map(|e| bind("admin", e)).transpose()?,
         };
+        // Before anything slow: from here on SIGHUP reloads instead of killing.
+        let hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .map_err(|e| ServeError::Setup(format!("cannot handle SIGHUP: {e}")))?;
         let metrics = Metrics::new();
         let chain_count: u32 = config.pipelines.iter().map(|p| p.shards).sum();
         let limits = Limits { max_instances: (chain_count * 2 + 8).max(64), ..Limits::default() };
         let runtime =
-            Runtime::new(limits, Runtime::default_cache_dir()).map_err(|e| ServeError::Setup(e.to_string()))?;
+            Arc::new(Runtime::new(limits, Runtime::default_cache_dir()).map_err(|e| ServeError::Setup(e.to_string()))?);
+        let mut processors = Vec::new();
         let mut modules: BTreeMap<String, (Arc<Module>, Arc<PolicySource>)> = BTreeMap::new();
         let mut signers: BTreeMap<std::path::PathBuf, Arc<SignerKey>> = BTreeMap::new();
         let mut pipelines = Vec::new();
@@ -110,6 +122,7 @@ impl Server {
                     let loaded = (module, Arc::new(PolicySource { text, secrets }));
                     tracing::info!(processor = %processor.id, module = %processor.module.display(), digest = %loaded.0.digest(), policy = %processor.policy.display(), "processor loaded");
                     modules.insert(processor.id.clone(), loaded.clone());
+                    processors.push((processor.clone(), Serving::startup(loaded.0.clone(), loaded.1.clone())));
                     loaded
                 }
             };
@@ -154,6 +167,7 @@ impl Server {
                         signer: signer.clone(),
                         mirror: mirror_dir.as_ref().map(|d| d.join(mirror_file_name(&store.directory, &chain_id))),
                     },
+                    processor_id: processor.id.clone(),
                     module: module.clone(),
                     policy: policy.clone(),
                 };
@@ -161,7 +175,9 @@ impl Server {
                 let (worker, committed) =
                     ChainWorker::open(spec, metrics.clone()).map_err(|e| ServeError::Setup(e.to_string()))?;
                 let (queue, jobs) = std::sync::mpsc::sync_channel(CHAIN_QUEUE);
-                let mut handle = ChainHandle::new(chain_id.clone(), queue, committed.clone(), closing.clone());
+                let (controls, orders) = std::sync::mpsc::channel();
+                let mut handle =
+                    ChainHandle::new(chain_id.clone(), queue, controls, committed.clone(), closing.clone());
                 let mut cursors = Vec::new();
                 for exporter in &pipeline.exporters {
                     let cursor = Arc::new(AtomicU64::new(0));
@@ -204,13 +220,13 @@ impl Server {
                     .name(format!("chain-{}", chains.len()))
                     .spawn({
                         let closing = closing.clone();
-                        move || worker.run(jobs, &closing)
+                        move || worker.run(jobs, orders, &closing)
                     })
                     .map_err(|e| ServeError::Setup(format!("cannot start the chain thread: {e}")))?;
                 chains.push((closing, thread));
                 handles.push(handle);
             }
-            pipelines.push(PipelineHandle::new(pipeline.id.clone(), pipeline.signal, handles));
+            pipelines.push(PipelineHandle::new(pipeline.id.clone(), pipeline.signal, processor.id.clone(), handles));
         }
         Ok(Server {
             listeners: Some(listeners),
@@ -218,6 +234,9 @@ impl Server {
             chains,
             exports,
             metrics,
+            runtime,
+            processors,
+            hangup: Some(hangup),
             config,
         })
     }
@@ -278,6 +297,21 @@ impl Server {
             let app = health_router(ready.clone());
             admin.spawn(serve_admin(listener, app, admin_stop.clone()));
         }
+        let reloader = Arc::new(Reloader::new(
+            self.runtime.clone(),
+            router.clone(),
+            self.metrics.clone(),
+            std::mem::take(&mut self.processors),
+        ));
+        let reloads_stop = CancellationToken::new();
+        let watchers = reload::watch::watch_files(&reloader, &reloads_stop).map_err(ServeError::Setup)?;
+        if let Some(hangup) = self.hangup.take() {
+            tokio::spawn(reload::watch::reload_on_sighup(reloader.clone(), hangup, reloads_stop.clone()));
+        }
+        if let (Some(endpoint), Some(listener)) = (&self.config.admin_endpoint, listeners.admin) {
+            let listener = to_tokio("admin", endpoint, listener)?;
+            admin.spawn(serve_admin(listener, reload::watch::admin_router(reloader.clone()), admin_stop.clone()));
+        }
         let exports_drain = CancellationToken::new();
         let exports_stop = CancellationToken::new();
         let mut exporters = JoinSet::new();
@@ -297,6 +331,8 @@ impl Server {
         tracing::info!("shutting down: no new requests; finishing those in flight");
         ready.store(false, Ordering::Relaxed);
         accepting.cancel();
+        reloads_stop.cancel();
+        drop(watchers);
         if !ingest.drain(RECEIVER_DRAIN).await {
             tracing::warn!("requests still in flight after {RECEIVER_DRAIN:?}; they get retryable errors");
         }

@@ -6,10 +6,11 @@
 //
 // The job is {"cases": [case...]} (or a bare array of cases); a case is
 //   {"name"?, "policy", "secrets": [[id, hex]...], "signal": "traces"|"logs",
-//    "request_b64" | "request_hex", "received_at_unix_nano": "<u64>",
-//    "chain_id", "seq": "<u64>", "prev_hex"}
-// For each case it calls configure, then process-traces or process-logs,
-// and writes one JSON line (to the results file, else stdout), in order:
+//    "chain_events"?: bool, "request_b64" | "request_hex",
+//    "received_at_unix_nano": "<u64>", "chain_id", "seq": "<u64>", "prev_hex"}
+// For each case it calls configure, then process-traces or process-logs
+// (or chain-events with the signal, when "chain_events" is true), and
+// writes one JSON line (to the results file, else stdout), in order:
 //   {"ok": {"info", "otlp_b64", "records_b64", "leaves_hex", "head", "stats"}}
 //   {"err": {"tag": "decode"|"policy"|"invalid-context", "val"}}  (refused)
 //   {"err": {"tag": "configure", "val"}}             (policy rejected)
@@ -67,6 +68,9 @@ function parseCase(c, i) {
   if (c.signal !== 'traces' && c.signal !== 'logs') {
     throw new JobError(`${at}: signal must be "traces" or "logs", got ${JSON.stringify(c.signal)}`);
   }
+  if (c.chain_events !== undefined && typeof c.chain_events !== 'boolean') {
+    throw new JobError(`${at}: chain_events must be a boolean, got ${JSON.stringify(c.chain_events)}`);
+  }
   if (!Array.isArray(c.secrets)) throw new JobError(`${at}: secrets must be an array of [id, hex]`);
   const secrets = c.secrets.map((pair, j) => {
     if (!Array.isArray(pair) || pair.length !== 2) throw new JobError(`${at}: secrets[${j}] must be [id, hex]`);
@@ -80,6 +84,7 @@ function parseCase(c, i) {
     policy: str(c.policy, `${at}: policy`),
     secrets,
     signal: c.signal,
+    chainEvents: c.chain_events === true,
     request,
     ctx: {
       receivedAtUnixNano: u64(c.received_at_unix_nano, `${at}: received_at_unix_nano`),
@@ -118,13 +123,16 @@ function runCase(c) {
   }
   let out;
   try {
-    out = c.signal === 'traces' ? processor.processTraces(c.request, c.ctx) : processor.processLogs(c.request, c.ctx);
+    // A WIT enum is its case name as a string under jco.
+    if (c.chainEvents) out = processor.chainEvents(c.signal, c.request, c.ctx);
+    else if (c.signal === 'traces') out = processor.processTraces(c.request, c.ctx);
+    else out = processor.processLogs(c.request, c.ctx);
   } catch (e) {
     const p = payload(e);
     if (p.found && p.value && typeof p.value.tag === 'string' && typeof p.value.val === 'string') {
       return { err: { tag: p.value.tag, val: p.value.val } };
     }
-    return { trap: `process-${c.signal}: ${e?.stack ?? e}` };
+    return { trap: `${c.chainEvents ? `chain-events(${c.signal})` : `process-${c.signal}`}: ${e?.stack ?? e}` };
   }
   return {
     ok: {

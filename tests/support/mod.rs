@@ -2,7 +2,10 @@
 //! runtime per test binary, the shipped policies and fixtures.
 #![allow(dead_code)]
 
+pub mod admin;
+pub mod load;
 pub mod server;
+pub mod swap;
 pub mod trail;
 
 use std::path::{Path, PathBuf};

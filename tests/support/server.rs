@@ -31,6 +31,13 @@ pub struct Setup {
     pub dir: PathBuf,
     /// The policy file.
     pub policy: PathBuf,
+    /// The component the processor runs (default: the built one).
+    pub module: PathBuf,
+    /// More keys of the processor, as YAML lines indented for it (e.g.
+    /// `    tests: [...]\n    reload: {...}\n`).
+    pub processor_extra: String,
+    /// Port of the `admin` extension (reloads and status); none by default.
+    pub admin: Option<u16>,
     /// Store directory.
     pub store: PathBuf,
     /// Signing key.
@@ -56,6 +63,9 @@ impl Setup {
         Setup {
             dir: dir.to_owned(),
             policy: super::root().join("collector-config/policies/soc2-audit.yaml"),
+            module: super::wasm_path(),
+            processor_extra: String::new(),
+            admin: None,
             store: dir.join("store"),
             key,
             exporters: Vec::new(),
@@ -99,6 +109,10 @@ impl Setup {
         let [grpc, http, metrics, health] = self.ports;
         let mut exporters = String::new();
         let mut ids = vec!["auditstore".to_owned()];
+        let (admin, extensions) = match self.admin {
+            Some(port) => (format!("  admin:\n    endpoint: 127.0.0.1:{port}\n"), "health_check, admin"),
+            None => (String::new(), "health_check"),
+        };
         for (id, body) in &self.exporters {
             exporters.push_str(&format!("  {id}:\n{body}\n"));
             ids.push(id.clone());
@@ -116,7 +130,7 @@ processors:
   wasm/audit:
     module: {module}
     policy: {policy}
-exporters:
+{processor_extra}exporters:
   auditstore:
     directory: {store}
     instance_id: test
@@ -126,8 +140,8 @@ exporters:
 {exporters}extensions:
   health_check:
     endpoint: 127.0.0.1:{health}
-service:
-  extensions: [health_check]
+{admin}service:
+  extensions: [{extensions}]
   pipelines:
     traces/audit:
       receivers: [otlp]
@@ -144,8 +158,9 @@ service:
       address: 127.0.0.1:{metrics}
 "#,
             max_body = self.max_body,
-            module = super::wasm_path().display(),
+            module = self.module.display(),
             policy = self.policy.display(),
+            processor_extra = self.processor_extra,
             store = self.store.display(),
             segment = self.segment_size,
             checkpoint = self.checkpoint,
@@ -221,9 +236,23 @@ impl Server {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// The last `lines` lines of the server's log, for failure messages.
+    pub fn log_tail(&self, lines: usize) -> String {
+        let text = self.log_text();
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
     /// The process id.
     pub fn pid(&self) -> u32 {
         self.child.as_ref().unwrap().id()
+    }
+
+    /// Sends `signal` (a `kill` name: `HUP`, `TERM`, ...) to the server.
+    pub fn signal(&self, signal: &str) {
+        let pid = self.pid().to_string();
+        let status = Command::new("kill").args([&format!("-{signal}"), &pid]).status().unwrap();
+        assert!(status.success(), "kill -{signal} {pid}: {status}");
     }
 
     /// SIGTERM, then wait for the exit (at most 60 s).

@@ -37,9 +37,25 @@ impl Chain {
 
     /// A string attribute of record `i`'s span or log.
     pub fn attr<'a>(&'a self, i: usize, key: &str) -> Option<&'a str> {
+        self.attr_value(i, key)?["s"].as_str()
+    }
+
+    /// The typed value (`{"s": ..}`, `{"b": ..}`, `{"a": [..]}`, ...) of an
+    /// attribute of record `i`'s span or log.
+    pub fn attr_value<'a>(&'a self, i: usize, key: &str) -> Option<&'a Value> {
+        self.item(i)?["attributes"].get(key)
+    }
+
+    /// Record `i`'s span or log (None for a gap record).
+    pub fn item(&self, i: usize) -> Option<&Value> {
         let r = &self.records[i];
-        let item = if r.get("span").is_some() { &r["span"] } else { &r["log"] };
-        item["attributes"][key]["s"].as_str()
+        r.get("span").or_else(|| r.get("log"))
+    }
+
+    /// Record `i`'s name: the span name, or the log record's event name.
+    pub fn name(&self, i: usize) -> Option<&str> {
+        let item = self.item(i)?;
+        item["name"].as_str().or_else(|| item["event_name"].as_str())
     }
 }
 

@@ -103,6 +103,15 @@ pub(super) struct WasmFile {
     /// and never echoed: an entry may be a secret written inline.
     pub secrets: Option<Value>,
     pub tests: Option<Vec<Text>>,
+    pub reload: Option<ReloadFile>,
+}
+
+/// `processors.wasm/<name>.reload`.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ReloadFile {
+    pub watch: Option<Text>,
+    pub debounce: Option<Text>,
 }
 
 /// One entry of `secrets:`.
@@ -179,10 +188,10 @@ pub(super) struct TlsFile {
     pub insecure: Option<Text>,
 }
 
-/// `extensions.health_check`.
+/// `extensions.health_check` and `extensions.admin`: a listener.
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
-pub(super) struct HealthCheckFile {
+pub(super) struct ListenerFile {
     pub endpoint: Option<Text>,
 }
 

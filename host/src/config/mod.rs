@@ -121,6 +121,10 @@ pub struct Config {
     /// Where the health check is served, when `health_check` is listed in
     /// `service.extensions`.
     pub health_endpoint: Option<String>,
+    /// Where `POST /admin/reload` and `GET /admin/status` are served, when
+    /// `admin` is listed in `service.extensions` (`localhost:13134` by
+    /// default: reloads are not for other hosts).
+    pub admin_endpoint: Option<String>,
     /// `service.telemetry.logs.level`: `trace`, `debug`, `info` (default),
     /// `warn` or `error`.
     pub log_level: String,
@@ -180,6 +184,20 @@ pub struct Processor {
     pub secrets: Vec<Secret>,
     /// Policy test files (`tests:`), for gating hot swaps.
     pub tests: Vec<PathBuf>,
+    /// How changes to its files are picked up (`reload:`).
+    pub reload: Reload,
+}
+
+/// `reload:` of a processor: hot swaps triggered by its files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reload {
+    /// Watch the module, policy, secret and test files (`watch`, default
+    /// true); SIGHUP and `POST /admin/reload` work either way.
+    pub watch: bool,
+    /// Quiet time after the last change before reloading (`debounce`,
+    /// default 500ms), so an editor's or a deploy's several writes make
+    /// one reload.
+    pub debounce: Duration,
 }
 
 /// A key for the processor (an HMAC key id and where its bytes come from).

@@ -82,6 +82,7 @@ processors:
       k1: {file: /run/secrets/audit-k1}
       k2: {value: "${env:AUDIT_K2}"}
     tests: [collector-config/policies/soc2-audit.test.yaml]
+    reload: {watch: false, debounce: 2s}
 exporters:
   auditstore:
     directory: ./audit-data
@@ -106,8 +107,9 @@ exporters:
     logs_endpoint: http://logs.example:9000/ingest
 extensions:
   health_check: {endpoint: 127.0.0.1:13133}
+  admin: {}
 service:
-  extensions: [health_check]
+  extensions: [health_check, admin]
   pipelines:
     traces/audit:
       receivers: [otlp]
@@ -132,6 +134,7 @@ fn the_shipped_default_parses_with_its_defaults() {
     assert_eq!(config.http, Some(HttpReceiver { endpoint: "127.0.0.1:4318".into(), max_request_body_size: 20 << 20 }));
     assert_eq!(config.metrics_address.as_deref(), Some("127.0.0.1:8888"));
     assert_eq!(config.health_endpoint.as_deref(), Some("127.0.0.1:13133"));
+    assert_eq!(config.admin_endpoint.as_deref(), Some("127.0.0.1:13134"));
     assert_eq!(config.log_level, "info");
     let ids: Vec<(&str, Signal)> = config.pipelines.iter().map(|p| (p.id.as_str(), p.signal)).collect();
     assert_eq!(ids, [("traces/audit", Signal::Traces), ("logs/audit", Signal::Logs)]);
@@ -143,6 +146,7 @@ fn the_shipped_default_parses_with_its_defaults() {
         assert_eq!(p.processor.policy, Path::new("collector-config/policies/soc2-audit.yaml"));
         assert_eq!(p.processor.tests, [Path::new("collector-config/policies/soc2-audit.test.yaml")]);
         assert!(p.processor.secrets.is_empty());
+        assert_eq!(p.processor.reload, Reload { watch: true, debounce: Duration::from_millis(500) });
         let s = &p.store;
         assert_eq!((s.id.as_str(), s.directory.as_path()), ("auditstore", Path::new("./audit-data")));
         assert_eq!(s.signing_key, Path::new("dev-keys/otel-audit-dev.key"));
@@ -187,7 +191,9 @@ fn a_full_config_is_typed_and_normalised() {
     let [traces, logs] = config.pipelines.as_slice() else { panic!("two pipelines") };
     assert_eq!((traces.shards, logs.shards), (4, 1));
 
+    assert_eq!(config.admin_endpoint.as_deref(), Some("localhost:13134"));
     let p = &traces.processor;
+    assert_eq!(p.reload, Reload { watch: false, debounce: Duration::from_secs(2) });
     assert_eq!(p.secrets.len(), 2);
     assert_eq!(p.secrets[0], Secret { id: "k1".into(), source: SecretSource::File("/run/secrets/audit-k1".into()) });
     assert_eq!(
@@ -403,6 +409,16 @@ fn unknown_component_types_are_refused() {
     assert_eq!(found.len(), 2);
     let message = only(&format!("{MINIMAL}extensions: {{pprof: {{}}}}\n"), "extensions.pprof");
     assert!(message.contains("unknown extension type `pprof`"), "{message}");
+    let message = only(
+        &with("    policy: p.yaml\n", "    policy: p.yaml\n    reload: {debounce: soon}\n"),
+        "processors.wasm/p.reload.debounce",
+    );
+    assert!(message.contains("soon"), "{message}");
+    let message = only(
+        &with("    policy: p.yaml\n", "    policy: p.yaml\n    reload: {watch: maybe}\n"),
+        "processors.wasm/p.reload.watch",
+    );
+    assert!(message.contains("maybe"), "{message}");
     let message = only(&with("  wasm/p:", "  wasm/has space: {}\n  wasm/p:"), "processors.wasm/has space");
     assert!(message.contains("not a component name"), "{message}");
 }

@@ -6,12 +6,13 @@
 //! checkpoints: every N records, after T seconds with new records, as a
 //! heartbeat while idle, and once more when it stops.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
 use std::time::{Duration, Instant};
 
-use audit_processor::api::{ChainHead, Context, Output};
+use audit_processor::api::{ChainHead, Context, Output, PolicyInfo};
 use audit_processor::chain::to_hex;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -22,8 +23,12 @@ use tokio::sync::{oneshot, watch};
 use crate::checkpoint::{Checkpoint, SignedNote, SignerKey};
 use crate::metrics::{self, Metrics};
 use crate::otlp::Signal;
+use crate::reload::event::{EventKind, PolicyEvent, Trigger};
 use crate::runtime::{Instance, Module, RuntimeError};
-use crate::store::{Append, ChainStore, CheckpointEntry, StoreError, StoreOptions};
+use crate::store::{
+    Append, ChainStore, CheckpointEntry, ServingDigests, StoreError, StoreOptions, key_check, read_serving,
+    write_serving,
+};
 use crate::{clock, pipeline::Rejection};
 
 /// At most this many requests are committed together.
@@ -39,6 +44,30 @@ pub struct Job {
     pub received_at: u64,
     /// Where the outcome goes.
     pub reply: oneshot::Sender<Result<(), Rejection>>,
+}
+
+/// What a chain's queue carries.
+pub enum Work {
+    /// A request to process.
+    Job(Job),
+    /// Nothing to process: look at the control channel now (a reload was
+    /// ordered) instead of at the next timer tick.
+    Wake,
+}
+
+/// An order for a chain, applied between two groups of requests: the
+/// requests already taken finish with what served them; the next group
+/// sees the result.
+pub struct Control {
+    /// The record to append: `audit.policy_change` or `audit.policy_rejected`.
+    pub event: PolicyEvent,
+    /// For a change: the module and policy that serve from the event's
+    /// record on (the event record is chained by the new instance, so it
+    /// already carries the new policy digest).
+    pub swap: Option<(Arc<Module>, Arc<PolicySource>)>,
+    /// Gets the seq of the event's record once it is durable, or why the
+    /// chain could not apply it yet (it keeps trying before each group).
+    pub done: std::sync::mpsc::Sender<Result<u64, String>>,
 }
 
 /// How often a chain signs checkpoints.
@@ -72,6 +101,8 @@ pub struct ChainSpec {
     pub store: StoreOptions,
     /// Checkpoint schedule and key.
     pub checkpoints: CheckpointPolicy,
+    /// The processor's id (`wasm/soc2`), for its event records.
+    pub processor_id: String,
     /// The compiled component.
     pub module: Arc<Module>,
     /// The policy text and the secrets `configure` gets.
@@ -114,6 +145,15 @@ pub enum ChainError {
         /// The runtime's error.
         source: RuntimeError,
     },
+    /// The processor's files changed while the host was stopped in a way
+    /// the chain cannot take, or the change could not be recorded.
+    #[error("chain {chain}: the processor changed since the last run: {message}")]
+    Changed {
+        /// Chain id.
+        chain: String,
+        /// Why.
+        message: String,
+    },
     /// A checkpoint could not be signed or stored.
     #[error("chain {chain}: checkpoint: {message}")]
     Checkpoint {
@@ -129,6 +169,12 @@ pub struct ChainWorker {
     spec: ChainSpec,
     store: Option<ChainStore>,
     instance: Option<Instance>,
+    /// `audit.policy.digest` of the policy in force.
+    policy_digest: String,
+    /// The key its records are MACed with, if any.
+    key_id: Option<String>,
+    /// Reload orders not yet applied, oldest first.
+    pending: VecDeque<Control>,
     metrics: Arc<Metrics>,
     committed: watch::Sender<Committed>,
     last_checkpoint_size: u64,
@@ -158,7 +204,9 @@ impl ChainWorker {
             mirror::check(mirror, store.last_checkpoint())
                 .map_err(|message| ChainError::Checkpoint { chain: chain.clone(), message })?;
         }
-        let instance = configured_instance(&spec).map_err(|source| ChainError::Processor { chain, source })?;
+        let (instance, info) =
+            configured_instance(&spec).map_err(|source| ChainError::Processor { chain: chain.clone(), source })?;
+        tracing::info!(chain = %chain, module = %spec.module.digest(), policy = %info.digest, "processor configured");
         let (last_size, last_age) = match store.last_checkpoint() {
             Some(entry) => {
                 (entry.size, Duration::from_nanos(clock::now_unix_nano().saturating_sub(entry.time_unix_nano)))
@@ -175,6 +223,9 @@ impl ChainWorker {
         let worker = ChainWorker {
             store: Some(store),
             instance: Some(instance),
+            policy_digest: info.digest,
+            key_id: info.key_id,
+            pending: VecDeque::new(),
             metrics,
             committed: tx,
             last_checkpoint_size: last_size,
@@ -182,7 +233,71 @@ impl ChainWorker {
             checkpoint_clock,
             spec,
         };
+        let mut worker = worker;
+        worker
+            .record_changes_while_stopped()
+            .map_err(|message| ChainError::Changed { chain: chain.clone(), message })?;
         Ok((worker, rx))
+    }
+
+    /// Compares what the chain last ran with (`serving.json`) with what it
+    /// runs now: a difference (files edited while the host was down, or a
+    /// reload ordered but not applied before it stopped) is recorded as an
+    /// `audit.policy_change` with trigger `startup`, so the policy digests
+    /// in a chain change only at such records.
+    fn record_changes_while_stopped(&mut self) -> Result<(), String> {
+        let now = self.serving_digests();
+        let Some(last) = read_serving(&self.spec.dir).map_err(|e| e.to_string())? else {
+            return write_serving(&self.spec.dir, &now).map_err(|e| e.to_string());
+        };
+        // Records MACed before and after must stay verifiable (the same
+        // rule hot swaps follow).
+        if let Some(key_id) = &last.key_id {
+            match &now.key_id {
+                None => {
+                    return Err(format!(
+                        "the chain's records are MACed with key {key_id:?}, but the policy names no \
+                         audit.chain.key_id: verify would report a MAC downgrade. Name a key, or start a new chain \
+                         (another instance_id or store)"
+                    ));
+                }
+                Some(id) if id == key_id && now.key_check != last.key_check => {
+                    return Err(format!(
+                        "key {key_id:?} has other bytes than the chain's records are MACed with; records MACed \
+                         with both could not be verified. Give the new key a new id"
+                    ));
+                }
+                Some(_) => {}
+            }
+        }
+        if last.module_digest == now.module_digest && last.policy_digest == now.policy_digest {
+            return Ok(());
+        }
+        let event = PolicyEvent {
+            processor: self.spec.processor_id.clone(),
+            trigger: Trigger::Startup,
+            old_module_digest: last.module_digest,
+            old_policy_digest: last.policy_digest,
+            kind: EventKind::Change {
+                module_digest: now.module_digest.clone(),
+                policy_digest: now.policy_digest.clone(),
+                secrets_changed: last.key_check != now.key_check,
+            },
+        };
+        let seq = self.append_event(event, None)?;
+        tracing::info!(chain = %self.spec.chain_id, seq, "the processor changed while the host was stopped; recorded");
+        Ok(())
+    }
+
+    /// What the chain runs with now, for `serving.json`.
+    fn serving_digests(&self) -> ServingDigests {
+        let key_bytes = |id: &String| self.spec.policy.secrets.iter().find(|(k, _)| k == id).map(|(_, b)| b.as_slice());
+        ServingDigests {
+            module_digest: self.spec.module.digest().to_owned(),
+            policy_digest: self.policy_digest.clone(),
+            key_id: self.key_id.clone(),
+            key_check: self.key_id.as_ref().and_then(key_bytes).map(key_check),
+        }
     }
 
     /// The chain's current head.
@@ -191,32 +306,45 @@ impl ChainWorker {
     }
 
     /// Serves the queue until every sender is gone, or `closing` is set
-    /// and the queue is empty, then signs a final checkpoint.
-    pub fn run(mut self, queue: Receiver<Job>, closing: &AtomicBool) {
+    /// and the queue is empty, then signs a final checkpoint. Reload
+    /// orders from `controls` are applied between two groups.
+    pub fn run(mut self, queue: Receiver<Work>, controls: Receiver<Control>, closing: &AtomicBool) {
         loop {
             let first = match queue.recv_timeout(self.until_next_checkpoint()) {
-                Ok(job) => job,
+                Ok(Work::Job(job)) => Some(job),
+                Ok(Work::Wake) => None,
                 Err(RecvTimeoutError::Timeout) => {
                     if closing.load(Ordering::Relaxed) {
                         break;
                     }
-                    self.checkpoint_if_due(false);
-                    continue;
+                    None
                 }
                 Err(RecvTimeoutError::Disconnected) => break,
+            };
+            self.pending.extend(controls.try_iter());
+            let controls_applied = self.apply_controls();
+            let Some(first) = first else {
+                self.checkpoint_if_due(false);
+                continue;
             };
             let mut group = vec![first];
             let mut bytes = group[0].payload.len();
             while group.len() < MAX_GROUP_REQUESTS && bytes < MAX_GROUP_BYTES {
                 match queue.try_recv() {
-                    Ok(job) => {
+                    Ok(Work::Job(job)) => {
                         bytes += job.payload.len();
                         group.push(job);
                     }
+                    Ok(Work::Wake) => {}
                     Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
                 }
             }
-            self.commit_group(group);
+            match controls_applied {
+                Ok(()) => self.commit_group(group),
+                // The next group must run with what was ordered; until the
+                // order is applied, requests are retryable failures.
+                Err(reason) => reject_all(group, &reason),
+            }
             self.checkpoint_if_due(false);
         }
         self.checkpoint_if_due(true);
@@ -227,11 +355,8 @@ impl ChainWorker {
     /// one fsync, then answers: OK only when durable.
     fn commit_group(&mut self, group: Vec<Job>) {
         let labels = metrics::pipeline(&self.spec.pipeline_id);
-        let chain_labels = metrics::chain(&self.spec.chain_id);
         if let Err(reason) = self.ensure_ready() {
-            for job in group {
-                let _ = job.reply.send(Err(Rejection::Unavailable(reason.clone())));
-            }
+            reject_all(group, &reason);
             return;
         }
         let Some(store) = self.store.as_ref() else { return };
@@ -249,40 +374,11 @@ impl ChainWorker {
                 }
             }
         }
-        let records: usize = processed.iter().map(|(_, o)| o.records.len()).sum();
-        if records > 0 {
-            let outbox = self.spec.store.outbox;
-            let appends: Vec<Append<'_>> = processed
-                .iter()
-                .map(|(_, o)| Append {
-                    records: &o.records,
-                    leaves: &o.leaves,
-                    outbox: (outbox && !o.records.is_empty()).then_some((self.spec.signal, o.otlp.as_slice())),
-                })
-                .collect();
-            let Some(store) = self.store.as_mut() else { return };
-            match store.append(&appends) {
-                Ok(stats) => {
-                    self.metrics.stored_bytes.get_or_create(&chain_labels).inc_by(stats.bytes);
-                    self.metrics.stored_records.get_or_create(&chain_labels).inc_by(stats.records);
-                    self.metrics.fsync_seconds.get_or_create(&chain_labels).observe(stats.fsync.as_secs_f64());
-                    self.metrics.group_size.get_or_create(&chain_labels).observe(processed.len() as f64);
-                }
-                Err(error) => {
-                    drop(appends);
-                    self.metrics.store_failures.get_or_create(&chain_labels).inc();
-                    tracing::error!(chain = %self.spec.chain_id, %error, requests = processed.len(), records, "append failed; requests answered retryable");
-                    if store.is_poisoned() || !matches!(error, StoreError::Io { .. }) {
-                        // Recover from what is on disk before the next group.
-                        self.store = None;
-                    }
-                    let reason = format!("the audit store could not make the records durable: {error}");
-                    for (job, _) in processed {
-                        let _ = job.reply.send(Err(Rejection::Unavailable(reason.clone())));
-                    }
-                    return;
-                }
+        if let Err(reason) = self.append(processed.iter().map(|(_, o)| o), processed.len()) {
+            for (job, _) in processed {
+                let _ = job.reply.send(Err(Rejection::Unavailable(reason.clone())));
             }
+            return;
         }
         // Counted once durable: what the metrics say was kept is in the store.
         for (_, output) in &processed {
@@ -293,12 +389,149 @@ impl ChainWorker {
             self.metrics.redacted.get_or_create(&labels).inc_by(stats.redacted);
             self.metrics.violations.get_or_create(&labels).inc_by(stats.violations);
         }
-        let next_seq = head.seq;
-        self.metrics.chain_seq.get_or_create(&chain_labels).set(next_seq as i64);
-        self.committed.send_modify(|c| c.next_seq = next_seq);
+        self.committed_to(head.seq);
         for (job, _) in processed {
             let _ = job.reply.send(Ok(()));
         }
+    }
+
+    /// Appends the records of `outputs` (from `requests` requests) with one
+    /// fsync. On failure the head stays put and the store is reopened
+    /// before the next group if it cannot be trusted; the error is the
+    /// reason for the clients.
+    fn append<'a>(&mut self, outputs: impl Iterator<Item = &'a Output> + Clone, requests: usize) -> Result<(), String> {
+        let records: usize = outputs.clone().map(|o| o.records.len()).sum();
+        if records == 0 {
+            return Ok(());
+        }
+        let chain_labels = metrics::chain(&self.spec.chain_id);
+        let outbox = self.spec.store.outbox;
+        let signal = self.spec.signal;
+        let appends: Vec<Append<'_>> = outputs
+            .map(|o| Append {
+                records: &o.records,
+                leaves: &o.leaves,
+                outbox: (outbox && !o.records.is_empty()).then_some((signal, o.otlp.as_slice())),
+            })
+            .collect();
+        let Some(store) = self.store.as_mut() else { return Err("the audit store is unavailable".into()) };
+        match store.append(&appends) {
+            Ok(stats) => {
+                self.metrics.stored_bytes.get_or_create(&chain_labels).inc_by(stats.bytes);
+                self.metrics.stored_records.get_or_create(&chain_labels).inc_by(stats.records);
+                self.metrics.fsync_seconds.get_or_create(&chain_labels).observe(stats.fsync.as_secs_f64());
+                self.metrics.group_size.get_or_create(&chain_labels).observe(requests as f64);
+                Ok(())
+            }
+            Err(error) => {
+                self.metrics.store_failures.get_or_create(&chain_labels).inc();
+                tracing::error!(chain = %self.spec.chain_id, %error, requests, records, "append failed; requests answered retryable");
+                if store.is_poisoned() || !matches!(error, StoreError::Io { .. }) {
+                    // Recover from what is on disk before the next group.
+                    self.store = None;
+                }
+                Err(format!("the audit store could not make the records durable: {error}"))
+            }
+        }
+    }
+
+    /// Tells the metrics and the exporters that records up to `next_seq` are durable.
+    fn committed_to(&mut self, next_seq: u64) {
+        self.metrics.chain_seq.get_or_create(&metrics::chain(&self.spec.chain_id)).set(next_seq as i64);
+        self.committed.send_modify(|c| c.next_seq = next_seq);
+    }
+
+    /// Applies the pending reload orders, oldest first. One that cannot be
+    /// applied now (the store or an instance failed) stays pending, and so
+    /// do those after it: the chain never runs a batch with a policy other
+    /// than the one its newest event record names. A pending swap that a
+    /// newer swap supersedes is dropped (it never served here).
+    fn apply_controls(&mut self) -> Result<(), String> {
+        while let Some(control) = self.pending.pop_front() {
+            // The event's "before" is what this chain runs, whatever the reloader thought.
+            let mut event = control.event.clone();
+            event.old_module_digest = self.spec.module.digest().to_owned();
+            event.old_policy_digest = self.policy_digest.clone();
+            let applied = self.ensure_ready().and_then(|()| self.append_event(event, control.swap.as_ref()));
+            match applied {
+                Ok(seq) => {
+                    let _ = control.done.send(Ok(seq));
+                }
+                Err(reason) if control.swap.is_some() && self.pending.iter().any(|c| c.swap.is_some()) => {
+                    tracing::warn!(chain = %self.spec.chain_id, %reason, "a reload that could not be applied is superseded by a newer one");
+                    let _ = control.done.send(Err(format!("{reason}; superseded by a newer reload")));
+                }
+                Err(reason) => {
+                    tracing::error!(chain = %self.spec.chain_id, %reason, event = control.event.name(), "cannot apply the reload yet; retrying before the next batch");
+                    let _ = control.done.send(Err(reason.clone()));
+                    self.pending.push_front(control);
+                    return Err(format!("a policy reload is pending on this chain: {reason}"));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Appends `event` and, with
+    /// `swap`, replaces the instance: the record is chained by the new
+    /// instance, so it is the first one with the new policy digest. Returns
+    /// the record's seq.
+    fn append_event(
+        &mut self,
+        event: PolicyEvent,
+        swap: Option<&(Arc<Module>, Arc<PolicySource>)>,
+    ) -> Result<u64, String> {
+        let Some(store) = self.store.as_ref() else { return Err("the audit store is unavailable".into()) };
+        let head = store.head().clone();
+        let now = clock::now_unix_nano();
+        let request = event.export_request(self.spec.signal, &head.chain_id, head.seq, now);
+        let ctx = Context { received_at_unix_nano: now, head };
+        let mut fresh = match swap {
+            Some((module, policy)) => {
+                let mut instance = module.instantiate().map_err(|e| format!("new instance: {e}"))?;
+                let info = instance
+                    .configure(&policy.text, &policy.secrets)
+                    .map_err(|e| format!("new instance: configure: {e}"))?;
+                Some((instance, info))
+            }
+            None => None,
+        };
+        let signal = match self.spec.signal {
+            Signal::Traces => audit_processor::api::Signal::Traces,
+            Signal::Logs => audit_processor::api::Signal::Logs,
+        };
+        let instance = match (&mut fresh, &mut self.instance) {
+            (Some((instance, _)), _) | (None, Some(instance)) => instance,
+            (None, None) => return Err("the processor is unavailable".into()),
+        };
+        let output = instance.chain_events(signal, &request, &ctx);
+        if instance.is_poisoned() && fresh.is_none() {
+            self.instance = None;
+        }
+        let output = output.map_err(|e| format!("chain-events: {e}"))?;
+        check_output(&output, &ctx).map_err(|e| format!("chain-events output does not continue the chain: {e}"))?;
+        if output.records.len() != 1 {
+            return Err(format!("chain-events returned {} records for one event", output.records.len()));
+        }
+        self.append(std::iter::once(&output), 1)?;
+        if let (Some((instance, info)), Some((module, policy))) = (fresh, swap) {
+            // The old instance is idle (batches run one at a time on this
+            // thread): dropping it here frees it.
+            self.instance = Some(instance);
+            self.spec.module = module.clone();
+            self.spec.policy = policy.clone();
+            self.policy_digest = info.digest;
+            self.key_id = info.key_id;
+        }
+        self.committed_to(output.head.seq);
+        tracing::info!(chain = %self.spec.chain_id, seq = ctx.head.seq, event = event.name(), "{}", event.summary());
+        if let EventKind::Change { .. } = event.kind
+            && let Err(error) = write_serving(&self.spec.dir, &self.serving_digests())
+        {
+            // The record is durable; a restart may only record the change again.
+            tracing::error!(chain = %self.spec.chain_id, %error, "cannot note what the chain runs with");
+        }
+        Ok(ctx.head.seq)
     }
 
     /// Runs one request. An invalid request is the client's problem. A trap
@@ -312,7 +545,7 @@ impl ChainWorker {
         let mut trapped = String::new();
         for attempt in 1..=2 {
             if self.instance.is_none() {
-                let instance = configured_instance(&self.spec)
+                let (instance, _) = configured_instance(&self.spec)
                     .map_err(|e| Rejection::Unavailable(format!("the processor is not available: {e}")))?;
                 self.instance = Some(instance);
             }
@@ -360,8 +593,9 @@ impl ChainWorker {
             }
         }
         if self.instance.is_none() {
-            self.instance =
-                Some(configured_instance(&self.spec).map_err(|e| format!("the processor is unavailable: {e}"))?);
+            let (instance, _) =
+                configured_instance(&self.spec).map_err(|e| format!("the processor is unavailable: {e}"))?;
+            self.instance = Some(instance);
         }
         Ok(())
     }
@@ -455,10 +689,18 @@ fn sign_checkpoint(
     Ok(entry)
 }
 
-fn configured_instance(spec: &ChainSpec) -> Result<Instance, RuntimeError> {
+/// A fresh instance of the spec's module, configured with its policy.
+fn configured_instance(spec: &ChainSpec) -> Result<(Instance, PolicyInfo), RuntimeError> {
     let mut instance = spec.module.instantiate()?;
-    instance.configure(&spec.policy.text, &spec.policy.secrets)?;
-    Ok(instance)
+    let info = instance.configure(&spec.policy.text, &spec.policy.secrets)?;
+    Ok((instance, info))
+}
+
+/// Answers every request of a group with a retryable error.
+fn reject_all(group: Vec<Job>, reason: &str) {
+    for job in group {
+        let _ = job.reply.send(Err(Rejection::Unavailable(reason.to_owned())));
+    }
 }
 
 /// The newest checkpoint of a chain, kept outside its store: a store whose

@@ -10,13 +10,13 @@ pub mod chain;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::mpsc::{SyncSender, TrySendError};
+use std::sync::mpsc::{Sender, SyncSender, TrySendError};
 
 use bytes::Bytes;
 use tokio::sync::{oneshot, watch};
 
 use crate::otlp::Signal;
-use chain::{Committed, Job};
+use chain::{Committed, Control, Job, Work};
 
 /// Why a request was not accepted.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,7 +45,8 @@ impl Rejection {
 pub struct ChainHandle {
     /// Chain id.
     pub chain_id: String,
-    queue: SyncSender<Job>,
+    queue: SyncSender<Work>,
+    controls: Sender<Control>,
     closing: Arc<AtomicBool>,
     /// What the chain has made durable.
     pub committed: watch::Receiver<Committed>,
@@ -56,15 +57,28 @@ pub struct ChainHandle {
 }
 
 impl ChainHandle {
-    /// Creates a handle around a worker's queue.
+    /// Creates a handle around a worker's queue and control channel.
     /// The worker stops once `closing` is set and its queue is empty.
     pub fn new(
         chain_id: String,
-        queue: SyncSender<Job>,
+        queue: SyncSender<Work>,
+        controls: Sender<Control>,
         committed: watch::Receiver<Committed>,
         closing: Arc<AtomicBool>,
     ) -> Self {
-        ChainHandle { chain_id, queue, closing, committed, export_cursors: Vec::new(), max_backlog: u64::MAX }
+        ChainHandle { chain_id, queue, controls, closing, committed, export_cursors: Vec::new(), max_backlog: u64::MAX }
+    }
+
+    /// Orders the chain to apply `control` before its next group of
+    /// requests, and wakes it if it is idle. False when the chain stopped.
+    pub fn order(&self, control: Control) -> bool {
+        if self.controls.send(control).is_err() {
+            return false;
+        }
+        // A full queue means the worker is busy: it looks at its controls
+        // before the next group anyway.
+        let _ = self.queue.try_send(Work::Wake);
+        true
     }
 
     /// Records stored but not yet delivered by the slowest exporter.
@@ -80,6 +94,8 @@ pub struct PipelineHandle {
     pub id: String,
     /// Its signal.
     pub signal: Signal,
+    /// Its processor's id (`wasm/soc2`): a reload of it applies to every chain here.
+    pub processor_id: String,
     /// One chain per shard.
     pub chains: Vec<ChainHandle>,
     next: AtomicUsize,
@@ -87,8 +103,8 @@ pub struct PipelineHandle {
 
 impl PipelineHandle {
     /// A pipeline over its chains.
-    pub fn new(id: String, signal: Signal, chains: Vec<ChainHandle>) -> Self {
-        PipelineHandle { id, signal, chains, next: AtomicUsize::new(0) }
+    pub fn new(id: String, signal: Signal, processor_id: String, chains: Vec<ChainHandle>) -> Self {
+        PipelineHandle { id, signal, processor_id, chains, next: AtomicUsize::new(0) }
     }
 
     /// The next chain (round robin over the shards), if it takes requests
@@ -116,7 +132,7 @@ impl PipelineHandle {
         received_at: u64,
     ) -> Result<oneshot::Receiver<Result<(), Rejection>>, Rejection> {
         let (reply, outcome) = oneshot::channel();
-        match chain.queue.try_send(Job { payload, received_at, reply }) {
+        match chain.queue.try_send(Work::Job(Job { payload, received_at, reply })) {
             Ok(()) => Ok(outcome),
             Err(TrySendError::Full(_)) => Err(Rejection::Unavailable(format!(
                 "pipeline {}: chain {} is busy; retry later",

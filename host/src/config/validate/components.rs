@@ -85,6 +85,10 @@ impl Checker<'_> {
         for (i, test) in file.tests.unwrap_or_default().into_iter().enumerate() {
             tests.extend(self.required(format!("{path}.tests[{i}]"), Some(test), file_path));
         }
+        let reload = file.reload.unwrap_or_default();
+        let watch = self.or(format!("{path}.reload.watch"), reload.watch, true, values::boolean);
+        let debounce =
+            self.or(format!("{path}.reload.debounce"), reload.debounce, Duration::from_millis(500), values::duration);
         let mut secrets = Vec::new();
         let at = format!("{path}.secrets");
         for (key, value) in self.mapping(file.secrets, &at, "a mapping of key ids to secrets").unwrap_or_default() {
@@ -93,8 +97,9 @@ impl Checker<'_> {
                 secrets.push(Secret { id: secret_id, source });
             }
         }
-        let (module, policy) = (module?, policy?);
-        (self.errors == before).then(|| Processor { id: id.to_owned(), module, policy, secrets, tests })
+        let (module, policy, watch, debounce) = (module?, policy?, watch?, debounce?);
+        let reload = Reload { watch, debounce };
+        (self.errors == before).then(|| Processor { id: id.to_owned(), module, policy, secrets, tests, reload })
     }
 
     fn secret(&mut self, id: &str, value: Value, path: &str) -> Option<SecretSource> {
@@ -340,12 +345,19 @@ impl Checker<'_> {
 
     pub(super) fn extension(&mut self, id: String, path: String, body: Value) {
         let extension = self.component_id(&id, &path).and_then(|(ty, _)| {
-            if ty != "health_check" {
-                self.problem(&path, format!("unknown extension type `{ty}`: otel-audit has `health_check`"));
-                return None;
-            }
-            let file: HealthCheckFile = self.de(body_of(body), &path)?;
-            self.listen(format!("{path}.endpoint"), file.endpoint, "localhost:13133")
+            let (kind, default) = match ty.as_str() {
+                "health_check" => (ExtensionType::HealthCheck, "localhost:13133"),
+                "admin" => (ExtensionType::Admin, "localhost:13134"),
+                _ => {
+                    self.problem(
+                        &path,
+                        format!("unknown extension type `{ty}`: otel-audit has `health_check` and `admin`"),
+                    );
+                    return None;
+                }
+            };
+            let file: ListenerFile = self.de(body_of(body), &path)?;
+            self.listen(format!("{path}.endpoint"), file.endpoint, default).map(|listen| (kind, listen))
         });
         self.extensions.push((id, extension));
     }

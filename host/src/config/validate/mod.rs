@@ -80,7 +80,16 @@ struct Checker<'a> {
     receivers: Defined<Receiver>,
     processors: Defined<Processor>,
     exporters: Defined<ExporterDef>,
-    extensions: Defined<HostPort>,
+    extensions: Defined<(ExtensionType, HostPort)>,
+}
+
+/// The extensions otel-audit has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ExtensionType {
+    /// `health_check`: the Collector's health endpoint.
+    HealthCheck,
+    /// `admin`: `POST /admin/reload` and `GET /admin/status`.
+    Admin,
 }
 
 /// Validates the substituted tree; `problems` holds substitution's.

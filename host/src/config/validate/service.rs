@@ -20,13 +20,17 @@ impl Checker<'_> {
             }
         }
 
-        let mut health = None;
+        let (mut health, mut admin) = (None, None);
         let listed = self.references(Kind::Extension, extensions.unwrap_or_default(), "service.extensions");
         for (i, id) in listed.into_iter().enumerate() {
             let Some(id) = id else { continue };
-            let Some(Some(listen)) = find(&self.extensions, &id).cloned() else { continue };
-            if health.replace((id, listen)).is_some() {
-                self.problem(format!("service.extensions[{i}]"), "a second health_check: list one");
+            let Some(Some((kind, listen))) = find(&self.extensions, &id).cloned() else { continue };
+            let (slot, name) = match kind {
+                ExtensionType::HealthCheck => (&mut health, "health_check"),
+                ExtensionType::Admin => (&mut admin, "admin"),
+            };
+            if slot.replace((id, listen)).is_some() {
+                self.problem(format!("service.extensions[{i}]"), format!("a second {name}: list one"));
             }
         }
 
@@ -75,7 +79,7 @@ impl Checker<'_> {
         if let Some(listen) = &metrics {
             listens.push(("service.telemetry.metrics.address".to_owned(), listen.clone()));
         }
-        if let Some((id, listen)) = &health {
+        for (id, listen) in health.iter().chain(&admin) {
             listens.push((format!("extensions.{id}.endpoint"), listen.clone()));
         }
         self.clashes(&listens);
@@ -88,6 +92,7 @@ impl Checker<'_> {
             pipelines,
             metrics_address: metrics.map(|m| m.to_string()),
             health_endpoint: health.map(|(_, h)| h.to_string()),
+            admin_endpoint: admin.map(|(_, a)| a.to_string()),
             log_level,
         })
     }
