@@ -3,8 +3,10 @@
 //! through the component one after the other (each starts from the head
 //! the previous one produced), appends all their records with one fsync
 //! (group commit), and only then answers them. Between batches it signs
-//! checkpoints: every N records, after T seconds with new records, as a
-//! heartbeat while idle, and once more when it stops.
+//! checkpoints (every N records, after T seconds with new records, as a
+//! heartbeat while idle, and once more when it stops) and applies reload
+//! orders: it appends the order's `audit.policy_change` (or
+//! `audit.policy_rejected`) record and, for a change, swaps its instance.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
