@@ -580,22 +580,22 @@ fn changes_that_would_break_verify_are_refused_and_a_restart_records_what_change
     let server = setup.start();
     let port = setup.admin.unwrap();
     let load = start_load(&setup);
-    let refused = |what: &str, needle: &str| {
+    let refused = |what: &str, needle: &str, serving: &Policy| {
         let (code, body) = admin::reload(port, None);
         assert_eq!(code, 422, "{what}: {body:#}");
         let reason = body["reloads"][0]["reason"].as_str().unwrap_or_default().to_owned();
         assert!(reason.contains(needle), "{what}: the reason should say {needle:?}: {reason}");
-        assert_eq!(admin::processor(port, PROCESSOR)["policy"]["digest"], a_k1.digest.as_str(), "{what}");
+        assert_eq!(admin::processor(port, PROCESSOR)["policy"]["digest"], serving.digest.as_str(), "{what}");
     };
 
     // The chain key's bytes changed under its id: records MACed before and
     // after could not both be verified.
     std::fs::write(&k1, b"hot-swap-test-hmac-key-k1-rotated").unwrap();
-    refused("new bytes for k1", "has other bytes now");
+    refused("new bytes for k1", "has other bytes than", &a_k1);
     std::fs::write(&k1, b"hot-swap-test-hmac-key-k1-0123456").unwrap();
     // A keyed chain losing its key: verify would report a MAC downgrade.
     write_atomically(&setup.policy, a.text.as_bytes());
-    refused("no key_id", "downgrade");
+    refused("no key_id", "downgrade", &a_k1);
     // A component that cannot chain the swap's own record: every chain
     // would refuse requests until it could, so it never passes the gate.
     let component = std::fs::read(&setup.module).unwrap();
@@ -604,12 +604,19 @@ fn changes_that_would_break_verify_are_refused_and_a_restart_records_what_change
         &fixture_component("OTEL_AUDIT_WASM_NO_CHAIN_EVENTS", "target/wasm-fixtures/no-chain-events.wasm"),
     );
     write_atomically(&setup.policy, a_k1.text.as_bytes());
-    refused("no chain-events", "cannot record the swap (chain-events)");
+    refused("no chain-events", "cannot record the swap (chain-events)", &a_k1);
     write_atomically(&setup.module, &component);
     // Rotating to a new key id is the way.
     write_atomically(&setup.policy, a_k2.text.as_bytes());
     let (code, body) = admin::reload(port, None);
     assert_eq!((code, &body["reloads"][0]["result"]), (200, &json!("applied")), "{body:#}");
+    // ...and k1 may not come back with other bytes: records under either
+    // could not be verified.
+    std::fs::write(&k1, b"hot-swap-test-hmac-key-k1-rotated").unwrap();
+    write_atomically(&setup.policy, a_k1.text.as_bytes());
+    refused("k1 back with new bytes", "has other bytes than", &a_k2);
+    std::fs::write(&k1, b"hot-swap-test-hmac-key-k1-0123456").unwrap();
+    write_atomically(&setup.policy, a_k2.text.as_bytes());
     assert_none_failed(&load.finish());
     assert!(server.stop().success());
 
@@ -657,6 +664,25 @@ fn changes_that_would_break_verify_are_refused_and_a_restart_records_what_change
             assert_eq!(text(chain, i, "audit.policy.digest"), expected, "chain {} record {i}", chain.id);
         }
         assert!(chain.records.len() > restart + 1, "chain {}: records after the restart", chain.id);
+    }
+
+    // A store without serving.json (written by an older version, or the
+    // file lost): the newest record says which policy processed it, so a
+    // change is still recorded (the old module is unknown).
+    for chain in &chains {
+        std::fs::remove_file(chain.dir.join("serving.json")).unwrap();
+    }
+    write_atomically(&setup.policy, a_k2.text.as_bytes());
+    let server = setup.start();
+    assert!(server.stop().success());
+    for chain in trail::read_store(&setup.store) {
+        let last = chain.records.len() - 1;
+        let attr = |key: &str| chain.attr_value(last, &format!("{POLICY_CHANGE}.{key}")).cloned();
+        assert_eq!(chain.name(last), Some(POLICY_CHANGE), "chain {}", chain.id);
+        assert_eq!(attr("trigger"), Some(json!({"s": "startup"})), "chain {}", chain.id);
+        assert_eq!(attr("old_policy_digest"), Some(json!({"s": b.digest})), "chain {}", chain.id);
+        assert_eq!(attr("new_policy_digest"), Some(json!({"s": a_k2.digest})), "chain {}", chain.id);
+        assert_eq!(attr("old_module_digest"), Some(json!({"s": ""})), "chain {}", chain.id);
     }
     // Both keys verify the whole trail.
     let out = Command::new(binary())

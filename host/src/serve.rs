@@ -174,6 +174,9 @@ impl Server {
                 let closing = Arc::new(AtomicBool::new(false));
                 let (worker, committed) =
                     ChainWorker::open(spec, metrics.clone()).map_err(|e| ServeError::Setup(e.to_string()))?;
+                if let Some((_, serving)) = processors.iter_mut().find(|(p, _)| p.id == processor.id) {
+                    merge_key_history(&mut serving.key_history, worker.key_history());
+                }
                 let (queue, jobs) = std::sync::mpsc::sync_channel(CHAIN_QUEUE);
                 let (controls, orders) = std::sync::mpsc::channel();
                 let mut handle =
@@ -366,6 +369,21 @@ impl Server {
         while admin.join_next().await.is_some() {}
         tracing::info!(elapsed_ms = began.elapsed().as_millis() as u64, "stopped");
         Ok(())
+    }
+}
+
+/// Adds a chain's key history to its processor's. An id two chains know
+/// with different bytes may not be used again at all (no check value
+/// matches the empty one).
+fn merge_key_history(
+    into: &mut std::collections::BTreeMap<String, String>,
+    chain: &std::collections::BTreeMap<String, String>,
+) {
+    for (id, check) in chain {
+        let known = into.entry(id.clone()).or_insert_with(|| check.clone());
+        if known != check {
+            known.clear();
+        }
     }
 }
 

@@ -8,7 +8,7 @@
 //! orders: it appends the order's `audit.policy_change` (or
 //! `audit.policy_rejected`) record and, for a change, swaps its instance.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
@@ -28,8 +28,8 @@ use crate::otlp::Signal;
 use crate::reload::event::{EventKind, PolicyEvent, Trigger};
 use crate::runtime::{Instance, Module, RuntimeError};
 use crate::store::{
-    Append, ChainStore, CheckpointEntry, ServingDigests, StoreError, StoreOptions, key_check, read_serving,
-    write_serving,
+    Append, ChainStore, CheckpointEntry, ServingDigests, StoreError, StoreOptions, key_check, last_policy_digest,
+    read_serving, write_serving,
 };
 use crate::{clock, pipeline::Rejection};
 
@@ -175,6 +175,9 @@ pub struct ChainWorker {
     policy_digest: String,
     /// The key its records are MACed with, if any.
     key_id: Option<String>,
+    /// Every key id its records were MACed with, and the check value of
+    /// its bytes (from `serving.json`).
+    keys: BTreeMap<String, String>,
     /// Reload orders not yet applied, oldest first.
     pending: VecDeque<Control>,
     metrics: Arc<Metrics>,
@@ -227,6 +230,7 @@ impl ChainWorker {
             instance: Some(instance),
             policy_digest: info.digest,
             key_id: info.key_id,
+            keys: BTreeMap::new(),
             pending: VecDeque::new(),
             metrics,
             committed: tx,
@@ -248,42 +252,43 @@ impl ChainWorker {
     /// `audit.policy_change` with trigger `startup`, so the policy digests
     /// in a chain change only at such records.
     fn record_changes_while_stopped(&mut self) -> Result<(), String> {
-        let now = self.serving_digests();
-        let Some(last) = read_serving(&self.spec.dir).map_err(|e| e.to_string())? else {
-            return write_serving(&self.spec.dir, &now).map_err(|e| e.to_string());
-        };
-        // Records MACed before and after must stay verifiable (the same
-        // rule hot swaps follow).
-        if let Some(key_id) = &last.key_id {
-            match &now.key_id {
-                None => {
-                    return Err(format!(
-                        "the chain's records are MACed with key {key_id:?}, but the policy names no \
-                         audit.chain.key_id: verify would report a MAC downgrade. Name a key, or start a new chain \
-                         (another instance_id or store)"
-                    ));
-                }
-                Some(id) if id == key_id && now.key_check != last.key_check => {
-                    return Err(format!(
-                        "key {key_id:?} has other bytes than the chain's records are MACed with; records MACed \
-                         with both could not be verified. Give the new key a new id"
-                    ));
-                }
-                Some(_) => {}
-            }
+        let last = read_serving(&self.spec.dir).map_err(|e| e.to_string())?;
+        self.keys = last.as_ref().map(|l| l.keys.clone()).unwrap_or_default();
+        if let Some(key_id) = last.as_ref().and_then(|l| l.key_id.as_ref())
+            && self.key_id.is_none()
+        {
+            return Err(format!(
+                "the chain's records are MACed with key {key_id:?}, but the policy names no audit.chain.key_id: \
+                 verify would report a MAC downgrade. Name a key, or start a new chain (another instance_id or store)"
+            ));
         }
-        if last.module_digest == now.module_digest && last.policy_digest == now.policy_digest {
+        // Records MACed before and after must stay verifiable (the rule hot swaps follow).
+        let now = self.serving_digests()?;
+        self.keys = now.keys.clone();
+        // Which policy processed the newest record, by the record itself;
+        // `serving.json` for the module (not in records), or for a chain
+        // whose newest record names no policy.
+        let record_policy = last_policy_digest(&self.spec.dir).map_err(|e| e.to_string())?;
+        let old_policy = record_policy.or_else(|| last.as_ref().map(|l| l.policy_digest.clone()));
+        let old_module = last.as_ref().map(|l| l.module_digest.clone());
+        let policy_changed = old_policy.as_ref().is_some_and(|p| *p != now.policy_digest);
+        let module_changed = old_module.as_ref().is_some_and(|m| *m != now.module_digest);
+        if !policy_changed && !module_changed {
+            if last.as_ref() != Some(&now) {
+                write_serving(&self.spec.dir, &now).map_err(|e| e.to_string())?;
+            }
             return Ok(());
         }
         let event = PolicyEvent {
             processor: self.spec.processor_id.clone(),
             trigger: Trigger::Startup,
-            old_module_digest: last.module_digest,
-            old_policy_digest: last.policy_digest,
+            // Unknown for a store an older version wrote.
+            old_module_digest: old_module.unwrap_or_default(),
+            old_policy_digest: old_policy.unwrap_or_default(),
             kind: EventKind::Change {
                 module_digest: now.module_digest.clone(),
                 policy_digest: now.policy_digest.clone(),
-                secrets_changed: last.key_check != now.key_check,
+                secrets_changed: last.as_ref().is_some_and(|l| l.keys != now.keys),
             },
         };
         let seq = self.append_event(event, None)?;
@@ -291,15 +296,33 @@ impl ChainWorker {
         Ok(())
     }
 
-    /// What the chain runs with now, for `serving.json`.
-    fn serving_digests(&self) -> ServingDigests {
-        let key_bytes = |id: &String| self.spec.policy.secrets.iter().find(|(k, _)| k == id).map(|(_, b)| b.as_slice());
-        ServingDigests {
+    /// What the chain runs with now, for `serving.json`; an error if its
+    /// key id was used before with other bytes.
+    fn serving_digests(&self) -> Result<ServingDigests, String> {
+        let mut keys = self.keys.clone();
+        if let Some(id) = &self.key_id {
+            let bytes = self.spec.policy.secrets.iter().find(|(k, _)| k == id).map(|(_, b)| b.as_slice());
+            let check = key_check(bytes.unwrap_or_default());
+            if keys.get(id).is_some_and(|known| *known != check) {
+                return Err(format!(
+                    "key {id:?} has other bytes than this chain's records were MACed with under that id; records \
+                     MACed with both could not be verified. Give the new key a new id"
+                ));
+            }
+            keys.insert(id.clone(), check);
+        }
+        Ok(ServingDigests {
             module_digest: self.spec.module.digest().to_owned(),
             policy_digest: self.policy_digest.clone(),
             key_id: self.key_id.clone(),
-            key_check: self.key_id.as_ref().and_then(key_bytes).map(key_check),
-        }
+            keys,
+        })
+    }
+
+    /// Every key id this chain's records were MACed with, and the check
+    /// value of its bytes: hot swaps may not reuse an id with other bytes.
+    pub fn key_history(&self) -> &BTreeMap<String, String> {
+        &self.keys
     }
 
     /// The chain's current head.
@@ -527,11 +550,18 @@ impl ChainWorker {
         }
         self.committed_to(output.head.seq);
         tracing::info!(chain = %self.spec.chain_id, seq = ctx.head.seq, event = event.name(), "{}", event.summary());
-        if let EventKind::Change { .. } = event.kind
-            && let Err(error) = write_serving(&self.spec.dir, &self.serving_digests())
-        {
-            // The record is durable; a restart may only record the change again.
-            tracing::error!(chain = %self.spec.chain_id, %error, "cannot note what the chain runs with");
+        if let EventKind::Change { .. } = event.kind {
+            match self.serving_digests() {
+                Ok(now) => {
+                    self.keys = now.keys.clone();
+                    if let Err(error) = write_serving(&self.spec.dir, &now) {
+                        // The record is durable; a restart may only record the change again.
+                        tracing::error!(chain = %self.spec.chain_id, %error, "cannot note what the chain runs with");
+                    }
+                }
+                // The gate checks the same against every chain's history.
+                Err(error) => tracing::error!(chain = %self.spec.chain_id, %error, "key reused with other bytes"),
+            }
         }
         Ok(ctx.head.seq)
     }

@@ -2,6 +2,7 @@
 //! configured and tested off the hot path. Only a candidate that passes
 //! every gate may serve.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
@@ -30,6 +31,10 @@ pub struct Serving {
     pub since_unix_nano: u64,
     /// What made it serve: `startup`, `file`, `signal` or `admin`.
     pub trigger: &'static str,
+    /// Every key id the processor's chains were MACed with, and the check
+    /// value of its bytes (`store::key_check`): an id may not come back
+    /// with other bytes.
+    pub key_history: BTreeMap<String, String>,
 }
 
 impl Serving {
@@ -42,6 +47,7 @@ impl Serving {
             policy,
             since_unix_nano: crate::clock::now_unix_nano(),
             trigger: "startup",
+            key_history: BTreeMap::new(),
         }
     }
 }
@@ -60,6 +66,8 @@ pub enum Outcome {
         policy_digest: String,
         /// Whether the secrets changed.
         secrets_changed: bool,
+        /// The chain key it MACs with (id, check value), if any.
+        key: Option<(String, String)>,
     },
     /// It failed a gate; the old module and policy keep serving.
     Rejected(Rejected),
@@ -152,15 +160,15 @@ pub fn build(runtime: &Runtime, processor: &config::Processor, serving: &Serving
         }
         check_chain_events(&mut instance, processor)?;
         drop(instance);
-        check_chain_key(serving, &info, &secrets, processor)?;
+        let key = check_chain_key(serving, &info, &secrets, processor)?;
         run_policy_tests(processor, &module, &text)?;
         let policy = Arc::new(PolicySource { text, secrets });
-        Ok(Some((module, policy, digest, secrets_changed)))
+        Ok(Some((module, policy, digest, secrets_changed, key)))
     })();
     match result {
         Ok(None) => Outcome::Unchanged,
-        Ok(Some((module, policy, policy_digest, secrets_changed))) => {
-            Outcome::Accepted { module, policy, policy_digest, secrets_changed }
+        Ok(Some((module, policy, policy_digest, secrets_changed, key))) => {
+            Outcome::Accepted { module, policy, policy_digest, secrets_changed, key }
         }
         Err(reason) => {
             // One line: it goes into the log, the admin answer and a record.
@@ -210,33 +218,45 @@ fn check_chain_events(instance: &mut Instance, processor: &config::Processor) ->
     Ok(())
 }
 
-/// A chain's record MACs must stay verifiable: the chain key cannot change
-/// its bytes under the same id (verify takes one key per id; rotate to a
-/// new id), and a keyed chain cannot become unkeyed (verify reports that
-/// as a MAC downgrade).
+/// A chain's record MACs must stay verifiable: a key id its records were
+/// ever MACed with cannot come back with other bytes (verify takes one key
+/// per id; rotate to a new id), and a keyed chain cannot become unkeyed
+/// (verify reports that as a MAC downgrade). Returns the candidate's chain
+/// key (id, check value).
 fn check_chain_key(
     serving: &Serving,
     candidate: &api::PolicyInfo,
     secrets: &[(String, Vec<u8>)],
     processor: &config::Processor,
-) -> Result<(), String> {
+) -> Result<Option<(String, String)>, String> {
     let mut instance = serving.module.instantiate().map_err(|e| e.to_string())?;
     let current = instance
         .configure(&serving.policy.text, &serving.policy.secrets)
         .map_err(|e| format!("the serving policy: {e}"))?;
-    let Some(key_id) = current.key_id else { return Ok(()) };
-    let bytes = |list: &[(String, Vec<u8>)]| list.iter().find(|(id, _)| *id == key_id).map(|(_, b)| b.clone());
-    match &candidate.key_id {
-        None => Err(format!(
-            "policy {}: the chains are MACed with key {key_id:?}; a policy without audit.chain.key_id would \
-             downgrade them (verify reports MISSING_MAC). Rotate to another key id instead",
-            processor.policy.display()
+    let Some(key_id) = &candidate.key_id else {
+        return match current.key_id {
+            Some(current) => Err(format!(
+                "policy {}: the chains are MACed with key {current:?}; a policy without audit.chain.key_id would \
+                 downgrade them (verify reports MISSING_MAC). Rotate to another key id instead",
+                processor.policy.display()
+            )),
+            None => Ok(None),
+        };
+    };
+    let bytes = secrets.iter().find(|(id, _)| id == key_id).map(|(_, b)| b.as_slice()).unwrap_or_default();
+    let check = crate::store::key_check(bytes);
+    let mut known = serving.key_history.get(key_id).cloned();
+    if current.key_id.as_ref() == Some(key_id) {
+        let serving_bytes = serving.policy.secrets.iter().find(|(id, _)| id == key_id).map(|(_, b)| b.as_slice());
+        known = Some(crate::store::key_check(serving_bytes.unwrap_or_default()));
+    }
+    match known {
+        Some(known) if known != check => Err(format!(
+            "secrets: key {key_id:?} has other bytes than the chains' records were MACed with under that id; \
+             records MACed with both could not be verified. Give the new key a new id (and name it in \
+             audit.chain.key_id)"
         )),
-        Some(id) if *id == key_id && bytes(secrets) != bytes(&serving.policy.secrets) => Err(format!(
-            "secrets: key {key_id:?} has other bytes now; records MACed with the old and the new bytes could not \
-             both be verified. Give the new key a new id (and name it in audit.chain.key_id)"
-        )),
-        Some(_) => Ok(()),
+        _ => Ok(Some((key_id.clone(), check))),
     }
 }
 

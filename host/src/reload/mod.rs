@@ -239,7 +239,7 @@ impl Reloader {
                     lock(&slot.state).last_rejected = Some(rejected.fingerprint);
                 }
             }
-            Ok(Outcome::Accepted { module, policy, policy_digest, secrets_changed }) => {
+            Ok(Outcome::Accepted { module, policy, policy_digest, secrets_changed, key }) => {
                 report.result = "applied";
                 report.module_digest = module.digest().to_owned();
                 report.policy_digest = policy_digest.clone();
@@ -254,8 +254,11 @@ impl Reloader {
                 tracing::info!(processor = %processor, "reload: {}", event.summary());
                 report.chains = self.order_chains(&processor, &event, Some((module.clone(), policy.clone()))).await;
                 let secrets_digest = candidate::secrets_digest(&policy.secrets);
+                let mut key_history = serving.key_history.clone();
+                key_history.extend(key);
                 // Ordered on every chain: each applies it before its next batch.
                 now_serving = Some(Serving {
+                    key_history,
                     module,
                     policy,
                     policy_digest,

@@ -54,7 +54,7 @@ pub use cursor::{CursorKind, read_cursor, write_cursor};
 pub use error::{Location, StoreError};
 pub use gap::{DeclaredGap, declare_gap};
 pub use outbox::{Frame, OutboxReader, prune_outbox};
-pub use serving::{ServingDigests, key_check, read_serving, write_serving};
+pub use serving::{ServingDigests, key_check, last_policy_digest, read_serving, write_serving};
 
 use checkpoints::CheckpointLog;
 use error::io;

@@ -5,6 +5,7 @@
 //! Written after the record that made it true, so a crash in between
 //! repeats the change record rather than losing it.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -15,19 +16,20 @@ use super::error::StoreError;
 const FILE: &str = "serving.json";
 
 /// What a chain's records are processed with.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct ServingDigests {
     /// `sha256:<hex>` of the component.
     pub module_digest: String,
     /// `sha256:<hex>` of the policy (the records' `audit.policy.digest`).
     pub policy_digest: String,
-    /// The id of the key the records are MACed with, if any.
+    /// The id of the key the records are MACed with now, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_id: Option<String>,
-    /// A check value of that key's bytes ([`key_check`]), so that a start
-    /// with other bytes under the same id is noticed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub key_check: Option<String>,
+    /// Every key id the chain's records were ever MACed with, and a check
+    /// value of its bytes ([`key_check`]): an id may not come back with
+    /// other bytes (verify takes one key per id).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub keys: BTreeMap<String, String>,
 }
 
 /// A key check value: the first 8 bytes of HMAC-SHA256(key, "otel-audit
@@ -51,6 +53,21 @@ pub fn read_serving(chain_dir: &Path) -> Result<Option<ServingDigests>, StoreErr
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(source) => Err(StoreError::Io { op: "read", path, source }),
     }
+}
+
+/// The `audit.policy.digest` of the chain's newest record, if it has
+/// records and the newest carries one: the store's own word on which
+/// policy processed its last record (`serving.json` may be missing, from
+/// an older version, or behind after a crash).
+pub fn last_policy_digest(chain_dir: &Path) -> Result<Option<String>, StoreError> {
+    for segment in super::segment::list(chain_dir)?.iter().rev() {
+        let Some((_, line)) = super::segment::read_tail(&segment.path)?.last_line else { continue };
+        let record: serde_json::Value = serde_json::from_slice(&line).unwrap_or_default();
+        let attributes = record.get("span").or_else(|| record.get("log")).and_then(|body| body.get("attributes"));
+        let digest = attributes.and_then(|a| a.get("audit.policy.digest")).and_then(|v| v.get("s"));
+        return Ok(digest.and_then(|d| d.as_str()).map(str::to_owned));
+    }
+    Ok(None)
 }
 
 /// Records (durably) what the chain in `chain_dir` runs with from now on.
