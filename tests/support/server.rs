@@ -13,9 +13,19 @@ pub fn binary() -> &'static str {
     env!("CARGO_BIN_EXE_otel-audit")
 }
 
-/// A loopback port nobody listens on right now.
+/// A loopback port nobody listens on right now, and never handed out
+/// before in this process (the kernel may offer a just-released port
+/// again, and one setup takes several before anything binds them).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 /// Writes a signing key pair named `name` into `dir`; returns (private, public) paths.

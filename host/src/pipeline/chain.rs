@@ -225,7 +225,7 @@ impl ChainWorker {
         let committed = Committed { next_seq: store.head().seq, checkpoints: 0 };
         metrics.chain_seq.get_or_create(&metrics::chain(&spec.chain_id)).set(committed.next_seq as i64);
         let (tx, rx) = watch::channel(committed);
-        let worker = ChainWorker {
+        let mut worker = ChainWorker {
             store: Some(store),
             instance: Some(instance),
             policy_digest: info.digest,
@@ -239,18 +239,19 @@ impl ChainWorker {
             checkpoint_clock,
             spec,
         };
-        let mut worker = worker;
         worker
             .record_changes_while_stopped()
             .map_err(|message| ChainError::Changed { chain: chain.clone(), message })?;
         Ok((worker, rx))
     }
 
-    /// Compares what the chain last ran with (`serving.json`) with what it
-    /// runs now: a difference (files edited while the host was down, or a
-    /// reload ordered but not applied before it stopped) is recorded as an
+    /// Compares what the chain last ran with (the policy its newest record
+    /// names; the module from `serving.json`) with what it runs now: a
+    /// difference (files edited while the host was down, or a reload
+    /// ordered but not applied before it stopped) is recorded as an
     /// `audit.policy_change` with trigger `startup`, so the policy digests
-    /// in a chain change only at such records.
+    /// in a chain change only at such records. A chain key that would drop
+    /// the MACs or reuse a key id with other bytes is refused.
     fn record_changes_while_stopped(&mut self) -> Result<(), String> {
         let last = read_serving(&self.spec.dir).map_err(|e| e.to_string())?;
         self.keys = last.as_ref().map(|l| l.keys.clone()).unwrap_or_default();
