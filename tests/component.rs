@@ -7,13 +7,13 @@ mod support;
 
 use std::path::PathBuf;
 
-use audit_processor::api::{self, ChainHead, Context, Output, ProcessError};
-use audit_processor::chain;
+use audit_format::hash as chain;
+use audit_format::{ChainHead, Context};
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{KeyValue, any_value::Value};
 use otel_audit::otlp::{self, Encoding, Signal};
-use otel_audit::runtime::{Limits, Module, Runtime, RuntimeError};
+use otel_audit::runtime::{Limits, Module, Output, ProcessError, Runtime, RuntimeError};
 use prost::Message;
 use serde_json::Value as Json;
 
@@ -302,7 +302,7 @@ fn host_events_are_kept_whole_and_chained_on() {
         received_at_unix_nano: 1_795_000_000_123_456_789,
         head: ChainHead { chain_id: "events".into(), seq: 7, prev: [3; 32] },
     };
-    let out = instance.chain_events(api::Signal::Traces, &request, &ctx).unwrap();
+    let out = instance.chain_events(Signal::Traces, &request, &ctx).unwrap();
     assert_eq!((out.stats.received, out.stats.kept, out.stats.dropped), (4, 4, 0), "the policy keeps 2 of them");
     assert_eq!((out.stats.redacted, out.stats.violations), (0, 0));
     assert_chained(&out, &ctx);
@@ -319,9 +319,9 @@ fn host_events_are_kept_whole_and_chained_on() {
     }
 
     let logs = fixture_request("mixed-logs.json", Signal::Logs);
-    let out = instance.chain_events(api::Signal::Logs, &logs, &support::genesis("events")).unwrap();
+    let out = instance.chain_events(Signal::Logs, &logs, &support::genesis("events")).unwrap();
     assert_eq!((out.stats.received, out.stats.kept), (3, 3));
-    let err = instance.chain_events(api::Signal::Logs, &logs[..logs.len() - 3], &ctx).unwrap_err();
+    let err = instance.chain_events(Signal::Logs, &logs[..logs.len() - 3], &ctx).unwrap_err();
     assert!(matches!(err, RuntimeError::Process(ProcessError::Decode(_))), "{err}");
     assert!(!instance.is_poisoned());
 }

@@ -9,7 +9,7 @@ mod support;
 use audit_processor::Processor;
 use audit_processor::api::{ChainHead, Context, Output, ProcessError, Signal};
 use otel_audit::loadgen::{self, BatchSpec};
-use otel_audit::runtime::RuntimeError;
+use otel_audit::runtime::{self, RuntimeError};
 use prost::Message;
 
 const BATCHES: u64 = 1_000;
@@ -24,9 +24,9 @@ fn policies() -> [String; 3] {
 
 /// Asserts that both runs gave the same output (naming the first record
 /// that differs) and returns it.
-fn agree(label: &str, native: Result<Output, ProcessError>, wasm: Result<Output, RuntimeError>) -> Output {
+fn agree(label: &str, native: Result<Output, ProcessError>, wasm: Result<runtime::Output, RuntimeError>) -> Output {
     let native = native.unwrap_or_else(|e| panic!("{label}: native refused: {e}"));
-    let wasm = wasm.unwrap_or_else(|e| panic!("{label}: wasm refused: {e}"));
+    let wasm = support::as_native(wasm.unwrap_or_else(|e| panic!("{label}: wasm refused: {e}")));
     for (n, (a, b)) in native.records.iter().zip(&wasm.records).enumerate() {
         assert!(
             a == b,

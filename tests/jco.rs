@@ -15,12 +15,12 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use audit_processor::api::{self, ChainHead, Context, ProcessError};
+use audit_format::{ChainHead, Context};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use otel_audit::loadgen::{self, BatchSpec};
 use otel_audit::otlp::{self, Encoding, Signal};
-use otel_audit::runtime::{Instance, RuntimeError};
+use otel_audit::runtime::{self, Instance, ProcessError, RuntimeError};
 use prost::Message;
 use serde_json::{Value, json};
 
@@ -64,12 +64,12 @@ struct Head {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Processed {
-    info: api::PolicyInfo,
+    info: runtime::PolicyInfo,
     otlp: Vec<u8>,
     records: Vec<Vec<u8>>,
     leaves: Vec<u8>,
     head: Head,
-    stats: api::Stats,
+    stats: runtime::Stats,
 }
 
 /// One host's result for one case, in a host-neutral form.
@@ -449,7 +449,7 @@ fn build_cases(wasmtime: &mut Wasmtime) -> Vec<Case> {
 }
 
 /// wasmtime through otel-audit's runtime, plus a bare wasmtime host for the
-/// contexts `api::Context` cannot express (a `prev` that is not 32 bytes).
+/// contexts `audit_format::Context` cannot express (a `prev` that is not 32 bytes).
 #[derive(Default)]
 struct Wasmtime {
     instance: Option<Instance>,
@@ -474,8 +474,8 @@ impl Wasmtime {
             head: ChainHead { chain_id: case.chain_id.clone(), seq: case.seq, prev },
         };
         let result = match (case.events, case.signal) {
-            (true, Signal::Traces) => instance.chain_events(api::Signal::Traces, &case.request, &ctx),
-            (true, Signal::Logs) => instance.chain_events(api::Signal::Logs, &case.request, &ctx),
+            (true, Signal::Traces) => instance.chain_events(Signal::Traces, &case.request, &ctx),
+            (true, Signal::Logs) => instance.chain_events(Signal::Logs, &case.request, &ctx),
             (false, Signal::Traces) => instance.process_traces(&case.request, &ctx),
             (false, Signal::Logs) => instance.process_logs(&case.request, &ctx),
         };
@@ -510,7 +510,7 @@ mod bare {
     use wasmtime::{Engine, Store};
     use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-    use super::{Case, Head, Outcome, Processed, Signal, api, support};
+    use super::{Case, Head, Outcome, Processed, Signal, runtime, support};
 
     wasmtime::component::bindgen!({ path: "../wit", world: "audit-processor" });
 
@@ -561,17 +561,21 @@ mod bare {
         };
         match result.unwrap_or_else(|e| panic!("{}: bare wasmtime trapped: {e:#}", case.name)) {
             Ok(out) => Outcome::Ok(Box::new(Processed {
-                info: api::PolicyInfo {
+                info: runtime::PolicyInfo {
                     digest: info.digest,
                     pipeline: info.pipeline,
                     key_id: info.key_id,
-                    rules: info.rules.into_iter().map(|r| api::Rule { id: r.id, description: r.description }).collect(),
+                    rules: info
+                        .rules
+                        .into_iter()
+                        .map(|r| runtime::Rule { id: r.id, description: r.description })
+                        .collect(),
                 },
                 otlp: out.otlp,
                 records: out.records,
                 leaves: out.leaves,
                 head: Head { chain_id: out.head.chain_id, seq: out.head.seq, prev: out.head.prev },
-                stats: api::Stats {
+                stats: runtime::Stats {
                     received: out.stats.received,
                     kept: out.stats.kept,
                     dropped: out.stats.dropped,
@@ -645,7 +649,7 @@ fn parse_jco(value: &Value) -> Result<Outcome, String> {
         .iter()
         .map(|r| match r.as_array().map(Vec::as_slice) {
             Some([Value::String(id), Value::String(description)]) => {
-                Ok(api::Rule { id: id.clone(), description: description.clone() })
+                Ok(runtime::Rule { id: id.clone(), description: description.clone() })
             }
             _ => Err(format!("has a malformed rule {r}")),
         })
@@ -653,7 +657,12 @@ fn parse_jco(value: &Value) -> Result<Outcome, String> {
     let head = field(ok, "head")?;
     let stats = field(ok, "stats")?;
     Ok(Outcome::Ok(Box::new(Processed {
-        info: api::PolicyInfo { digest: string(info, "digest")?, pipeline: string(info, "pipeline")?, key_id, rules },
+        info: runtime::PolicyInfo {
+            digest: string(info, "digest")?,
+            pipeline: string(info, "pipeline")?,
+            key_id,
+            rules,
+        },
         otlp: b64(&string(ok, "otlp_b64")?)?,
         records: array(ok, "records_b64")?
             .iter()
@@ -665,7 +674,7 @@ fn parse_jco(value: &Value) -> Result<Outcome, String> {
             seq: u64_of(field(head, "seq")?)?,
             prev: unhex(&string(head, "prev_hex")?)?,
         },
-        stats: api::Stats {
+        stats: runtime::Stats {
             received: u64_of(field(stats, "received")?)?,
             kept: u64_of(field(stats, "kept")?)?,
             dropped: u64_of(field(stats, "dropped")?)?,

@@ -63,11 +63,11 @@ fn load(path: &Path) -> Case {
 fn run_wasm(case: &Case) -> Output {
     let mut instance = support::module().instantiate().unwrap();
     instance.configure(&case.policy, &case.secrets).unwrap();
-    match case.signal {
+    let out = match case.signal {
         Signal::Traces => instance.process_traces(&case.request, &case.ctx),
         Signal::Logs => instance.process_logs(&case.request, &case.ctx),
-    }
-    .unwrap()
+    };
+    support::as_native(out.unwrap())
 }
 
 fn run_native(case: &Case) -> Output {

@@ -216,7 +216,7 @@ fn signer(setup: &Setup) -> SignerKey {
 fn signed_line(key: &SignerKey, origin: &str, size: u64, all: &[Hash], time: u64, before: Option<&str>) -> CpLine {
     let mut frontier = Frontier::new();
     all[..size as usize].iter().for_each(|l| frontier.push(*l));
-    let mut extensions = vec![format!("time {}", audit_processor::enrich::rfc3339_nanos(time).unwrap())];
+    let mut extensions = vec![format!("time {}", audit_format::rfc3339_nanos(time))];
     if let Some(before) = before {
         extensions.push(format!("prev {}", B64.encode(Sha256::digest(before.as_bytes()))));
     }

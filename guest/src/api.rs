@@ -1,46 +1,11 @@
 //! Plain Rust mirrors of the WIT types (wit/audit-processor.wit).
 //!
 //! The processor logic speaks only these; `component.rs` converts them to and
-//! from the generated bindings, and the host converts the wasm results back
-//! into them, so native and wasm runs can be compared value for value.
+//! from the generated bindings. The chain's own types (`Signal`,
+//! `ChainHead`, `Context`, `Hash`) come from the `audit-format` crate the
+//! host shares; the host speaks the WIT bindings, never these.
 
-use crate::chain::Hash;
-
-/// Which OTLP signal an export request carries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Signal {
-    /// An `ExportTraceServiceRequest`: spans.
-    Traces,
-    /// An `ExportLogsServiceRequest`: log records.
-    Logs,
-}
-
-/// Where a chain stands before a batch.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ChainHead {
-    /// The chain's identifier (`audit.sequence.stream_id`).
-    pub chain_id: String,
-    /// Sequence number the next record gets.
-    pub seq: u64,
-    /// Leaf hash of record `seq - 1`; all zeros at genesis.
-    pub prev: Hash,
-}
-
-impl ChainHead {
-    /// The head of an empty chain.
-    pub fn genesis(chain_id: impl Into<String>) -> Self {
-        ChainHead { chain_id: chain_id.into(), seq: 0, prev: crate::chain::GENESIS_PREV }
-    }
-}
-
-/// What the host tells the processor about one batch.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Context {
-    /// When the host received the batch, nanoseconds since the Unix epoch.
-    pub received_at_unix_nano: u64,
-    /// The chain head the batch's records extend.
-    pub head: ChainHead,
-}
+pub use audit_format::{ChainHead, Context, Hash, Signal};
 
 /// One policy rule, for coverage reports.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,53 +1,12 @@
 //! The `audit:` section's enrichment: pipeline, received-at time, policy
-//! digest and required-attribute checks, plus the attribute names the
-//! downstream copy of each record carries.
+//! digest and required-attribute checks. The attribute names are the
+//! chain format's (`audit_format::keys`).
 
 use opentelemetry_proto::tonic::common::v1::{AnyValue, ArrayValue, KeyValue, any_value::Value};
 
+use audit_format::keys::{PIPELINE, POLICY_DIGEST, REQUIRE_MISSING, is_processor_key};
+
 use crate::policy::Policy;
-
-/// The pipeline name from `audit.pipeline`.
-pub const PIPELINE: &str = "audit.pipeline";
-/// Default attribute for the received-at time.
-pub const DEFAULT_RECEIVED_AT: &str = "audit.collector_received_at";
-/// Digest of the policy that processed the record.
-pub const POLICY_DIGEST: &str = "audit.policy.digest";
-/// Required attributes that a record lacked (an array of keys).
-pub const REQUIRE_MISSING: &str = "audit.require.missing";
-/// Chain id, on downstream copies.
-pub const SEQUENCE_STREAM_ID: &str = "audit.sequence.stream_id";
-/// Position in the chain, on downstream copies.
-pub const SEQUENCE_NUMBER: &str = "audit.sequence.number";
-/// Leaf hash of the previous record (hex), on downstream copies.
-pub const SEQUENCE_PREV_HASH: &str = "audit.sequence.prev_hash";
-/// Leaf hash of this record (hex), on downstream copies.
-pub const INTEGRITY_VALUE: &str = "audit.integrity.value";
-/// How `audit.integrity.value` was computed.
-pub const INTEGRITY_ALGORITHM: &str = "audit.integrity.algorithm";
-/// HMAC-SHA256 of the leaf (hex), on downstream copies of keyed chains.
-pub const INTEGRITY_MAC: &str = "audit.integrity.mac";
-/// Key id of `audit.integrity.mac`.
-pub const INTEGRITY_KEY_ID: &str = "audit.integrity.key_id";
-
-/// Formats Unix nanoseconds as RFC 3339 UTC with exactly nine fractional
-/// digits (`2026-11-23T09:30:00.000000001Z`), so the text sorts as time does.
-pub fn rfc3339_nanos(unix_nano: u64) -> Result<String, String> {
-    let format =
-        time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:9]Z");
-    let at = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(unix_nano)).map_err(|e| e.to_string())?;
-    at.format(&format).map_err(|e| e.to_string())
-}
-
-/// The chain attributes only the processor writes (on downstream copies).
-const CHAIN_KEYS: [&str; 7] = [
-    SEQUENCE_STREAM_ID,
-    SEQUENCE_NUMBER,
-    SEQUENCE_PREV_HASH,
-    INTEGRITY_VALUE,
-    INTEGRITY_ALGORITHM,
-    INTEGRITY_MAC,
-    INTEGRITY_KEY_ID,
-];
 
 /// Stamps a kept record's attributes as the `audit:` section says and
 /// returns whether the record broke `audit.require` (it is flagged with
@@ -91,13 +50,6 @@ pub fn stamp(
     violated
 }
 
-/// Whether the processor owns `key`: the enrichment and chain attributes.
-/// A client's value under such a key never reaches a record.
-pub fn is_processor_key(key: &str) -> bool {
-    key.starts_with("audit.")
-        && (key == PIPELINE || key == POLICY_DIGEST || key == REQUIRE_MISSING || CHAIN_KEYS.contains(&key))
-}
-
 /// Appends an attribute the caller knows is absent.
 pub fn push(attributes: &mut Vec<KeyValue>, key: &str, value: Value) {
     attributes.push(KeyValue { key: key.to_owned(), value: Some(AnyValue { value: Some(value) }), key_strindex: 0 });
@@ -126,13 +78,6 @@ pub fn upsert(attributes: &mut Vec<KeyValue>, key: &str, value: Value) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn rfc3339_has_nine_fraction_digits() {
-        assert_eq!(rfc3339_nanos(0).unwrap(), "1970-01-01T00:00:00.000000000Z");
-        assert_eq!(rfc3339_nanos(1_795_000_000_123_456_789).unwrap(), "2026-11-18T11:06:40.123456789Z");
-        assert_eq!(rfc3339_nanos(u64::MAX).unwrap(), "2554-07-21T23:34:33.709551615Z");
-    }
 
     #[test]
     fn upsert_replaces_all_duplicates() {

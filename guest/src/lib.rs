@@ -9,13 +9,13 @@
 //! request, context): no clock, no randomness, no I/O.
 //!
 //! Stages, in flow order: [`policy`] (parse once), [`filter`],
-//! [`attributes`], [`redaction`], [`enrich`], [`record`] (canonical JSON),
-//! [`chain`] (hashes); [`process`] runs a batch through them.
+//! [`attributes`], [`redaction`], [`enrich`], [`record`] (canonical JSON), then the
+//! chain's hashes (`audit_format::hash`); [`process`] runs a batch through
+//! them.
 #![deny(missing_docs)]
 
 pub mod api;
 pub mod attributes;
-pub mod chain;
 pub mod enrich;
 pub mod filter;
 pub mod jcs;

@@ -11,7 +11,9 @@ use opentelemetry_proto::tonic::trace::v1::Span;
 use prost::Message;
 
 use crate::api::{ChainHead, Context, Output, ProcessError, Stats};
-use crate::chain::{self, Hash};
+use audit_format::hash::{self as chain, Hash};
+use audit_format::keys;
+
 use crate::enrich;
 use crate::policy::Policy;
 use crate::record::{self, Body, Position};
@@ -308,9 +310,7 @@ struct Link {
 
 impl<'p> Batch<'p> {
     fn new(stages: Stages, policy: &'p Policy, ctx: &Context) -> Result<Self, ProcessError> {
-        let received_at = enrich::rfc3339_nanos(ctx.received_at_unix_nano).map_err(|e| {
-            ProcessError::InvalidContext(format!("received-at-unix-nano {}: {e}", ctx.received_at_unix_nano))
-        })?;
+        let received_at = audit_format::rfc3339_nanos(ctx.received_at_unix_nano);
         if ctx.head.chain_id.is_empty() {
             return Err(ProcessError::InvalidContext("chain id is empty".into()));
         }
@@ -373,14 +373,14 @@ impl<'p> Batch<'p> {
     /// client sent under these keys was removed by [`enrich::stamp`].)
     fn annotate(&self, link: &Link, attributes: &mut Vec<KeyValue>) {
         let mut add = |key: &str, value: Value| enrich::push(attributes, key, value);
-        add(enrich::SEQUENCE_STREAM_ID, Value::StringValue(self.chain_id.clone()));
-        add(enrich::SEQUENCE_NUMBER, Value::IntValue(link.seq as i64));
-        add(enrich::SEQUENCE_PREV_HASH, Value::StringValue(chain::to_hex(&link.prev)));
-        add(enrich::INTEGRITY_VALUE, Value::StringValue(chain::to_hex(&link.leaf)));
-        add(enrich::INTEGRITY_ALGORITHM, Value::StringValue(chain::LEAF_ALGORITHM.into()));
+        add(keys::SEQUENCE_STREAM_ID, Value::StringValue(self.chain_id.clone()));
+        add(keys::SEQUENCE_NUMBER, Value::IntValue(link.seq as i64));
+        add(keys::SEQUENCE_PREV_HASH, Value::StringValue(chain::to_hex(&link.prev)));
+        add(keys::INTEGRITY_VALUE, Value::StringValue(chain::to_hex(&link.leaf)));
+        add(keys::INTEGRITY_ALGORITHM, Value::StringValue(chain::LEAF_ALGORITHM.into()));
         if let (Some(mac), Some(key)) = (link.mac, &self.policy.key) {
-            add(enrich::INTEGRITY_MAC, Value::StringValue(chain::to_hex(&mac)));
-            add(enrich::INTEGRITY_KEY_ID, Value::StringValue(key.id.clone()));
+            add(keys::INTEGRITY_MAC, Value::StringValue(chain::to_hex(&mac)));
+            add(keys::INTEGRITY_KEY_ID, Value::StringValue(key.id.clone()));
         }
     }
 

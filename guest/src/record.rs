@@ -15,7 +15,8 @@ use opentelemetry_proto::tonic::logs::v1::LogRecord;
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{Span, Status, span};
 
-use crate::chain::Hash;
+use audit_format::Hash;
+
 use crate::jcs;
 
 /// Version of the record format, written as the member `"v"`.

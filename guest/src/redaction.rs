@@ -45,7 +45,7 @@ impl Masking {
             Masking::Md5 => hex::encode(md5::Md5::digest(text)),
             Masking::Sha1 => hex::encode(sha1::Sha1::digest(text)),
             Masking::Sha3 => hex::encode(sha3::Sha3_256::digest(text)),
-            Masking::HmacSha256(key) => hex::encode(crate::chain::hmac_sha256(key, text.as_bytes())),
+            Masking::HmacSha256(key) => hex::encode(audit_format::hash::hmac_sha256(key, text.as_bytes())),
         }
     }
 }

@@ -146,7 +146,7 @@ fn build_store(dir: &Path, policy: &str, signer: &SignerKey, target: u64) -> (u6
 /// A checkpoint as `serve` signs it: origin, size, root, time, prev.
 fn sign(store: &mut ChainStore, signer: &SignerKey, now: u64) {
     let frontier = store.frontier().clone();
-    let mut extensions = vec![format!("time {}", audit_processor::enrich::rfc3339_nanos(now).unwrap())];
+    let mut extensions = vec![format!("time {}", audit_format::rfc3339_nanos(now))];
     if let Some(last) = store.last_checkpoint() {
         let text = SignedNote::parse(&last.note).unwrap().text;
         extensions.push(format!(

@@ -13,7 +13,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use ed25519_dalek::{Signer as _, SigningKey, VerifyingKey};
 use sha2::{Digest, Sha256};
 
-use audit_processor::chain::Hash;
+use audit_format::Hash;
 
 /// The signature algorithm byte of Ed25519 note keys.
 const ED25519: u8 = 0x01;

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use audit_processor::api::{ChainHead, Context};
+use audit_format::{ChainHead, Context};
 use clap::{Args, Parser, Subcommand};
 use otel_audit::otlp::{self, Encoding, Signal};
 use otel_audit::runtime::{Limits, Runtime, RuntimeError};
@@ -537,7 +537,7 @@ fn runtime(cache_dir: &Option<PathBuf>) -> Result<Runtime, Failure> {
 }
 
 /// Loads the module and configures a fresh instance with the policy.
-fn configured(args: &ModuleArgs) -> Result<(otel_audit::runtime::Instance, audit_processor::PolicyInfo), Failure> {
+fn configured(args: &ModuleArgs) -> Result<(otel_audit::runtime::Instance, otel_audit::runtime::PolicyInfo), Failure> {
     let policy = std::fs::read_to_string(&args.policy)
         .with_context(|| format!("cannot read policy {}", args.policy.display()))?;
     let secrets = secrets::read_all(&args.secrets)?;
@@ -651,7 +651,7 @@ fn process(args: ProcessArgs) -> Result<(), Failure> {
     let request = otlp::to_protobuf(args.signal, &input, args.input_format)
         .map_err(|e| rejected(anyhow::anyhow!("{}: {e}", args.input.display())))?;
     let prev = match &args.prev {
-        None => audit_processor::chain::GENESIS_PREV,
+        None => audit_format::GENESIS_PREV,
         Some(text) => {
             let bytes = hex::decode(text).context("--prev must be hex")?;
             bytes

@@ -5,10 +5,10 @@
 //! A chain's store extends the frontier with every leaf it appends and
 //! persists it with each checkpoint, so that recovery replays only the
 //! leaves after the last checkpoint instead of the whole chain. The tree
-//! hash is docs/chain-format.md §3; `audit_processor::chain::merkle_root` is
+//! hash is docs/chain-format.md §3; `audit_format::hash::merkle_root` is
 //! the recursive definition this must agree with.
 
-use audit_processor::chain::{Hash, leaf_hash, node_hash};
+use audit_format::hash::{Hash, leaf_hash, node_hash};
 use sha2::{Digest, Sha256};
 
 /// The compact range `[0, size)` of an RFC 6962 Merkle tree.
@@ -100,7 +100,7 @@ impl Frontier {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use audit_processor::chain::merkle_root;
+    use audit_format::hash::merkle_root;
 
     fn leaves(n: usize) -> Vec<Hash> {
         (0..n).map(|i| leaf_hash(format!("record {i}").as_bytes())).collect()

@@ -8,14 +8,7 @@ use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message;
 
-/// Which OTLP signal a payload carries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Signal {
-    /// `ExportTraceServiceRequest`.
-    Traces,
-    /// `ExportLogsServiceRequest`.
-    Logs,
-}
+pub use audit_format::Signal;
 
 /// How a payload is encoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -51,12 +44,11 @@ pub enum PayloadError {
     },
 }
 
-impl Signal {
-    fn request_name(self) -> &'static str {
-        match self {
-            Signal::Traces => "ExportTraceServiceRequest",
-            Signal::Logs => "ExportLogsServiceRequest",
-        }
+/// The OTLP message a payload of `signal` must be.
+fn request_name(signal: Signal) -> &'static str {
+    match signal {
+        Signal::Traces => "ExportTraceServiceRequest",
+        Signal::Logs => "ExportLogsServiceRequest",
     }
 }
 
@@ -128,7 +120,7 @@ fn camel_case_keys(signal: Signal, bytes: &[u8]) -> Result<Vec<u8>, PayloadError
         out
     }
     let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| PayloadError::Json {
-        what: signal.request_name(),
+        what: request_name(signal),
         path: "(document)".into(),
         message: e.to_string(),
     })?;
@@ -137,8 +129,7 @@ fn camel_case_keys(signal: Signal, bytes: &[u8]) -> Result<Vec<u8>, PayloadError
 
 /// Renders protobuf request bytes as OTLP/JSON.
 pub fn to_json(signal: Signal, protobuf: &[u8]) -> Result<Vec<u8>, PayloadError> {
-    let invalid =
-        |e: prost::DecodeError| PayloadError::Protobuf { what: signal.request_name(), message: e.to_string() };
+    let invalid = |e: prost::DecodeError| PayloadError::Protobuf { what: request_name(signal), message: e.to_string() };
     let json = match signal {
         Signal::Traces => serde_json::to_vec(&ExportTraceServiceRequest::decode(protobuf).map_err(invalid)?),
         Signal::Logs => serde_json::to_vec(&ExportLogsServiceRequest::decode(protobuf).map_err(invalid)?),
@@ -149,12 +140,12 @@ pub fn to_json(signal: Signal, protobuf: &[u8]) -> Result<Vec<u8>, PayloadError>
 fn parse_json<T: serde::de::DeserializeOwned>(signal: Signal, bytes: &[u8]) -> Result<T, PayloadError> {
     let mut deserializer = serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|e| PayloadError::Json {
-        what: signal.request_name(),
+        what: request_name(signal),
         path: e.path().to_string(),
         message: e.inner().to_string(),
     })?;
     deserializer.end().map_err(|e| PayloadError::Json {
-        what: signal.request_name(),
+        what: request_name(signal),
         path: "(end)".into(),
         message: format!("trailing data after the request: {e}"),
     })?;

@@ -15,7 +15,9 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use audit_processor::api::{ChainHead, Context, Output, Rule};
+use audit_format::{ChainHead, Context};
+
+use crate::runtime::{Output, Rule};
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value::Value};
@@ -714,7 +716,7 @@ fn context(path: &Path, place: &str, spec: &ContextSpec) -> Result<Context, Test
             .ok()
             .and_then(|b| <[u8; 32]>::try_from(b).ok())
             .ok_or_else(|| err("prev", "must be 64 hex digits (a SHA-256 leaf)".into()))?,
-        None => audit_processor::chain::GENESIS_PREV,
+        None => audit_format::GENESIS_PREV,
     };
     let chain_id = spec.chain_id.clone().unwrap_or_else(|| "policy-test".into());
     Ok(Context { received_at_unix_nano, head: ChainHead { chain_id, seq: spec.seq.unwrap_or(0), prev } })

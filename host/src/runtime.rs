@@ -12,7 +12,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use audit_processor::api;
+use audit_format::{ChainHead, Context, Hash, Signal};
 use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::{
@@ -20,14 +20,53 @@ use wasmtime::{
 };
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
+#[allow(missing_docs)]
 mod bindings {
     wasmtime::component::bindgen!({
         path: "../wit",
         world: "audit-processor",
+        additional_derives: [PartialEq, Eq],
     });
 }
 
 use bindings::otel_audit::processor::types as wit;
+
+/// What a successful `configure` reports (WIT `policy-info`).
+pub use wit::PolicyInfo;
+/// One policy rule, for coverage reports (WIT `rule`).
+pub use wit::Rule;
+/// Counters for one batch (WIT `stats`).
+pub use wit::Stats;
+
+/// The result of processing one batch: the WIT `output`, with its hashes
+/// checked to be 32 bytes each.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Output {
+    /// OTLP export request (protobuf) with only the kept, enriched records.
+    pub otlp: Vec<u8>,
+    /// Canonical records in chain order.
+    pub records: Vec<Vec<u8>>,
+    /// Leaf hash of each record, in chain order.
+    pub leaves: Vec<Hash>,
+    /// The head after this batch.
+    pub head: ChainHead,
+    /// Counters.
+    pub stats: Stats,
+}
+
+/// Why the processor refused a batch (WIT `error`); nothing of it was chained.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProcessError {
+    /// The request is not a valid OTLP export request.
+    #[error("invalid OTLP request: {0}")]
+    Decode(String),
+    /// No policy is configured, or it cannot process this batch.
+    #[error("policy error: {0}")]
+    Policy(String),
+    /// The context is unusable.
+    #[error("invalid context: {0}")]
+    InvalidContext(String),
+}
 
 /// How often the epoch ticks; deadlines are counted in ticks.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -80,7 +119,7 @@ pub enum RuntimeError {
     Policy(String),
     /// The processor refused the batch.
     #[error(transparent)]
-    Process(#[from] api::ProcessError),
+    Process(#[from] ProcessError),
 }
 
 fn engine_error(e: wasmtime::Error) -> RuntimeError {
@@ -302,25 +341,19 @@ pub struct Instance {
 
 impl Instance {
     /// Installs a policy. Secrets map key ids to key bytes.
-    pub fn configure(&mut self, policy: &str, secrets: &[(String, Vec<u8>)]) -> Result<api::PolicyInfo, RuntimeError> {
+    pub fn configure(&mut self, policy: &str, secrets: &[(String, Vec<u8>)]) -> Result<PolicyInfo, RuntimeError> {
         self.ready()?;
         let result = self.bindings.otel_audit_processor_processor().call_configure(&mut self.store, policy, secrets);
-        let info = self.trapped(result)?.map_err(RuntimeError::Policy)?;
-        Ok(api::PolicyInfo {
-            digest: info.digest,
-            pipeline: info.pipeline,
-            key_id: info.key_id,
-            rules: info.rules.into_iter().map(|r| api::Rule { id: r.id, description: r.description }).collect(),
-        })
+        self.trapped(result)?.map_err(RuntimeError::Policy)
     }
 
     /// Processes an `ExportTraceServiceRequest`.
-    pub fn process_traces(&mut self, request: &[u8], ctx: &api::Context) -> Result<api::Output, RuntimeError> {
+    pub fn process_traces(&mut self, request: &[u8], ctx: &Context) -> Result<Output, RuntimeError> {
         self.call_batch(ctx, |processor, store, ctx| processor.call_process_traces(store, request, ctx))
     }
 
     /// Processes an `ExportLogsServiceRequest`.
-    pub fn process_logs(&mut self, request: &[u8], ctx: &api::Context) -> Result<api::Output, RuntimeError> {
+    pub fn process_logs(&mut self, request: &[u8], ctx: &Context) -> Result<Output, RuntimeError> {
         self.call_batch(ctx, |processor, store, ctx| processor.call_process_logs(store, request, ctx))
     }
 
@@ -328,15 +361,10 @@ impl Instance {
     /// log record of `request` (an OTLP export request of `signal`) is kept
     /// as it is, with no policy stage applied, then enriched and chained
     /// like any kept record.
-    pub fn chain_events(
-        &mut self,
-        signal: api::Signal,
-        request: &[u8],
-        ctx: &api::Context,
-    ) -> Result<api::Output, RuntimeError> {
+    pub fn chain_events(&mut self, signal: Signal, request: &[u8], ctx: &Context) -> Result<Output, RuntimeError> {
         let signal = match signal {
-            api::Signal::Traces => wit::Signal::Traces,
-            api::Signal::Logs => wit::Signal::Logs,
+            Signal::Traces => wit::Signal::Traces,
+            Signal::Logs => wit::Signal::Logs,
         };
         self.call_batch(ctx, |processor, store, ctx| processor.call_chain_events(store, signal, request, ctx))
     }
@@ -346,13 +374,13 @@ impl Instance {
     /// output that breaks the contract poisons the instance like a trap.
     fn call_batch(
         &mut self,
-        ctx: &api::Context,
+        ctx: &Context,
         call: impl FnOnce(
             &bindings::exports::otel_audit::processor::processor::Guest,
             &mut Store<HostState>,
             &wit::Context,
         ) -> wasmtime::Result<Result<wit::Output, wit::Error>>,
-    ) -> Result<api::Output, RuntimeError> {
+    ) -> Result<Output, RuntimeError> {
         self.ready()?;
         let ctx = wit_context(ctx);
         let result = call(self.bindings.otel_audit_processor_processor(), &mut self.store, &ctx);
@@ -390,20 +418,20 @@ impl Instance {
     }
 }
 
-fn wit_context(ctx: &api::Context) -> wit::Context {
+fn wit_context(ctx: &Context) -> wit::Context {
     wit::Context {
         received_at_unix_nano: ctx.received_at_unix_nano,
         head: wit::ChainHead { chain_id: ctx.head.chain_id.clone(), seq: ctx.head.seq, prev: ctx.head.prev.to_vec() },
     }
 }
 
-fn from_wit(result: Result<wit::Output, wit::Error>) -> Result<api::Output, RuntimeError> {
+fn from_wit(result: Result<wit::Output, wit::Error>) -> Result<Output, RuntimeError> {
     let out = result.map_err(|e| match e {
-        wit::Error::Decode(m) => api::ProcessError::Decode(m),
-        wit::Error::Policy(m) => api::ProcessError::Policy(m),
-        wit::Error::InvalidContext(m) => api::ProcessError::InvalidContext(m),
+        wit::Error::Decode(m) => ProcessError::Decode(m),
+        wit::Error::Policy(m) => ProcessError::Policy(m),
+        wit::Error::InvalidContext(m) => ProcessError::InvalidContext(m),
     })?;
-    let hash = |bytes: &[u8], what: &str| -> Result<[u8; 32], RuntimeError> {
+    let hash = |bytes: &[u8], what: &str| -> Result<Hash, RuntimeError> {
         bytes.try_into().map_err(|_| {
             RuntimeError::Trap(format!("the processor returned a {what} of {} bytes, not 32", bytes.len()))
         })
@@ -416,18 +444,11 @@ fn from_wit(result: Result<wit::Output, wit::Error>) -> Result<api::Output, Runt
         )));
     }
     let leaves = out.leaves.chunks_exact(32).map(|c| hash(c, "leaf")).collect::<Result<_, _>>()?;
-    Ok(api::Output {
+    Ok(Output {
         otlp: out.otlp,
         records: out.records,
         leaves,
-        head: api::ChainHead { chain_id: out.head.chain_id, seq: out.head.seq, prev: hash(&out.head.prev, "head")? },
-        stats: api::Stats {
-            received: out.stats.received,
-            kept: out.stats.kept,
-            dropped: out.stats.dropped,
-            redacted: out.stats.redacted,
-            violations: out.stats.violations,
-            rule_hits: out.stats.rule_hits,
-        },
+        head: ChainHead { chain_id: out.head.chain_id, seq: out.head.seq, prev: hash(&out.head.prev, "head")? },
+        stats: out.stats,
     })
 }

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use audit_processor::api::{ChainHead, Context};
-use otel_audit::runtime::{Limits, Module, Runtime};
+use otel_audit::runtime::{self, Limits, Module, Runtime};
 
 /// The workspace root.
 pub fn root() -> PathBuf {
@@ -69,4 +69,33 @@ pub fn genesis(chain_id: &str) -> Context {
 /// The secrets the keyed test policies name.
 pub fn test_secrets() -> Vec<(String, Vec<u8>)> {
     vec![("k1".to_owned(), b"test-hmac-key-k1-0123456789abcdef".to_vec())]
+}
+
+/// The component's output in the native processor's types, so wasm and
+/// native runs compare value for value.
+pub fn as_native(out: runtime::Output) -> audit_processor::Output {
+    let s = out.stats;
+    audit_processor::Output {
+        otlp: out.otlp,
+        records: out.records,
+        leaves: out.leaves,
+        head: out.head,
+        stats: audit_processor::Stats {
+            received: s.received,
+            kept: s.kept,
+            dropped: s.dropped,
+            redacted: s.redacted,
+            violations: s.violations,
+            rule_hits: s.rule_hits,
+        },
+    }
+}
+
+/// The component's refusal in the native processor's terms.
+pub fn as_native_error(error: runtime::ProcessError) -> audit_processor::ProcessError {
+    match error {
+        runtime::ProcessError::Decode(m) => audit_processor::ProcessError::Decode(m),
+        runtime::ProcessError::Policy(m) => audit_processor::ProcessError::Policy(m),
+        runtime::ProcessError::InvalidContext(m) => audit_processor::ProcessError::InvalidContext(m),
+    }
 }

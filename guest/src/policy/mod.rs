@@ -357,11 +357,11 @@ impl Compiler<'_> {
 
     fn audit(&mut self, a: Option<AuditConfig>) -> Result<(Audit, Option<ChainKey>), PolicyError> {
         let a = a.unwrap_or(AuditConfig { pipeline: None, received_at: None, require: Vec::new(), chain: None });
-        let received_at_key = a.received_at.unwrap_or_else(|| crate::enrich::DEFAULT_RECEIVED_AT.to_owned());
+        let received_at_key = a.received_at.unwrap_or_else(|| audit_format::keys::DEFAULT_RECEIVED_AT.to_owned());
         if received_at_key.is_empty() {
             return Err(PolicyError::at("audit.received_at", "the attribute key must not be empty"));
         }
-        if crate::enrich::is_processor_key(&received_at_key) {
+        if audit_format::keys::is_processor_key(&received_at_key) {
             return Err(PolicyError::at(
                 "audit.received_at",
                 format!("'{received_at_key}' is an attribute the processor itself writes; choose another key"),

@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::api::ChainHead;
+use audit_format::keys;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans};
 
 const POLICY: &str = "filter:\n  spans:\n    include:\n      match_type: regexp\n      attributes: [{key: audit.action, value: '.*'}]\naudit:\n  pipeline: p\n";
@@ -54,7 +55,7 @@ fn keeps_chains_and_drops_empty_containers() {
     let kept = ExportTraceServiceRequest::decode(out.otlp.as_slice()).unwrap();
     assert_eq!(kept.resource_spans.len(), 1, "the resource with no kept span is removed");
     let spans = &kept.resource_spans[0].scope_spans[0].spans;
-    let number = spans[1].attributes.iter().find(|kv| kv.key == enrich::SEQUENCE_NUMBER).unwrap();
+    let number = spans[1].attributes.iter().find(|kv| kv.key == keys::SEQUENCE_NUMBER).unwrap();
     assert_eq!(number.value, Some(AnyValue { value: Some(Value::IntValue(1)) }));
 }
 
@@ -95,15 +96,15 @@ fn keyed_chain_inserts_the_mac_outside_the_leaf() {
 fn client_values_under_processor_keys_never_reach_the_record() {
     let policy = Policy::parse(POLICY, &[]).unwrap();
     let mut span = audit_span("login");
-    for key in [enrich::INTEGRITY_VALUE, enrich::SEQUENCE_NUMBER, enrich::POLICY_DIGEST, enrich::PIPELINE] {
+    for key in [keys::INTEGRITY_VALUE, keys::SEQUENCE_NUMBER, keys::POLICY_DIGEST, keys::PIPELINE] {
         span.attributes.push(kv(key, "spoofed"));
     }
     let out = traces(&policy, &request(vec![vec![span]]), &ctx()).unwrap();
     let record = String::from_utf8(out.records[0].clone()).unwrap();
-    assert!(!record.contains("spoofed") && !record.contains(enrich::INTEGRITY_VALUE), "{record}");
+    assert!(!record.contains("spoofed") && !record.contains(keys::INTEGRITY_VALUE), "{record}");
     let kept = ExportTraceServiceRequest::decode(out.otlp.as_slice()).unwrap();
     let attrs = &kept.resource_spans[0].scope_spans[0].spans[0].attributes;
-    for key in [enrich::INTEGRITY_VALUE, enrich::SEQUENCE_NUMBER, enrich::POLICY_DIGEST, enrich::PIPELINE] {
+    for key in [keys::INTEGRITY_VALUE, keys::SEQUENCE_NUMBER, keys::POLICY_DIGEST, keys::PIPELINE] {
         let values: Vec<_> = attrs.iter().filter(|a| a.key == key).collect();
         assert_eq!(values.len(), 1, "{key} once");
         assert_ne!(values[0].value, Some(AnyValue { value: Some(Value::StringValue("spoofed".into())) }), "{key}");
@@ -116,7 +117,7 @@ fn reviewed_leaks_stay_closed() {
     // A client's audit.pipeline is dropped even when the policy sets none.
     let no_pipeline = Policy::parse("audit:\n  require: [enduser.id]\n", &[]).unwrap();
     let mut span = audit_span("a");
-    span.attributes.push(kv(enrich::PIPELINE, "spoofed"));
+    span.attributes.push(kv(keys::PIPELINE, "spoofed"));
     let out = traces(&no_pipeline, &request(vec![vec![span]]), &ctx()).unwrap();
     assert!(!String::from_utf8_lossy(&out.records[0]).contains("spoofed"));
 
@@ -217,7 +218,7 @@ audit:
 ";
 
 fn event_attributes() -> Vec<KeyValue> {
-    vec![kv("secret", "s3cr3t"), kv("card", "4111111111111111"), kv(enrich::PIPELINE, "spoofed")]
+    vec![kv("secret", "s3cr3t"), kv("card", "4111111111111111"), kv(keys::PIPELINE, "spoofed")]
 }
 
 fn continued() -> Context {
@@ -243,11 +244,11 @@ fn assert_event_kept(policy: &Policy, out: &Output, ctx: &Context, attributes: &
     assert_eq!(string_attr(attributes, "secret"), Some("s3cr3t"), "no attributes action");
     assert_eq!(string_attr(attributes, "card"), Some("4111111111111111"), "no redaction");
     assert!(!attributes.iter().any(|kv| kv.key.starts_with("redaction.")), "no redaction summary");
-    assert!(!attributes.iter().any(|kv| kv.key == enrich::REQUIRE_MISSING), "audit.require not checked");
-    assert_eq!(string_attr(attributes, enrich::PIPELINE), Some("p"));
-    assert_eq!(string_attr(attributes, enrich::DEFAULT_RECEIVED_AT), Some("1970-01-01T00:00:00.000000001Z"));
-    assert_eq!(string_attr(attributes, enrich::POLICY_DIGEST), Some(policy.digest.as_str()));
-    let number = attributes.iter().find(|kv| kv.key == enrich::SEQUENCE_NUMBER).unwrap();
+    assert!(!attributes.iter().any(|kv| kv.key == keys::REQUIRE_MISSING), "audit.require not checked");
+    assert_eq!(string_attr(attributes, keys::PIPELINE), Some("p"));
+    assert_eq!(string_attr(attributes, keys::DEFAULT_RECEIVED_AT), Some("1970-01-01T00:00:00.000000001Z"));
+    assert_eq!(string_attr(attributes, keys::POLICY_DIGEST), Some(policy.digest.as_str()));
+    let number = attributes.iter().find(|kv| kv.key == keys::SEQUENCE_NUMBER).unwrap();
     assert_eq!(number.value, Some(AnyValue { value: Some(Value::IntValue(41)) }));
 
     assert_eq!(out.leaves, vec![chain::leaf_hash(&out.records[0])]);
@@ -257,9 +258,9 @@ fn assert_event_kept(policy: &Policy, out: &Output, ctx: &Context, attributes: &
     let item = if record.get("span").is_some() { &record["span"] } else { &record["log"] };
     assert_eq!(item["attributes"]["secret"]["s"], "s3cr3t");
     assert_eq!(item["attributes"]["card"]["s"], "4111111111111111");
-    assert_eq!(item["attributes"][enrich::PIPELINE]["s"], "p");
-    assert_eq!(item["attributes"][enrich::POLICY_DIGEST]["s"], policy.digest.as_str());
-    assert!(item["attributes"].get(enrich::REQUIRE_MISSING).is_none());
+    assert_eq!(item["attributes"][keys::PIPELINE]["s"], "p");
+    assert_eq!(item["attributes"][keys::POLICY_DIGEST]["s"], policy.digest.as_str());
+    assert!(item["attributes"].get(keys::REQUIRE_MISSING).is_none());
 }
 
 #[test]

@@ -14,8 +14,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
 use std::time::{Duration, Instant};
 
-use audit_processor::api::{ChainHead, Context, Output, PolicyInfo};
-use audit_processor::chain::to_hex;
+use audit_format::{ChainHead, Context};
+
+use crate::runtime::{Output, PolicyInfo};
+use audit_format::hash::to_hex;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use bytes::Bytes;
@@ -522,10 +524,7 @@ impl ChainWorker {
             }
             None => None,
         };
-        let signal = match self.spec.signal {
-            Signal::Traces => audit_processor::api::Signal::Traces,
-            Signal::Logs => audit_processor::api::Signal::Logs,
-        };
+        let signal = self.spec.signal;
         let instance = match (&mut fresh, &mut self.instance) {
             (Some((instance, _)), _) | (None, Some(instance)) => instance,
             (None, None) => return Err("the processor is unavailable".into()),
@@ -592,7 +591,7 @@ impl ChainWorker {
                     Ok(()) => return Ok(output),
                     Err(message) => (format!("its output does not continue the chain: {message}"), false),
                 },
-                Err(RuntimeError::Process(audit_processor::ProcessError::Decode(message))) => {
+                Err(RuntimeError::Process(crate::runtime::ProcessError::Decode(message))) => {
                     return Err(Rejection::Invalid(format!("invalid OTLP request: {message}")));
                 }
                 Err(error @ RuntimeError::Trap(_)) => (error.to_string(), true),
@@ -690,8 +689,7 @@ fn sign_checkpoint(
     let chain = store.head().chain_id.clone();
     let frontier = store.frontier();
     let now = clock::now_unix_nano();
-    let time = audit_processor::enrich::rfc3339_nanos(now)
-        .map_err(|message| ChainError::Checkpoint { chain: chain.clone(), message })?;
+    let time = audit_format::rfc3339_nanos(now);
     // Each checkpoint names the one before it, so none can be removed
     // from the middle unnoticed (docs/store-format.md §3).
     let mut extensions = vec![format!("time {time}")];
@@ -742,7 +740,7 @@ fn reject_all(group: Vec<Job>, reason: &str) {
 mod mirror {
     use std::path::Path;
 
-    use audit_processor::chain::to_hex;
+    use audit_format::hash::to_hex;
 
     use crate::store::CheckpointEntry;
 

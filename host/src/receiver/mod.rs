@@ -91,17 +91,9 @@ impl Ingest {
         }
         let labels = RequestLabels {
             protocol: protocol.to_owned(),
-            signal: signal_name(signal).to_owned(),
+            signal: signal.as_str().to_owned(),
             outcome: outcome.to_owned(),
         };
         self.metrics.requests.get_or_create(&labels).inc();
-    }
-}
-
-/// `traces` or `logs`.
-pub fn signal_name(signal: Signal) -> &'static str {
-    match signal {
-        Signal::Traces => "traces",
-        Signal::Logs => "logs",
     }
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
-use audit_processor::api;
+use audit_format::{ChainHead, Context};
 
 use super::event::{EventKind, PolicyEvent, Trigger};
 use crate::config;
@@ -200,12 +200,12 @@ fn check_chain_events(instance: &mut Instance, processor: &config::Processor) ->
         old_policy_digest: String::new(),
         kind: EventKind::Change { module_digest: String::new(), policy_digest: String::new(), secrets_changed: false },
     };
-    for (signal, wit_signal) in [(Signal::Traces, api::Signal::Traces), (Signal::Logs, api::Signal::Logs)] {
-        let head = api::ChainHead::genesis("candidate-check");
-        let ctx = api::Context { received_at_unix_nano: crate::clock::now_unix_nano(), head };
+    for signal in Signal::ALL {
+        let head = ChainHead::genesis("candidate-check");
+        let ctx = Context { received_at_unix_nano: crate::clock::now_unix_nano(), head };
         let request = event.export_request(signal, "candidate-check", 0, ctx.received_at_unix_nano);
         let output = instance
-            .chain_events(wit_signal, &request, &ctx)
+            .chain_events(signal, &request, &ctx)
             .map_err(|e| format!("module {} cannot record the swap (chain-events): {e}", processor.module.display()))?;
         if output.records.len() != 1 || output.head.seq != 1 {
             return Err(format!(
@@ -225,7 +225,7 @@ fn check_chain_events(instance: &mut Instance, processor: &config::Processor) ->
 /// key (id, check value).
 fn check_chain_key(
     serving: &Serving,
-    candidate: &api::PolicyInfo,
+    candidate: &crate::runtime::PolicyInfo,
     secrets: &[(String, Vec<u8>)],
     processor: &config::Processor,
 ) -> Result<Option<(String, String)>, String> {

@@ -390,7 +390,7 @@ impl Reloader {
 }
 
 fn rfc3339(unix_nano: u64) -> String {
-    audit_processor::enrich::rfc3339_nanos(unix_nano).unwrap_or_default()
+    audit_format::rfc3339_nanos(unix_nano)
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

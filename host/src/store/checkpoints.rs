@@ -6,7 +6,8 @@ use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt as _;
 use std::path::{Path, PathBuf};
 
-use audit_processor::chain::{Hash, to_hex};
+use audit_format::Hash;
+use audit_format::hash::to_hex;
 use serde::{Deserialize, Serialize};
 
 use super::CheckpointEntry;

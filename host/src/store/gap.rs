@@ -15,7 +15,7 @@ use std::fs;
 use std::os::unix::fs::FileExt as _;
 use std::path::{Path, PathBuf};
 
-use audit_processor::chain::to_hex;
+use audit_format::hash::to_hex;
 
 use super::checkpoints::CheckpointLog;
 use super::durable;
@@ -79,7 +79,7 @@ pub fn declare_gap(dir: &Path, reason: &str, received_at_unix_nano: u64) -> Resu
         )));
     }
     let prev = checkpointed_leaf(&segments, &chain_id, size - 1)?;
-    let received_at = audit_processor::enrich::rfc3339_nanos(received_at_unix_nano).map_err(refuse)?;
+    let received_at = audit_format::rfc3339_nanos(received_at_unix_nano);
     let record = serde_json::json!({
         "chain": {"id": chain_id, "prev": to_hex(&prev), "seq": end.to_string()},
         "gap": {"checkpoint_root": to_hex(&last.root), "checkpoint_size": size.to_string(), "reason": reason},

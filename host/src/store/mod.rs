@@ -44,8 +44,8 @@ use std::os::unix::fs::FileExt as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use audit_processor::api::ChainHead;
-use audit_processor::chain::Hash;
+use audit_format::ChainHead;
+use audit_format::Hash;
 
 use crate::merkle::Frontier;
 use crate::otlp::Signal;

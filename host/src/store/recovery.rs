@@ -7,8 +7,8 @@ use std::fs::{self, OpenOptions};
 use std::io::ErrorKind;
 use std::path::Path;
 
-use audit_processor::api::ChainHead;
-use audit_processor::chain::GENESIS_PREV;
+use audit_format::ChainHead;
+use audit_format::GENESIS_PREV;
 use serde::{Deserialize, Serialize};
 
 use super::checkpoints::CheckpointLog;

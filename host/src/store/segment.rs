@@ -11,7 +11,7 @@ use std::io::{BufRead as _, BufReader};
 use std::os::unix::fs::FileExt as _;
 use std::path::{Path, PathBuf};
 
-use audit_processor::chain::{Hash, leaf_hash, to_hex};
+use audit_format::hash::{Hash, leaf_hash, to_hex};
 use serde::Deserialize;
 
 use super::durable;

@@ -165,7 +165,7 @@ impl Bound {
             return Ok(Bound::Seq(seq));
         }
         let nanos = crate::clock::parse_rfc3339(text).map_err(|e| usage(format!("{e}; or give a seq")))?;
-        Ok(Bound::Time(audit_processor::enrich::rfc3339_nanos(nanos).map_err(usage)?))
+        Ok(Bound::Time(audit_format::rfc3339_nanos(nanos)))
     }
 }
 

@@ -317,7 +317,7 @@ mod tests {
         let text = line("");
         let record = parse(text.as_bytes(), &mut Members::default()).unwrap();
         assert_eq!((record.seq, record.prev, record.kind.clone()), (0, [0; 32], Kind::Item));
-        assert_eq!(record.leaf, audit_processor::chain::leaf_hash(text.as_bytes()));
+        assert_eq!(record.leaf, audit_format::hash::leaf_hash(text.as_bytes()));
         assert_eq!(record.received_at, "2026-01-01T00:00:00.000000000Z");
     }
 

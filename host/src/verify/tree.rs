@@ -126,7 +126,7 @@ mod tests {
         for n in 1..=leaves.len() {
             tree.push(leaves[n - 1]);
             assert_eq!(tree.root(), mth(&leaves[..n]), "size {n}");
-            assert_eq!(tree.root(), audit_processor::chain::merkle_root(&leaves[..n]));
+            assert_eq!(tree.root(), audit_format::hash::merkle_root(&leaves[..n]));
         }
     }
 

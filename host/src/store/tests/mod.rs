@@ -7,8 +7,8 @@ use std::io::Write as _;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 
-use audit_processor::api::{ChainHead, Context};
-use audit_processor::chain::{GENESIS_PREV, Hash, leaf_hash, merkle_root, to_hex};
+use audit_format::hash::{GENESIS_PREV, Hash, leaf_hash, merkle_root, to_hex};
+use audit_format::{ChainHead, Context};
 
 use super::*;
 use crate::otlp::{self, Encoding};

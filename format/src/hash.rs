@@ -1,7 +1,10 @@
-//! The hash chain: leaf hashes, links and MACs (docs/chain-format.md).
+//! The chain's hash functions (docs/chain-format.md §3): RFC 6962 leaf and
+//! node hashes, the Merkle tree hash, the record MAC, and their hex form.
 //!
-//! Shared by the processor, which extends chains, and by the host's
-//! verifier and checkpointer, which recompute them from stored bytes.
+//! The processor extends chains with them; the host's checkpointer and the
+//! verifier recompute them from stored bytes. They are the format itself:
+//! the verifier shares these few functions and nothing of the processor's
+//! record code, so a bug in how records are written cannot hide itself.
 
 use hmac::{KeyInit, Mac};
 use sha2::{Digest, Sha256};
