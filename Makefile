@@ -58,6 +58,7 @@ run: build ## Build everything, create development keys if none exist, validate 
 
 lint: ## cargo fmt --check and clippy -D warnings
 	@rustup component list --installed | grep -q '^clippy' || rustup component add clippy rustfmt
+	@rustup target list --installed | grep -qx $(WASM_TARGET) || rustup target add $(WASM_TARGET)
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --release --workspace --all-targets -- -D warnings
 	$(CARGO) clippy -p audit-processor --target $(WASM_TARGET) --profile wasm -- -D warnings
