@@ -27,7 +27,7 @@ use tokio::sync::{oneshot, watch};
 use crate::checkpoint::{Checkpoint, SignedNote, SignerKey};
 use crate::metrics::{self, Metrics};
 use crate::otlp::Signal;
-use crate::reload::event::{EventKind, PolicyEvent, Trigger};
+use crate::policy_event::{EventKind, PolicyEvent, Trigger};
 use crate::runtime::{Instance, Module, RuntimeError};
 use crate::store::{
     Append, ChainStore, CheckpointEntry, ServingDigests, StoreError, StoreOptions, key_check, last_policy_digest,
