@@ -338,7 +338,7 @@ impl Reloader {
                     loop {
                         match outcome.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
                             Ok(Ok(seq)) => return ChainReport { chain, seq: Some(seq), error: None },
-                            Ok(Err(error)) => last_error = Some(error),
+                            Ok(Err(error)) => last_error = Some(error.to_string()),
                             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
                                 let error =
                                     last_error.unwrap_or_else(|| format!("not applied after {APPLY_TIMEOUT:?}"));
