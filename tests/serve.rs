@@ -590,6 +590,24 @@ fn a_store_whose_checkpoints_were_cut_back_is_refused_at_start() {
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("this host last signed @12"), "{stderr}");
     assert!(stderr.contains("checkpoints or records were removed or replaced"), "{stderr}");
+    // The refusal tells an operator what it means in production, and a
+    // developer who deleted a store on purpose how to begin a new trail:
+    // remove this chain's file in the checkpoint mirror (beside the key).
+    assert!(stderr.contains("In production this refusal means the store was cut back"), "{stderr}");
+    let named = stderr
+        .split_once("begin a new trail: remove ")
+        .and_then(|(_, rest)| rest.split_once(" and start again"))
+        .map(|(path, _)| std::path::PathBuf::from(path))
+        .unwrap_or_else(|| panic!("no file to remove named in: {stderr}"));
+    assert_eq!(named.parent(), Some(setup.key.with_extension("checkpoints").as_path()), "{stderr}");
+    assert!(named.file_name().unwrap().to_string_lossy().starts_with("test_traces_audit_0-"), "{stderr}");
+    std::fs::remove_file(&named).unwrap();
+    // Following the hint, serve starts and the chain goes on.
+    let server = setup.start();
+    let (payload, _) = audit_batch(2, 3);
+    rt.block_on(grpc_client(&setup).send(Signal::Traces, payload)).unwrap();
+    assert!(server.stop().success());
+    assert!(named.exists(), "the mirror starts again with the new trail's checkpoints");
 }
 
 #[test]

@@ -21,6 +21,7 @@ pub mod merkle;
 pub mod metrics;
 pub mod otlp;
 pub mod pipeline;
+pub mod policy_event;
 pub mod policytest;
 pub mod receiver;
 pub mod reload;

@@ -22,7 +22,7 @@ use crate::config::{self, Config};
 use crate::exporter::ExportTask;
 use crate::exporter::client::{Client, ClientOptions, Destination};
 use crate::metrics::Metrics;
-use crate::pipeline::chain::{ChainSpec, ChainWorker, CheckpointPolicy, PolicySource};
+use crate::pipeline::chain::{ChainSpec, ChainWorker, CheckpointPolicy, PolicySource, checkpoint_mirror};
 use crate::pipeline::{ChainHandle, PipelineHandle, Router};
 use crate::receiver::{self, Ingest};
 use crate::reload::{self, Reloader, candidate::Serving};
@@ -165,7 +165,9 @@ impl Server {
                         heartbeat: store.heartbeat,
                         origin: format!("{}/{chain_id}", store.origin),
                         signer: signer.clone(),
-                        mirror: mirror_dir.as_ref().map(|d| d.join(mirror_file_name(&store.directory, &chain_id))),
+                        mirror: mirror_dir
+                            .as_ref()
+                            .map(|d| d.join(checkpoint_mirror::file_name(&store.directory, &chain_id))),
                     },
                     processor_id: processor.id.clone(),
                     module: module.clone(),
@@ -407,15 +409,6 @@ fn checkpoint_mirror(store: &crate::config::Store) -> Result<Option<std::path::P
             Ok(None)
         }
     }
-}
-
-/// One mirror file per chain and store directory, so that stores copied
-/// elsewhere (with the same key) do not share it.
-fn mirror_file_name(store_dir: &std::path::Path, chain_id: &str) -> String {
-    use sha2::Digest as _;
-    let absolute = std::path::absolute(store_dir).unwrap_or_else(|_| store_dir.to_owned());
-    let digest = sha2::Sha256::digest(absolute.as_os_str().as_encoded_bytes());
-    format!("{}-{}.json", ChainStore::chain_dir_name(chain_id), &hex::encode(digest)[..12])
 }
 
 fn bind(what: &'static str, endpoint: &str) -> Result<std::net::TcpListener, ServeError> {

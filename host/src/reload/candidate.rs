@@ -9,10 +9,10 @@ use sha2::{Digest, Sha256};
 
 use audit_format::{ChainHead, Context};
 
-use super::event::{EventKind, PolicyEvent, Trigger};
 use crate::config;
 use crate::otlp::Signal;
 use crate::pipeline::chain::PolicySource;
+use crate::policy_event::{EventKind, PolicyEvent, Trigger};
 use crate::policytest;
 use crate::runtime::{Instance, Module, Runtime, RuntimeError};
 

@@ -5,12 +5,15 @@
 //! policy-tested off the hot path ([`candidate`]); then every chain of the
 //! processor is ordered to switch between two groups of requests, and to
 //! append an `audit.policy_change` record chained by the new instance
-//! ([`event`]). A refused candidate leaves the old one serving and is
+//! ([`crate::policy_event`]). A refused candidate leaves the old one serving and is
 //! recorded as `audit.policy_rejected`. Reloads run one at a time.
 
 pub mod candidate;
-pub mod event;
 pub mod watch;
+
+/// The events live beside the pipeline and the reloader, which both record
+/// them; [`watch`] still names the trigger by this path.
+pub use crate::policy_event as event;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -21,9 +24,9 @@ use crate::config;
 use crate::metrics::{Metrics, ProcessorLabels, ReloadLabels};
 use crate::pipeline::Router;
 use crate::pipeline::chain::Control;
+use crate::policy_event::{EventKind, PolicyEvent, Trigger};
 use crate::runtime::Runtime;
 use candidate::{Outcome, Serving};
-use event::{EventKind, PolicyEvent, Trigger};
 
 /// How long a reload waits for every chain to apply it before answering;
 /// a chain that has not applied it by then still does before its next batch.
@@ -335,7 +338,7 @@ impl Reloader {
                     loop {
                         match outcome.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
                             Ok(Ok(seq)) => return ChainReport { chain, seq: Some(seq), error: None },
-                            Ok(Err(error)) => last_error = Some(error),
+                            Ok(Err(error)) => last_error = Some(error.to_string()),
                             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
                                 let error =
                                     last_error.unwrap_or_else(|| format!("not applied after {APPLY_TIMEOUT:?}"));

@@ -284,6 +284,13 @@ impl ChainStore {
         Ok(AppendStats { records, bytes, outbox_bytes, fsync })
     }
 
+    /// Makes the next append's fsync fail, as a failing disk does (for
+    /// the tests of the chain worker, which owns the store).
+    #[cfg(test)]
+    pub(crate) fn fail_next_fsync(&mut self) {
+        self.fault = Some(Fault::Fsync);
+    }
+
     /// Appends a checkpoint line and fsyncs it. The entry must fit the
     /// chain: its size at most the head, its frontier of that size and with
     /// that root.

@@ -4,6 +4,10 @@
 //! record in a logs chain, so a chain and its downstream copy keep one
 //! signal) and chained by the processor's `chain-events`, which applies no
 //! policy stage: no policy can drop what the trail says about itself.
+//!
+//! The reloader ([`crate::reload`]) builds them; each chain's worker
+//! ([`crate::pipeline::chain`]) records them, and builds its own when a
+//! restart finds the processor changed (trigger `startup`).
 
 use std::path::PathBuf;
 
@@ -17,11 +21,7 @@ use prost::Message;
 use sha2::{Digest, Sha256};
 
 use crate::otlp::Signal;
-
-/// The span name / log event name of an applied swap.
-pub const POLICY_CHANGE: &str = "audit.policy_change";
-/// The span name / log event name of a rejected candidate.
-pub const POLICY_REJECTED: &str = "audit.policy_rejected";
+use audit_format::keys::{POLICY_CHANGE, POLICY_REJECTED};
 
 /// What started a reload.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,0 +1,231 @@
+//! Group commit: the requests queued while the chain was busy run through
+//! the component one after the other, each from the head the previous one
+//! produced; all their records are appended with one fsync, and only then
+//! is each request answered. A request the component refuses is answered
+//! at once and the others go on; a failed append answers every request of
+//! the group with a retryable error and leaves the head where it was.
+
+use std::sync::mpsc::{Receiver, TryRecvError};
+
+use audit_format::Context;
+
+use super::{ChainWorker, Job, Unavailable, Work, configured_instance};
+use crate::metrics;
+use crate::otlp::Signal;
+use crate::pipeline::Rejection;
+use crate::runtime::{Output, ProcessError, RuntimeError};
+use crate::store::{Append, StoreError};
+
+/// At most this many requests are committed together.
+pub(super) const MAX_GROUP_REQUESTS: usize = 256;
+/// A group stops growing once its requests hold this many bytes.
+pub(super) const MAX_GROUP_BYTES: usize = 32 << 20;
+
+/// `first` and the requests queued behind it, up to the group limits. A
+/// wake-up in the queue is skipped: the loop looked at its orders already.
+pub(super) fn gather(first: Job, queue: &Receiver<Work>) -> Vec<Job> {
+    let mut bytes = first.payload.len();
+    let mut group = vec![first];
+    while group.len() < MAX_GROUP_REQUESTS && bytes < MAX_GROUP_BYTES {
+        match queue.try_recv() {
+            Ok(Work::Job(job)) => {
+                bytes += job.payload.len();
+                group.push(job);
+            }
+            Ok(Work::Wake) => {}
+            Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
+        }
+    }
+    group
+}
+
+/// Answers every request of a group with a retryable error.
+pub(super) fn reject_all(group: Vec<Job>, reason: &str) {
+    for job in group {
+        let _ = job.reply.send(Err(Rejection::Unavailable(reason.to_owned())));
+    }
+}
+
+/// Why the component's output does not continue the chain where the host
+/// said it starts.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Discontinuity {
+    /// Every record needs its leaf.
+    #[error("{records} records but {leaves} leaves")]
+    Leaves {
+        /// Records returned.
+        records: usize,
+        /// Leaves returned.
+        leaves: usize,
+    },
+    /// The head is not the given one advanced by the records returned.
+    #[error("head {}#{} does not follow {}#{} plus {records} records", got.0, got.1, from.0, from.1)]
+    Head {
+        /// Chain id and seq returned.
+        got: (String, u64),
+        /// Chain id and seq given.
+        from: (String, u64),
+        /// Records returned.
+        records: u64,
+    },
+    /// `head.prev` must be the last record's leaf.
+    #[error("head.prev is not the last leaf")]
+    PrevNotLastLeaf,
+    /// Without records, `head.prev` must stay.
+    #[error("head.prev changed without records")]
+    PrevChanged,
+}
+
+/// The guest's output must continue the chain exactly where the host said.
+pub(super) fn check_output(output: &Output, ctx: &Context) -> Result<(), Discontinuity> {
+    let n = output.records.len() as u64;
+    if output.leaves.len() != output.records.len() {
+        return Err(Discontinuity::Leaves { records: output.records.len(), leaves: output.leaves.len() });
+    }
+    if output.head.chain_id != ctx.head.chain_id || output.head.seq != ctx.head.seq + n {
+        return Err(Discontinuity::Head {
+            got: (output.head.chain_id.clone(), output.head.seq),
+            from: (ctx.head.chain_id.clone(), ctx.head.seq),
+            records: n,
+        });
+    }
+    match output.leaves.last() {
+        Some(last) if *last != output.head.prev => Err(Discontinuity::PrevNotLastLeaf),
+        None if output.head.prev != ctx.head.prev => Err(Discontinuity::PrevChanged),
+        _ => Ok(()),
+    }
+}
+
+impl ChainWorker {
+    /// Runs each request through the component, appends every record with
+    /// one fsync, then answers: OK only when durable.
+    pub(super) fn commit_group(&mut self, group: Vec<Job>) {
+        let labels = metrics::pipeline(&self.spec.pipeline_id);
+        if let Err(reason) = self.ensure_ready() {
+            reject_all(group, &reason.to_string());
+            return;
+        }
+        let Some(store) = self.store.as_ref() else { return };
+        let mut head = store.head().clone();
+        let mut processed: Vec<(Job, Output)> = Vec::with_capacity(group.len());
+        for job in group {
+            let ctx = Context { received_at_unix_nano: job.received_at, head: head.clone() };
+            match self.process(&job.payload, &ctx) {
+                Ok(output) => {
+                    head = output.head.clone();
+                    processed.push((job, output));
+                }
+                Err(rejection) => {
+                    let _ = job.reply.send(Err(rejection));
+                }
+            }
+        }
+        if let Err(reason) = self.append(processed.iter().map(|(_, o)| o), processed.len()) {
+            reject_all(processed.into_iter().map(|(job, _)| job).collect(), &reason.to_string());
+            return;
+        }
+        // Counted once durable: what the metrics say was kept is in the store.
+        for (_, output) in &processed {
+            let stats = &output.stats;
+            self.metrics.received.get_or_create(&labels).inc_by(stats.received);
+            self.metrics.kept.get_or_create(&labels).inc_by(stats.kept);
+            self.metrics.dropped.get_or_create(&labels).inc_by(stats.dropped);
+            self.metrics.redacted.get_or_create(&labels).inc_by(stats.redacted);
+            self.metrics.violations.get_or_create(&labels).inc_by(stats.violations);
+        }
+        self.committed_to(head.seq);
+        for (job, _) in processed {
+            let _ = job.reply.send(Ok(()));
+        }
+    }
+
+    /// Appends the records of `outputs` (from `requests` requests) with one
+    /// fsync. On failure the head stays put and the store is reopened
+    /// before the next group if it cannot be trusted.
+    pub(super) fn append<'a>(
+        &mut self,
+        outputs: impl Iterator<Item = &'a Output> + Clone,
+        requests: usize,
+    ) -> Result<(), Unavailable> {
+        let records: usize = outputs.clone().map(|o| o.records.len()).sum();
+        if records == 0 {
+            return Ok(());
+        }
+        let chain_labels = metrics::chain(&self.spec.chain_id);
+        let outbox = self.spec.store.outbox;
+        let signal = self.spec.signal;
+        let appends: Vec<Append<'_>> = outputs
+            .map(|o| Append {
+                records: &o.records,
+                leaves: &o.leaves,
+                outbox: (outbox && !o.records.is_empty()).then_some((signal, o.otlp.as_slice())),
+            })
+            .collect();
+        let Some(store) = self.store.as_mut() else { return Err(Unavailable::NoStore) };
+        match store.append(&appends) {
+            Ok(stats) => {
+                self.metrics.stored_bytes.get_or_create(&chain_labels).inc_by(stats.bytes);
+                self.metrics.stored_records.get_or_create(&chain_labels).inc_by(stats.records);
+                self.metrics.fsync_seconds.get_or_create(&chain_labels).observe(stats.fsync.as_secs_f64());
+                self.metrics.group_size.get_or_create(&chain_labels).observe(requests as f64);
+                Ok(())
+            }
+            Err(error) => {
+                self.metrics.store_failures.get_or_create(&chain_labels).inc();
+                tracing::error!(chain = %self.spec.chain_id, %error, requests, records, "append failed; requests answered retryable");
+                if store.is_poisoned() || !matches!(error, StoreError::Io { .. }) {
+                    // Recover from what is on disk before the next group.
+                    self.store = None;
+                }
+                Err(Unavailable::NotDurable(error))
+            }
+        }
+    }
+
+    /// Runs one request. An invalid request is the client's problem. A trap
+    /// (out of memory or time) replaces the instance and the request is
+    /// tried once more on a fresh one: the component is a pure function, so
+    /// a second trap means this request cannot be processed within the
+    /// limits, and retrying it would only fail forever; it is refused as
+    /// too large. Anything else (output that does not continue the chain)
+    /// is a retryable failure.
+    fn process(&mut self, payload: &[u8], ctx: &Context) -> Result<Output, Rejection> {
+        let mut trapped = String::new();
+        for attempt in 1..=2 {
+            if self.instance.is_none() {
+                let (instance, _) = configured_instance(&self.spec)
+                    .map_err(|e| Rejection::Unavailable(format!("the processor is not available: {e}")))?;
+                self.instance = Some(instance);
+            }
+            let Some(instance) = self.instance.as_mut() else { unreachable!("set above") };
+            let result = match self.spec.signal {
+                Signal::Traces => instance.process_traces(payload, ctx),
+                Signal::Logs => instance.process_logs(payload, ctx),
+            };
+            let (failure, is_trap) = match result {
+                Ok(output) => match check_output(&output, ctx) {
+                    Ok(()) => return Ok(output),
+                    Err(message) => (format!("its output does not continue the chain: {message}"), false),
+                },
+                Err(RuntimeError::Process(ProcessError::Decode(message))) => {
+                    return Err(Rejection::Invalid(format!("invalid OTLP request: {message}")));
+                }
+                Err(error @ RuntimeError::Trap(_)) => (error.to_string(), true),
+                Err(error) => (error.to_string(), false),
+            };
+            self.metrics.processor_failures.get_or_create(&metrics::pipeline(&self.spec.pipeline_id)).inc();
+            tracing::error!(chain = %self.spec.chain_id, seq = ctx.head.seq, attempt, message = %failure, "processor failed; instance replaced");
+            self.instance = None;
+            // The first line names the trap; the rest is a wasm backtrace for the log only.
+            let summary = failure.lines().next().unwrap_or_default().to_owned();
+            if !is_trap {
+                return Err(Rejection::Unavailable(format!("the audit processor failed: {summary}")));
+            }
+            trapped = summary;
+        }
+        Err(Rejection::TooLarge(format!(
+            "the audit processor could not process this request within its memory and time limits, twice ({trapped}); \
+             send it in smaller batches"
+        )))
+    }
+}
