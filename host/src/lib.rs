@@ -12,6 +12,7 @@
 //! verify chains and to compare against the wasm build.
 #![deny(missing_docs)]
 
+pub mod admin;
 pub mod checkpoint;
 pub mod clock;
 pub mod config;

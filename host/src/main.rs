@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use audit_format::{ChainHead, Context};
 use clap::{Args, Parser, Subcommand};
+use otel_audit::admin::{self, ReloadAnswer, Verdict};
 use otel_audit::otlp::{self, Encoding, Signal};
 use otel_audit::runtime::{Limits, Runtime, RuntimeError};
 use otel_audit::{checkpoint, clock, config, policytest, secrets, serve};
@@ -310,82 +311,36 @@ fn serve(args: ConfigArgs) -> Result<(), Failure> {
     Ok(())
 }
 
-/// Sends one request to a running server's admin endpoint; returns the
-/// HTTP status and the JSON body.
-fn admin_request(admin: &str, post: bool, path: &str) -> Result<(u16, serde_json::Value), Failure> {
-    let url = format!("http://{admin}{path}");
+/// Runs one request of the admin client to its end.
+fn admin_call<T>(call: impl std::future::Future<Output = Result<T, admin::client::ClientError>>) -> Result<T, Failure> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    runtime.block_on(async {
-        let client = reqwest::Client::new();
-        let request = if post { client.post(&url) } else { client.get(&url) };
-        let response = request.send().await.map_err(|e| {
-            anyhow::anyhow!("cannot reach the admin endpoint {url}: {e} (is `admin` listed in service.extensions?)")
-        })?;
-        let status = response.status().as_u16();
-        let body = response.bytes().await.map_err(|e| anyhow::anyhow!("{url}: {e}"))?;
-        let json = serde_json::from_slice(&body)
-            .map_err(|e| anyhow::anyhow!("{url} answered {status} with a body that is not JSON: {e}"))?;
-        Ok((status, json))
-    })
+    Ok(runtime.block_on(call)?)
 }
 
 fn status(args: AdminArgs) -> Result<(), Failure> {
-    let (_, body) = admin_request(&args.admin, false, "/admin/status")?;
-    if args.format == OutputFormat::Json {
-        println!("{body:#}");
-        return Ok(());
-    }
-    let text = |v: &serde_json::Value| v.as_str().unwrap_or("-").to_owned();
-    for processor in body["processors"].as_array().into_iter().flatten() {
-        println!("{}", text(&processor["id"]));
-        println!("  module  {}  {}", text(&processor["module"]["digest"]), text(&processor["module"]["path"]));
-        println!("  policy  {}  {}", text(&processor["policy"]["digest"]), text(&processor["policy"]["path"]));
-        println!("  since   {} ({})", text(&processor["since"]), text(&processor["trigger"]));
-        let chains: Vec<String> = processor["chains"].as_array().into_iter().flatten().map(text).collect();
-        println!("  chains  {}", chains.join(", "));
-        match processor.get("last_reload").filter(|r| !r.is_null()) {
-            Some(last) => println!("  last reload  {}", reload_line(last)),
-            None => println!("  last reload  none"),
-        }
+    let status = admin_call(admin::client::Client::new(&args.admin).status())?;
+    match args.format {
+        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&status)?),
+        OutputFormat::Text => print!("{}", status.to_text()),
     }
     Ok(())
 }
 
-/// `2026-11-25T10:00:00Z admin: applied in 12.3 ms` (+ the reason).
-fn reload_line(report: &serde_json::Value) -> String {
-    let mut line = format!(
-        "{} {}: {} in {:.1} ms",
-        report["at"].as_str().unwrap_or("-"),
-        report["trigger"].as_str().unwrap_or("-"),
-        report["result"].as_str().unwrap_or("-"),
-        report["elapsed_ms"].as_f64().unwrap_or(0.0)
-    );
-    if let Some(reason) = report["reason"].as_str() {
-        line.push_str(": ");
-        line.push_str(reason);
-    }
-    line
-}
-
 fn reload(args: ReloadArgs) -> Result<(), Failure> {
-    let path = match &args.processor {
-        Some(id) => format!("/admin/reload?processor={}", id.replace('/', "%2F")),
-        None => "/admin/reload".to_owned(),
-    };
-    let (code, body) = admin_request(&args.admin.admin, true, &path)?;
-    if args.admin.format == OutputFormat::Json {
-        println!("{body:#}");
-    } else if let Some(error) = body["error"].as_str() {
-        return Err(Failure { code: 2, error: anyhow::anyhow!("{error}") });
-    } else {
-        for report in body["reloads"].as_array().into_iter().flatten() {
-            println!("{}  {}", report["processor"].as_str().unwrap_or("-"), reload_line(report));
+    let reloaded = admin_call(admin::client::Client::new(&args.admin.admin).reload(args.processor.as_deref()))?;
+    match (&reloaded.answer, args.admin.format) {
+        (answer, OutputFormat::Json) => println!("{}", serde_json::to_string_pretty(answer)?),
+        (ReloadAnswer::Error { error }, OutputFormat::Text) => {
+            return Err(Failure { code: 2, error: anyhow::anyhow!("{error}") });
         }
+        (ReloadAnswer::Reloads { reloads }, OutputFormat::Text) => print!("{}", admin::client::reloads_text(reloads)),
     }
-    match code {
-        200 => Ok(()),
-        422 => Err(rejected(anyhow::anyhow!("the candidate was rejected; the old module and policy keep serving"))),
-        _ => Err(Failure { code: 2, error: anyhow::anyhow!("the admin endpoint answered {code}") }),
+    match reloaded.verdict() {
+        Some(Verdict::Served) => Ok(()),
+        Some(Verdict::Rejected) => {
+            Err(rejected(anyhow::anyhow!("the candidate was rejected; the old module and policy keep serving")))
+        }
+        _ => Err(Failure { code: 2, error: anyhow::anyhow!("the admin endpoint answered {}", reloaded.status) }),
     }
 }
 

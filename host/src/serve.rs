@@ -17,6 +17,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::admin;
 use crate::checkpoint::SignerKey;
 use crate::config::{self, Config};
 use crate::exporter::ExportTask;
@@ -313,7 +314,7 @@ impl Server {
         }
         if let (Some(endpoint), Some(listener)) = (&self.config.admin_endpoint, listeners.admin) {
             let listener = to_tokio("admin", endpoint, listener)?;
-            admin.spawn(serve_admin(listener, reload::watch::admin_router(reloader.clone()), admin_stop.clone()));
+            admin.spawn(serve_admin(listener, admin::router(reloader.clone()), admin_stop.clone()));
         }
         let exports_drain = CancellationToken::new();
         let exports_stop = CancellationToken::new();
