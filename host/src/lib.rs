@@ -23,6 +23,7 @@ pub mod metrics;
 pub mod otlp;
 pub mod pipeline;
 pub mod policytest;
+pub mod preflight;
 pub mod receiver;
 pub mod reload;
 pub mod runtime;

@@ -12,7 +12,7 @@ use clap::{Args, Parser, Subcommand};
 use otel_audit::admin::{self, ReloadAnswer, Verdict};
 use otel_audit::otlp::{self, Encoding, Signal};
 use otel_audit::runtime::{Limits, Runtime, RuntimeError};
-use otel_audit::{checkpoint, clock, config, policytest, secrets, serve};
+use otel_audit::{checkpoint, clock, config, policytest, preflight, secrets, serve};
 use tokio_util::sync::CancellationToken;
 
 /// Where `make wasm` puts the component.
@@ -418,67 +418,31 @@ fn declare_gap(args: DeclareGapArgs) -> Result<(), Failure> {
 fn validate(args: ConfigArgs) -> Result<(), Failure> {
     init_logging("warn");
     let name = args.config.as_ref().map_or("the embedded config".into(), |p| p.display().to_string());
-    let config = match load_config(&args.config) {
-        Ok(config) => config,
-        Err(errors) => {
-            for problem in &errors.0 {
-                println!("error: {problem}");
+    let (config, problems) = match load_config(&args.config) {
+        Ok(config) => {
+            let checked = preflight::check(&config, &runtime(&None)?);
+            for processor in &checked.processors {
+                let (policy, info) = (processor.policy.display(), &processor.info);
+                println!("processor {}: policy {policy} ({}), {} rules", processor.id, info.digest, info.rules.len());
             }
-            return Err(rejected(anyhow::anyhow!("{name}: {} problem(s)", errors.0.len())));
+            (config, checked.problems)
         }
+        Err(errors) => return Err(invalid(&name, &errors.0)),
     };
-    let mut problems = config::validate_files(&config);
-    let runtime = runtime(&None)?;
-    let mut seen = std::collections::BTreeSet::new();
-    for processor in config.pipelines.iter().map(|p| &p.processor) {
-        if !seen.insert(processor.id.clone())
-            || problems.iter().any(|p| p.path.starts_with(&format!("processors.{}.", processor.id)))
-        {
-            continue;
-        }
-        let problem = |key: &str, message: String| config::Problem {
-            path: format!("processors.{}.{key}", processor.id),
-            message,
-        };
-        let module = match runtime.load(&processor.module) {
-            Ok(module) => module,
-            Err(e) => {
-                problems.push(problem("module", e.to_string()));
-                continue;
-            }
-        };
-        let (Ok(policy), Ok(secrets)) = (std::fs::read_to_string(&processor.policy), processor.read_secrets()) else {
-            continue;
-        };
-        match module.instantiate().and_then(|mut instance| instance.configure(&policy, &secrets)) {
-            Ok(info) => println!(
-                "processor {}: policy {} ({}), {} rules",
-                processor.id,
-                processor.policy.display(),
-                info.digest,
-                info.rules.len()
-            ),
-            Err(e) => problems.push(problem("policy", format!("{}: {e}", processor.policy.display()))),
-        }
-    }
-    let mut exporters = std::collections::BTreeSet::new();
-    for exporter in config.pipelines.iter().flat_map(|p| &p.exporters) {
-        if exporter.protocol == config::ExportProtocol::Grpc
-            && exporters.insert(exporter.id.clone())
-            && let Err(message) = otel_audit::exporter::client::grpc_metadata(&exporter.headers)
-        {
-            problems.push(config::Problem { path: format!("exporters.{}.headers", exporter.id), message });
-        }
-    }
-    for problem in &problems {
-        println!("error: {problem}");
-    }
     if !problems.is_empty() {
-        return Err(rejected(anyhow::anyhow!("{name}: {} problem(s)", problems.len())));
+        return Err(invalid(&name, &problems));
     }
     let chains: u32 = config.pipelines.iter().map(|p| p.shards).sum();
     println!("{name} is valid: {} pipeline(s), {chains} chain(s)", config.pipelines.len());
     Ok(())
+}
+
+/// Prints every problem of the config `name`: it is invalid.
+fn invalid(name: &str, problems: &[config::Problem]) -> Failure {
+    for problem in problems {
+        println!("error: {problem}");
+    }
+    rejected(anyhow::anyhow!("{name}: {} problem(s)", problems.len()))
 }
 
 /// The runtime with the module cache the user chose.
