@@ -11,8 +11,9 @@ use audit_format::{ChainHead, Context};
 use clap::{Args, Parser, Subcommand};
 use otel_audit::admin::{self, ReloadAnswer, Verdict};
 use otel_audit::otlp::{self, Encoding, Signal};
+use otel_audit::outfile::{Staged, write_atomically};
 use otel_audit::runtime::{Limits, Runtime, RuntimeError};
-use otel_audit::{checkpoint, clock, config, policytest, preflight, secrets, serve};
+use otel_audit::{checkpoint, clock, config, keyfile, policytest, preflight, secrets, serve};
 use tokio_util::sync::CancellationToken;
 
 /// Where `make wasm` puts the component.
@@ -542,24 +543,9 @@ fn test(args: TestArgs) -> Result<(), Failure> {
 fn keygen(args: KeygenArgs) -> Result<(), Failure> {
     init_logging("warn");
     let signer = checkpoint::SignerKey::generate(&args.name)?;
-    std::fs::create_dir_all(&args.out).with_context(|| format!("cannot create {}", args.out.display()))?;
-    let (private, public) = (args.out.join(format!("{}.key", args.name)), args.out.join(format!("{}.pub", args.name)));
-    for path in [&private, &public] {
-        if path.exists() {
-            return Err(anyhow::anyhow!("{} exists; refusing to overwrite a key", path.display()).into());
-        }
-    }
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options.open(&private).with_context(|| format!("cannot create {}", private.display()))?;
-    writeln!(file, "{}", signer.encode())?;
-    file.sync_all()?;
-    std::fs::write(&public, format!("{}\n", signer.verifier().encode()))
-        .with_context(|| format!("cannot write {}", public.display()))?;
-    println!("signer key:   {} (keep it secret; mode 0600)", private.display());
-    println!("verifier key: {}", public.display());
+    let files = keyfile::write(&args.out, &signer)?;
+    println!("signer key:   {} (keep it secret; mode 0600)", files.private.display());
+    println!("verifier key: {}", files.public.display());
     println!("{}", signer.verifier().encode());
     Ok(())
 }
@@ -638,39 +624,4 @@ fn process(args: ProcessArgs) -> Result<(), Failure> {
         hex::encode(output.head.prev),
     );
     Ok(())
-}
-
-fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    Staged::write(path, bytes)?.commit()
-}
-
-/// A file written under a temporary name beside its destination; `commit`
-/// renames it into place, dropping it uncommitted removes it.
-struct Staged {
-    tmp: PathBuf,
-    path: PathBuf,
-    committed: bool,
-}
-
-impl Staged {
-    fn write(path: &Path, bytes: &[u8]) -> anyhow::Result<Staged> {
-        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("out");
-        let tmp = path.with_file_name(format!(".{name}.tmp{}", std::process::id()));
-        std::fs::write(&tmp, bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
-        Ok(Staged { tmp, path: path.to_owned(), committed: false })
-    }
-
-    fn commit(mut self) -> anyhow::Result<()> {
-        std::fs::rename(&self.tmp, &self.path).with_context(|| format!("cannot write {}", self.path.display()))?;
-        self.committed = true;
-        Ok(())
-    }
-}
-
-impl Drop for Staged {
-    fn drop(&mut self) {
-        if !self.committed {
-            let _ = std::fs::remove_file(&self.tmp);
-        }
-    }
 }
