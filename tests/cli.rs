@@ -320,3 +320,77 @@ fn serve_refuses_to_start_with_the_problems_validate_reports() {
     }
     assert!(!tmp.path().join("store").exists(), "nothing touched the store");
 }
+
+#[test]
+fn outputs_may_be_devices() {
+    // `/dev/null` cannot be replaced by a renamed temporary file: it is written directly.
+    let wasm = support::wasm_path();
+    let input = support::fixture("mixed-traces.json");
+    let out = otel_audit(&[
+        "process",
+        "--module",
+        wasm.to_str().unwrap(),
+        "--policy",
+        &policy_path(),
+        "--signal",
+        "traces",
+        "--in",
+        input.to_str().unwrap(),
+        "--out",
+        "/dev/null",
+        "--records",
+        "/dev/null",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("processed 4 spans: kept 2"), "{}", stderr(&out));
+    assert!(!std::fs::metadata("/dev/null").unwrap().is_file(), "/dev/null is still the device");
+}
+
+#[test]
+fn out_format_offers_only_what_an_output_can_be() {
+    let help = String::from_utf8_lossy(&otel_audit(&["process", "--help"]).stdout).into_owned();
+    let section = |flag: &str| {
+        let start = help.find(&format!("{flag} <")).unwrap_or_else(|| panic!("no {flag} in:\n{help}"));
+        let rest = &help[start..];
+        rest[..rest[2..].find("\n      --").map_or(rest.len(), |end| end + 2)].to_owned()
+    };
+    let (input, output) = (section("--input-format"), section("--out-format"));
+    assert!(input.contains("auto"), "input can be detected:\n{input}");
+    assert!(output.contains("protobuf") && output.contains("json") && !output.contains("auto"), "{output}");
+
+    let wasm = support::wasm_path();
+    let input = support::fixture("mixed-traces.json");
+    let args = ["--policy", &policy_path(), "--signal", "traces", "--in", input.to_str().unwrap()];
+    let out =
+        otel_audit(&[&["process", "--module", wasm.to_str().unwrap(), "--out-format", "auto"], &args[..]].concat());
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("invalid value 'auto'"), "{}", stderr(&out));
+}
+
+#[test]
+fn logs_are_plain_text_when_stderr_is_not_a_terminal() {
+    // A module cache others may write to is refused with a warning.
+    let dir = tempfile::tempdir().unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    }
+    let wasm = support::wasm_path();
+    let out = otel_audit(&[
+        "check",
+        "--module",
+        wasm.to_str().unwrap(),
+        "--policy",
+        &policy_path(),
+        "--cache-dir",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("WARN") && stderr(&out).contains("module cache is writable by others"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!out.stderr.contains(&0x1b), "no terminal escape codes in a file: {:?}", stderr(&out));
+}

@@ -188,7 +188,7 @@ struct ProcessArgs {
     out: Option<PathBuf>,
     /// Encoding of --out.
     #[arg(long, value_enum, default_value = "protobuf")]
-    out_format: Encoding,
+    out_format: OutFormat,
     /// Where to write the canonical records, one per line ("-" for stdout).
     #[arg(long, value_name = "FILE")]
     records: Option<PathBuf>,
@@ -204,6 +204,15 @@ struct ProcessArgs {
     /// Received-at time (RFC 3339); default now.
     #[arg(long)]
     received_at: Option<String>,
+}
+
+/// How `process` encodes the kept OTLP.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum OutFormat {
+    /// Binary protobuf.
+    Protobuf,
+    /// OTLP/JSON.
+    Json,
 }
 
 #[derive(Args)]
@@ -261,11 +270,13 @@ fn rejected(error: impl Into<anyhow::Error>) -> Failure {
     Failure { code: 1, error: error.into() }
 }
 
-/// Logs go to stderr; `OTEL_AUDIT_LOG` (an env-filter) overrides `level`.
+/// Logs go to stderr, in colour only on a terminal; `OTEL_AUDIT_LOG` (an
+/// env-filter) overrides `level`.
 fn init_logging(level: &str) {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("OTEL_AUDIT_LOG").unwrap_or_else(|_| level.into()))
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 }
 
@@ -585,8 +596,8 @@ fn process(args: ProcessArgs) -> Result<(), Failure> {
     let mut staged = Vec::new();
     if let Some(path) = &args.out {
         let bytes = match args.out_format {
-            Encoding::Json => otlp::to_json(args.signal, &output.otlp)?,
-            _ => output.otlp.clone(),
+            OutFormat::Json => otlp::to_json(args.signal, &output.otlp)?,
+            OutFormat::Protobuf => output.otlp.clone(),
         };
         staged.push(Staged::write(path, &bytes)?);
     }
