@@ -321,26 +321,18 @@ fn serve_refuses_to_start_with_the_problems_validate_reports() {
     assert!(!tmp.path().join("store").exists(), "nothing touched the store");
 }
 
+/// `otel-audit <command> --module <the component> --policy <soc2-audit.yaml> <args>`.
+fn with_soc2(command: &str, args: &[&str]) -> Output {
+    let wasm = support::wasm_path();
+    otel_audit(&[&[command, "--module", wasm.to_str().unwrap(), "--policy", &policy_path()], args].concat())
+}
+
 #[test]
 fn outputs_may_be_devices() {
     // `/dev/null` cannot be replaced by a renamed temporary file: it is written directly.
-    let wasm = support::wasm_path();
     let input = support::fixture("mixed-traces.json");
-    let out = otel_audit(&[
-        "process",
-        "--module",
-        wasm.to_str().unwrap(),
-        "--policy",
-        &policy_path(),
-        "--signal",
-        "traces",
-        "--in",
-        input.to_str().unwrap(),
-        "--out",
-        "/dev/null",
-        "--records",
-        "/dev/null",
-    ]);
+    let input = ["--signal", "traces", "--in", input.to_str().unwrap()];
+    let out = with_soc2("process", &[&input[..], &["--out", "/dev/null", "--records", "/dev/null"]].concat());
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stderr(&out).contains("processed 4 spans: kept 2"), "{}", stderr(&out));
     assert!(!std::fs::metadata("/dev/null").unwrap().is_file(), "/dev/null is still the device");
@@ -358,11 +350,8 @@ fn out_format_offers_only_what_an_output_can_be() {
     assert!(input.contains("auto"), "input can be detected:\n{input}");
     assert!(output.contains("protobuf") && output.contains("json") && !output.contains("auto"), "{output}");
 
-    let wasm = support::wasm_path();
     let input = support::fixture("mixed-traces.json");
-    let args = ["--policy", &policy_path(), "--signal", "traces", "--in", input.to_str().unwrap()];
-    let out =
-        otel_audit(&[&["process", "--module", wasm.to_str().unwrap(), "--out-format", "auto"], &args[..]].concat());
+    let out = with_soc2("process", &["--signal", "traces", "--in", input.to_str().unwrap(), "--out-format", "auto"]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(stderr(&out).contains("invalid value 'auto'"), "{}", stderr(&out));
 }
@@ -376,16 +365,7 @@ fn logs_are_plain_text_when_stderr_is_not_a_terminal() {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
     }
-    let wasm = support::wasm_path();
-    let out = otel_audit(&[
-        "check",
-        "--module",
-        wasm.to_str().unwrap(),
-        "--policy",
-        &policy_path(),
-        "--cache-dir",
-        dir.path().to_str().unwrap(),
-    ]);
+    let out = with_soc2("check", &["--cache-dir", dir.path().to_str().unwrap()]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(
         stderr(&out).contains("WARN") && stderr(&out).contains("module cache is writable by others"),

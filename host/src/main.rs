@@ -11,7 +11,7 @@ use audit_format::{ChainHead, Context};
 use clap::{Args, Parser, Subcommand};
 use otel_audit::admin::{self, ReloadAnswer, Verdict};
 use otel_audit::otlp::{self, Encoding, Signal};
-use otel_audit::outfile::{Staged, write_atomically};
+use otel_audit::outfile::{write_atomically, write_together};
 use otel_audit::runtime::{Limits, Runtime, RuntimeError};
 use otel_audit::{checkpoint, clock, config, keyfile, policytest, preflight, secrets, serve};
 use tokio_util::sync::CancellationToken;
@@ -591,29 +591,23 @@ fn process(args: ProcessArgs) -> Result<(), Failure> {
         other => other.into(),
     })?;
 
-    // Outputs appear only once the whole batch succeeded, and together:
-    // both are written under temporary names first, then put in place.
-    let mut staged = Vec::new();
-    if let Some(path) = &args.out {
-        let bytes = match args.out_format {
-            OutFormat::Json => otlp::to_json(args.signal, &output.otlp)?,
-            OutFormat::Protobuf => output.otlp.clone(),
-        };
-        staged.push(Staged::write(path, &bytes)?);
-    }
+    let otlp_out = match (&args.out, args.out_format) {
+        (None, _) => None,
+        (Some(path), OutFormat::Json) => Some((path.as_path(), otlp::to_json(args.signal, &output.otlp)?)),
+        (Some(path), OutFormat::Protobuf) => Some((path.as_path(), output.otlp.clone())),
+    };
     let mut lines = Vec::with_capacity(output.records.iter().map(|r| r.len() + 1).sum());
     for record in &output.records {
         lines.extend_from_slice(record);
         lines.push(b'\n');
     }
-    match &args.records {
-        Some(path) if path != Path::new("-") => staged.push(Staged::write(path, &lines)?),
-        _ => {}
-    }
-    for file in staged {
-        file.commit()?;
-    }
-    if args.records.as_deref() == Some(Path::new("-")) {
+    let records_to_stdout = args.records.as_deref() == Some(Path::new("-"));
+    let records_out = args.records.as_deref().filter(|_| !records_to_stdout).map(|path| (path, lines.as_slice()));
+    // Outputs appear only once the whole batch succeeded, and together.
+    let files: Vec<(&Path, &[u8])> =
+        otlp_out.iter().map(|(path, bytes)| (*path, bytes.as_slice())).chain(records_out).collect();
+    write_together(&files)?;
+    if records_to_stdout {
         std::io::stdout().write_all(&lines)?;
     }
     let s = &output.stats;

@@ -1,9 +1,9 @@
 //! Output files of the commands (`process --out/--records`, `test
 //! --output`) that appear whole or not at all: the bytes go to a temporary
-//! name beside the destination and are renamed into place on
-//! [`Staged::commit`]. A destination that exists and is not a regular file
-//! (`/dev/null`, a FIFO, a terminal) cannot be renamed over: its bytes are
-//! held until the commit and then written to it directly.
+//! name beside the destination and are renamed into place once every
+//! output of the command is staged. A destination that exists and is not a
+//! regular file (`/dev/null`, a FIFO, a terminal) cannot be renamed over:
+//! its bytes are held until then and written to it directly.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -25,9 +25,16 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), WriteError> {
     Staged::write(path, bytes)?.commit()
 }
 
+/// Writes each `(path, bytes)` so that none changes unless all could be
+/// staged; then puts them in place one after the other.
+pub fn write_together(files: &[(&Path, &[u8])]) -> Result<(), WriteError> {
+    let staged = files.iter().map(|(path, bytes)| Staged::write(path, bytes)).collect::<Result<Vec<_>, _>>()?;
+    staged.into_iter().try_for_each(Staged::commit)
+}
+
 /// An output waiting for [`Staged::commit`]; dropping it uncommitted
 /// leaves the destination untouched and removes the temporary file.
-pub struct Staged {
+struct Staged {
     path: PathBuf,
     pending: Pending,
 }
@@ -42,7 +49,7 @@ enum Pending {
 
 impl Staged {
     /// Stages `bytes` for `path`.
-    pub fn write(path: &Path, bytes: &[u8]) -> Result<Staged, WriteError> {
+    fn write(path: &Path, bytes: &[u8]) -> Result<Staged, WriteError> {
         let pending = if std::fs::metadata(path).is_ok_and(|m| !m.is_file()) {
             Pending::Direct(bytes.to_vec())
         } else {
@@ -55,7 +62,7 @@ impl Staged {
     }
 
     /// Puts the bytes in place.
-    pub fn commit(mut self) -> Result<(), WriteError> {
+    fn commit(mut self) -> Result<(), WriteError> {
         let result = match std::mem::replace(&mut self.pending, Pending::Committed) {
             Pending::Renamed(tmp) => {
                 let renamed = std::fs::rename(&tmp, &self.path);
@@ -120,6 +127,20 @@ mod tests {
         assert!(matches!(staged.pending, Pending::Direct(_)));
         staged.commit().unwrap();
         assert!(!std::fs::metadata("/dev/null").unwrap().is_file());
+    }
+
+    #[test]
+    fn outputs_written_together_appear_only_if_all_can_be_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let (out, records) = (dir.path().join("out.pb"), dir.path().join("records.jsonl"));
+        let missing = dir.path().join("missing/records.jsonl");
+        assert!(write_together(&[(&out, b"otlp"), (&missing, b"{}\n")]).is_err());
+        assert!(names(dir.path()).is_empty(), "{:?}", names(dir.path()));
+        write_together(&[(&out, b"otlp"), (&records, b"{}\n")]).unwrap();
+        assert_eq!(
+            (std::fs::read(&out).unwrap(), std::fs::read(&records).unwrap()),
+            (b"otlp".to_vec(), b"{}\n".to_vec())
+        );
     }
 
     #[test]
