@@ -180,16 +180,21 @@ fn keygen_writes_a_private_signer_and_a_public_verifier_key() {
     assert_eq!(std::fs::read_to_string(out_dir.join("otel-audit-test.key")).unwrap(), private, "the key is untouched");
 }
 
-fn validate(config: &Path, key: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_otel-audit"))
-        .args(["validate", "--config"])
+/// `otel-audit <command> --config CONFIG` from the repository root, with
+/// the shipped config's variables set.
+fn with_config(command: &str, config: &Path, key: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_otel-audit"));
+    cmd.args([command, "--config"])
         .arg(config)
         .current_dir(support::root())
         .env("OTEL_AUDIT_CACHE_DIR", support::cache_dir())
         .env("OTEL_AUDIT_WASM", support::wasm_path())
-        .env("OTEL_AUDIT_SIGNING_KEY", key)
-        .output()
-        .expect("run otel-audit validate")
+        .env("OTEL_AUDIT_SIGNING_KEY", key);
+    cmd
+}
+
+fn validate(config: &Path, key: &Path) -> Output {
+    with_config("validate", config, key).output().expect("run otel-audit validate")
 }
 
 #[test]
@@ -268,4 +273,104 @@ service:
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{stdout}{}", stderr(&out));
     assert!(stdout.contains("error: processors.wasm/soc2.policy: "), "{stdout}");
+}
+
+#[test]
+fn serve_refuses_to_start_with_the_problems_validate_reports() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (key, _) = support::server::keygen(tmp.path(), "preflight-test");
+    let policy = tmp.path().join("bad-policy.yaml");
+    std::fs::write(&policy, "filter:\n  spans:\n    include:\n      match_type: strict\n").unwrap();
+    // A policy the component refuses, and a header gRPC cannot carry.
+    let text = std::fs::read_to_string(support::root().join("collector-config/otel-audit.yaml"))
+        .unwrap()
+        .replace("policy: collector-config/policies/soc2-audit.yaml", &format!("policy: {}", policy.display()))
+        .replace("\nexporters:\n", "\nexporters:\n  otlp/down: {endpoint: 127.0.0.1:9, headers: {X-Trace-Bin: x}}\n")
+        .replace("exporters: [auditstore]", "exporters: [auditstore, otlp/down]");
+    let config = tmp.path().join("config.yaml");
+    std::fs::write(&config, text).unwrap();
+
+    let out = validate(&config, &key);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let problems: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.strip_prefix("error: ").map(str::to_owned))
+        .collect();
+    let paths: Vec<&str> = problems.iter().map(|p| p.split(": ").next().unwrap()).collect();
+    assert_eq!(paths, ["processors.wasm/soc2.policy", "exporters.otlp/down.headers"], "{problems:#?}");
+
+    let mut serve = with_config("serve", &config, &key)
+        .env("OTEL_AUDIT_STORE", tmp.path().join("store"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run otel-audit serve");
+    let started = std::time::Instant::now();
+    while serve.try_wait().unwrap().is_none() {
+        if started.elapsed() > std::time::Duration::from_secs(60) {
+            serve.kill().unwrap();
+            panic!("serve started with a config validate refuses");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let out = serve.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    for problem in &problems {
+        assert!(stderr(&out).lines().any(|l| l == problem), "serve should say {problem:?}:\n{}", stderr(&out));
+    }
+    assert!(!tmp.path().join("store").exists(), "nothing touched the store");
+}
+
+/// `otel-audit <command> --module <the component> --policy <soc2-audit.yaml> <args>`.
+fn with_soc2(command: &str, args: &[&str]) -> Output {
+    let wasm = support::wasm_path();
+    otel_audit(&[&[command, "--module", wasm.to_str().unwrap(), "--policy", &policy_path()], args].concat())
+}
+
+#[test]
+fn outputs_may_be_devices() {
+    // `/dev/null` cannot be replaced by a renamed temporary file: it is written directly.
+    let input = support::fixture("mixed-traces.json");
+    let input = ["--signal", "traces", "--in", input.to_str().unwrap()];
+    let out = with_soc2("process", &[&input[..], &["--out", "/dev/null", "--records", "/dev/null"]].concat());
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("processed 4 spans: kept 2"), "{}", stderr(&out));
+    assert!(!std::fs::metadata("/dev/null").unwrap().is_file(), "/dev/null is still the device");
+}
+
+#[test]
+fn out_format_offers_only_what_an_output_can_be() {
+    let help = String::from_utf8_lossy(&otel_audit(&["process", "--help"]).stdout).into_owned();
+    let section = |flag: &str| {
+        let start = help.find(&format!("{flag} <")).unwrap_or_else(|| panic!("no {flag} in:\n{help}"));
+        let rest = &help[start..];
+        rest[..rest[2..].find("\n      --").map_or(rest.len(), |end| end + 2)].to_owned()
+    };
+    let (input, output) = (section("--input-format"), section("--out-format"));
+    assert!(input.contains("auto"), "input can be detected:\n{input}");
+    assert!(output.contains("protobuf") && output.contains("json") && !output.contains("auto"), "{output}");
+
+    let input = support::fixture("mixed-traces.json");
+    let out = with_soc2("process", &["--signal", "traces", "--in", input.to_str().unwrap(), "--out-format", "auto"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("invalid value 'auto'"), "{}", stderr(&out));
+}
+
+#[test]
+fn logs_are_plain_text_when_stderr_is_not_a_terminal() {
+    // A module cache others may write to is refused with a warning.
+    let dir = tempfile::tempdir().unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    }
+    let out = with_soc2("check", &["--cache-dir", dir.path().to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("WARN") && stderr(&out).contains("module cache is writable by others"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!out.stderr.contains(&0x1b), "no terminal escape codes in a file: {:?}", stderr(&out));
 }

@@ -10,19 +10,28 @@
 //! runs policy unit tests against the component. It is not the processor itself; that is
 //! the `audit-processor` crate, which the host also links natively to
 //! verify chains and to compare against the wasm build.
+//!
+//! For the commands: [`preflight`] checks a config before it serves (and
+//! for `validate`), [`admin`] is a running server's admin endpoint and its
+//! client (`status`, `reload`), [`keyfile`] writes `keygen`'s key pair and
+//! [`outfile`] the outputs that appear whole or not at all.
 #![deny(missing_docs)]
 
+pub mod admin;
 pub mod checkpoint;
 pub mod clock;
 pub mod config;
 pub mod exporter;
+pub mod keyfile;
 pub mod loadgen;
 pub mod merkle;
 pub mod metrics;
 pub mod otlp;
+pub mod outfile;
 pub mod pipeline;
 pub mod policy_event;
 pub mod policytest;
+pub mod preflight;
 pub mod receiver;
 pub mod reload;
 pub mod runtime;

@@ -9,9 +9,11 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use audit_format::{ChainHead, Context};
 use clap::{Args, Parser, Subcommand};
+use otel_audit::admin::{self, ReloadAnswer, Verdict};
 use otel_audit::otlp::{self, Encoding, Signal};
+use otel_audit::outfile::{write_atomically, write_together};
 use otel_audit::runtime::{Limits, Runtime, RuntimeError};
-use otel_audit::{checkpoint, clock, config, policytest, secrets, serve};
+use otel_audit::{checkpoint, clock, config, keyfile, policytest, preflight, secrets, serve};
 use tokio_util::sync::CancellationToken;
 
 /// Where `make wasm` puts the component.
@@ -186,7 +188,7 @@ struct ProcessArgs {
     out: Option<PathBuf>,
     /// Encoding of --out.
     #[arg(long, value_enum, default_value = "protobuf")]
-    out_format: Encoding,
+    out_format: OutFormat,
     /// Where to write the canonical records, one per line ("-" for stdout).
     #[arg(long, value_name = "FILE")]
     records: Option<PathBuf>,
@@ -202,6 +204,15 @@ struct ProcessArgs {
     /// Received-at time (RFC 3339); default now.
     #[arg(long)]
     received_at: Option<String>,
+}
+
+/// How `process` encodes the kept OTLP.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum OutFormat {
+    /// Binary protobuf.
+    Protobuf,
+    /// OTLP/JSON.
+    Json,
 }
 
 #[derive(Args)]
@@ -259,11 +270,13 @@ fn rejected(error: impl Into<anyhow::Error>) -> Failure {
     Failure { code: 1, error: error.into() }
 }
 
-/// Logs go to stderr; `OTEL_AUDIT_LOG` (an env-filter) overrides `level`.
+/// Logs go to stderr, in colour only on a terminal; `OTEL_AUDIT_LOG` (an
+/// env-filter) overrides `level`.
 fn init_logging(level: &str) {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("OTEL_AUDIT_LOG").unwrap_or_else(|_| level.into()))
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 }
 
@@ -310,82 +323,36 @@ fn serve(args: ConfigArgs) -> Result<(), Failure> {
     Ok(())
 }
 
-/// Sends one request to a running server's admin endpoint; returns the
-/// HTTP status and the JSON body.
-fn admin_request(admin: &str, post: bool, path: &str) -> Result<(u16, serde_json::Value), Failure> {
-    let url = format!("http://{admin}{path}");
+/// Runs one request of the admin client to its end.
+fn admin_call<T>(call: impl std::future::Future<Output = Result<T, admin::client::ClientError>>) -> Result<T, Failure> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    runtime.block_on(async {
-        let client = reqwest::Client::new();
-        let request = if post { client.post(&url) } else { client.get(&url) };
-        let response = request.send().await.map_err(|e| {
-            anyhow::anyhow!("cannot reach the admin endpoint {url}: {e} (is `admin` listed in service.extensions?)")
-        })?;
-        let status = response.status().as_u16();
-        let body = response.bytes().await.map_err(|e| anyhow::anyhow!("{url}: {e}"))?;
-        let json = serde_json::from_slice(&body)
-            .map_err(|e| anyhow::anyhow!("{url} answered {status} with a body that is not JSON: {e}"))?;
-        Ok((status, json))
-    })
+    Ok(runtime.block_on(call)?)
 }
 
 fn status(args: AdminArgs) -> Result<(), Failure> {
-    let (_, body) = admin_request(&args.admin, false, "/admin/status")?;
-    if args.format == OutputFormat::Json {
-        println!("{body:#}");
-        return Ok(());
-    }
-    let text = |v: &serde_json::Value| v.as_str().unwrap_or("-").to_owned();
-    for processor in body["processors"].as_array().into_iter().flatten() {
-        println!("{}", text(&processor["id"]));
-        println!("  module  {}  {}", text(&processor["module"]["digest"]), text(&processor["module"]["path"]));
-        println!("  policy  {}  {}", text(&processor["policy"]["digest"]), text(&processor["policy"]["path"]));
-        println!("  since   {} ({})", text(&processor["since"]), text(&processor["trigger"]));
-        let chains: Vec<String> = processor["chains"].as_array().into_iter().flatten().map(text).collect();
-        println!("  chains  {}", chains.join(", "));
-        match processor.get("last_reload").filter(|r| !r.is_null()) {
-            Some(last) => println!("  last reload  {}", reload_line(last)),
-            None => println!("  last reload  none"),
-        }
+    let status = admin_call(admin::client::Client::new(&args.admin).status())?;
+    match args.format {
+        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&status)?),
+        OutputFormat::Text => print!("{}", status.to_text()),
     }
     Ok(())
 }
 
-/// `2026-11-25T10:00:00Z admin: applied in 12.3 ms` (+ the reason).
-fn reload_line(report: &serde_json::Value) -> String {
-    let mut line = format!(
-        "{} {}: {} in {:.1} ms",
-        report["at"].as_str().unwrap_or("-"),
-        report["trigger"].as_str().unwrap_or("-"),
-        report["result"].as_str().unwrap_or("-"),
-        report["elapsed_ms"].as_f64().unwrap_or(0.0)
-    );
-    if let Some(reason) = report["reason"].as_str() {
-        line.push_str(": ");
-        line.push_str(reason);
-    }
-    line
-}
-
 fn reload(args: ReloadArgs) -> Result<(), Failure> {
-    let path = match &args.processor {
-        Some(id) => format!("/admin/reload?processor={}", id.replace('/', "%2F")),
-        None => "/admin/reload".to_owned(),
-    };
-    let (code, body) = admin_request(&args.admin.admin, true, &path)?;
-    if args.admin.format == OutputFormat::Json {
-        println!("{body:#}");
-    } else if let Some(error) = body["error"].as_str() {
-        return Err(Failure { code: 2, error: anyhow::anyhow!("{error}") });
-    } else {
-        for report in body["reloads"].as_array().into_iter().flatten() {
-            println!("{}  {}", report["processor"].as_str().unwrap_or("-"), reload_line(report));
+    let reloaded = admin_call(admin::client::Client::new(&args.admin.admin).reload(args.processor.as_deref()))?;
+    match (&reloaded.answer, args.admin.format) {
+        (answer, OutputFormat::Json) => println!("{}", serde_json::to_string_pretty(answer)?),
+        (ReloadAnswer::Error { error }, OutputFormat::Text) => {
+            return Err(Failure { code: 2, error: anyhow::anyhow!("{error}") });
         }
+        (ReloadAnswer::Reloads { reloads }, OutputFormat::Text) => print!("{}", admin::client::reloads_text(reloads)),
     }
-    match code {
-        200 => Ok(()),
-        422 => Err(rejected(anyhow::anyhow!("the candidate was rejected; the old module and policy keep serving"))),
-        _ => Err(Failure { code: 2, error: anyhow::anyhow!("the admin endpoint answered {code}") }),
+    match reloaded.verdict() {
+        Some(Verdict::Served) => Ok(()),
+        Some(Verdict::Rejected) => {
+            Err(rejected(anyhow::anyhow!("the candidate was rejected; the old module and policy keep serving")))
+        }
+        _ => Err(Failure { code: 2, error: anyhow::anyhow!("the admin endpoint answered {}", reloaded.status) }),
     }
 }
 
@@ -463,67 +430,31 @@ fn declare_gap(args: DeclareGapArgs) -> Result<(), Failure> {
 fn validate(args: ConfigArgs) -> Result<(), Failure> {
     init_logging("warn");
     let name = args.config.as_ref().map_or("the embedded config".into(), |p| p.display().to_string());
-    let config = match load_config(&args.config) {
-        Ok(config) => config,
-        Err(errors) => {
-            for problem in &errors.0 {
-                println!("error: {problem}");
+    let (config, problems) = match load_config(&args.config) {
+        Ok(config) => {
+            let checked = preflight::check(&config, &runtime(&None)?);
+            for processor in &checked.processors {
+                let (policy, info) = (processor.policy.display(), &processor.info);
+                println!("processor {}: policy {policy} ({}), {} rules", processor.id, info.digest, info.rules.len());
             }
-            return Err(rejected(anyhow::anyhow!("{name}: {} problem(s)", errors.0.len())));
+            (config, checked.problems)
         }
+        Err(errors) => return Err(invalid(&name, &errors.0)),
     };
-    let mut problems = config::validate_files(&config);
-    let runtime = runtime(&None)?;
-    let mut seen = std::collections::BTreeSet::new();
-    for processor in config.pipelines.iter().map(|p| &p.processor) {
-        if !seen.insert(processor.id.clone())
-            || problems.iter().any(|p| p.path.starts_with(&format!("processors.{}.", processor.id)))
-        {
-            continue;
-        }
-        let problem = |key: &str, message: String| config::Problem {
-            path: format!("processors.{}.{key}", processor.id),
-            message,
-        };
-        let module = match runtime.load(&processor.module) {
-            Ok(module) => module,
-            Err(e) => {
-                problems.push(problem("module", e.to_string()));
-                continue;
-            }
-        };
-        let (Ok(policy), Ok(secrets)) = (std::fs::read_to_string(&processor.policy), processor.read_secrets()) else {
-            continue;
-        };
-        match module.instantiate().and_then(|mut instance| instance.configure(&policy, &secrets)) {
-            Ok(info) => println!(
-                "processor {}: policy {} ({}), {} rules",
-                processor.id,
-                processor.policy.display(),
-                info.digest,
-                info.rules.len()
-            ),
-            Err(e) => problems.push(problem("policy", format!("{}: {e}", processor.policy.display()))),
-        }
-    }
-    let mut exporters = std::collections::BTreeSet::new();
-    for exporter in config.pipelines.iter().flat_map(|p| &p.exporters) {
-        if exporter.protocol == config::ExportProtocol::Grpc
-            && exporters.insert(exporter.id.clone())
-            && let Err(message) = otel_audit::exporter::client::grpc_metadata(&exporter.headers)
-        {
-            problems.push(config::Problem { path: format!("exporters.{}.headers", exporter.id), message });
-        }
-    }
-    for problem in &problems {
-        println!("error: {problem}");
-    }
     if !problems.is_empty() {
-        return Err(rejected(anyhow::anyhow!("{name}: {} problem(s)", problems.len())));
+        return Err(invalid(&name, &problems));
     }
     let chains: u32 = config.pipelines.iter().map(|p| p.shards).sum();
     println!("{name} is valid: {} pipeline(s), {chains} chain(s)", config.pipelines.len());
     Ok(())
+}
+
+/// Prints every problem of the config `name`: it is invalid.
+fn invalid(name: &str, problems: &[config::Problem]) -> Failure {
+    for problem in problems {
+        println!("error: {problem}");
+    }
+    rejected(anyhow::anyhow!("{name}: {} problem(s)", problems.len()))
 }
 
 /// The runtime with the module cache the user chose.
@@ -623,24 +554,9 @@ fn test(args: TestArgs) -> Result<(), Failure> {
 fn keygen(args: KeygenArgs) -> Result<(), Failure> {
     init_logging("warn");
     let signer = checkpoint::SignerKey::generate(&args.name)?;
-    std::fs::create_dir_all(&args.out).with_context(|| format!("cannot create {}", args.out.display()))?;
-    let (private, public) = (args.out.join(format!("{}.key", args.name)), args.out.join(format!("{}.pub", args.name)));
-    for path in [&private, &public] {
-        if path.exists() {
-            return Err(anyhow::anyhow!("{} exists; refusing to overwrite a key", path.display()).into());
-        }
-    }
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options.open(&private).with_context(|| format!("cannot create {}", private.display()))?;
-    writeln!(file, "{}", signer.encode())?;
-    file.sync_all()?;
-    std::fs::write(&public, format!("{}\n", signer.verifier().encode()))
-        .with_context(|| format!("cannot write {}", public.display()))?;
-    println!("signer key:   {} (keep it secret; mode 0600)", private.display());
-    println!("verifier key: {}", public.display());
+    let files = keyfile::write(&args.out, &signer)?;
+    println!("signer key:   {} (keep it secret; mode 0600)", files.private.display());
+    println!("verifier key: {}", files.public.display());
     println!("{}", signer.verifier().encode());
     Ok(())
 }
@@ -675,29 +591,23 @@ fn process(args: ProcessArgs) -> Result<(), Failure> {
         other => other.into(),
     })?;
 
-    // Outputs appear only once the whole batch succeeded, and together:
-    // both are written under temporary names first, then put in place.
-    let mut staged = Vec::new();
-    if let Some(path) = &args.out {
-        let bytes = match args.out_format {
-            Encoding::Json => otlp::to_json(args.signal, &output.otlp)?,
-            _ => output.otlp.clone(),
-        };
-        staged.push(Staged::write(path, &bytes)?);
-    }
+    let otlp_out = match (&args.out, args.out_format) {
+        (None, _) => None,
+        (Some(path), OutFormat::Json) => Some((path.as_path(), otlp::to_json(args.signal, &output.otlp)?)),
+        (Some(path), OutFormat::Protobuf) => Some((path.as_path(), output.otlp.clone())),
+    };
     let mut lines = Vec::with_capacity(output.records.iter().map(|r| r.len() + 1).sum());
     for record in &output.records {
         lines.extend_from_slice(record);
         lines.push(b'\n');
     }
-    match &args.records {
-        Some(path) if path != Path::new("-") => staged.push(Staged::write(path, &lines)?),
-        _ => {}
-    }
-    for file in staged {
-        file.commit()?;
-    }
-    if args.records.as_deref() == Some(Path::new("-")) {
+    let records_to_stdout = args.records.as_deref() == Some(Path::new("-"));
+    let records_out = args.records.as_deref().filter(|_| !records_to_stdout).map(|path| (path, lines.as_slice()));
+    // Outputs appear only once the whole batch succeeded, and together.
+    let files: Vec<(&Path, &[u8])> =
+        otlp_out.iter().map(|(path, bytes)| (*path, bytes.as_slice())).chain(records_out).collect();
+    write_together(&files)?;
+    if records_to_stdout {
         std::io::stdout().write_all(&lines)?;
     }
     let s = &output.stats;
@@ -719,39 +629,4 @@ fn process(args: ProcessArgs) -> Result<(), Failure> {
         hex::encode(output.head.prev),
     );
     Ok(())
-}
-
-fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    Staged::write(path, bytes)?.commit()
-}
-
-/// A file written under a temporary name beside its destination; `commit`
-/// renames it into place, dropping it uncommitted removes it.
-struct Staged {
-    tmp: PathBuf,
-    path: PathBuf,
-    committed: bool,
-}
-
-impl Staged {
-    fn write(path: &Path, bytes: &[u8]) -> anyhow::Result<Staged> {
-        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("out");
-        let tmp = path.with_file_name(format!(".{name}.tmp{}", std::process::id()));
-        std::fs::write(&tmp, bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
-        Ok(Staged { tmp, path: path.to_owned(), committed: false })
-    }
-
-    fn commit(mut self) -> anyhow::Result<()> {
-        std::fs::rename(&self.tmp, &self.path).with_context(|| format!("cannot write {}", self.path.display()))?;
-        self.committed = true;
-        Ok(())
-    }
-}
-
-impl Drop for Staged {
-    fn drop(&mut self) {
-        if !self.committed {
-            let _ = std::fs::remove_file(&self.tmp);
-        }
-    }
 }

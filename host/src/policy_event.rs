@@ -38,13 +38,45 @@ pub enum Trigger {
 }
 
 impl Trigger {
+    /// Which kind of trigger it is, without the paths.
+    pub fn kind(&self) -> TriggerKind {
+        match self {
+            Trigger::File(_) => TriggerKind::File,
+            Trigger::Signal => TriggerKind::Signal,
+            Trigger::Admin => TriggerKind::Admin,
+            Trigger::Startup => TriggerKind::Startup,
+        }
+    }
+
     /// `file`, `signal`, `admin` or `startup`: the `trigger` attribute and metric label.
     pub fn name(&self) -> &'static str {
+        self.kind().name()
+    }
+}
+
+/// A [`Trigger`] without its details: what the admin endpoint reports as
+/// `trigger` (`file`, `signal`, `admin` or `startup`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TriggerKind {
+    /// A watched file changed.
+    File,
+    /// SIGHUP.
+    Signal,
+    /// `POST /admin/reload`.
+    Admin,
+    /// What serves since the server started, or a change a restart found.
+    Startup,
+}
+
+impl TriggerKind {
+    /// `file`, `signal`, `admin` or `startup`.
+    pub fn name(self) -> &'static str {
         match self {
-            Trigger::File(_) => "file",
-            Trigger::Signal => "signal",
-            Trigger::Admin => "admin",
-            Trigger::Startup => "startup",
+            TriggerKind::File => "file",
+            TriggerKind::Signal => "signal",
+            TriggerKind::Admin => "admin",
+            TriggerKind::Startup => "startup",
         }
     }
 }

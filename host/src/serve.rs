@@ -17,6 +17,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::admin;
 use crate::checkpoint::SignerKey;
 use crate::config::{self, Config};
 use crate::exporter::ExportTask;
@@ -24,6 +25,7 @@ use crate::exporter::client::{Client, ClientOptions, Destination};
 use crate::metrics::Metrics;
 use crate::pipeline::chain::{ChainSpec, ChainWorker, CheckpointPolicy, PolicySource, checkpoint_mirror};
 use crate::pipeline::{ChainHandle, PipelineHandle, Router};
+use crate::preflight;
 use crate::receiver::{self, Ingest};
 use crate::reload::{self, Reloader, candidate::Serving};
 use crate::runtime::{Limits, Module, Runtime};
@@ -41,6 +43,10 @@ const CONNECTION_GRACE: Duration = Duration::from_millis(500);
 /// Why the server could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
+    /// The config names files, modules, policies or headers that cannot
+    /// serve: what `otel-audit validate` reports, one problem a line.
+    #[error("cannot start:\n{0}")]
+    Preflight(config::ConfigErrors),
     /// A component, policy, key or store could not be set up.
     #[error("{0}")]
     Setup(String),
@@ -82,10 +88,20 @@ pub struct Server {
 }
 
 impl Server {
-    /// Binds the listeners (first: a second instance on the same ports fails
-    /// before it touches a store), loads modules, policies and keys, opens
-    /// (and recovers) every chain. Nothing is served until [`Server::run`].
+    /// Runs the [`preflight`] checks, binds the listeners (before anything
+    /// else: a second instance on the same ports fails before it touches a
+    /// store), loads policies and keys, opens (and recovers) every chain.
+    /// Nothing is served until [`Server::run`].
     pub fn start(config: Config) -> Result<Self, ServeError> {
+        let chain_count: u32 = config.pipelines.iter().map(|p| p.shards).sum();
+        let limits = Limits { max_instances: (chain_count * 2 + 8).max(64), ..Limits::default() };
+        let runtime =
+            Arc::new(Runtime::new(limits, Runtime::default_cache_dir()).map_err(|e| ServeError::Setup(e.to_string()))?);
+        let checked = preflight::check(&config, &runtime);
+        if !checked.problems.is_empty() {
+            return Err(ServeError::Preflight(config::ConfigErrors(checked.problems)));
+        }
+        let mut compiled: BTreeMap<String, Module> = checked.processors.into_iter().map(|p| (p.id, p.module)).collect();
         let listeners = Listeners {
             grpc: config.grpc.as_ref().map(|g| bind("OTLP/gRPC", &g.endpoint)).transpose()?,
             http: config.http.as_ref().map(|h| bind("OTLP/HTTP", &h.endpoint)).transpose()?,
@@ -97,10 +113,6 @@ impl Server {
         let hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
             .map_err(|e| ServeError::Setup(format!("cannot handle SIGHUP: {e}")))?;
         let metrics = Metrics::new();
-        let chain_count: u32 = config.pipelines.iter().map(|p| p.shards).sum();
-        let limits = Limits { max_instances: (chain_count * 2 + 8).max(64), ..Limits::default() };
-        let runtime =
-            Arc::new(Runtime::new(limits, Runtime::default_cache_dir()).map_err(|e| ServeError::Setup(e.to_string()))?);
         let mut processors = Vec::new();
         let mut modules: BTreeMap<String, (Arc<Module>, Arc<PolicySource>)> = BTreeMap::new();
         let mut signers: BTreeMap<std::path::PathBuf, Arc<SignerKey>> = BTreeMap::new();
@@ -115,7 +127,10 @@ impl Server {
                     let setup = |what: &str, e: &dyn std::fmt::Display| {
                         ServeError::Setup(format!("processors.{}: {what}: {e}", processor.id))
                     };
-                    let module = Arc::new(runtime.load(&processor.module).map_err(|e| setup("module", &e))?);
+                    let module = match compiled.remove(&processor.id) {
+                        Some(module) => Arc::new(module),
+                        None => Arc::new(runtime.load(&processor.module).map_err(|e| setup("module", &e))?),
+                    };
                     let text = std::fs::read_to_string(&processor.policy)
                         .map_err(|e| setup(&format!("cannot read policy {}", processor.policy.display()), &e))?;
                     let secrets = processor.read_secrets().map_err(|e| setup("secrets", &e))?;
@@ -315,7 +330,7 @@ impl Server {
         }
         if let (Some(endpoint), Some(listener)) = (&self.config.admin_endpoint, listeners.admin) {
             let listener = to_tokio("admin", endpoint, listener)?;
-            admin.spawn(serve_admin(listener, reload::watch::admin_router(reloader.clone()), admin_stop.clone()));
+            admin.spawn(serve_admin(listener, admin::router(reloader.clone()), admin_stop.clone()));
         }
         let exports_drain = CancellationToken::new();
         let exports_stop = CancellationToken::new();

@@ -12,7 +12,7 @@ use audit_format::{ChainHead, Context};
 use crate::config;
 use crate::otlp::Signal;
 use crate::pipeline::chain::PolicySource;
-use crate::policy_event::{EventKind, PolicyEvent, Trigger};
+use crate::policy_event::{EventKind, PolicyEvent, Trigger, TriggerKind};
 use crate::policytest;
 use crate::runtime::{Instance, Module, Runtime, RuntimeError};
 
@@ -29,8 +29,8 @@ pub struct Serving {
     pub secrets_digest: [u8; 32],
     /// When it began serving (Unix nanoseconds).
     pub since_unix_nano: u64,
-    /// What made it serve: `startup`, `file`, `signal` or `admin`.
-    pub trigger: &'static str,
+    /// What made it serve.
+    pub trigger: TriggerKind,
     /// Every key id the processor's chains were MACed with, and the check
     /// value of its bytes (`store::key_check`): an id may not come back
     /// with other bytes.
@@ -46,7 +46,7 @@ impl Serving {
             module,
             policy,
             since_unix_nano: crate::clock::now_unix_nano(),
-            trigger: "startup",
+            trigger: TriggerKind::Startup,
             key_history: BTreeMap::new(),
         }
     }

@@ -9,16 +9,11 @@
 //! recorded as `audit.policy_rejected`. Reloads run one at a time.
 
 pub mod candidate;
+pub mod report;
 pub mod watch;
-
-/// The events live beside the pipeline and the reloader, which both record
-/// them; [`watch`] still names the trigger by this path.
-pub use crate::policy_event as event;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-use serde::Serialize;
 
 use crate::config;
 use crate::metrics::{Metrics, ProcessorLabels, ReloadLabels};
@@ -27,6 +22,7 @@ use crate::pipeline::chain::Control;
 use crate::policy_event::{EventKind, PolicyEvent, Trigger};
 use crate::runtime::Runtime;
 use candidate::{Outcome, Serving};
+pub use report::{ChainReport, FileStatus, ProcessorStatus, ReloadReport, ReloadResult, Status};
 
 /// How long a reload waits for every chain to apply it before answering;
 /// a chain that has not applied it by then still does before its next batch.
@@ -45,81 +41,6 @@ struct SlotState {
     /// The last refused candidate recorded, so that a file watch does not
     /// record the same one again.
     last_rejected: Option<[u8; 32]>,
-}
-
-/// The outcome of one reload of one processor: what `POST /admin/reload`
-/// returns and `GET /admin/status` shows as `last_reload`.
-#[derive(Debug, Clone, Serialize)]
-pub struct ReloadReport {
-    /// Processor id.
-    pub processor: String,
-    /// `file`, `signal` or `admin`.
-    pub trigger: &'static str,
-    /// When the trigger came (RFC 3339).
-    pub at: String,
-    /// `applied` (every chain serves it), `pending` (ordered, but some
-    /// chain has not recorded it yet: see `chains`), `rejected` or
-    /// `unchanged`.
-    pub result: &'static str,
-    /// Why a candidate was refused, or why a chain has not applied it yet.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
-    /// Module digest serving afterwards.
-    pub module_digest: String,
-    /// Policy digest serving afterwards.
-    pub policy_digest: String,
-    /// Where each chain recorded the event (`seq`), or why it has not yet.
-    pub chains: Vec<ChainReport>,
-    /// From the trigger until every chain serves (or recorded the refusal).
-    pub elapsed_ms: f64,
-}
-
-/// One chain's part of a reload.
-#[derive(Debug, Clone, Serialize)]
-pub struct ChainReport {
-    /// Chain id.
-    pub chain: String,
-    /// The seq of its `audit.policy_change` / `audit.policy_rejected` record.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub seq: Option<u64>,
-    /// Why it has not applied the reload (it retries before its next batch).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-}
-
-/// What `GET /admin/status` returns.
-#[derive(Debug, Clone, Serialize)]
-pub struct Status {
-    /// Per processor, in config order.
-    pub processors: Vec<ProcessorStatus>,
-}
-
-/// One processor's status.
-#[derive(Debug, Clone, Serialize)]
-pub struct ProcessorStatus {
-    /// Processor id.
-    pub id: String,
-    /// The module file and the digest of the module serving.
-    pub module: FileStatus,
-    /// The policy file and the digest of the policy serving.
-    pub policy: FileStatus,
-    /// Since when they serve (RFC 3339).
-    pub since: String,
-    /// What made them serve: `startup`, `file`, `signal` or `admin`.
-    pub trigger: &'static str,
-    /// Its chains.
-    pub chains: Vec<String>,
-    /// The last reload, if any.
-    pub last_reload: Option<ReloadReport>,
-}
-
-/// A file and the digest of what serves from it.
-#[derive(Debug, Clone, Serialize)]
-pub struct FileStatus {
-    /// The configured path.
-    pub path: String,
-    /// `sha256:<hex>`.
-    pub digest: String,
 }
 
 /// Runs reloads for every processor of a server.
@@ -203,9 +124,9 @@ impl Reloader {
         };
         let mut report = ReloadReport {
             processor: processor.clone(),
-            trigger: trigger.name(),
+            trigger: trigger.kind(),
             at: rfc3339(at),
-            result: "unchanged",
+            result: ReloadResult::Unchanged,
             reason: None,
             module_digest: serving.module.digest().to_owned(),
             policy_digest: serving.policy_digest.clone(),
@@ -215,7 +136,7 @@ impl Reloader {
         let mut now_serving = None;
         match outcome {
             Err(panic) => {
-                report.result = "rejected";
+                report.result = ReloadResult::Rejected;
                 report.reason = Some(format!("the candidate check failed: {panic}"));
             }
             Ok(Outcome::Unchanged) => {
@@ -224,7 +145,7 @@ impl Reloader {
                 tracing::info!(processor = %processor, trigger = trigger.name(), "reload: module, policy and secrets unchanged");
             }
             Ok(Outcome::Rejected(rejected)) => {
-                report.result = "rejected";
+                report.result = ReloadResult::Rejected;
                 report.reason = Some(rejected.reason.clone());
                 tracing::warn!(processor = %processor, trigger = trigger.name(), reason = %rejected.reason, "reload rejected; the serving module and policy stay");
                 let repeated = matches!(trigger, Trigger::File(_))
@@ -243,7 +164,7 @@ impl Reloader {
                 }
             }
             Ok(Outcome::Accepted { module, policy, policy_digest, secrets_changed, key }) => {
-                report.result = "applied";
+                report.result = ReloadResult::Applied;
                 report.module_digest = module.digest().to_owned();
                 report.policy_digest = policy_digest.clone();
                 let event = PolicyEvent {
@@ -267,17 +188,17 @@ impl Reloader {
                     policy_digest,
                     secrets_digest,
                     since_unix_nano: at,
-                    trigger: trigger.name(),
+                    trigger: trigger.kind(),
                 });
             }
         }
         let pending: Vec<String> =
             report.chains.iter().filter_map(|c| c.error.as_ref().map(|e| format!("{}: {e}", c.chain))).collect();
         if !pending.is_empty() {
-            if report.result == "applied" {
+            if report.result == ReloadResult::Applied {
                 // Ordered everywhere; these chains switch (and record it)
                 // before their next batch, or at their next start.
-                report.result = "pending";
+                report.result = ReloadResult::Pending;
             }
             report.reason.get_or_insert_with(|| format!("not yet recorded on every chain: {}", pending.join("; ")));
         }
@@ -288,10 +209,10 @@ impl Reloader {
             .get_or_create(&ReloadLabels {
                 processor: processor.clone(),
                 trigger: trigger.name().to_owned(),
-                result: report.result.to_owned(),
+                result: report.result.name().to_owned(),
             })
             .inc();
-        if report.result == "applied" {
+        if report.result == ReloadResult::Applied {
             self.metrics.reload_seconds.get_or_create(&ProcessorLabels { processor }).observe(elapsed.as_secs_f64());
         }
         // What serves and the report that says so change together.
@@ -302,7 +223,7 @@ impl Reloader {
         }
         // A watcher seeing a write that a signal or admin reload already
         // applied is not news: keep that reload's report.
-        if !(report.result == "unchanged" && matches!(trigger, Trigger::File(_))) {
+        if !(report.result == ReloadResult::Unchanged && matches!(trigger, Trigger::File(_))) {
             state.last = Some(report.clone());
         }
         drop(state);

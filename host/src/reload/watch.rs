@@ -1,21 +1,18 @@
-//! The three reload triggers: a processor's files changing (watched,
-//! debounced), SIGHUP, and the admin endpoint (`POST /admin/reload`,
-//! `GET /admin/status`).
+//! Two of the three reload triggers: a processor's files changing (watched,
+//! debounced) and SIGHUP. The third, `POST /admin/reload`, is served by
+//! [`crate::admin`].
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use axum::extract::{Query, State};
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
 use notify::{EventKind, RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::Reloader;
-use super::event::Trigger;
 use crate::config;
+use crate::policy_event::Trigger;
 
 /// The files a processor's candidate is built from.
 fn watched_files(processor: &config::Processor) -> Vec<PathBuf> {
@@ -132,43 +129,6 @@ pub async fn reload_on_sighup(
             }
         }
     }
-}
-
-/// `?processor=wasm/soc2` on `POST /admin/reload`.
-#[derive(serde::Deserialize)]
-struct ReloadQuery {
-    processor: Option<String>,
-}
-
-/// The admin endpoint: `POST /admin/reload[?processor=ID]` reloads and
-/// answers once every chain serves the result (200 applied or unchanged,
-/// 422 rejected, 503 not yet applied everywhere, 404 unknown processor);
-/// `GET /admin/status` shows what serves.
-pub fn admin_router(reloader: Arc<Reloader>) -> axum::Router {
-    async fn reload(State(reloader): State<Arc<Reloader>>, Query(query): Query<ReloadQuery>) -> Response {
-        match reloader.reload(query.processor.as_deref(), Trigger::Admin).await {
-            Ok(reports) => {
-                let status = if reports.iter().any(|r| r.chains.iter().any(|c| c.error.is_some())) {
-                    StatusCode::SERVICE_UNAVAILABLE
-                } else if reports.iter().any(|r| r.result == "rejected") {
-                    StatusCode::UNPROCESSABLE_ENTITY
-                } else {
-                    StatusCode::OK
-                };
-                (status, axum::Json(serde_json::json!({ "reloads": reports }))).into_response()
-            }
-            Err(unknown) => {
-                (StatusCode::NOT_FOUND, axum::Json(serde_json::json!({ "error": unknown.to_string() }))).into_response()
-            }
-        }
-    }
-    async fn status(State(reloader): State<Arc<Reloader>>) -> Response {
-        axum::Json(reloader.status()).into_response()
-    }
-    axum::Router::new()
-        .route("/admin/reload", axum::routing::post(reload))
-        .route("/admin/status", axum::routing::get(status))
-        .with_state(reloader)
 }
 
 #[cfg(test)]

@@ -1,0 +1,148 @@
+//! The admin endpoint of a running server (the `admin` extension) and the
+//! client `otel-audit status` and `otel-audit reload` use ([`client`]).
+//! Both speak the same typed bodies: [`Status`] for `GET /admin/status`,
+//! [`ReloadAnswer`] for `POST /admin/reload[?processor=ID]`, whose HTTP
+//! status is a [`Verdict`].
+
+pub mod client;
+
+use std::sync::Arc;
+
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+
+use crate::policy_event::Trigger;
+use crate::reload::{ReloadReport, ReloadResult, Reloader, Status};
+
+/// The body of `POST /admin/reload`: the reports, or why there are none.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum ReloadAnswer {
+    /// `{"reloads": [...]}`: one report per processor reloaded.
+    Reloads {
+        /// In config order.
+        reloads: Vec<ReloadReport>,
+    },
+    /// `{"error": "..."}`: nothing was reloaded (an unknown processor).
+    Error {
+        /// What was wrong, naming the processors there are.
+        error: String,
+    },
+}
+
+/// What a reload came to, as its HTTP status says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// 200: every processor serves the result (applied or unchanged).
+    Served,
+    /// 422: a candidate was rejected; the old module and policy keep serving.
+    Rejected,
+    /// 503: some chain has not applied it yet (it does before its next batch).
+    Pending,
+    /// 404: the config has no such processor.
+    UnknownProcessor,
+}
+
+impl Verdict {
+    /// The verdict on these reports.
+    pub fn of(reports: &[ReloadReport]) -> Verdict {
+        if reports.iter().any(|r| r.chains.iter().any(|c| c.error.is_some())) {
+            Verdict::Pending
+        } else if reports.iter().any(|r| r.result == ReloadResult::Rejected) {
+            Verdict::Rejected
+        } else {
+            Verdict::Served
+        }
+    }
+
+    /// Its HTTP status.
+    pub fn status(self) -> StatusCode {
+        match self {
+            Verdict::Served => StatusCode::OK,
+            Verdict::Rejected => StatusCode::UNPROCESSABLE_ENTITY,
+            Verdict::Pending => StatusCode::SERVICE_UNAVAILABLE,
+            Verdict::UnknownProcessor => StatusCode::NOT_FOUND,
+        }
+    }
+
+    /// The verdict an HTTP status stands for, if any.
+    pub fn from_status(status: u16) -> Option<Verdict> {
+        [Verdict::Served, Verdict::Rejected, Verdict::Pending, Verdict::UnknownProcessor]
+            .into_iter()
+            .find(|v| v.status().as_u16() == status)
+    }
+}
+
+/// `?processor=wasm/soc2` on `POST /admin/reload`.
+#[derive(Deserialize)]
+struct ReloadQuery {
+    processor: Option<String>,
+}
+
+/// The admin endpoint: `POST /admin/reload[?processor=ID]` reloads and
+/// answers once every chain serves the result (see [`Verdict`] for the
+/// status); `GET /admin/status` shows what serves.
+pub fn router(reloader: Arc<Reloader>) -> axum::Router {
+    async fn reload(State(reloader): State<Arc<Reloader>>, Query(query): Query<ReloadQuery>) -> Response {
+        let (verdict, answer) = match reloader.reload(query.processor.as_deref(), Trigger::Admin).await {
+            Ok(reloads) => (Verdict::of(&reloads), ReloadAnswer::Reloads { reloads }),
+            Err(unknown) => (Verdict::UnknownProcessor, ReloadAnswer::Error { error: unknown.to_string() }),
+        };
+        (verdict.status(), axum::Json(answer)).into_response()
+    }
+    async fn status(State(reloader): State<Arc<Reloader>>) -> axum::Json<Status> {
+        axum::Json(reloader.status())
+    }
+    axum::Router::new()
+        .route("/admin/reload", axum::routing::post(reload))
+        .route("/admin/status", axum::routing::get(status))
+        .with_state(reloader)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy_event::TriggerKind;
+    use crate::reload::ChainReport;
+
+    fn report(result: ReloadResult, chain_error: Option<&str>) -> ReloadReport {
+        ReloadReport {
+            processor: "wasm/a".into(),
+            trigger: TriggerKind::Admin,
+            at: "2026-11-25T10:00:00Z".into(),
+            result,
+            reason: None,
+            module_digest: "sha256:aa".into(),
+            policy_digest: "sha256:bb".into(),
+            chains: vec![ChainReport { chain: "c".into(), seq: None, error: chain_error.map(str::to_owned) }],
+            elapsed_ms: 1.0,
+        }
+    }
+
+    #[test]
+    fn a_chain_not_yet_switched_outweighs_a_rejection() {
+        use ReloadResult::*;
+        assert_eq!(Verdict::of(&[report(Applied, None), report(Unchanged, None)]), Verdict::Served);
+        assert_eq!(Verdict::of(&[report(Applied, None), report(Rejected, None)]), Verdict::Rejected);
+        assert_eq!(Verdict::of(&[report(Rejected, None), report(Pending, Some("busy"))]), Verdict::Pending);
+        for verdict in [Verdict::Served, Verdict::Rejected, Verdict::Pending, Verdict::UnknownProcessor] {
+            assert_eq!(Verdict::from_status(verdict.status().as_u16()), Some(verdict));
+        }
+        assert_eq!(Verdict::from_status(500), None);
+    }
+
+    #[test]
+    fn answers_keep_their_json_shape() {
+        let error = ReloadAnswer::Error { error: "no processor `x`".into() };
+        assert_eq!(serde_json::to_value(&error).unwrap(), serde_json::json!({"error": "no processor `x`"}));
+        let reloads = ReloadAnswer::Reloads { reloads: vec![report(ReloadResult::Applied, None)] };
+        let json = serde_json::to_value(&reloads).unwrap();
+        assert_eq!(json["reloads"][0]["result"], "applied");
+        for answer in [error, reloads] {
+            let text = serde_json::to_string(&answer).unwrap();
+            assert_eq!(serde_json::from_str::<ReloadAnswer>(&text).unwrap(), answer);
+        }
+    }
+}
