@@ -16,6 +16,7 @@ pub mod checkpoint;
 pub mod clock;
 pub mod config;
 pub mod exporter;
+pub mod grpc_codec;
 pub mod loadgen;
 pub mod merkle;
 pub mod metrics;
