@@ -22,6 +22,7 @@ pub mod checkpoint;
 pub mod clock;
 pub mod config;
 pub mod exporter;
+pub mod grpc_codec;
 pub mod keyfile;
 pub mod loadgen;
 pub mod merkle;

@@ -15,8 +15,8 @@ use tonic::codec::CompressionEncoding;
 use tonic::metadata::{MetadataKey, MetadataValue};
 use tonic::transport::{Channel, Endpoint};
 
+use crate::grpc_codec::{LOGS_METHOD, RawCodec, TRACES_METHOD};
 use crate::otlp::Signal;
-use crate::receiver::grpc::{LOGS_METHOD, RawCodec, TRACES_METHOD};
 
 /// Where and how an exporter sends.
 #[derive(Debug, Clone)]

@@ -3,23 +3,20 @@
 //! with a persisted cursor and retry with backoff. A slow or dead
 //! downstream only grows the backlog; the router turns a backlog past its
 //! limit into retryable errors upstream. Signed checkpoints go downstream
-//! too, as OTLP log records, so a copy lives outside the store.
+//! too, as OTLP log records, so a copy lives outside the store
+//! ([`checkpoints`]). Requests are shaped for the wire in [`request`] and
+//! sent by [`client`].
 
+mod checkpoints;
 pub mod client;
+mod request;
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
-use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
-use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs, SeverityNumber};
-use opentelemetry_proto::tonic::resource::v1::Resource;
-use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans};
-use prost::Message;
+use bytes::Bytes;
 use rand::Rng;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -27,8 +24,10 @@ use tokio_util::sync::CancellationToken;
 use crate::metrics::{ExporterLabels, Metrics};
 use crate::otlp::Signal;
 use crate::pipeline::chain::Committed;
-use crate::store::{self, CursorKind, Frame, OutboxReader};
+use crate::store::{self, CursorKind, OutboxReader};
+use checkpoints::CheckpointFeed;
 use client::{Client, SendError};
+use request::{merge, split};
 
 /// Largest payload one export request carries (frames are merged up to it).
 const MAX_REQUEST_BYTES: usize = 1 << 20;
@@ -94,7 +93,7 @@ impl ExportTask {
             }
             Err(_) => return,
         };
-        let mut checkpoints = CheckpointFeed::open(&self.chain_dir, &self.exporter_id);
+        let mut checkpoints = CheckpointFeed::open(&self.chain_dir, &self.chain_id, &self.exporter_id);
         let mut last_prune = Instant::now();
         let mut pruned_below = 0;
         let mut resumed = self.resumed;
@@ -138,10 +137,10 @@ impl ExportTask {
                     self.advance(start).await;
                 }
                 resumed = true;
-                for (signal, payload, end, records) in merge(&frames) {
+                for merged in merge(&frames) {
                     let mut outcome = Attempt::Delivered;
-                    for request in split(signal, payload, MAX_REQUEST_BYTES) {
-                        match self.deliver(signal, request, &labels, &stop).await {
+                    for request in split(merged.signal, merged.payload, MAX_REQUEST_BYTES) {
+                        match self.deliver(merged.signal, request, &labels, &stop).await {
                             Attempt::Delivered => {}
                             Attempt::GivenUp => outcome = Attempt::GivenUp,
                             Attempt::Stopped => return,
@@ -151,8 +150,8 @@ impl ExportTask {
                         Attempt::GivenUp => &self.metrics.export_rejected,
                         _ => &self.metrics.exported_records,
                     };
-                    counter.get_or_create(&labels).inc_by(records);
-                    self.advance(end).await;
+                    counter.get_or_create(&labels).inc_by(merged.records);
+                    self.advance(merged.end).await;
                 }
                 if last_prune.elapsed() > Duration::from_secs(10) {
                     last_prune = Instant::now();
@@ -244,344 +243,9 @@ impl ExportTask {
     }
 }
 
-/// Merges runs of frames of the same signal into requests: concatenated
-/// protobuf messages of one type are one message with the repeated fields
-/// appended. Yields (signal, payload, next seq after it, records).
-fn merge(frames: &[Frame]) -> Vec<(Signal, Bytes, u64, u64)> {
-    let mut out: Vec<(Signal, BytesMut, u64, u64)> = Vec::new();
-    for frame in frames {
-        let end = frame.first_seq + u64::from(frame.count);
-        match out.last_mut() {
-            Some((signal, payload, last_end, records)) if *signal == frame.signal => {
-                payload.extend_from_slice(&frame.payload);
-                *last_end = end;
-                *records += u64::from(frame.count);
-            }
-            _ => out.push((frame.signal, BytesMut::from(frame.payload.as_slice()), end, u64::from(frame.count))),
-        }
-    }
-    out.into_iter().map(|(s, p, e, r)| (s, p.freeze(), e, r)).collect()
-}
-
-/// Splits a request larger than `max` bytes into several of at most about
-/// `max` (a single record larger than that goes alone), keeping each
-/// record's resource and scope. Order is kept. Downstream receivers refuse
-/// messages past their limit (4 MiB by default in gRPC), and a request
-/// that is never accepted would never be forwarded.
-fn split(signal: Signal, payload: Bytes, max: usize) -> Vec<Bytes> {
-    if payload.len() <= max {
-        return vec![payload];
-    }
-    match signal {
-        Signal::Traces => match ExportTraceServiceRequest::decode(payload.clone()) {
-            Ok(request) => split_traces(request, max),
-            Err(_) => vec![payload],
-        },
-        Signal::Logs => match ExportLogsServiceRequest::decode(payload.clone()) {
-            Ok(request) => split_logs(request, max),
-            Err(_) => vec![payload],
-        },
-    }
-}
-
-fn split_traces(request: ExportTraceServiceRequest, max: usize) -> Vec<Bytes> {
-    let mut out = Vec::new();
-    let mut current = ExportTraceServiceRequest::default();
-    let mut size = 0;
-    for resource in request.resource_spans {
-        for scope in &resource.scope_spans {
-            for span in &scope.spans {
-                let len = span.encoded_len() + 16;
-                if size + len > max && size > 0 {
-                    out.push(Bytes::from(std::mem::take(&mut current).encode_to_vec()));
-                    size = 0;
-                }
-                let same_resource = current
-                    .resource_spans
-                    .last()
-                    .is_some_and(|r| r.resource == resource.resource && r.schema_url == resource.schema_url);
-                if !same_resource {
-                    current.resource_spans.push(ResourceSpans {
-                        resource: resource.resource.clone(),
-                        scope_spans: vec![],
-                        schema_url: resource.schema_url.clone(),
-                    });
-                    size += resource.resource.as_ref().map_or(0, |r| r.encoded_len());
-                }
-                let target = current.resource_spans.last_mut().expect("pushed above");
-                let same_scope = target
-                    .scope_spans
-                    .last()
-                    .is_some_and(|s| s.scope == scope.scope && s.schema_url == scope.schema_url);
-                if !same_scope {
-                    target.scope_spans.push(ScopeSpans {
-                        scope: scope.scope.clone(),
-                        spans: vec![],
-                        schema_url: scope.schema_url.clone(),
-                    });
-                    size += scope.scope.as_ref().map_or(0, |s| s.encoded_len());
-                }
-                target.scope_spans.last_mut().expect("pushed above").spans.push(span.clone());
-                size += len;
-            }
-        }
-    }
-    if size > 0 {
-        out.push(Bytes::from(current.encode_to_vec()));
-    }
-    out
-}
-
-fn split_logs(request: ExportLogsServiceRequest, max: usize) -> Vec<Bytes> {
-    let mut out = Vec::new();
-    let mut current = ExportLogsServiceRequest::default();
-    let mut size = 0;
-    for resource in request.resource_logs {
-        for scope in &resource.scope_logs {
-            for record in &scope.log_records {
-                let len = record.encoded_len() + 16;
-                if size + len > max && size > 0 {
-                    out.push(Bytes::from(std::mem::take(&mut current).encode_to_vec()));
-                    size = 0;
-                }
-                let same_resource = current
-                    .resource_logs
-                    .last()
-                    .is_some_and(|r| r.resource == resource.resource && r.schema_url == resource.schema_url);
-                if !same_resource {
-                    current.resource_logs.push(ResourceLogs {
-                        resource: resource.resource.clone(),
-                        scope_logs: vec![],
-                        schema_url: resource.schema_url.clone(),
-                    });
-                    size += resource.resource.as_ref().map_or(0, |r| r.encoded_len());
-                }
-                let target = current.resource_logs.last_mut().expect("pushed above");
-                let same_scope = target
-                    .scope_logs
-                    .last()
-                    .is_some_and(|s| s.scope == scope.scope && s.schema_url == scope.schema_url);
-                if !same_scope {
-                    target.scope_logs.push(ScopeLogs {
-                        scope: scope.scope.clone(),
-                        log_records: vec![],
-                        schema_url: scope.schema_url.clone(),
-                    });
-                    size += scope.scope.as_ref().map_or(0, |s| s.encoded_len());
-                }
-                target.scope_logs.last_mut().expect("pushed above").log_records.push(record.clone());
-                size += len;
-            }
-        }
-    }
-    if size > 0 {
-        out.push(Bytes::from(current.encode_to_vec()));
-    }
-    out
-}
-
 async fn sleep_or_stop(duration: Duration, stop: &CancellationToken) -> bool {
     tokio::select! {
         _ = tokio::time::sleep(duration) => false,
         _ = stop.cancelled() => true,
-    }
-}
-
-/// The chain's signed checkpoints not yet sent by one exporter, read from
-/// the store's checkpoints file.
-struct CheckpointFeed {
-    path: PathBuf,
-    dir: PathBuf,
-    exporter_id: String,
-    /// Checkpoints delivered (persisted).
-    delivered: u64,
-    /// Byte offset of the first undelivered line, once known.
-    offset: Option<u64>,
-    /// (checkpoints signed, exporter cursor) when the feed last found
-    /// nothing to send: the file is read again only when either changes.
-    idle_at: Option<(u64, u64)>,
-}
-
-/// Undelivered checkpoints as one logs request.
-struct PendingCheckpoints {
-    payload: Bytes,
-    count: u64,
-    bytes: u64,
-}
-
-impl CheckpointFeed {
-    fn open(chain_dir: &std::path::Path, exporter_id: &str) -> Self {
-        let delivered = store::read_cursor(chain_dir, exporter_id, CursorKind::Checkpoints).ok().flatten().unwrap_or(0);
-        CheckpointFeed {
-            path: chain_dir.join("checkpoints.jsonl"),
-            dir: chain_dir.to_owned(),
-            exporter_id: exporter_id.to_owned(),
-            delivered,
-            offset: None,
-            idle_at: None,
-        }
-    }
-
-    /// The undelivered checkpoints covering at most `cursor` records. The
-    /// file is read only when the chain signed something or the cursor moved.
-    fn pending(&mut self, chain_id: &str, cursor: u64, signed: u64) -> Option<PendingCheckpoints> {
-        if self.idle_at == Some((signed, cursor)) {
-            return None;
-        }
-        let found = self.read(chain_id, cursor);
-        if found.is_none() {
-            self.idle_at = Some((signed, cursor));
-        }
-        found
-    }
-
-    fn read(&mut self, chain_id: &str, cursor: u64) -> Option<PendingCheckpoints> {
-        use std::io::{Read, Seek, SeekFrom};
-        let mut file = std::fs::File::open(&self.path).ok()?;
-        let mut text = String::new();
-        let skip = match self.offset {
-            Some(offset) => {
-                file.seek(SeekFrom::Start(offset)).ok()?;
-                0
-            }
-            None => self.delivered as usize,
-        };
-        file.read_to_string(&mut text).ok()?;
-        let complete = text.rfind('\n').map_or("", |end| &text[..=end]);
-        let mut consumed = 0u64;
-        let mut records = Vec::new();
-        let mut bytes = 0u64;
-        for (index, line) in complete.split_inclusive('\n').enumerate() {
-            consumed += line.len() as u64;
-            if index < skip {
-                continue;
-            }
-            let Ok(entry) = serde_json::from_str::<serde_json::Value>(line) else { break };
-            if entry["size"].as_u64().is_none_or(|size| size > cursor) {
-                break;
-            }
-            bytes = consumed;
-            records.push(checkpoint_log_record(chain_id, &entry));
-        }
-        if self.offset.is_none() {
-            // Byte offset of the first undelivered line.
-            let skipped: u64 = complete.split_inclusive('\n').take(skip).map(|l| l.len() as u64).sum();
-            self.offset = Some(skipped);
-            bytes = bytes.saturating_sub(skipped);
-        }
-        if records.is_empty() {
-            return None;
-        }
-        let count = records.len() as u64;
-        let request = ExportLogsServiceRequest {
-            resource_logs: vec![ResourceLogs {
-                resource: Some(Resource {
-                    attributes: vec![string_attr("service.name", "otel-audit")],
-                    ..Default::default()
-                }),
-                scope_logs: vec![ScopeLogs {
-                    scope: Some(InstrumentationScope { name: "otel-audit.checkpoint".into(), ..Default::default() }),
-                    log_records: records,
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }],
-        };
-        Some(PendingCheckpoints { payload: Bytes::from(request.encode_to_vec()), count, bytes })
-    }
-
-    fn delivered(&mut self, pending: &PendingCheckpoints) {
-        self.delivered += pending.count;
-        self.offset = self.offset.map(|o| o + pending.bytes);
-        if let Err(error) = store::write_cursor(&self.dir, &self.exporter_id, CursorKind::Checkpoints, self.delivered) {
-            tracing::warn!(%error, "cannot persist the checkpoint cursor");
-        }
-    }
-}
-
-/// A signed checkpoint as an OTLP log record: the note is the body, so a
-/// downstream copy can be verified with the public key alone.
-fn checkpoint_log_record(chain_id: &str, entry: &serde_json::Value) -> LogRecord {
-    let time = entry["time_unix_nano"].as_str().and_then(|t| t.parse().ok()).unwrap_or(0);
-    let note = entry["note"].as_str().unwrap_or_default().to_owned();
-    LogRecord {
-        time_unix_nano: time,
-        observed_time_unix_nano: time,
-        severity_number: SeverityNumber::Info as i32,
-        severity_text: "INFO".into(),
-        event_name: "audit.checkpoint".into(),
-        body: Some(AnyValue { value: Some(any_value::Value::StringValue(note)) }),
-        attributes: vec![
-            string_attr("audit.sequence.stream_id", chain_id),
-            KeyValue {
-                key: "audit.checkpoint.size".into(),
-                value: Some(AnyValue {
-                    value: Some(any_value::Value::IntValue(entry["size"].as_i64().unwrap_or_default())),
-                }),
-                ..Default::default()
-            },
-            string_attr("audit.checkpoint.root", entry["root"].as_str().unwrap_or_default()),
-        ],
-        ..Default::default()
-    }
-}
-
-fn string_attr(key: &str, value: &str) -> KeyValue {
-    KeyValue {
-        key: key.into(),
-        value: Some(AnyValue { value: Some(any_value::Value::StringValue(value.into())) }),
-        ..Default::default()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::loadgen::{self, BatchSpec};
-
-    fn span_ids(payloads: &[Bytes]) -> Vec<Vec<u8>> {
-        payloads
-            .iter()
-            .flat_map(|p| ExportTraceServiceRequest::decode(p.clone()).unwrap().resource_spans)
-            .flat_map(|r| r.scope_spans)
-            .flat_map(|s| s.spans)
-            .map(|s| s.span_id)
-            .collect()
-    }
-
-    #[test]
-    fn large_requests_are_split_in_order_with_their_resources() {
-        let request =
-            loadgen::traces(&BatchSpec { records: 3000, audit_ratio: 1.0, attributes: 10, varied: true, seed: 5 });
-        let payload = Bytes::from(request.encode_to_vec());
-        let max = payload.len() / 5;
-        let pieces = split(Signal::Traces, payload.clone(), max);
-        assert!(pieces.len() >= 5, "{} pieces", pieces.len());
-        for piece in &pieces {
-            assert!(piece.len() <= max + max / 10, "{} > {max}", piece.len());
-            let decoded = ExportTraceServiceRequest::decode(piece.clone()).unwrap();
-            assert!(decoded.resource_spans.iter().all(|r| r.resource.is_some()));
-        }
-        assert_eq!(span_ids(&pieces), span_ids(std::slice::from_ref(&payload)));
-        assert_eq!(split(Signal::Traces, payload.clone(), payload.len()), vec![payload]);
-    }
-
-    #[test]
-    fn logs_are_split_too() {
-        let request =
-            loadgen::logs(&BatchSpec { records: 2000, audit_ratio: 1.0, attributes: 10, varied: true, seed: 6 });
-        let payload = Bytes::from(request.encode_to_vec());
-        let pieces = split(Signal::Logs, payload.clone(), payload.len() / 4);
-        assert!(pieces.len() >= 4);
-        let count = |p: &Bytes| -> usize {
-            ExportLogsServiceRequest::decode(p.clone())
-                .unwrap()
-                .resource_logs
-                .iter()
-                .flat_map(|r| &r.scope_logs)
-                .map(|s| s.log_records.len())
-                .sum()
-        };
-        assert_eq!(pieces.iter().map(count).sum::<usize>(), 2000);
     }
 }

@@ -1,8 +1,8 @@
 //! OTLP/gRPC receiver: the `TraceService/Export` and `LogsService/Export`
-//! methods, served by tonic with a pass-through codec, so the request bytes
-//! reach the processor exactly as the client sent them (no decode and
-//! re-encode on the host). gzip request compression and the message size
-//! limit (which also bounds decompression) are tonic's.
+//! methods, served by tonic with the pass-through [`RawCodec`], so the
+//! request bytes reach the processor exactly as the client sent them.
+//! gzip request compression and the message size limit (which also bounds
+//! decompression) are tonic's.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -10,65 +10,15 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use bytes::{Buf, BufMut, Bytes};
-use tonic::codec::{Codec, CompressionEncoding, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use bytes::Bytes;
+use tonic::codec::CompressionEncoding;
 use tonic::server::{NamedService, UnaryService};
 use tonic::{Code, Status};
 
 use super::Ingest;
+use crate::grpc_codec::{LOGS_METHOD, RawCodec, TRACES_METHOD};
 use crate::otlp::Signal;
 use crate::pipeline::Rejection;
-
-/// gRPC path of the traces export method.
-pub const TRACES_METHOD: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
-/// gRPC path of the logs export method.
-pub const LOGS_METHOD: &str = "/opentelemetry.proto.collector.logs.v1.LogsService/Export";
-
-/// A codec that passes message bytes through untouched, both ways.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct RawCodec;
-
-/// Encoder half of [`RawCodec`].
-#[derive(Debug, Clone, Copy, Default)]
-pub struct RawEncoder;
-
-/// Decoder half of [`RawCodec`].
-#[derive(Debug, Clone, Copy, Default)]
-pub struct RawDecoder;
-
-impl Codec for RawCodec {
-    type Encode = Bytes;
-    type Decode = Bytes;
-    type Encoder = RawEncoder;
-    type Decoder = RawDecoder;
-
-    fn encoder(&mut self) -> RawEncoder {
-        RawEncoder
-    }
-
-    fn decoder(&mut self) -> RawDecoder {
-        RawDecoder
-    }
-}
-
-impl Encoder for RawEncoder {
-    type Item = Bytes;
-    type Error = Status;
-
-    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
-        dst.put_slice(&item);
-        Ok(())
-    }
-}
-
-impl Decoder for RawDecoder {
-    type Item = Bytes;
-    type Error = Status;
-
-    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, Status> {
-        Ok(Some(src.copy_to_bytes(src.remaining())))
-    }
-}
 
 /// The export service of one signal.
 #[derive(Clone)]

@@ -50,6 +50,7 @@ use audit_format::Hash;
 use crate::merkle::Frontier;
 use crate::otlp::Signal;
 
+pub use checkpoints::{CheckpointLineError, CheckpointPos, CheckpointReader, parse_checkpoint_line};
 pub use cursor::{CursorKind, read_cursor, write_cursor};
 pub use error::{Location, StoreError};
 pub use gap::{DeclaredGap, declare_gap};
