@@ -107,9 +107,7 @@ impl Receiver {
         };
         let limit = self.max_body;
         let raw = axum::body::to_bytes(body, limit).await.map_err(|e| {
-            let too_large = std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
-                || e.to_string().contains("length limit");
-            if too_large {
+            if is_length_limit(&e) {
                 Refusal::new(StatusCode::PAYLOAD_TOO_LARGE, format!("request body is larger than {limit} bytes"))
             } else {
                 Refusal::new(StatusCode::BAD_REQUEST, format!("cannot read the request body: {e}"))
@@ -123,6 +121,13 @@ impl Receiver {
             _ => Ok(bytes),
         }
     }
+}
+
+/// Whether reading a body failed because it passed the limit: axum wraps
+/// http-body-util's `LengthLimitError`, found by type in the source chain.
+fn is_length_limit(error: &axum::Error) -> bool {
+    std::iter::successors(Some(error as &(dyn std::error::Error + 'static)), |e| e.source())
+        .any(|e| e.is::<http_body_util::LengthLimitError>())
 }
 
 /// Decompresses a gzip body, refusing to produce more than `limit` bytes.
@@ -186,5 +191,18 @@ fn error_response(status: StatusCode, message: &str, encoding: Encoding) -> Resp
             (status, [(header::CONTENT_TYPE, JSON)], body).into_response()
         }
         _ => (status, [(header::CONTENT_TYPE, PROTOBUF)], rpc.encode_to_vec()).into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_body_past_the_limit_is_told_apart_by_type() {
+        let error = axum::body::to_bytes(Body::from(vec![0u8; 10]), 5).await.unwrap_err();
+        assert!(is_length_limit(&error), "{error:?}");
+        let other = axum::Error::new(std::io::Error::other("connection reset; length limit"));
+        assert!(!is_length_limit(&other), "a message mentioning a limit is not the limit");
     }
 }
