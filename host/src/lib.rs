@@ -1,20 +1,30 @@
 //! otel-audit: the host that runs the audit processor component inline in
-//! OTLP pipelines.
+//! OTLP pipelines, and the library behind the `otel-audit` binary.
 //!
-//! This crate is the library behind the `otel-audit` binary: [`runtime`]
-//! loads and runs the component with wasmtime, [`otlp`] turns payloads from
-//! files or the wire into what the component takes, [`secrets`] reads
-//! the keys the host hands to it, [`checkpoint`] signs and verifies Merkle
-//! roots as C2SP signed notes, and [`loadgen`] makes deterministic
-//! batches for load, benchmarks and differential tests, and [`policytest`]
-//! runs policy unit tests against the component. It is not the processor itself; that is
-//! the `audit-processor` crate, which the host also links natively to
-//! verify chains and to compare against the wasm build.
+//! The host talks to the component only through the WIT contract
+//! (`wit/audit-processor.wit`, bound in [`runtime`]) and shares nothing with it
+//! but the chain format crate `audit-format` (hashes, reserved keys,
+//! `Signal`). The `audit-processor` crate is a dev-dependency only, for the
+//! differential tests and native benches; [`verify`] is written from the
+//! format documents and reuses none of the writer's record code.
 //!
-//! For the commands: [`preflight`] checks a config before it serves (and
-//! for `validate`), [`admin`] is a running server's admin endpoint and its
-//! client (`status`, `reload`), [`keyfile`] writes `keygen`'s key pair and
-//! [`outfile`] the outputs that appear whole or not at all.
+//! Data flow of `serve`: [`receiver`] (OTLP gRPC and HTTP) → [`pipeline`]
+//! (routing, one chain worker per chain: group commit, policy changes,
+//! checkpoints) → [`store`] (segments, checkpoints, outbox, cursors) →
+//! [`exporter`] (forwarding from the outbox). [`serve`] wires them and owns
+//! shutdown; [`reload`] hot-swaps policies behind the [`policytest`] gate
+//! and records [`policy_event`]s; [`metrics`] exposes Prometheus metrics.
+//!
+//! Beside them: [`config`] reads and validates the YAML, [`preflight`]
+//! checks a config before it serves (and for `validate`), [`otlp`] turns
+//! payloads from files or the wire into what the component takes,
+//! [`grpc_codec`] passes gRPC messages through untouched, [`secrets`] reads
+//! the keys handed to the component, [`checkpoint`] signs and verifies
+//! Merkle roots as C2SP signed notes over [`merkle`] trees, [`admin`] is a
+//! running server's admin endpoint and its client, [`keyfile`] writes
+//! `keygen`'s key pair, [`outfile`] the outputs that appear whole or not at
+//! all, [`clock`] reads and writes times, and [`loadgen`] makes
+//! deterministic batches for load, benchmarks and tests.
 #![deny(missing_docs)]
 
 pub mod admin;
