@@ -3,7 +3,7 @@
 //! serve` (which refuses to start on any): the files it names are there and
 //! usable ([`config::validate_files`]), each processor's module compiles as
 //! an audit processor component and accepts its policy and secrets, and
-//! each gRPC exporter's headers are valid gRPC metadata.
+//! each exporter's headers are ones its protocol (gRPC metadata or HTTP) can carry.
 //!
 //! What only a running server can know (a store's chains, a MAC key that
 //! changed under its chains) is checked when the chains open.
@@ -12,6 +12,7 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 
 use crate::config::{self, Config, Problem};
+use crate::exporter::client;
 use crate::runtime::{Module, PolicyInfo, Runtime};
 
 /// What the checks found.
@@ -69,11 +70,15 @@ pub fn check(config: &Config, runtime: &Runtime) -> Preflight {
     }
     let mut exporters = BTreeSet::new();
     for exporter in config.pipelines.iter().flat_map(|p| &p.exporters) {
-        if exporter.protocol == config::ExportProtocol::Grpc
-            && exporters.insert(&exporter.id)
-            && let Err(message) = crate::exporter::client::grpc_metadata(&exporter.headers)
-        {
-            problems.push(Problem { path: format!("exporters.{}.headers", exporter.id), message });
+        if !exporters.insert(&exporter.id) {
+            continue;
+        }
+        let checked = match exporter.protocol {
+            config::ExportProtocol::Grpc => client::grpc_metadata(&exporter.headers).map(drop),
+            config::ExportProtocol::Http => client::check_http_headers(&exporter.headers),
+        };
+        if let Err(error) = checked {
+            problems.push(Problem { path: format!("exporters.{}.headers", exporter.id), message: error.to_string() });
         }
     }
     Preflight { processors, problems }

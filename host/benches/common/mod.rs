@@ -57,7 +57,7 @@ pub async fn client_loop(
     end: Instant,
 ) -> Result<ClientStats, String> {
     let options = ClientOptions { headers: Vec::new(), gzip: false, timeout: TIMEOUT };
-    let client = Client::new(&Destination::Grpc { endpoint }, options)?;
+    let client = Client::new(&Destination::Grpc { endpoint }, options).map_err(|e| e.to_string())?;
     let mut stats = ClientStats::default();
     let mut next = index;
     loop {

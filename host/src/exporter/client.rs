@@ -96,29 +96,24 @@ pub enum Client {
 impl Client {
     /// Creates a client; nothing connects until the first send. Headers
     /// that cannot be sent are refused here, not at every send.
-    pub fn new(destination: &Destination, options: ClientOptions) -> Result<Self, String> {
+    pub fn new(destination: &Destination, options: ClientOptions) -> Result<Self, ClientError> {
         match destination {
             Destination::Grpc { endpoint } => {
                 let metadata = grpc_metadata(&options.headers)?;
                 let channel = Endpoint::from_shared(endpoint.clone())
-                    .map_err(|e| format!("invalid gRPC endpoint {endpoint:?}: {e}"))?
+                    .map_err(|source| ClientError::Endpoint { endpoint: endpoint.clone(), source })?
                     .connect_timeout(options.timeout)
                     .timeout(options.timeout)
                     .connect_lazy();
                 Ok(Client::Grpc { channel, metadata, options })
             }
             Destination::Http { traces_url, logs_url } => {
-                for (name, value) in &options.headers {
-                    http::HeaderName::from_bytes(name.as_bytes())
-                        .map_err(|e| format!("header {name:?} is not a valid HTTP header name: {e}"))?;
-                    http::HeaderValue::from_str(value)
-                        .map_err(|e| format!("header {name:?} has a value HTTP cannot carry: {e}"))?;
-                }
+                check_http_headers(&options.headers)?;
                 let client = reqwest::Client::builder()
                     .timeout(options.timeout)
                     .connect_timeout(options.timeout)
                     .build()
-                    .map_err(|e| format!("cannot create the HTTP client: {e}"))?;
+                    .map_err(ClientError::Http)?;
                 Ok(Client::Http { client, traces_url: traces_url.clone(), logs_url: logs_url.clone(), options })
             }
         }
@@ -138,19 +133,62 @@ impl Client {
     }
 }
 
+/// Why an exporter's client cannot be made from its settings.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// A configured header the protocol cannot carry.
+    #[error("header {name:?} {problem}")]
+    Header {
+        /// The header's name as configured.
+        name: String,
+        /// What is wrong with it.
+        problem: String,
+    },
+    /// The gRPC endpoint is not a URI tonic takes.
+    #[error("invalid gRPC endpoint {endpoint:?}: {source}")]
+    Endpoint {
+        /// The endpoint as configured.
+        endpoint: String,
+        /// Why tonic refused it.
+        #[source]
+        source: tonic::transport::Error,
+    },
+    /// The HTTP client could not be built.
+    #[error("cannot create the HTTP client: {0}")]
+    Http(#[source] reqwest::Error),
+}
+
+fn header_error(name: &str, problem: impl std::fmt::Display) -> ClientError {
+    ClientError::Header { name: name.to_owned(), problem: problem.to_string() }
+}
+
 /// The headers as gRPC metadata (ASCII keys and values; `-bin` keys are binary and not supported).
-pub fn grpc_metadata(headers: &[(String, String)]) -> Result<Metadata, String> {
+pub fn grpc_metadata(headers: &[(String, String)]) -> Result<Metadata, ClientError> {
     headers
         .iter()
         .map(|(name, value)| {
             let key = MetadataKey::from_bytes(name.to_ascii_lowercase().as_bytes()).map_err(|e| {
-                format!("header {name:?} is not a valid gRPC metadata key (binary `-bin` keys are not supported): {e}")
+                header_error(
+                    name,
+                    format!("is not a valid gRPC metadata key (binary `-bin` keys are not supported): {e}"),
+                )
             })?;
             let value = MetadataValue::try_from(value.as_str())
-                .map_err(|e| format!("header {name:?} has a value gRPC metadata cannot carry: {e}"))?;
+                .map_err(|e| header_error(name, format!("has a value gRPC metadata cannot carry: {e}")))?;
             Ok((key, value))
         })
         .collect()
+}
+
+/// Checks that every header is one HTTP can carry.
+pub fn check_http_headers(headers: &[(String, String)]) -> Result<(), ClientError> {
+    for (name, value) in headers {
+        http::HeaderName::from_bytes(name.as_bytes())
+            .map_err(|e| header_error(name, format!("is not a valid HTTP header name: {e}")))?;
+        http::HeaderValue::from_str(value)
+            .map_err(|e| header_error(name, format!("has a value HTTP cannot carry: {e}")))?;
+    }
+    Ok(())
 }
 
 async fn send_grpc(
