@@ -4,7 +4,8 @@
 //! Format, not logic. This crate holds the constants and pure functions
 //! docs/chain-format.md fixes: the hash functions ([`hash`]), the reserved
 //! attribute and event names ([`keys`]), the one [`Signal`] type, a chain's
-//! head and a batch's context, and the received-at time format. How records
+//! head and a batch's context, the received-at time format, and how policy
+//! YAML values read ([`values`]: one reading for policies and their tests). How records
 //! are built (the processor) and how stores are checked (the verifier) live
 //! elsewhere, each written against the document, not against the other.
 #![deny(missing_docs)]
@@ -12,6 +13,7 @@
 pub mod hash;
 pub mod keys;
 mod signal;
+pub mod values;
 
 pub use hash::{GENESIS_PREV, Hash};
 pub use signal::{Signal, UnknownSignal};

@@ -16,11 +16,13 @@
 //! property of the other signal (`services` for a log record, `log_bodies`
 //! for a span) does not match that record.
 
-use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value::Value};
+use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue};
 use opentelemetry_proto::tonic::logs::v1::LogRecord;
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::Span;
 use regex::Regex;
+
+pub use audit_format::values::scalar_text;
 
 /// Patterns that match a string if any of them does.
 #[derive(Debug)]
@@ -285,20 +287,6 @@ fn typed_equal(a: &AnyValue, b: &AnyValue) -> bool {
     a.value == b.value
 }
 
-/// The text of a scalar value as the Collector's matchers see it: strings
-/// as they are, booleans as `true`/`false`, integers in decimal, doubles in
-/// their shortest decimal form without an exponent. Other kinds have none.
-pub fn scalar_text(value: &AnyValue) -> Option<std::borrow::Cow<'_, str>> {
-    use std::borrow::Cow;
-    match value.value.as_ref()? {
-        Value::StringValue(s) => Some(Cow::Borrowed(s)),
-        Value::BoolValue(b) => Some(Cow::Borrowed(if *b { "true" } else { "false" })),
-        Value::IntValue(i) => Some(Cow::Owned(i.to_string())),
-        Value::DoubleValue(d) => Some(Cow::Owned(d.to_string())),
-        _ => None,
-    }
-}
-
 fn service_name(resource: Option<&Resource>) -> std::borrow::Cow<'_, str> {
     resource
         .and_then(|r| r.attributes.iter().find(|kv| kv.key == "service.name"))
@@ -325,6 +313,7 @@ fn span_kind_name(kind: i32) -> &'static str {
 mod tests {
     use super::*;
     use crate::policy::Policy;
+    use opentelemetry_proto::tonic::common::v1::any_value::Value;
 
     fn kv(key: &str, value: Value) -> KeyValue {
         KeyValue { key: key.into(), value: Some(AnyValue { value: Some(value) }), key_strindex: 0 }

@@ -15,7 +15,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use audit_format::{ChainHead, Context};
+use audit_format::{ChainHead, Context, values};
 
 use crate::runtime::{Output, Rule};
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
@@ -343,7 +343,7 @@ pub fn load(path: &Path) -> Result<TestFile, TestFileError> {
     let text = std::fs::read_to_string(path).map_err(|e| file_error(path, "(file)", e.to_string()))?;
     let deserializer = serde_yaml_ng::Deserializer::from_str(&text);
     let file: TestFile = serde_path_to_error::deserialize(deserializer).map_err(|e| {
-        let e = audit_processor::policy::yaml_error(e);
+        let e = values::yaml_error(e);
         let line = e.line.map(|(l, _)| format!(" (line {l})")).unwrap_or_default();
         file_error(path, describe_place(&text, &e.path), format!("{}{line}", e.message))
     })?;
@@ -539,7 +539,7 @@ fn build_input(path: &Path, place: &str, input: &InputSpec) -> Result<Batch, Tes
         return unique_keys(batch).map_err(|m| err(".otlp_json", m));
     }
     let value = |key: String, yaml: &Yaml| {
-        audit_processor::policy::yaml_to_value(&key, yaml).map_err(|e| err(&format!(".{}", e.path), e.message))
+        values::yaml_to_value(&key, yaml).map_err(|e| err(&format!(".{}", e.path), e.message))
     };
     let attributes = |prefix: String, map: &Mapping| -> Result<Vec<KeyValue>, TestFileError> {
         map.iter()
@@ -702,7 +702,7 @@ fn status_code(code: &str) -> Result<i32, String> {
 }
 
 fn severity(path: &str, value: &Yaml) -> Result<i32, String> {
-    audit_processor::policy::parse_severity(path, value).map_err(|e| e.message)
+    values::parse_severity(path, value).map_err(|e| e.message)
 }
 
 fn context(path: &Path, place: &str, spec: &ContextSpec) -> Result<Context, TestFileError> {
@@ -836,7 +836,7 @@ fn check(path: &Path, place: &str, expect: &Expect, batch: &Batch, out: &Output)
             let k = k
                 .as_str()
                 .ok_or_else(|| file_error(path, format!("{place}.expect.{key}.equal"), "keys must be strings"))?;
-            let v = audit_processor::policy::yaml_to_value(k, v)
+            let v = values::yaml_to_value(k, v)
                 .map_err(|e| file_error(path, format!("{place}.expect.{key}.equal.{k}"), e.message))?;
             equal.push((k, v));
         }
@@ -873,7 +873,7 @@ fn check(path: &Path, place: &str, expect: &Expect, batch: &Batch, out: &Output)
                 }
             }
             for (k, re) in &matchers {
-                match get(k).as_ref().and_then(audit_processor::filter::scalar_text) {
+                match get(k).as_ref().and_then(values::scalar_text) {
                     Some(text) if re.is_match(&text) => {}
                     Some(text) => failures.push(format!("record {}: {k} = {text:?} does not match /{re}/", label(*i))),
                     None => failures

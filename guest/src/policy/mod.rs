@@ -4,10 +4,13 @@
 
 pub mod config;
 
-use opentelemetry_proto::tonic::common::v1::{AnyValue, ArrayValue, KeyValue, KeyValueList, any_value::Value};
+use opentelemetry_proto::tonic::common::v1::{AnyValue, any_value::Value};
 use regex::Regex;
 use serde_yaml_ng::Value as Yaml;
 use sha2::{Digest, Sha256};
+
+use audit_format::values::ValueError;
+pub use audit_format::values::{parse_severity, yaml_error, yaml_kind, yaml_to_value};
 
 use crate::api::{PolicyInfo, Rule};
 use crate::attributes::{Action, Attributes, ConvertTo, Source};
@@ -30,6 +33,12 @@ pub struct PolicyError {
 impl PolicyError {
     fn at(path: impl Into<String>, message: impl Into<String>) -> Self {
         PolicyError { path: path.into(), line: None, message: message.into() }
+    }
+}
+
+impl From<ValueError> for PolicyError {
+    fn from(e: ValueError) -> Self {
+        PolicyError { path: e.path, line: e.line, message: e.message }
     }
 }
 
@@ -101,30 +110,7 @@ fn parse_yaml(text: &str) -> Result<PolicyFile, PolicyError> {
         ));
     }
     let deserializer = serde_yaml_ng::Deserializer::from_str(text);
-    serde_path_to_error::deserialize(deserializer).map_err(yaml_error)
-}
-
-/// Turns a YAML deserialization error into a [`PolicyError`] naming the key
-/// path, the line and column, and the problem once (serde_yaml_ng puts its
-/// own path and position into its message; they are moved out of it).
-pub fn yaml_error(e: serde_path_to_error::Error<serde_yaml_ng::Error>) -> PolicyError {
-    let path = e.path().to_string();
-    let inner = e.into_inner();
-    let line = inner.location().map(|l| (l.line(), l.column()));
-    let mut message = inner.to_string();
-    if line.is_some()
-        && let Some(at) = message.rfind(" at line ")
-    {
-        message.truncate(at);
-    }
-    if let Some((prefix, rest)) = message.split_once(": ")
-        && !prefix.contains(' ')
-        && path.starts_with(prefix)
-    {
-        message = rest.to_owned();
-    }
-    let path = if path == "." { "(policy)".to_owned() } else { path };
-    PolicyError { path, line, message }
+    serde_path_to_error::deserialize(deserializer).map_err(|e| yaml_error(e).into())
 }
 
 /// A compiled match block with a summary for its rule, or why it failed.
@@ -699,61 +685,6 @@ fn compile_regex(path: &str, pattern: &str) -> Result<Regex, PolicyError> {
     Regex::new(pattern).map_err(|e| PolicyError::at(path, format!("invalid regular expression {pattern:?}: {e}")))
 }
 
-/// Converts a YAML value from the policy into an attribute value, as
-/// pdata's `FromRaw` does.
-pub fn yaml_to_value(path: &str, v: &Yaml) -> Result<AnyValue, PolicyError> {
-    let value = match v {
-        Yaml::Bool(b) => Value::BoolValue(*b),
-        Yaml::String(s) => Value::StringValue(s.clone()),
-        Yaml::Number(n) => {
-            if let Some(i) = n.as_i64() {
-                Value::IntValue(i)
-            } else if n.is_u64() {
-                return Err(PolicyError::at(path, format!("{n} does not fit a signed 64-bit integer")));
-            } else {
-                Value::DoubleValue(n.as_f64().unwrap_or(f64::NAN))
-            }
-        }
-        Yaml::Sequence(items) => Value::ArrayValue(ArrayValue {
-            values: items
-                .iter()
-                .enumerate()
-                .map(|(i, item)| yaml_to_value(&format!("{path}[{i}]"), item))
-                .collect::<Result<_, _>>()?,
-        }),
-        Yaml::Mapping(map) => {
-            let mut values = Vec::with_capacity(map.len());
-            for (k, item) in map {
-                let Yaml::String(key) = k else {
-                    return Err(PolicyError::at(path, format!("map keys must be strings, found {}", yaml_kind(k))));
-                };
-                values.push(KeyValue {
-                    key: key.clone(),
-                    value: Some(yaml_to_value(&format!("{path}.{key}"), item)?),
-                    key_strindex: 0,
-                });
-            }
-            Value::KvlistValue(KeyValueList { values })
-        }
-        Yaml::Null => return Err(PolicyError::at(path, "the value is null; give a value or leave the key out")),
-        Yaml::Tagged(t) => return Err(PolicyError::at(path, format!("YAML tags ({}) are not supported", t.tag))),
-    };
-    Ok(AnyValue { value: Some(value) })
-}
-
-fn yaml_kind(v: &Yaml) -> &'static str {
-    match v {
-        Yaml::Null => "null",
-        Yaml::Bool(_) => "a boolean",
-        Yaml::Number(n) if n.is_f64() => "a double",
-        Yaml::Number(_) => "an integer",
-        Yaml::String(_) => "a string",
-        Yaml::Sequence(_) => "a list",
-        Yaml::Mapping(_) => "a map",
-        Yaml::Tagged(_) => "a tagged value",
-    }
-}
-
 fn describe_value(v: &AnyValue) -> String {
     match &v.value {
         Some(Value::StringValue(s)) => format!("{s:?}"),
@@ -764,42 +695,6 @@ fn describe_value(v: &AnyValue) -> String {
         Some(Value::KvlistValue(_)) => "a map".into(),
         _ => "a value".into(),
     }
-}
-
-/// Severity names as the Collector's filter accepts them (case-insensitive)
-/// and their numbers; `min` may also be a number from 1 to 24.
-pub fn parse_severity(path: &str, v: &Yaml) -> Result<i32, PolicyError> {
-    const NAMES: [&str; 6] = ["TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL"];
-    let text = match v {
-        Yaml::Number(n) => n.to_string(),
-        Yaml::String(s) => s.to_ascii_uppercase(),
-        other => {
-            return Err(PolicyError::at(
-                path,
-                format!("expected a severity name or number, found {}", yaml_kind(other)),
-            ));
-        }
-    };
-    if let Ok(n) = text.parse::<i32>()
-        && (1..=24).contains(&n)
-    {
-        return Ok(n);
-    }
-    for (i, name) in NAMES.iter().enumerate() {
-        let base = i as i32 * 4 + 1;
-        if text == *name {
-            return Ok(base);
-        }
-        if let Some(level) = text.strip_prefix(name).and_then(|rest| rest.parse::<i32>().ok())
-            && (2..=4).contains(&level)
-        {
-            return Ok(base + level - 1);
-        }
-    }
-    Err(PolicyError::at(
-        path,
-        format!("'{text}' is not a valid severity: use TRACE..FATAL (optionally 2-4, e.g. WARN2) or 1..24"),
-    ))
 }
 
 #[cfg(test)]
