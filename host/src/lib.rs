@@ -49,4 +49,6 @@ pub mod runtime;
 pub mod secrets;
 pub mod serve;
 pub mod store;
+#[cfg(test)]
+mod testing;
 pub mod verify;

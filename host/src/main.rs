@@ -506,45 +506,19 @@ fn test(args: TestArgs) -> Result<(), Failure> {
     if files.is_empty() {
         return Err(rejected(anyhow::anyhow!("no *.test.yaml files under {:?}", args.paths)));
     }
-    let mut modules: std::collections::HashMap<PathBuf, otel_audit::runtime::Module> = Default::default();
-    let (mut reports, mut errors) = (Vec::new(), Vec::new());
-    for path in files {
-        let file = match policytest::load(&path) {
-            Ok(file) => file,
-            Err(e) => {
-                errors.push(e);
-                continue;
-            }
-        };
-        let module_path = match (&args.module, &file.module) {
-            (Some(m), _) => m.clone(),
-            (None, Some(m)) => path.parent().unwrap_or(Path::new(".")).join(m),
-            (None, None) => PathBuf::from(DEFAULT_MODULE),
-        };
-        if !modules.contains_key(&module_path) {
-            modules.insert(module_path.clone(), runtime.load(&module_path)?);
-        }
-        match policytest::run_suite(&path, &file, &modules[&module_path], None) {
-            Ok(report) => reports.push(report),
-            Err(e) => errors.push(e),
-        }
-    }
+    let run = policytest::run_files(&runtime, &files, args.module.as_deref(), Path::new(DEFAULT_MODULE))?;
     let rendered = match args.format {
-        ReportFormat::Text => policytest::render_text(&reports, &errors, args.coverage || args.fail_uncovered),
-        ReportFormat::Junit => policytest::render_junit(&reports, &errors),
+        ReportFormat::Text => policytest::render_text(&run.reports, &run.errors, args.coverage || args.fail_uncovered),
+        ReportFormat::Junit => policytest::render_junit(&run.reports, &run.errors),
     };
     match &args.output {
         Some(path) => write_atomically(path, rendered.as_bytes())?,
         None => print!("{rendered}"),
     }
-    let (_, failed) = policytest::totals(&reports);
-    let uncovered: Vec<String> = reports
-        .iter()
-        .flat_map(|r| r.unexercised().into_iter().map(move |rule| format!("{}: {}", r.policy.display(), rule.id)))
-        .collect();
-    if failed > 0 || !errors.is_empty() {
-        return Err(rejected(anyhow::anyhow!("{} policy test(s) failed", failed + errors.len())));
+    if run.failed() > 0 {
+        return Err(rejected(anyhow::anyhow!("{} policy test(s) failed", run.failed())));
     }
+    let uncovered = run.uncovered();
     if args.fail_uncovered && !uncovered.is_empty() {
         return Err(rejected(anyhow::anyhow!("rules no test exercised: {}", uncovered.join(", "))));
     }

@@ -2,7 +2,7 @@
 //! real component (`$OTEL_AUDIT_WASM`, else the `make wasm` output).
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use audit_format::{ChainHead, Context};
@@ -16,32 +16,10 @@ use super::*;
 use crate::checkpoint::{Checkpoint, SignedNote, SignerKey};
 use crate::loadgen::{self, BatchSpec};
 use crate::policy_event::{EventKind, PolicyEvent, Trigger};
-use crate::runtime::{Limits, Runtime};
 use crate::store::{CheckpointEntry, StoreOptions, last_policy_digest, read_serving};
+use crate::testing::{component, repo};
 
 const CHAIN: &str = "test/traces/audit/0";
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-/// One runtime and the real component for every test of this binary.
-/// Missing is a failure, never a skip.
-fn module() -> Arc<Module> {
-    static MODULE: OnceLock<(Runtime, Arc<Module>)> = OnceLock::new();
-    MODULE
-        .get_or_init(|| {
-            let path = std::env::var_os("OTEL_AUDIT_WASM")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| repo().join("target/wasm32-wasip2/wasm/audit_processor.wasm"));
-            assert!(path.exists(), "the component {} does not exist: build it with `make wasm`", path.display());
-            let runtime = Runtime::new(Limits::default(), Runtime::default_cache_dir()).expect("wasm runtime");
-            let module = runtime.load(&path).expect("load the component");
-            (runtime, Arc::new(module))
-        })
-        .1
-        .clone()
-}
 
 /// The shipped SOC 2 policy, under another `audit.pipeline` name for `variant` > 0
 /// (another policy digest), with a chain key when `key` names one.
@@ -61,7 +39,7 @@ fn policy(variant: u32, key: Option<(&str, &[u8])>) -> Arc<PolicySource> {
 
 /// The digest the component gives `policy`.
 fn digest(policy: &PolicySource) -> String {
-    let mut instance = module().instantiate().unwrap();
+    let mut instance = component().instantiate().unwrap();
     instance.configure(&policy.text, &policy.secrets).unwrap().digest
 }
 
@@ -86,7 +64,7 @@ fn spec(dir: &Path, policy: Arc<PolicySource>) -> ChainSpec {
         store: StoreOptions { segment_size: 1 << 20, outbox: false },
         checkpoints: checkpoints(5, Some(dir.join("mirror.json"))),
         processor_id: "wasm/soc2".into(),
-        module: module(),
+        module: component(),
         policy,
     }
 }
@@ -223,7 +201,7 @@ fn a_failed_append_answers_every_request_retryable_and_leaves_the_head() {
 
 #[test]
 fn output_that_does_not_continue_the_chain_is_named() {
-    let mut instance = module().instantiate().unwrap();
+    let mut instance = component().instantiate().unwrap();
     let source = policy(0, None);
     instance.configure(&source.text, &source.secrets).unwrap();
     let ctx = Context {
@@ -344,7 +322,7 @@ fn change(processor: &str) -> PolicyEvent {
         old_module_digest: "sha256:reloader".into(),
         old_policy_digest: "sha256:reloader".into(),
         kind: EventKind::Change {
-            module_digest: module().digest().into(),
+            module_digest: component().digest().into(),
             policy_digest: String::new(),
             secrets_changed: false,
         },
@@ -355,7 +333,7 @@ type Done = std::sync::mpsc::Receiver<Result<u64, ApplyError>>;
 
 fn order(worker: &mut ChainWorker, to: Option<Arc<PolicySource>>) -> Done {
     let (done, outcome) = std::sync::mpsc::channel();
-    let swap = to.map(|policy| (module(), policy));
+    let swap = to.map(|policy| (component(), policy));
     worker.pending.push_back(Control { event: change("wasm/soc2"), swap, done });
     outcome
 }
@@ -499,7 +477,7 @@ fn requests_are_refused_while_an_order_is_pending_and_served_once_it_is_applied(
     let (queue, jobs) = std::sync::mpsc::sync_channel(16);
     let (controls, orders) = std::sync::mpsc::channel();
     let (done, outcome) = std::sync::mpsc::channel();
-    controls.send(Control { event: change("wasm/soc2"), swap: Some((module(), new.clone())), done }).unwrap();
+    controls.send(Control { event: change("wasm/soc2"), swap: Some((component(), new.clone())), done }).unwrap();
     let (refused, first) = job(spans(1, 1));
     queue.send(Work::Job(refused)).unwrap();
     let closing = Arc::new(AtomicBool::new(false));
