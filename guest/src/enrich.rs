@@ -6,6 +6,7 @@ use opentelemetry_proto::tonic::common::v1::{AnyValue, ArrayValue, KeyValue, any
 
 use audit_format::keys::{PIPELINE, POLICY_DIGEST, REQUIRE_MISSING, is_processor_key};
 
+use crate::kv::push;
 use crate::policy::Policy;
 
 /// Stamps a kept record's attributes as the `audit:` section says and
@@ -48,48 +49,4 @@ pub fn stamp(
     push(attributes, &audit.received_at_key, Value::StringValue(received_at.to_owned()));
     push(attributes, POLICY_DIGEST, Value::StringValue(policy.digest.clone()));
     violated
-}
-
-/// Appends an attribute the caller knows is absent.
-pub fn push(attributes: &mut Vec<KeyValue>, key: &str, value: Value) {
-    attributes.push(KeyValue { key: key.to_owned(), value: Some(AnyValue { value: Some(value) }), key_strindex: 0 });
-}
-
-/// Sets `key` to `value`, replacing every existing occurrence (the
-/// redaction summary attributes are written this way).
-pub fn upsert(attributes: &mut Vec<KeyValue>, key: &str, value: Value) {
-    let mut found = false;
-    attributes.retain_mut(|kv| {
-        if kv.key != key {
-            return true;
-        }
-        if found {
-            return false;
-        }
-        found = true;
-        kv.value = Some(AnyValue { value: Some(value.clone()) });
-        true
-    });
-    if !found {
-        push(attributes, key, value);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn upsert_replaces_all_duplicates() {
-        let kv = |k: &str, v: &str| KeyValue {
-            key: k.into(),
-            value: Some(AnyValue { value: Some(Value::StringValue(v.into())) }),
-            key_strindex: 0,
-        };
-        let mut attrs = vec![kv("a", "1"), kv(PIPELINE, "spoofed"), kv(PIPELINE, "again")];
-        upsert(&mut attrs, PIPELINE, Value::StringValue("real".into()));
-        assert_eq!(attrs, vec![kv("a", "1"), kv(PIPELINE, "real")]);
-        upsert(&mut attrs, "b", Value::StringValue("2".into()));
-        assert_eq!(attrs.last(), Some(&kv("b", "2")));
-    }
 }

@@ -4,14 +4,18 @@
 //!
 //! It builds two ways: as a wasm32-wasip2 component exporting
 //! `wit/audit-processor.wit` (the glue is `component.rs`, the only module
-//! that knows wit-bindgen), and as a native library the host reuses for
-//! verification and native baselines. It is a pure function of (policy,
-//! request, context): no clock, no randomness, no I/O.
+//! that knows wit-bindgen), and as a native library for the host's
+//! differential tests, known answers and native benchmarks only. The host
+//! runs the component through the WIT contract; the verifier shares none of
+//! this crate's code (what both must agree on is the `audit-format` crate).
+//! It is a pure function of (policy, request, context): no clock, no
+//! randomness, no I/O.
 //!
-//! Stages, in flow order: [`policy`] (parse once), [`filter`],
-//! [`attributes`], [`redaction`], [`enrich`], [`record`] (canonical JSON), then the
-//! chain's hashes (`audit_format::hash`); [`process`] runs a batch through
-//! them.
+//! Stages, in flow order: [`policy`] (parse once; one module per section),
+//! [`filter`], [`attributes`], [`redaction`], [`enrich`], [`record`]
+//! (canonical JSON), then the chain's hashes (`audit_format::hash`);
+//! [`process`] runs a batch through them. [`kv`] holds the attribute-list
+//! edits several stages share, so stages do not import each other.
 #![deny(missing_docs)]
 
 pub mod api;
@@ -19,6 +23,7 @@ pub mod attributes;
 pub mod enrich;
 pub mod filter;
 pub mod jcs;
+pub mod kv;
 pub mod policy;
 pub mod process;
 pub mod record;

@@ -372,7 +372,7 @@ impl<'p> Batch<'p> {
     /// are not part of the canonical record: they describe it. (Any value a
     /// client sent under these keys was removed by [`enrich::stamp`].)
     fn annotate(&self, link: &Link, attributes: &mut Vec<KeyValue>) {
-        let mut add = |key: &str, value: Value| enrich::push(attributes, key, value);
+        let mut add = |key: &str, value: Value| crate::kv::push(attributes, key, value);
         add(keys::SEQUENCE_STREAM_ID, Value::StringValue(self.chain_id.clone()));
         add(keys::SEQUENCE_NUMBER, Value::IntValue(link.seq as i64));
         add(keys::SEQUENCE_PREV_HASH, Value::StringValue(chain::to_hex(&link.prev)));

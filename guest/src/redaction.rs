@@ -213,7 +213,7 @@ impl Redaction {
 }
 
 fn put(attributes: &mut Vec<KeyValue>, key: &str, value: Value) {
-    crate::enrich::upsert(attributes, key, value);
+    crate::kv::upsert(attributes, key, value);
 }
 
 #[cfg(test)]

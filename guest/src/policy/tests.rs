@@ -1,3 +1,5 @@
+use opentelemetry_proto::tonic::common::v1::any_value::Value;
+
 use super::*;
 
 fn parse(text: &str) -> Result<Policy, PolicyError> {
