@@ -6,6 +6,7 @@ pub mod admin;
 pub mod load;
 pub mod server;
 pub mod swap;
+pub mod tamper;
 pub mod trail;
 
 use std::path::{Path, PathBuf};
