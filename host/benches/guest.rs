@@ -11,12 +11,17 @@
 //! Knobs: `OTEL_AUDIT_WASM` (the component), `OTEL_AUDIT_CACHE_DIR` (module
 //! cache), `BENCH_SECONDS` (measuring time per engine and row, default 2).
 
+mod common;
+#[path = "../../tests/support/mod.rs"]
+mod support;
+
 use std::hint::black_box;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use audit_processor::Processor;
 use audit_processor::api::{ChainHead, Context, Output};
+use common::thousands;
 use otel_audit::loadgen::{self, BatchSpec};
 use otel_audit::runtime::{Instance, Limits, Runtime};
 use prost::Message;
@@ -165,7 +170,7 @@ impl Engine {
     fn call(&mut self, request: &[u8]) -> Output {
         let out = match &mut self.kind {
             Kind::Wasm(instance) => {
-                native_output(instance.process_traces(request, &self.ctx).unwrap_or_else(|e| fail(&e.to_string())))
+                support::as_native(instance.process_traces(request, &self.ctx).unwrap_or_else(|e| fail(&e.to_string())))
             }
             Kind::Native(processor) => {
                 processor.process_traces(request, &self.ctx).unwrap_or_else(|e| fail(&e.to_string()))
@@ -175,21 +180,6 @@ impl Engine {
         self.ctx.received_at_unix_nano += 1_000_000;
         out
     }
-}
-
-/// The component's output in the native processor's types (the bench
-/// compares them value for value).
-fn native_output(out: otel_audit::runtime::Output) -> Output {
-    let s = out.stats;
-    let stats = audit_processor::Stats {
-        received: s.received,
-        kept: s.kept,
-        dropped: s.dropped,
-        redacted: s.redacted,
-        violations: s.violations,
-        rule_hits: s.rule_hits,
-    };
-    Output { otlp: out.otlp, records: out.records, leaves: out.leaves, head: out.head, stats }
 }
 
 /// Both engines give the same records from the same batch and head (the
@@ -328,17 +318,4 @@ fn median(values: &[f64]) -> f64 {
         n if n % 2 == 1 => sorted[n / 2],
         n => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
     }
-}
-
-/// `1234567.8` as `1,234,568`.
-fn thousands(value: f64) -> String {
-    let digits = format!("{:.0}", value.max(0.0));
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
 }

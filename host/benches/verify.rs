@@ -13,12 +13,15 @@
 //! Knobs: `BENCH_STORE_MB` (store size, default 256), `BENCH_RUNS` (timed
 //! passes, default 3; the median is reported).
 
+mod common;
+
 use std::path::Path;
 use std::time::Instant;
 
 use audit_processor::Processor;
 use audit_processor::api::{ChainHead, Context};
 use base64::Engine as _;
+use common::thousands;
 use otel_audit::checkpoint::{Checkpoint, SignedNote, SignerKey};
 use otel_audit::loadgen::{self, BatchSpec};
 use otel_audit::store::{Append, ChainStore, CheckpointEntry, StoreOptions};
@@ -169,16 +172,4 @@ fn sign(store: &mut ChainStore, signer: &SignerKey, now: u64) {
         note: signer.sign_note(&body).unwrap(),
     };
     store.append_checkpoint(&entry).expect("the checkpoint is stored");
-}
-
-fn thousands(n: f64) -> String {
-    let digits = format!("{:.0}", n);
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
 }
