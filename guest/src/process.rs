@@ -5,9 +5,9 @@
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value::Value};
-use opentelemetry_proto::tonic::logs::v1::LogRecord;
+use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
 use opentelemetry_proto::tonic::resource::v1::Resource;
-use opentelemetry_proto::tonic::trace::v1::Span;
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use prost::Message;
 
 use crate::api::{ChainHead, Context, Output, ProcessError, Stats};
@@ -55,99 +55,199 @@ pub fn log_events(policy: &Policy, request: &[u8], ctx: &Context) -> Result<Outp
 
 /// Runs an `ExportTraceServiceRequest` through `stages`.
 fn traces_through(stages: Stages, policy: &Policy, request: &[u8], ctx: &Context) -> Result<Output, ProcessError> {
-    let mut req =
-        ExportTraceServiceRequest::decode(request).map_err(|e| decode_error("ExportTraceServiceRequest", e))?;
-    let mut batch = Batch::new(stages, policy, ctx)?;
-    let mut count = 0u64;
-    for (r, rs) in req.resource_spans.iter().enumerate() {
-        check_containers(
-            rs.resource.as_ref(),
-            rs.scope_spans.iter().map(|ss| ss.scope.as_ref()),
-            &format!("resource_spans[{r}]"),
-            "scope_spans",
-        )?;
-        for (s, ss) in rs.scope_spans.iter().enumerate() {
-            for (i, span) in ss.spans.iter().enumerate() {
-                check_span(span).map_err(|e| e.at(format!("resource_spans[{r}].scope_spans[{s}].spans[{i}]")))?;
-            }
-            count += ss.spans.len() as u64;
-        }
-    }
-    check_room(ctx, count)?;
-    req.resource_spans.retain_mut(|rs| {
-        let resource_member = record::resource_member(rs.resource.as_ref(), &rs.schema_url);
-        let resource = rs.resource.as_ref();
-        rs.scope_spans.retain_mut(|ss| {
-            let scope_member = record::scope_member(ss.scope.as_ref(), &ss.schema_url);
-            let scope = ss.scope.as_ref();
-            ss.spans.retain_mut(|span| {
-                batch.stats.received += 1;
-                if stages == Stages::Policy {
-                    if !policy.filter.keep_span(resource, scope, span, &mut batch.stats.rule_hits) {
-                        batch.stats.dropped += 1;
-                        return false;
-                    }
-                    policy.attributes.apply_span(resource, scope, span, &mut batch.stats.rule_hits);
-                    batch.stats.redacted += policy.redaction.redact_span(span, &mut batch.stats.rule_hits);
-                }
-                batch.enrich(&mut span.attributes);
-                let link = batch.chain(&resource_member, &scope_member, Body::Span(span));
-                batch.annotate(&link, &mut span.attributes);
-                true
-            });
-            !ss.spans.is_empty()
-        });
-        !rs.scope_spans.is_empty()
-    });
-    Ok(batch.finish(req.encode_to_vec()))
+    run::<ExportTraceServiceRequest>(stages, policy, request, ctx)
 }
 
 /// Runs an `ExportLogsServiceRequest` through `stages`.
 fn logs_through(stages: Stages, policy: &Policy, request: &[u8], ctx: &Context) -> Result<Output, ProcessError> {
-    let mut req = ExportLogsServiceRequest::decode(request).map_err(|e| decode_error("ExportLogsServiceRequest", e))?;
+    run::<ExportLogsServiceRequest>(stages, policy, request, ctx)
+}
+
+/// One walk for both signals: decode, check every record before any is
+/// processed (a refused batch leaves no partial output), then each record
+/// through the stages in order; empty scopes and resources are dropped.
+fn run<R: Request>(stages: Stages, policy: &Policy, request: &[u8], ctx: &Context) -> Result<Output, ProcessError> {
+    let mut req = R::decode(request).map_err(|e| decode_error(R::NAME, e))?;
     let mut batch = Batch::new(stages, policy, ctx)?;
+    let [resources_field, scopes_field, items_field] = R::FIELDS;
     let mut count = 0u64;
-    for (r, rl) in req.resource_logs.iter().enumerate() {
-        check_containers(
-            rl.resource.as_ref(),
-            rl.scope_logs.iter().map(|sl| sl.scope.as_ref()),
-            &format!("resource_logs[{r}]"),
-            "scope_logs",
-        )?;
-        for (s, sl) in rl.scope_logs.iter().enumerate() {
-            for (i, log) in sl.log_records.iter().enumerate() {
-                check_log(log).map_err(|e| e.at(format!("resource_logs[{r}].scope_logs[{s}].log_records[{i}]")))?;
+    for (r, resource) in req.resources().iter().enumerate() {
+        let (resource, _, scopes) = R::resource(resource);
+        let place = format!("{resources_field}[{r}]");
+        check_containers(resource, scopes.iter().map(|s| R::scope(s).0), &place, scopes_field)?;
+        for (s, scope) in scopes.iter().enumerate() {
+            let items = R::scope(scope).2;
+            for (i, item) in items.iter().enumerate() {
+                item.check().map_err(|e| e.at(format!("{place}.{scopes_field}[{s}].{items_field}[{i}]")))?;
             }
-            count += sl.log_records.len() as u64;
+            count += items.len() as u64;
         }
     }
     check_room(ctx, count)?;
-    req.resource_logs.retain_mut(|rl| {
-        let resource_member = record::resource_member(rl.resource.as_ref(), &rl.schema_url);
-        let resource = rl.resource.as_ref();
-        rl.scope_logs.retain_mut(|sl| {
-            let scope_member = record::scope_member(sl.scope.as_ref(), &sl.schema_url);
-            let scope = sl.scope.as_ref();
-            sl.log_records.retain_mut(|log| {
+    req.resources_mut().retain_mut(|resource| {
+        let (resource, schema_url, scopes) = R::resource_mut(resource);
+        let resource_member = record::resource_member(resource, schema_url);
+        scopes.retain_mut(|scope| {
+            let (scope, schema_url, items) = R::scope_mut(scope);
+            let scope_member = record::scope_member(scope, schema_url);
+            items.retain_mut(|item| {
                 batch.stats.received += 1;
                 if stages == Stages::Policy {
-                    if !policy.filter.keep_log(resource, scope, log, &mut batch.stats.rule_hits) {
+                    if !item.keep(policy, resource, scope, &mut batch.stats.rule_hits) {
                         batch.stats.dropped += 1;
                         return false;
                     }
-                    policy.attributes.apply_log(resource, scope, log, &mut batch.stats.rule_hits);
-                    batch.stats.redacted += policy.redaction.redact_log(log, &mut batch.stats.rule_hits);
+                    batch.stats.redacted += item.transform(policy, resource, scope, &mut batch.stats.rule_hits);
                 }
-                batch.enrich(&mut log.attributes);
-                let link = batch.chain(&resource_member, &scope_member, Body::Log(log));
-                batch.annotate(&link, &mut log.attributes);
+                batch.enrich(item.attributes_mut());
+                let link = batch.chain(&resource_member, &scope_member, item.body());
+                batch.annotate(&link, item.attributes_mut());
                 true
             });
-            !sl.log_records.is_empty()
+            !items.is_empty()
         });
-        !rl.scope_logs.is_empty()
+        !scopes.is_empty()
     });
     Ok(batch.finish(req.encode_to_vec()))
+}
+
+/// A signal's export request as the walk sees it: resources holding scopes
+/// holding items, each level with its schema URL.
+trait Request: Message + Default {
+    /// The message name, for decode errors.
+    const NAME: &'static str;
+    /// The three levels' field names, for the place of an invalid record.
+    const FIELDS: [&'static str; 3];
+    type Resource;
+    type Scope;
+    type Item: Item;
+
+    fn resources(&self) -> &[Self::Resource];
+    fn resources_mut(&mut self) -> &mut Vec<Self::Resource>;
+    fn resource(r: &Self::Resource) -> (Option<&Resource>, &str, &[Self::Scope]);
+    fn resource_mut(r: &mut Self::Resource) -> (Option<&Resource>, &str, &mut Vec<Self::Scope>);
+    fn scope(s: &Self::Scope) -> (Option<&InstrumentationScope>, &str, &[Self::Item]);
+    fn scope_mut(s: &mut Self::Scope) -> (Option<&InstrumentationScope>, &str, &mut Vec<Self::Item>);
+}
+
+/// A span or a log record: its checks and what each policy stage does to it.
+trait Item {
+    fn check(&self) -> Result<(), Invalid>;
+    fn keep(&self, policy: &Policy, r: Option<&Resource>, s: Option<&InstrumentationScope>, hits: &mut [u64]) -> bool;
+    /// The attributes actions, then redaction; returns the values redacted.
+    fn transform(
+        &mut self,
+        policy: &Policy,
+        r: Option<&Resource>,
+        s: Option<&InstrumentationScope>,
+        hits: &mut [u64],
+    ) -> u64;
+    fn attributes_mut(&mut self) -> &mut Vec<KeyValue>;
+    fn body(&self) -> Body<'_>;
+}
+
+impl Request for ExportTraceServiceRequest {
+    const NAME: &'static str = "ExportTraceServiceRequest";
+    const FIELDS: [&'static str; 3] = ["resource_spans", "scope_spans", "spans"];
+    type Resource = ResourceSpans;
+    type Scope = ScopeSpans;
+    type Item = Span;
+
+    fn resources(&self) -> &[ResourceSpans] {
+        &self.resource_spans
+    }
+    fn resources_mut(&mut self) -> &mut Vec<ResourceSpans> {
+        &mut self.resource_spans
+    }
+    fn resource(r: &ResourceSpans) -> (Option<&Resource>, &str, &[ScopeSpans]) {
+        (r.resource.as_ref(), &r.schema_url, &r.scope_spans)
+    }
+    fn resource_mut(r: &mut ResourceSpans) -> (Option<&Resource>, &str, &mut Vec<ScopeSpans>) {
+        (r.resource.as_ref(), &r.schema_url, &mut r.scope_spans)
+    }
+    fn scope(s: &ScopeSpans) -> (Option<&InstrumentationScope>, &str, &[Span]) {
+        (s.scope.as_ref(), &s.schema_url, &s.spans)
+    }
+    fn scope_mut(s: &mut ScopeSpans) -> (Option<&InstrumentationScope>, &str, &mut Vec<Span>) {
+        (s.scope.as_ref(), &s.schema_url, &mut s.spans)
+    }
+}
+
+impl Request for ExportLogsServiceRequest {
+    const NAME: &'static str = "ExportLogsServiceRequest";
+    const FIELDS: [&'static str; 3] = ["resource_logs", "scope_logs", "log_records"];
+    type Resource = ResourceLogs;
+    type Scope = ScopeLogs;
+    type Item = LogRecord;
+
+    fn resources(&self) -> &[ResourceLogs] {
+        &self.resource_logs
+    }
+    fn resources_mut(&mut self) -> &mut Vec<ResourceLogs> {
+        &mut self.resource_logs
+    }
+    fn resource(r: &ResourceLogs) -> (Option<&Resource>, &str, &[ScopeLogs]) {
+        (r.resource.as_ref(), &r.schema_url, &r.scope_logs)
+    }
+    fn resource_mut(r: &mut ResourceLogs) -> (Option<&Resource>, &str, &mut Vec<ScopeLogs>) {
+        (r.resource.as_ref(), &r.schema_url, &mut r.scope_logs)
+    }
+    fn scope(s: &ScopeLogs) -> (Option<&InstrumentationScope>, &str, &[LogRecord]) {
+        (s.scope.as_ref(), &s.schema_url, &s.log_records)
+    }
+    fn scope_mut(s: &mut ScopeLogs) -> (Option<&InstrumentationScope>, &str, &mut Vec<LogRecord>) {
+        (s.scope.as_ref(), &s.schema_url, &mut s.log_records)
+    }
+}
+
+impl Item for Span {
+    fn check(&self) -> Result<(), Invalid> {
+        check_span(self)
+    }
+    fn keep(&self, policy: &Policy, r: Option<&Resource>, s: Option<&InstrumentationScope>, hits: &mut [u64]) -> bool {
+        policy.filter.keep_span(r, s, self, hits)
+    }
+    fn transform(
+        &mut self,
+        policy: &Policy,
+        r: Option<&Resource>,
+        s: Option<&InstrumentationScope>,
+        hits: &mut [u64],
+    ) -> u64 {
+        policy.attributes.apply_span(r, s, self, hits);
+        policy.redaction.redact_span(self, hits)
+    }
+    fn attributes_mut(&mut self) -> &mut Vec<KeyValue> {
+        &mut self.attributes
+    }
+    fn body(&self) -> Body<'_> {
+        Body::Span(self)
+    }
+}
+
+impl Item for LogRecord {
+    fn check(&self) -> Result<(), Invalid> {
+        check_log(self)
+    }
+    fn keep(&self, policy: &Policy, r: Option<&Resource>, s: Option<&InstrumentationScope>, hits: &mut [u64]) -> bool {
+        policy.filter.keep_log(r, s, self, hits)
+    }
+    fn transform(
+        &mut self,
+        policy: &Policy,
+        r: Option<&Resource>,
+        s: Option<&InstrumentationScope>,
+        hits: &mut [u64],
+    ) -> u64 {
+        policy.attributes.apply_log(r, s, self, hits);
+        policy.redaction.redact_log(self, hits)
+    }
+    fn attributes_mut(&mut self) -> &mut Vec<KeyValue> {
+        &mut self.attributes
+    }
+    fn body(&self) -> Body<'_> {
+        Body::Log(self)
+    }
 }
 
 fn decode_error(what: &str, e: prost::DecodeError) -> ProcessError {
