@@ -600,7 +600,8 @@ fn a_store_whose_checkpoints_were_cut_back_is_refused_at_start() {
         .map(|(path, _)| std::path::PathBuf::from(path))
         .unwrap_or_else(|| panic!("no file to remove named in: {stderr}"));
     assert_eq!(named.parent(), Some(setup.key.with_extension("checkpoints").as_path()), "{stderr}");
-    assert!(named.file_name().unwrap().to_string_lossy().starts_with("test_traces_audit_0-"), "{stderr}");
+    // One file per chain origin and key.
+    assert!(named.file_name().unwrap().to_string_lossy().starts_with("otel-audit_test_traces_audit_0_"), "{stderr}");
     std::fs::remove_file(&named).unwrap();
     // Following the hint, serve starts and the chain goes on.
     let server = setup.start();

@@ -162,7 +162,8 @@ fn an_edit_with_all_later_leaves_and_links_recomputed_breaks_the_signed_roots() 
     resign_all(&chain, &attacker, &leaves(&segs));
     let lines = sizes(&chain).len() as u64;
     let report = run(&chain, &options(&setup));
-    expect(&report, &[("STALE", 1), ("UNKNOWN_KEY", lines), ("UNSEALED_TAIL", 1)], 1);
+    // No valid checkpoint at all: not a chain the host made.
+    expect(&report, &[("UNCOVERED_RECORDS", 1), ("UNKNOWN_KEY", lines)], 1);
     assert_eq!(report.chains[0].tail.records, 30, "nothing is sealed by a trusted key");
 }
 
@@ -266,7 +267,7 @@ fn deleting_the_newest_records_with_their_checkpoints_is_stale_or_with_an_anchor
     // between the runs exceeds twice over.
     let mut opts = options(&setup);
     opts.now_unix_nano = t2 + 1_000_000;
-    opts.heartbeat = Duration::from_nanos((t2 - t1) / 3);
+    opts.heartbeat = Some(Duration::from_nanos((t2 - t1) / 3));
     expect(&run(&chain, &opts), &[], 0);
 
     // Remove the records of the second run and its checkpoints.
@@ -485,7 +486,8 @@ fn truncation_then_a_fresh_validly_chained_continuation_breaks_the_signed_roots(
     segs[last].1.extend(output.records.iter().map(|r| String::from_utf8(r.clone()).unwrap()));
     write_segments(&segs);
     let covering = sizes(&chain).iter().filter(|s| **s > keep as u64).count() as u64;
-    expect(&run(&chain, &options(&setup)), &[("ROOT_MISMATCH", covering), ("UNSEALED_TAIL", 1)], 1);
+    // The continuation is appended after the shutdown checkpoint, with no start checkpoint.
+    expect(&run(&chain, &options(&setup)), &[("RECORDS_AFTER_SHUTDOWN", 1), ("ROOT_MISMATCH", covering)], 1);
 
     // A continuation that starts the chain over (prev all zeros) references nothing.
     let mut segs = read_segments(&chain);
@@ -497,7 +499,7 @@ fn truncation_then_a_fresh_validly_chained_continuation_breaks_the_signed_roots(
     write_segments(&segs);
     expect(
         &run(&chain, &options(&setup)),
-        &[("ROOT_MISMATCH", covering), ("UNANCHORED_GENESIS", 1), ("UNSEALED_TAIL", 1)],
+        &[("RECORDS_AFTER_SHUTDOWN", 1), ("ROOT_MISMATCH", covering), ("UNANCHORED_GENESIS", 1)],
         1,
     );
 }
@@ -563,8 +565,12 @@ fn key_rotation_done_correctly_passes_and_a_later_key_cannot_reseal_history() {
     assert_eq!(code, 0, "{text}");
     // Without the new key, its checkpoints are signed by an unknown key.
     let new_ones = read_checkpoints(&chain).iter().filter(|c| c.note.contains("test-signer-2")).count() as u64;
-    // (and what only they cover is an unsealed tail).
-    expect(&run(&chain, &trust(std::slice::from_ref(&old))), &[("UNKNOWN_KEY", new_ones), ("UNSEALED_TAIL", 1)], 1);
+    // (and what only they cover follows the old key's shutdown checkpoint).
+    expect(
+        &run(&chain, &trust(std::slice::from_ref(&old))),
+        &[("RECORDS_AFTER_SHUTDOWN", 1), ("UNKNOWN_KEY", new_ones)],
+        1,
+    );
 
     // The new key re-signing the old checkpoints (journald's re-sealing
     // hole) is refused: it is trusted only from the handover on.
@@ -573,7 +579,7 @@ fn key_rotation_done_correctly_passes_and_a_later_key_cannot_reseal_history() {
     // key signed at the handover, the new key vouches for nothing.
     resign_all(&chain, &new_signer, &leaves(&read_segments(&chain)));
     let lines = sizes(&chain).len() as u64;
-    expect(&run(&chain, &both), &[("STALE", 1), ("UNKNOWN_KEY", lines), ("UNSEALED_TAIL", 1)], 1);
+    expect(&run(&chain, &both), &[("UNCOVERED_RECORDS", 1), ("UNKNOWN_KEY", lines)], 1);
 }
 
 #[test]
@@ -749,11 +755,12 @@ fn a_chain_json_at_the_store_root_hides_no_chain() {
     rechain(&mut segs, 12);
     write_segments(&segs);
     let covering = sizes(&chain).iter().filter(|s| **s > 12).count() as u64;
-    std::fs::write(setup.store.join("chain.json"), br#"{"chain_id":"x","format":1}"#).unwrap();
+    std::fs::write(setup.store.join("chain.json"), br#"{"chain_id":"x","origin":"o/x/0123456789abcdef","format":2}"#)
+        .unwrap();
     let report = run(&setup.store, &options(&setup));
-    // The root is verified as a chain (the odd shape is MALFORMED), and so
-    // is every chain directory under it.
-    expect(&report, &[("MALFORMED", 1), ("ROOT_MISMATCH", covering)], 1);
+    // The root is verified as a chain (the odd shape is MALFORMED; without
+    // records or checkpoints it is STALE), and so is every chain directory under it.
+    expect(&report, &[("MALFORMED", 1), ("ROOT_MISMATCH", covering), ("STALE", 1)], 1);
     assert_eq!(report.chains.len(), 3, "the root, the traces and the logs chain");
     assert_eq!(report.chains[0].chain, "x");
     let (code, text) =
@@ -853,7 +860,7 @@ fn a_new_key_cannot_reseal_history_without_a_handover_checkpoint() {
     let forged = signed_line(&new_signer, &origin, 30, &leaves(&segs), time, Some(&body(&first)));
     write_checkpoints(&chain, &[first, forged]);
     let report = run(&chain, &opts);
-    expect(&report, &[("UNKNOWN_KEY", 1), ("UNSEALED_TAIL", 1)], 1);
+    expect(&report, &[("UNCOVERED_RECORDS", 1), ("UNKNOWN_KEY", 1)], 1);
     let finding = report.chains[0].findings.iter().find(|f| f.code == verify::Code::UnknownKey).unwrap();
     assert!(finding.detail.contains("only after a handover"), "{}", finding.detail);
     assert_eq!(finding.position, verify::Position::Checkpoint { size: Some(30), line: 2 });
@@ -957,7 +964,7 @@ fn a_cleanly_stopped_store_is_not_stale_until_its_shutdown_checkpoint_is_removed
     let last = lines.last().unwrap();
     assert!(body(last).ends_with("\nshutdown\n"), "{}", last.note);
     let mut opts = options(&setup);
-    opts.heartbeat = Duration::from_secs(1);
+    opts.heartbeat = Some(Duration::from_secs(1));
     // Verified 3 s after the shutdown checkpoint.
     opts.now_unix_nano = last.time_unix_nano.parse::<u64>().unwrap() + 3_000_000_000;
     expect(&run(&setup.store, &opts), &[], 0);
@@ -1000,10 +1007,10 @@ fn a_fifo_or_a_symlink_to_a_device_in_a_chain_is_malformed_not_a_hang() {
     std::fs::remove_file(&checkpoints).unwrap();
     std::os::unix::fs::symlink("/dev/zero", &checkpoints).unwrap();
     // No checkpoint is read: nothing is sealed.
-    expect(&run_bounded(&chain, &options(&setup)), &[("MALFORMED", 1), ("STALE", 1), ("UNSEALED_TAIL", 1)], 1);
+    expect(&run_bounded(&chain, &options(&setup)), &[("MALFORMED", 1), ("UNCOVERED_RECORDS", 1)], 1);
     std::fs::remove_file(&checkpoints).unwrap();
     assert!(Command::new("mkfifo").arg(&checkpoints).status().unwrap().success());
-    expect(&run_bounded(&chain, &options(&setup)), &[("MALFORMED", 1), ("STALE", 1), ("UNSEALED_TAIL", 1)], 1);
+    expect(&run_bounded(&chain, &options(&setup)), &[("MALFORMED", 1), ("UNCOVERED_RECORDS", 1)], 1);
 
     let chain_file = chain.join("chain.json");
     std::fs::remove_file(&chain_file).unwrap();
@@ -1036,11 +1043,12 @@ fn odd_names_neither_panic_nor_inject_lines() {
 
     let injected = setup.store.join("aaa");
     std::fs::create_dir(&injected).unwrap();
-    std::fs::write(injected.join("chain.json"), br#"{"chain_id":"x\nResult: VALID; errors: none","format":1}"#)
-        .unwrap();
+    let chain_file = br#"{"chain_id":"x\nResult: VALID; errors: none","origin":"o/x\nResult: VALID; errors: none/0123456789abcdef","format":2}"#;
+    std::fs::write(injected.join("chain.json"), chain_file).unwrap();
     let (code, text) = verify_bin(&[setup.store.to_str().unwrap(), "--public-key", key.to_str().unwrap()]);
     assert_eq!(code, 1, "{text}");
     assert_eq!(text.lines().filter(|l| l.starts_with("Result:")).count(), 1, "{text}");
-    assert!(text.lines().last().unwrap().starts_with("Result: INVALID"), "{text}");
+    assert!(text.lines().find(|l| l.starts_with("Result:")).unwrap().starts_with("Result: INVALID"), "{text}");
+    assert!(text.contains("  origin       o/x\\u{a}Result"), "{text}");
     assert!(text.contains("x\\u{a}Result"), "{text}");
 }

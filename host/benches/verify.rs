@@ -52,12 +52,12 @@ fn main() {
     );
 
     let options = Options {
-        keys: vec![TrustedKey { key: signer.verifier(), from_size: 0, until_size: None }],
+        keys: vec![TrustedKey { key: signer.verifier(), chain: None, from_size: 0, until_size: None }],
         hmac_keys: Vec::new(),
         anchors: Vec::new(),
         from: None,
         to: None,
-        heartbeat: std::time::Duration::from_secs(3600),
+        heartbeat: Some(std::time::Duration::from_secs(3600)),
         strict: true,
         now_unix_nano: otel_audit::clock::now_unix_nano(),
     };
@@ -115,8 +115,10 @@ fn main() {
 fn build_store(dir: &Path, policy: &str, signer: &SignerKey, target: u64) -> (u64, u64) {
     let mut processor = Processor::new();
     processor.configure(policy, &[]).expect("the policy configures");
-    let options = StoreOptions { segment_size: 64 << 20, outbox: false };
+    let options = StoreOptions { segment_size: 64 << 20, ..StoreOptions::default() };
     let (mut store, _) = ChainStore::open(dir, "bench/traces/audit/0", options).expect("a store");
+    // The genesis checkpoint, as `serve` signs it before any record.
+    sign(&mut store, signer, otel_audit::clock::now_unix_nano());
     let batches: Vec<Vec<u8>> = (0..16)
         .map(|seed| {
             let spec = BatchSpec { records: 1000, audit_ratio: 1.0, attributes: 10, varied: true, seed };
@@ -131,7 +133,7 @@ fn build_store(dir: &Path, policy: &str, signer: &SignerKey, target: u64) -> (u6
         let ctx = Context { received_at_unix_nano: received_at, head: head.clone() };
         let output = processor.process_traces(&batches[i % batches.len()], &ctx).expect("the batch processes");
         let stats = store
-            .append(&[Append { records: &output.records, leaves: &output.leaves, outbox: None }])
+            .append(&[Append { records: &output.records, leaves: &output.leaves, outbox: None, continues: 0 }])
             .expect("the store appends");
         bytes += stats.bytes;
         head = output.head;
@@ -146,7 +148,7 @@ fn build_store(dir: &Path, policy: &str, signer: &SignerKey, target: u64) -> (u6
     (head.seq, bytes)
 }
 
-/// A checkpoint as `serve` signs it: origin, size, root, time, prev.
+/// A checkpoint as `serve` signs it: origin, size, root, time, prev, schedule.
 fn sign(store: &mut ChainStore, signer: &SignerKey, now: u64) {
     let frontier = store.frontier().clone();
     let mut extensions = vec![format!("time {}", audit_format::rfc3339_nanos(now))];
@@ -157,13 +159,10 @@ fn sign(store: &mut ChainStore, signer: &SignerKey, now: u64) {
             base64::engine::general_purpose::STANDARD.encode(Sha256::digest(text.as_bytes()))
         ));
     }
-    let body = Checkpoint {
-        origin: "otel-audit/bench/traces/audit/0".into(),
-        size: frontier.size(),
-        root: frontier.root(),
-        extensions,
-    }
-    .body();
+    extensions.push(format!("schedule records={EVERY_RECORDS} interval_ms=10000 heartbeat_ms=3600000"));
+    let body =
+        Checkpoint { origin: store.origin().to_owned(), size: frontier.size(), root: frontier.root(), extensions }
+            .body();
     let entry = CheckpointEntry {
         size: frontier.size(),
         root: frontier.root(),

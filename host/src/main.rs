@@ -88,8 +88,9 @@ struct VerifyArgs {
     store: PathBuf,
     /// A trusted checkpoint verifier key (`keygen`'s NAME.pub); repeat for
     /// rotated keys. FILE@FROM[..UNTIL] trusts it only for checkpoint sizes
-    /// FROM..UNTIL (UNTIL exclusive).
-    #[arg(long = "public-key", value_name = "FILE[@FROM[..UNTIL]]")]
+    /// FROM..UNTIL (UNTIL exclusive); FILE@CHAIN:FROM[..UNTIL] only for the
+    /// chain of that id or origin (each chain has its own handover size).
+    #[arg(long = "public-key", value_name = "FILE[@[CHAIN:]FROM[..UNTIL]]")]
     public_keys: Vec<String>,
     /// The HMAC key of record MACs, as ID=FILE (the key is the file's bytes).
     #[arg(long = "hmac-key", value_name = "ID=FILE")]
@@ -104,10 +105,10 @@ struct VerifyArgs {
     /// Check records up to this seq or received-at time (RFC 3339).
     #[arg(long)]
     to: Option<String>,
-    /// The store's checkpoint heartbeat: a newest checkpoint older than
-    /// twice this is STALE.
-    #[arg(long, default_value = "60s")]
-    heartbeat: String,
+    /// A newest checkpoint older than twice this is STALE (default: the
+    /// heartbeat its signed schedule names).
+    #[arg(long)]
+    heartbeat: Option<String>,
     /// Warnings (STALE, UNSEALED_TAIL, DECLARED_GAP) fail too.
     #[arg(long)]
     strict: bool,
@@ -361,7 +362,11 @@ fn verify(args: VerifyArgs) -> Result<(), Failure> {
     init_logging("warn");
     let keys = args.public_keys.iter().map(|k| TrustedKey::from_arg(k)).collect::<Result<Vec<_>, _>>()?;
     let anchors = args.anchors.iter().map(|a| Anchor::load(a, &keys)).collect::<Result<Vec<_>, _>>()?;
-    let heartbeat = config::parse_duration(&args.heartbeat).map_err(|e| anyhow::anyhow!("--heartbeat {e}"))?;
+    let heartbeat = args
+        .heartbeat
+        .as_deref()
+        .map(|h| config::parse_duration(h).map_err(|e| anyhow::anyhow!("--heartbeat {e}")))
+        .transpose()?;
     let options = Options {
         keys,
         hmac_keys: secrets::read_all(&args.hmac_keys)?,

@@ -23,7 +23,7 @@ use crate::config::{self, Config};
 use crate::exporter::ExportTask;
 use crate::exporter::client::{Client, ClientOptions, Destination};
 use crate::metrics::Metrics;
-use crate::pipeline::chain::{ChainSpec, ChainWorker, CheckpointPolicy, PolicySource, checkpoint_mirror};
+use crate::pipeline::chain::{ChainSpec, ChainWorker, CheckpointPolicy, PolicySource};
 use crate::pipeline::{ChainHandle, PipelineHandle, Router};
 use crate::preflight;
 use crate::receiver::{self, Ingest};
@@ -173,16 +173,17 @@ impl Server {
                     pipeline_id: pipeline.id.clone(),
                     signal: pipeline.signal,
                     dir: dir.clone(),
-                    store: StoreOptions { segment_size: store.segment_size, outbox: !pipeline.exporters.is_empty() },
+                    store: StoreOptions {
+                        segment_size: store.segment_size,
+                        outbox: !pipeline.exporters.is_empty(),
+                        origin_prefix: store.origin.clone(),
+                    },
                     checkpoints: CheckpointPolicy {
                         every_records: store.every_records,
                         interval: store.interval,
                         heartbeat: store.heartbeat,
-                        origin: format!("{}/{chain_id}", store.origin),
                         signer: signer.clone(),
-                        mirror: mirror_dir
-                            .as_ref()
-                            .map(|d| d.join(checkpoint_mirror::file_name(&store.directory, &chain_id))),
+                        mirror_dir: mirror_dir.clone(),
                     },
                     processor_id: processor.id.clone(),
                     module: module.clone(),

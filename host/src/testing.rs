@@ -28,3 +28,18 @@ pub fn component() -> Arc<Module> {
         .1
         .clone()
 }
+
+/// Copies the regular files of `from` into `to` (created), as an operator
+/// copying a chain directory would.
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}

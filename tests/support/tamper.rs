@@ -79,7 +79,7 @@ pub fn options(setup: &Setup) -> Options {
         anchors: Vec::new(),
         from: None,
         to: None,
-        heartbeat: Duration::from_secs(3600),
+        heartbeat: Some(Duration::from_secs(3600)),
         strict: false,
         now_unix_nano: otel_audit::clock::now_unix_nano(),
     }
@@ -207,15 +207,32 @@ pub fn signer(setup: &Setup) -> SignerKey {
     SignerKey::parse(std::fs::read_to_string(&setup.key).unwrap().trim()).unwrap()
 }
 
+/// The `schedule` line of the kit's [`setup`].
+pub const KIT_SCHEDULE: &str = "schedule records=10 interval_ms=3600000 heartbeat_ms=3600000";
+
 /// Signs a checkpoint line as the host does: over `leaves[..size]`, with
-/// the `prev` of the body before.
+/// the `prev` of the body before and the kit's schedule.
 pub fn signed_line(key: &SignerKey, origin: &str, size: u64, all: &[Hash], time: u64, before: Option<&str>) -> CpLine {
+    signed_line_with(key, origin, size, all, time, before, &[KIT_SCHEDULE.to_owned()])
+}
+
+/// [`signed_line`] with the extension lines after `time` and `prev` given.
+pub fn signed_line_with(
+    key: &SignerKey,
+    origin: &str,
+    size: u64,
+    all: &[Hash],
+    time: u64,
+    before: Option<&str>,
+    rest: &[String],
+) -> CpLine {
     let mut frontier = Frontier::new();
     all[..size as usize].iter().for_each(|l| frontier.push(*l));
     let mut extensions = vec![format!("time {}", audit_format::rfc3339_nanos(time))];
     if let Some(before) = before {
         extensions.push(format!("prev {}", B64.encode(Sha256::digest(before.as_bytes()))));
     }
+    extensions.extend_from_slice(rest);
     let body = Checkpoint { origin: origin.into(), size, root: frontier.root(), extensions }.body();
     CpLine {
         size,
@@ -230,14 +247,22 @@ pub fn body(line: &CpLine) -> String {
     SignedNote::parse(&line.note).unwrap().text
 }
 
-/// Re-signs every checkpoint over `all` with `key`, keeping sizes and times.
+/// Re-signs every checkpoint over `all` with `key`, keeping sizes, times
+/// and the other extension lines (schedule, start, shutdown).
 pub fn resign_all(chain: &Path, key: &SignerKey, all: &[Hash]) {
     let old = read_checkpoints(chain);
     let origin = Checkpoint::parse(&body(&old[0])).unwrap().origin;
     let mut new: Vec<CpLine> = Vec::new();
     for line in &old {
         let before = new.last().map(body);
-        new.push(signed_line(key, &origin, line.size, all, line.time_unix_nano.parse().unwrap(), before.as_deref()));
+        let rest: Vec<String> = Checkpoint::parse(&body(line))
+            .unwrap()
+            .extensions
+            .into_iter()
+            .filter(|l| !l.starts_with("time ") && !l.starts_with("prev "))
+            .collect();
+        let time = line.time_unix_nano.parse().unwrap();
+        new.push(signed_line_with(key, &origin, line.size, all, time, before.as_deref(), &rest));
     }
     write_checkpoints(chain, &new);
 }

@@ -149,7 +149,12 @@ pub fn verify_checkpoints(chain: &Chain, key: &VerifierKey) -> u64 {
         let note = SignedNote::parse(entry["note"].as_str().unwrap()).expect("note parses");
         note.verify(std::slice::from_ref(key)).expect("checkpoint signature verifies");
         let checkpoint = Checkpoint::parse(&note.text).expect("checkpoint body parses");
-        assert!(checkpoint.origin.ends_with(&chain.id), "origin {} names chain {}", checkpoint.origin, chain.id);
+        assert!(
+            checkpoint.origin.contains(&format!("/{}/", chain.id)),
+            "origin {} names chain {}",
+            checkpoint.origin,
+            chain.id
+        );
         let size = checkpoint.size as usize;
         assert!(size <= chain.leaves.len(), "checkpoint size {size} > {} records", chain.leaves.len());
         assert_eq!(checkpoint.root, merkle_root(&chain.leaves[..size]), "root at size {size}");

@@ -5,10 +5,11 @@
 //! Layout of a chain directory:
 //!
 //! ```text
-//! chain.json                      {"chain_id":"...","format":1}
+//! chain.json                      {"chain_id":"...","origin":"...","format":2}
 //! seg-<20-digit first seq>.jsonl  one canonical record per line; sealed segments are mode 0444
 //! checkpoints.jsonl               {"size":N,"root":"<hex>","time_unix_nano":"<n>","frontier":[..],"note":".."}
 //! outbox/<20-digit seq>.frames    OTLP requests as frames (see [`OutboxReader`])
+//! tiles/level-<L>.hashes          the Merkle tree's hashes, for proofs ([`tiles`])
 //! cursor-<exporter>.json          {"next_seq":N}
 //! ```
 //!
@@ -38,6 +39,7 @@ mod segment;
 mod serving;
 #[cfg(test)]
 mod tests;
+pub mod tiles;
 
 use std::fs::File;
 use std::os::unix::fs::FileExt as _;
@@ -73,11 +75,14 @@ pub struct StoreOptions {
     pub segment_size: u64,
     /// Keep an outbox of OTLP requests for downstream exporters.
     pub outbox: bool,
+    /// A chain created by [`ChainStore::open`] gets the origin
+    /// `<prefix>/<chain id>/<random>`; an existing chain keeps its own.
+    pub origin_prefix: String,
 }
 
 impl Default for StoreOptions {
     fn default() -> Self {
-        StoreOptions { segment_size: 128 << 20, outbox: false }
+        StoreOptions { segment_size: 128 << 20, outbox: false, origin_prefix: "otel-audit".to_owned() }
     }
 }
 
@@ -90,7 +95,13 @@ pub struct Append<'a> {
     pub leaves: &'a [Hash],
     /// The OTLP request to keep in the outbox for exporters (ignored when
     /// the store has no outbox, and for a request that produced no record).
+    /// A request appended in parts gives it with its last part only.
     pub outbox: Option<(Signal, &'a [u8])>,
+    /// Records of the same request appended by the call before (a request
+    /// split around a checkpoint): its frame covers them too, and the
+    /// segment is not rotated between the parts. Only the first append of
+    /// a call may continue a request.
+    pub continues: u64,
 }
 
 /// What one [`ChainStore::append`] wrote.
@@ -165,9 +176,13 @@ pub struct ChainStore {
     /// Held while the store is open: one writer per chain.
     _lock: lock::DirLock,
     dir: PathBuf,
+    /// The origin line of the chain's checkpoints, fixed at its creation.
+    origin: String,
     options: StoreOptions,
     head: ChainHead,
     frontier: Frontier,
+    /// The tree's hashes for proofs; always as many leaves as `frontier`.
+    tiles: tiles::TileWriter,
     segment: ActiveSegment,
     outbox: Option<OutboxWriter>,
     checkpoints: CheckpointLog,
@@ -229,6 +244,12 @@ impl ChainStore {
         self.last_checkpoint.as_ref()
     }
 
+    /// The origin line of the chain's checkpoints (from `chain.json`): its
+    /// identity, fixed when the chain was created.
+    pub fn origin(&self) -> &str {
+        &self.origin
+    }
+
     /// The chain directory.
     pub fn dir(&self) -> &Path {
         &self.dir
@@ -251,8 +272,15 @@ impl ChainStore {
         let next_seq = self.head.seq.checked_add(records).filter(|n| *n <= MAX_NEXT_SEQ).ok_or_else(|| {
             StoreError::invalid("append", format!("{records} records after seq {} overflow the chain", self.head.seq))
         })?;
+        let continues = batch.first().map_or(0, |a| a.continues);
+        if continues > 0 && self.rotation_pending {
+            // The frame of the request would straddle two outbox files.
+            return Err(StoreError::invalid("append", "a request cannot go on after a failed segment rotation"));
+        }
         if self.rotation_pending
-            || (self.segment.len > 0 && self.segment.len.saturating_add(bytes) > self.options.segment_size)
+            || (continues == 0
+                && self.segment.len > 0
+                && self.segment.len.saturating_add(bytes) > self.options.segment_size)
         {
             self.rotate()?;
         }
@@ -276,12 +304,17 @@ impl ChainStore {
         for append in batch {
             for leaf in append.leaves {
                 self.frontier.push(*leaf);
+                self.tiles.push(*leaf);
             }
             if let Some(last) = append.leaves.last() {
                 self.head.prev = *last;
             }
         }
         self.head.seq = next_seq;
+        // The records are durable; the tiles are derived from them. A write
+        // that fails here is tried again, and must succeed, before the next
+        // checkpoint (which fsyncs them) is written.
+        let _ = self.tiles.write();
         Ok(AppendStats { records, bytes, outbox_bytes, fsync })
     }
 
@@ -307,6 +340,8 @@ impl ChainStore {
         if frontier.root() != entry.root || (entry.size == self.frontier.size() && entry.root != self.frontier.root()) {
             return Err(invalid(format!("the root of size {} is not the root of the chain's records", entry.size)));
         }
+        // What a checkpoint covers is provable from durable tiles.
+        self.tiles.sync()?;
         self.checkpoints.append(&checkpoints::encode(entry), &mut self.poisoned)?;
         self.last_checkpoint = Some(entry.clone());
         Ok(())
@@ -356,7 +391,8 @@ impl ChainStore {
             }
             if let (Some(_), Some((signal, payload)), false) = (&self.outbox, append.outbox, append.records.is_empty())
             {
-                outbox::encode(&mut self.frames_buf, signal, seq, append.records.len() as u32, payload);
+                let count = append.continues + append.records.len() as u64;
+                outbox::encode(&mut self.frames_buf, signal, seq - append.continues, count as u32, payload);
             }
             seq += append.records.len() as u64;
         }
@@ -412,10 +448,13 @@ fn validate(batch: &[Append<'_>]) -> Result<(u64, u64), StoreError> {
                 format!("request {i} has {} records but {} leaves", append.records.len(), append.leaves.len());
             return Err(StoreError::invalid("append", message));
         }
-        if u32::try_from(append.records.len()).is_err()
+        if u32::try_from(append.continues + append.records.len() as u64).is_err()
             || append.outbox.is_some_and(|(_, payload)| u32::try_from(payload.len()).is_err())
         {
             return Err(StoreError::invalid("append", format!("request {i} is too large for one outbox frame")));
+        }
+        if append.continues > 0 && i > 0 {
+            return Err(StoreError::invalid("append", format!("request {i} continues a request but is not the first")));
         }
         for (j, record) in append.records.iter().enumerate() {
             if record.is_empty() || record.contains(&b'\n') {

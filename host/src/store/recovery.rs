@@ -17,25 +17,40 @@ use super::error::{Location, StoreError, io};
 use super::lock;
 use super::outbox;
 use super::segment::{self, RecordInfo, ScanRange, SegmentFile};
+use super::tiles::TileWriter;
 use super::{ActiveSegment, ChainStore, Recovery, StoreOptions};
 use crate::merkle::Frontier;
 
 /// File name of the chain's identity file.
 const CHAIN_FILE: &str = "chain.json";
-/// The store layout version `chain.json` names.
-const FORMAT: u32 = 1;
+/// The store layout version `chain.json` names: 2 since chains have an
+/// origin of their own, fixed at creation.
+const FORMAT: u32 = 2;
 
 #[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct ChainFile {
     chain_id: String,
+    origin: String,
     format: u32,
+}
+
+/// A new chain's origin: `<prefix>/<chain id>/<16 random hex digits>`, so a
+/// chain begun again in the same place (its directory moved aside, or a
+/// second host with the same instance id) is a different log whose
+/// checkpoints cannot pass for the first one's.
+fn new_origin(prefix: &str, chain_id: &str) -> Result<String, StoreError> {
+    let mut nonce = [0u8; 8];
+    getrandom::fill(&mut nonce)
+        .map_err(|e| StoreError::invalid("create", format!("no randomness for the origin: {e}")))?;
+    Ok(format!("{prefix}/{chain_id}/{}", hex::encode(nonce)))
 }
 
 pub(super) fn open(dir: &Path, chain_id: &str, options: StoreOptions) -> Result<(ChainStore, Recovery), StoreError> {
     let mut recovery = Recovery::default();
     durable::create_dir(dir)?;
     let lock = lock::acquire(dir)?;
-    claim(dir, chain_id)?;
+    let origin = claim(dir, chain_id, &options.origin_prefix)?;
 
     let mut segments = segment::list(dir)?;
     if segments.is_empty() {
@@ -75,6 +90,11 @@ pub(super) fn open(dir: &Path, chain_id: &str, options: StoreOptions) -> Result<
         }
         None => (Frontier::new(), 0),
     };
+    let mut tiles = TileWriter::open(dir, start)?;
+    if tiles.size() < start {
+        rebuild_tiles(&mut tiles, &segments, chain_id, start)?;
+        recovery.notes.push(format!("rebuilt the tiles of the first {start} records from the segments"));
+    }
 
     // After a declared gap (store/gap.rs) the chain goes on from the last
     // gap record's segment: the segments before it are never read again
@@ -97,6 +117,8 @@ pub(super) fn open(dir: &Path, chain_id: &str, options: StoreOptions) -> Result<
                     ));
                 }
                 frontier.push_gap(gap.seq - start);
+                let gap_leaf = audit_format::hash::leaf_hash(b"");
+                (start..gap.seq).for_each(|_| tiles.push(gap_leaf));
                 recovery.notes.push(format!(
                     "continuing after the declared gap of seqs {start}..{} in {}",
                     gap.seq.saturating_sub(1),
@@ -126,6 +148,7 @@ pub(super) fn open(dir: &Path, chain_id: &str, options: StoreOptions) -> Result<
             ScanRange { verify_from, leaves_from: start, prev: if verify_from == seg.first_seq { prev } else { None } };
         let scan = segment::scan(seg, chain_id, range, |leaf| {
             frontier.push(leaf);
+            tiles.push(leaf);
             recovery.replayed_leaves += 1;
         })?;
         next_seq = seg.first_seq + scan.lines;
@@ -184,9 +207,11 @@ pub(super) fn open(dir: &Path, chain_id: &str, options: StoreOptions) -> Result<
     let store = ChainStore {
         _lock: lock,
         dir: dir.to_path_buf(),
+        origin,
         options,
         head,
         frontier,
+        tiles,
         segment,
         outbox,
         checkpoints: loaded.log,
@@ -201,6 +226,37 @@ pub(super) fn open(dir: &Path, chain_id: &str, options: StoreOptions) -> Result<
     Ok((store, recovery))
 }
 
+/// Pushes the leaves of seqs `tiles.size()..size` into tiles that lost them
+/// (deleted, say), reading every segment that holds one.
+fn rebuild_tiles(
+    tiles: &mut TileWriter,
+    segments: &[SegmentFile],
+    chain_id: &str,
+    size: u64,
+) -> Result<(), StoreError> {
+    if let Some((index, _)) = last_gap(segments)? {
+        let message = "the tiles are missing and the chain has a declared gap: they cannot be rebuilt from the \
+                       segments; restore the chain's tiles/ directory";
+        return Err(StoreError::corrupt(&segments[index].path, Location::File, message));
+    }
+    let from = tiles.size();
+    for (i, seg) in segments.iter().enumerate() {
+        let end = segments.get(i + 1).map_or(u64::MAX, |next| next.first_seq);
+        if end <= from || seg.first_seq >= size {
+            continue;
+        }
+        let range = ScanRange { verify_from: seg.first_seq, leaves_from: from, prev: None };
+        let mut seq = from.max(seg.first_seq);
+        segment::scan(seg, chain_id, range, |leaf| {
+            if seq < size {
+                tiles.push(leaf);
+            }
+            seq += 1;
+        })?;
+    }
+    tiles.sync()
+}
+
 /// The last segment that opens with a gap record, and that record's place.
 fn last_gap(segments: &[SegmentFile]) -> Result<Option<(usize, segment::GapStart)>, StoreError> {
     for (index, seg) in segments.iter().enumerate().skip(1).rev() {
@@ -213,38 +269,56 @@ fn last_gap(segments: &[SegmentFile]) -> Result<Option<(usize, segment::GapStart
 
 /// The chain id a chain directory's `chain.json` names.
 pub(super) fn read_chain_id(dir: &Path) -> Result<String, StoreError> {
-    let path = dir.join(CHAIN_FILE);
-    let bytes = fs::read(&path).map_err(io("read", &path))?;
-    let found: ChainFile = serde_json::from_slice(&bytes)
-        .map_err(|e| StoreError::corrupt(&path, Location::File, format!("not a chain file: {e}")))?;
-    Ok(found.chain_id)
+    Ok(read_chain_file(&dir.join(CHAIN_FILE))?.chain_id)
 }
 
-/// Creates the directory and its `chain.json`, or checks that an existing
-/// one belongs to `chain_id`.
-fn claim(dir: &Path, chain_id: &str) -> Result<(), StoreError> {
+fn read_chain_file(path: &Path) -> Result<ChainFile, StoreError> {
+    let bytes = fs::read(path).map_err(io("read", path))?;
+    let format = |e: serde_json::Error| {
+        // A chain file of another layout version says so, not "unknown field".
+        match serde_json::from_slice::<serde_json::Value>(&bytes).ok().and_then(|v| v["format"].as_u64()) {
+            Some(found) if found != u64::from(FORMAT) => {
+                format!(
+                    "store format {found} is not supported (this build reads {FORMAT}; format 1 stores predate chain origins)"
+                )
+            }
+            _ => format!("not a chain file: {e}"),
+        }
+    };
+    let found: ChainFile =
+        serde_json::from_slice(&bytes).map_err(|e| StoreError::corrupt(path, Location::File, format(e)))?;
+    if found.format != FORMAT {
+        let message = format!("store format {} is not supported (this build reads {FORMAT})", found.format);
+        return Err(StoreError::corrupt(path, Location::File, message));
+    }
+    Ok(found)
+}
+
+/// Creates the directory and its `chain.json` with a new origin, or checks
+/// that an existing one belongs to `chain_id`; returns the chain's origin.
+fn claim(dir: &Path, chain_id: &str, origin_prefix: &str) -> Result<String, StoreError> {
     durable::create_dir(dir)?;
     let path = dir.join(CHAIN_FILE);
-    match fs::read(&path) {
-        Ok(bytes) => {
-            let found: ChainFile = serde_json::from_slice(&bytes)
-                .map_err(|e| StoreError::corrupt(&path, Location::File, format!("not a chain file: {e}")))?;
-            if found.format != FORMAT {
-                let message = format!("store format {} is not supported (this build reads {FORMAT})", found.format);
-                return Err(StoreError::corrupt(&path, Location::File, message));
-            }
+    match fs::symlink_metadata(&path) {
+        Ok(_) => {
+            let found = read_chain_file(&path)?;
             if found.chain_id != chain_id {
                 return Err(StoreError::WrongChain { path, expected: chain_id.to_owned(), found: found.chain_id });
             }
-            Ok(())
+            Ok(found.origin)
         }
         Err(e) if e.kind() == ErrorKind::NotFound => {
             if !segment::list(dir)?.is_empty() {
                 let message = "missing, but the directory holds segments: whose chain they are is unknown";
                 return Err(StoreError::corrupt(&path, Location::File, message));
             }
-            let file = ChainFile { chain_id: chain_id.to_owned(), format: FORMAT };
-            durable::replace(&path, &serde_json::to_vec(&file).expect("chain.json serializes"))
+            let file = ChainFile {
+                chain_id: chain_id.to_owned(),
+                origin: new_origin(origin_prefix, chain_id)?,
+                format: FORMAT,
+            };
+            durable::replace(&path, &serde_json::to_vec(&file).expect("chain.json serializes"))?;
+            Ok(file.origin)
         }
         Err(e) => Err(io("read", &path)(e)),
     }

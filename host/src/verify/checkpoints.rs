@@ -15,7 +15,7 @@ use super::files::{self, FileError, Lines, Next};
 use super::record::{Hash, parse_hash};
 use super::report::{ChainReport, Code, Position};
 use super::tree::{frontier_ranges, node_hash};
-use super::{TrustedKey, VerifyError};
+use super::{ChainName, TrustedKey, VerifyError};
 use crate::checkpoint::{Checkpoint, SignedNote};
 
 /// One line of the file, exactly as the host writes it.
@@ -49,6 +49,44 @@ pub struct Entry {
     /// The note has the `shutdown` extension line: the host's last
     /// checkpoint before a clean shutdown.
     pub shutdown: bool,
+    /// The note has the `start` extension line: the first checkpoint the
+    /// host signed when it started (the genesis checkpoint, or a restart).
+    pub start: bool,
+    /// The signed checkpoint schedule (absent only on a malformed line).
+    pub schedule: Option<SignedSchedule>,
+}
+
+/// The `schedule` extension line: how often the host that signed the
+/// checkpoint signs them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SignedSchedule {
+    /// At most this many records are left without a checkpoint.
+    pub records: u64,
+    /// New records wait at most this long for one.
+    pub interval: std::time::Duration,
+    /// A checkpoint at least this often while the host runs.
+    pub heartbeat: std::time::Duration,
+}
+
+impl SignedSchedule {
+    /// Parses `records=N interval_ms=N heartbeat_ms=N` (after `schedule `).
+    pub fn parse(text: &str) -> Option<Self> {
+        let mut fields = text.split(' ');
+        let mut number = |name: &str| -> Option<u64> {
+            let value = fields.next()?.strip_prefix(name)?.strip_prefix('=')?;
+            if value.is_empty()
+                || !value.bytes().all(|b| b.is_ascii_digit())
+                || (value.len() > 1 && value.starts_with('0'))
+            {
+                return None;
+            }
+            value.parse().ok()
+        };
+        let records = number("records").filter(|n| *n > 0)?;
+        let interval = std::time::Duration::from_millis(number("interval_ms")?);
+        let heartbeat = std::time::Duration::from_millis(number("heartbeat_ms")?);
+        fields.next().is_none().then_some(SignedSchedule { records, interval, heartbeat })
+    }
 }
 
 /// The extension line naming the previous checkpoint.
@@ -57,6 +95,10 @@ pub const PREV_PREFIX: &str = "prev ";
 pub const TIME_PREFIX: &str = "time ";
 /// The extension line of the checkpoint a host signs at a clean shutdown.
 pub const SHUTDOWN_LINE: &str = "shutdown";
+/// The extension line of the first checkpoint a host signs when it starts.
+pub const START_LINE: &str = "start";
+/// The extension line with the checkpoint schedule.
+pub const SCHEDULE_PREFIX: &str = "schedule ";
 
 /// The longest `checkpoints.jsonl` line the verifier reads (a line is a few
 /// kilobytes at most: 64 frontier nodes and a few signatures).
@@ -77,7 +119,7 @@ pub fn body_hash(body: &str) -> Hash {
 /// Reads and checks every line; findings go to `report`.
 pub fn read(
     dir: &Path,
-    chain_id: &str,
+    chain: &ChainName<'_>,
     keys: &[TrustedKey],
     report: &mut ChainReport,
 ) -> Result<Vec<Entry>, VerifyError> {
@@ -127,7 +169,7 @@ pub fn read(
             Next::Line => {}
         }
         let state = State { origin: &mut origin, previous_body: previous_body.as_ref(), handover: &mut handover };
-        let body = check_line(&raw, line, chain_id, keys, state, report, &mut entries);
+        let body = check_line(&raw, line, chain, keys, state, report, &mut entries);
         match body {
             Some((body, frontier)) => {
                 if let Some(entry) = entries.last().filter(|e| e.line == line && e.valid) {
@@ -159,7 +201,7 @@ struct State<'a> {
 fn check_line(
     raw: &[u8],
     line: u64,
-    chain_id: &str,
+    chain: &ChainName<'_>,
     keys: &[TrustedKey],
     state: State<'_>,
     report: &mut ChainReport,
@@ -210,9 +252,16 @@ fn check_line(
     if body.size != size || Some(body.root) != root {
         problems.push(format!("the line's size and root are not those of its signed note (@{})", body.size));
     }
-    if !body.origin.ends_with(&format!("/{chain_id}")) {
-        problems.push(format!("origin {:?} is not that of chain {chain_id:?}", body.origin));
-    } else if origin.as_ref().is_some_and(|o| *o != body.origin) {
+    match chain.origin {
+        Some(expected) if body.origin != expected => {
+            problems.push(format!("origin {:?} is not the chain's, {expected:?} (chain.json)", body.origin))
+        }
+        None if !body.origin.contains(&format!("/{}/", chain.id)) => {
+            problems.push(format!("origin {:?} is not that of chain {:?}", body.origin, chain.id))
+        }
+        _ => {}
+    }
+    if origin.as_ref().is_some_and(|o| *o != body.origin) {
         problems.push(format!("origin {:?} differs from the chain's first checkpoint's {:?}", body.origin, origin));
     }
     origin.get_or_insert_with(|| body.origin.clone());
@@ -225,7 +274,18 @@ fn check_line(
         }
         _ => problems.push("the note has no valid `time` line".into()),
     }
+    let schedule = body.extensions.iter().find_map(|l| l.strip_prefix(SCHEDULE_PREFIX)).and_then(SignedSchedule::parse);
+    if schedule.is_none() {
+        problems.push("the note has no valid `schedule` line".into());
+    }
     let prev = body.extensions.iter().find_map(|l| l.strip_prefix(PREV_PREFIX));
+    if previous_body.is_none() && prev.is_none() && size > 0 {
+        report.add(
+            Code::MissingCheckpoint,
+            at(Some(size)),
+            "the first checkpoint in the file is not the chain's genesis checkpoint @0: a chain this host makes begins with one",
+        );
+    }
     let linked = match (previous_body, prev) {
         (None, None) => true,
         (None, Some(_)) => {
@@ -262,7 +322,7 @@ fn check_line(
     if !linked {
         handover.established.clear();
     }
-    let signers = signatures(&note, size, keys, &handover.established);
+    let signers = signatures(&note, chain, size, keys, &handover.established);
     let signed = match &signers {
         Ok(_) => true,
         Err((code, detail)) => {
@@ -279,6 +339,7 @@ fn check_line(
         // size it reaches, if a key trusted below that size signed it.
         for (i, key) in keys.iter().enumerate() {
             if key.from_size > 0
+                && key.applies_to(chain)
                 && size >= key.from_size
                 && signers.iter().any(|(j, _)| keys[*j].from_size < key.from_size)
             {
@@ -287,6 +348,7 @@ fn check_line(
         }
     }
     let shutdown = body.extensions.iter().any(|l| l == SHUTDOWN_LINE);
+    let start = body.extensions.iter().any(|l| l == START_LINE);
     let mut names: Vec<String> = Vec::new();
     for (_, name) in signers {
         if !names.contains(&name) {
@@ -303,6 +365,8 @@ fn check_line(
             valid: signed && problems.is_empty(),
             signers: names,
             shutdown,
+            start,
+            schedule,
         });
     }
     Some((note.text, frontier))
@@ -313,6 +377,7 @@ fn check_line(
 /// handed over to (`handed_over`).
 fn signatures(
     note: &SignedNote,
+    chain: &ChainName<'_>,
     size: u64,
     keys: &[TrustedKey],
     handed_over: &BTreeSet<usize>,
@@ -324,7 +389,7 @@ fn signatures(
         for (index, trusted) in keys.iter().enumerate() {
             match trusted.key.check(&note.text, signature) {
                 None => {}
-                Some(_) if !trusted.covers(size) => {
+                Some(_) if !trusted.covers(chain, size) => {
                     outside.push(format!("{} ({})", signature.name, trusted.validity()))
                 }
                 Some(false) => {

@@ -50,11 +50,24 @@ fn usage(message: impl Into<String>) -> VerifyError {
     VerifyError::Usage(message.into())
 }
 
-/// A checkpoint verifier key and the checkpoint sizes it is trusted for.
+/// Which chain a checkpoint belongs to: its id, and its origin when
+/// `chain.json` names one.
+#[derive(Debug, Clone, Copy)]
+pub struct ChainName<'a> {
+    /// The chain id (empty for an anchor, known only by its origin).
+    pub id: &'a str,
+    /// The chain's origin line.
+    pub origin: Option<&'a str>,
+}
+
+/// A checkpoint verifier key, the chain it is trusted for (all by
+/// default) and the checkpoint sizes.
 #[derive(Debug, Clone)]
 pub struct TrustedKey {
     /// The key.
     pub key: VerifierKey,
+    /// Trusted only for this chain (a chain id or an origin), if set.
+    pub chain: Option<String>,
     /// Trusted for checkpoints of at least this size.
     pub from_size: u64,
     /// ...and below this size, if set.
@@ -62,21 +75,26 @@ pub struct TrustedKey {
 }
 
 impl TrustedKey {
-    /// Reads `FILE`, `FILE@FROM`, `FILE@FROM..UNTIL` or `FILE@..UNTIL`: a
-    /// `keygen` `.pub` file, trusted for checkpoint sizes in `FROM..UNTIL`
-    /// (`UNTIL` exclusive; by default all sizes).
+    /// Reads `FILE`, `FILE@RANGE` or `FILE@CHAIN:RANGE`, RANGE being `FROM`,
+    /// `FROM..UNTIL`, `..UNTIL` or `..`: a `keygen` `.pub` file, trusted
+    /// for checkpoint sizes in `FROM..UNTIL` (`UNTIL` exclusive; by default
+    /// all sizes) of every chain, or of the chain whose id or origin is
+    /// CHAIN only (each chain has its own handover size).
     pub fn from_arg(arg: &str) -> Result<Self, VerifyError> {
-        let (path, range) = match arg.rsplit_once('@') {
-            Some((path, range))
-                if !range.is_empty()
-                    && range.bytes().all(|b| b.is_ascii_digit() || b == b'.')
-                    && !Path::new(arg).exists() =>
-            {
-                (path, Some(range))
-            }
-            _ => (arg, None),
+        let is_range = |r: &str| !r.is_empty() && r.bytes().all(|b| b.is_ascii_digit() || b == b'.');
+        let (path, chain, range) = match arg.rsplit_once('@') {
+            Some((path, spec)) if !Path::new(arg).exists() => match spec.rsplit_once(':') {
+                Some((chain, range)) if !chain.is_empty() && is_range(range) => (path, Some(chain), Some(range)),
+                None if is_range(spec) => (path, None, Some(spec)),
+                _ => (arg, None, None),
+            },
+            _ => (arg, None, None),
         };
-        let bad_range = || usage(format!("--public-key {arg}: the size range must be FROM, FROM..UNTIL or ..UNTIL"));
+        let bad_range = || {
+            usage(format!(
+                "--public-key {arg}: the size range must be FROM, FROM..UNTIL, ..UNTIL or ..; a chain is CHAIN:RANGE"
+            ))
+        };
         let number =
             |t: &str| if t.is_empty() { Ok(None) } else { t.parse::<u64>().map(Some).map_err(|_| bad_range()) };
         let (from_size, until_size) = match range {
@@ -89,19 +107,35 @@ impl TrustedKey {
         let text =
             std::fs::read_to_string(path).map_err(|e| usage(format!("--public-key: cannot read {path}: {e}")))?;
         let key = VerifierKey::parse(text.trim()).map_err(|e| usage(format!("--public-key {path}: {e}")))?;
-        Ok(TrustedKey { key, from_size, until_size })
+        Ok(TrustedKey { key, chain: chain.map(str::to_owned), from_size, until_size })
     }
 
-    /// Whether the key is trusted for a checkpoint of `size`.
-    pub fn covers(&self, size: u64) -> bool {
-        size >= self.from_size && self.until_size.is_none_or(|until| size < until)
+    /// Whether the key is trusted for `chain` at all.
+    pub fn applies_to(&self, chain: &ChainName<'_>) -> bool {
+        match &self.chain {
+            None => true,
+            Some(only) => {
+                only == chain.id
+                    || chain.origin == Some(only.as_str())
+                    || (chain.id.is_empty() && chain.origin.is_some_and(|o| o.contains(&format!("/{only}/"))))
+            }
+        }
     }
 
-    /// `sizes 100..` for messages.
+    /// Whether the key is trusted for a checkpoint of `size` of `chain`.
+    pub fn covers(&self, chain: &ChainName<'_>, size: u64) -> bool {
+        self.applies_to(chain) && size >= self.from_size && self.until_size.is_none_or(|until| size < until)
+    }
+
+    /// `sizes 100..` (`of chain C, sizes 100..`) for messages.
     pub fn validity(&self) -> String {
-        match self.until_size {
+        let sizes = match self.until_size {
             Some(until) => format!("sizes {}..{until}", self.from_size),
             None => format!("sizes {}..", self.from_size),
+        };
+        match &self.chain {
+            Some(chain) => format!("chain {chain}, {sizes}"),
+            None => sizes,
         }
     }
 }
@@ -135,10 +169,10 @@ impl Anchor {
         };
         let note = SignedNote::parse(&note_text).map_err(|e| usage(format!("--anchor {file}: {e}")))?;
         let checkpoint = Checkpoint::parse(&note.text).map_err(|e| usage(format!("--anchor {file}: {e}")))?;
-        let trusted = note
-            .signatures
-            .iter()
-            .any(|sig| keys.iter().any(|k| k.covers(checkpoint.size) && k.key.check(&note.text, sig) == Some(true)));
+        let trusted = note.signatures.iter().any(|sig| {
+            let chain = ChainName { id: "", origin: Some(&checkpoint.origin) };
+            keys.iter().any(|k| k.covers(&chain, checkpoint.size) && k.key.check(&note.text, sig) == Some(true))
+        });
         if !trusted {
             return Err(usage(format!(
                 "--anchor {file}: no key trusted at size {} signed it validly (give the key that signed it with --public-key)",
@@ -182,9 +216,9 @@ pub struct Options {
     pub from: Option<Bound>,
     /// Records after this are read but not checked.
     pub to: Option<Bound>,
-    /// The store's `checkpoint.heartbeat`: the newest checkpoint may be at
-    /// most twice this old.
-    pub heartbeat: Duration,
+    /// The newest checkpoint may be at most twice this old; by default the
+    /// heartbeat its signed schedule names.
+    pub heartbeat: Option<Duration>,
     /// Warnings fail.
     pub strict: bool,
     /// "Now", Unix nanoseconds.
@@ -276,12 +310,12 @@ pub fn verify(store: &Path, options: &Options, progress: &mut dyn FnMut(u64)) ->
     let mut chains = Vec::new();
     let mut matched = vec![false; options.anchors.len()];
     for dir in &dirs {
-        let chain_id = chain_id_hint(dir);
+        let origin = origin_hint(dir);
         let anchors: Vec<&Anchor> = options
             .anchors
             .iter()
             .enumerate()
-            .filter(|(_, a)| chain_id.as_ref().is_some_and(|id| a.checkpoint.origin.ends_with(&format!("/{id}"))))
+            .filter(|(_, a)| origin.as_ref().is_some_and(|origin| a.checkpoint.origin == *origin))
             .map(|(i, a)| {
                 matched[i] = true;
                 a
@@ -343,10 +377,22 @@ pub fn verify(store: &Path, options: &Options, progress: &mut dyn FnMut(u64)) ->
     for (anchor, _) in options.anchors.iter().zip(&matched).filter(|(_, m)| !**m) {
         let origin = &anchor.checkpoint.origin;
         let mut report = ChainReport::new(origin.clone(), store.join("?"));
+        // The same chain id begun again (or replaced) has another origin.
+        let base = origin.rsplit_once('/').map_or(origin.as_str(), |(base, _)| base);
+        let successor =
+            dirs.iter().filter_map(|d| origin_hint(d)).find(|o| o.rsplit_once('/').is_some_and(|(b, _)| b == base));
+        let detail = match successor {
+            Some(other) => format!(
+                "the anchor is a checkpoint of {origin:?}, but the store's chain of that id is another log, {other:?}: the chain was replaced or begun again"
+            ),
+            None => {
+                format!("the anchor is a checkpoint of {origin:?}, but the store has no such chain: it was removed")
+            }
+        };
         report.add(
             Code::Truncated,
             Position::Anchor { size: anchor.checkpoint.size, file: anchor.file.clone() },
-            format!("the anchor is a checkpoint of {origin:?}, but the store has no such chain: it was removed"),
+            detail,
         );
         report.anchors.push((anchor.checkpoint.size, false));
         chains.push(report);
@@ -358,6 +404,7 @@ pub fn verify(store: &Path, options: &Options, progress: &mut dyn FnMut(u64)) ->
         chains,
         seconds: started.elapsed().as_secs_f64(),
         strict: options.strict,
+        anchored: !options.anchors.is_empty(),
     })
 }
 
@@ -368,9 +415,47 @@ fn bound_text(bound: &Bound) -> String {
     }
 }
 
-/// The chain id `chain.json` names, if it can be read.
-fn chain_id_hint(dir: &Path) -> Option<String> {
+/// The origin `chain.json` names, if it can be read: anchors are matched
+/// to chains by it.
+fn origin_hint(dir: &Path) -> Option<String> {
     let bytes = files::read_small(&dir.join("chain.json"), chain::MAX_CHAIN_FILE).ok()?;
     let value: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
-    value["chain_id"].as_str().map(str::to_owned)
+    value["origin"].as_str().map(str::to_owned)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_public_key_argument_names_sizes_and_optionally_one_chain() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("k.pub");
+        std::fs::write(&file, crate::checkpoint::SignerKey::generate("k").unwrap().verifier().encode()).unwrap();
+        let path = file.display();
+        let parse = |spec: &str| TrustedKey::from_arg(&format!("{path}{spec}")).unwrap();
+        let all = parse("");
+        assert_eq!((all.chain.as_deref(), all.from_size, all.until_size), (None, 0, None));
+        let window = parse("@10..20");
+        assert_eq!((window.chain.as_deref(), window.from_size, window.until_size), (None, 10, Some(20)));
+        let chain = parse("@a/logs/audit/0:200");
+        assert_eq!((chain.chain.as_deref(), chain.from_size, chain.until_size), (Some("a/logs/audit/0"), 200, None));
+        let everything = parse("@a/logs/audit/0:..");
+        assert_eq!((everything.from_size, everything.until_size), (0, None));
+
+        let logs = ChainName { id: "a/logs/audit/0", origin: Some("o/a/logs/audit/0/0123456789abcdef") };
+        let traces = ChainName { id: "a/traces/audit/0", origin: Some("o/a/traces/audit/0/0123456789abcdef") };
+        let anchor = ChainName { id: "", origin: logs.origin };
+        assert!(chain.covers(&logs, 200) && !chain.covers(&logs, 199) && !chain.covers(&traces, 500));
+        assert!(chain.covers(&anchor, 300), "an anchor is matched by its origin");
+        let by_origin = parse("@o/a/logs/audit/0/0123456789abcdef:0");
+        assert!(by_origin.covers(&logs, 0) && !by_origin.covers(&traces, 0));
+        assert!(window.covers(&traces, 10) && !window.covers(&traces, 20));
+        assert_eq!(chain.validity(), "chain a/logs/audit/0, sizes 200..");
+
+        for bad in ["@1..x", "@chain:1..x"] {
+            let error = TrustedKey::from_arg(&format!("{path}{bad}")).unwrap_err().to_string();
+            assert!(error.contains("cannot read") || error.contains("size range"), "{bad}: {error}");
+        }
+    }
 }

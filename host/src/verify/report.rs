@@ -51,6 +51,13 @@ pub enum Code {
     /// A chain restarts (genesis or gap record) without a verified
     /// checkpointed head to continue from.
     UnanchoredGenesis,
+    /// More records after the newest valid checkpoint than its signed
+    /// schedule lets a running host leave uncovered, or records and no
+    /// valid checkpoint at all.
+    UncoveredRecords,
+    /// Records after a `shutdown` checkpoint without a `start` checkpoint
+    /// before them: the host did not append them.
+    RecordsAfterShutdown,
     /// The newest valid checkpoint is older than the heartbeat allows.
     Stale,
     /// Records after the last valid checkpoint.
@@ -80,6 +87,8 @@ impl Code {
             Code::Truncated => "TRUNCATED",
             Code::AnchorMismatch => "ANCHOR_MISMATCH",
             Code::UnanchoredGenesis => "UNANCHORED_GENESIS",
+            Code::UncoveredRecords => "UNCOVERED_RECORDS",
+            Code::RecordsAfterShutdown => "RECORDS_AFTER_SHUTDOWN",
             Code::Stale => "STALE",
             Code::UnsealedTail => "UNSEALED_TAIL",
             Code::DeclaredGap => "DECLARED_GAP",
@@ -188,6 +197,8 @@ pub struct ChainReport {
     /// directory's name).
     #[serde(skip)]
     pub named: bool,
+    /// The chain's origin (its identity, from `chain.json`).
+    pub origin: Option<String>,
     /// Records read (every stored line that parsed as a record).
     pub records: u64,
     /// Records in the requested range whose checks ran.
@@ -233,6 +244,7 @@ impl ChainReport {
             chain,
             dir,
             named: false,
+            origin: None,
             records: 0,
             verified: 0,
             verified_seqs: None,
@@ -304,7 +316,16 @@ pub struct Report {
     pub seconds: f64,
     /// Whether warnings fail (`--strict`).
     pub strict: bool,
+    /// Whether anchors were given: without any, [`UNANCHORED_LIMITS`] applies.
+    pub anchored: bool,
 }
+
+/// What a verification without an anchor cannot rule out (printed with
+/// its result; docs/store-format.md §5).
+pub const UNANCHORED_LIMITS: &str = "Without --anchor, verify cannot rule out: the newest records removed together with \
+every checkpoint after an earlier clean shutdown (the store rolled back to it); a whole chain directory removed; a chain \
+replaced by another history signed by the same key; up to `every_records` newest records removed from an unsealed tail. \
+Keep the newest forwarded checkpoint of each chain (or the mirror's) and verify with --anchor.";
 
 impl Report {
     /// Errors in all chains.
@@ -348,6 +369,7 @@ impl Report {
             "records": self.chains.iter().map(|c| c.records).sum::<u64>(),
             "bytes": self.chains.iter().map(|c| c.bytes).sum::<u64>(),
             "seconds": self.seconds,
+            "unanchored_limits": (!self.anchored).then_some(UNANCHORED_LIMITS),
             "chains": self.chains,
         });
         serde_json::to_string_pretty(&value).expect("a report serializes") + "\n"
@@ -423,6 +445,9 @@ impl Report {
             list(Severity::Error),
             list(Severity::Warning)
         );
+        if !self.anchored {
+            let _ = writeln!(out, "{UNANCHORED_LIMITS}");
+        }
         out
     }
 }
@@ -482,6 +507,9 @@ fn chain_summary(chain: &ChainReport, requested: &Requested) -> String {
         (e, w) => format!("INVALID ({e} error(s), {w} warning(s))"),
     };
     let _ = writeln!(out, "Chain {} ({}): {verdict}", clean(&chain.chain), clean(&chain.dir.to_string_lossy()));
+    if let Some(origin) = &chain.origin {
+        let _ = writeln!(out, "  origin       {}", clean(origin));
+    }
     let seqs = |r: &Option<SeqRange>| r.map_or("none".to_owned(), |r| format!("seq {}..{}", r.first, r.last));
     let _ = writeln!(
         out,

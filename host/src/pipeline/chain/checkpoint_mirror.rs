@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use audit_format::hash::to_hex;
 use sha2::{Digest, Sha256};
 
+use crate::checkpoint::VerifierKey;
 use crate::store::{ChainStore, CheckpointEntry};
 
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -18,13 +19,16 @@ struct Mirrored {
     note: String,
 }
 
-/// The mirror file's name for a chain of the store in `store_dir`: one
-/// per chain and store directory, so that stores copied elsewhere (with
-/// the same key) do not share it.
-pub fn file_name(store_dir: &Path, chain_id: &str) -> String {
-    let absolute = std::path::absolute(store_dir).unwrap_or_else(|_| store_dir.to_owned());
-    let digest = Sha256::digest(absolute.as_os_str().as_encoded_bytes());
-    format!("{}-{}.json", ChainStore::chain_dir_name(chain_id), &hex::encode(digest)[..12])
+/// The mirror file's name for the chain of `origin` signed by `key`: one
+/// per chain identity and signing key, wherever the store lies, so that a
+/// cut-back copy of a store served from another directory is still refused,
+/// and a chain begun again (a new origin) starts a file of its own.
+pub fn file_name(origin: &str, key: &VerifierKey) -> String {
+    let digest =
+        Sha256::new().chain_update(origin.as_bytes()).chain_update(b"\n").chain_update(key.encode()).finalize();
+    let name = ChainStore::chain_dir_name(origin);
+    let name: String = name.chars().take(120).collect();
+    format!("{name}-{}.json", &hex::encode(digest)[..12])
 }
 
 /// Why a store may not be signed over.
@@ -156,11 +160,13 @@ mod tests {
     }
 
     #[test]
-    fn each_chain_and_store_directory_has_its_own_mirror_file() {
-        let a = file_name(Path::new("/var/lib/a"), "h/traces/audit/0");
-        assert!(a.starts_with("h_traces_audit_0-") && a.ends_with(".json"), "{a}");
-        assert_eq!(a, file_name(Path::new("/var/lib/a"), "h/traces/audit/0"));
-        assert_ne!(a, file_name(Path::new("/var/lib/b"), "h/traces/audit/0"));
-        assert_ne!(a, file_name(Path::new("/var/lib/a"), "h/traces/audit/1"));
+    fn each_chain_identity_and_signing_key_has_its_own_mirror_file() {
+        let key = crate::checkpoint::SignerKey::generate("k").unwrap().verifier();
+        let other = crate::checkpoint::SignerKey::generate("k").unwrap().verifier();
+        let a = file_name("otel-audit/h/traces/audit/0/0123456789abcdef", &key);
+        assert!(a.starts_with("otel-audit_h_traces_audit_0_0123456789abcdef-") && a.ends_with(".json"), "{a}");
+        assert_eq!(a, file_name("otel-audit/h/traces/audit/0/0123456789abcdef", &key));
+        assert_ne!(a, file_name("otel-audit/h/traces/audit/0/fedcba9876543210", &key), "a chain begun again");
+        assert_ne!(a, file_name("otel-audit/h/traces/audit/0/0123456789abcdef", &other), "another key");
     }
 }

@@ -1,8 +1,12 @@
 //! When a chain signs checkpoints, and what they say. A checkpoint is
-//! signed after `every_records` new records, when new records are older
-//! than `interval`, as a heartbeat every `heartbeat` while idle, and once
-//! more when the worker stops. Each names the one before it; the last of
-//! a clean stop says `shutdown`.
+//! signed when the chain is created (the genesis checkpoint, size 0) and
+//! each time the worker starts (`start`), after `every_records` new records
+//! (a hard bound: a group that would go past it is appended in parts with
+//! a checkpoint between them, see [`super::commit`]), when new records are
+//! older than `interval`, as a heartbeat every `heartbeat` while idle, and
+//! once more when the worker stops (`shutdown`). Each names the one before
+//! it and carries the schedule, so that verify knows how many records may
+//! lawfully be left uncovered (docs/store-format.md §2).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -27,12 +31,39 @@ pub struct CheckpointPolicy {
     pub interval: Duration,
     /// Sign at least this often, even when idle.
     pub heartbeat: Duration,
-    /// The origin line of this chain's checkpoints.
-    pub origin: String,
     /// The signing key.
     pub signer: Arc<SignerKey>,
-    /// This chain's file in the checkpoint mirror (outside the store), if any.
-    pub mirror: Option<std::path::PathBuf>,
+    /// The checkpoint mirror directory (outside the store), if any; each
+    /// chain and key has its own file there ([`checkpoint_mirror::file_name`]).
+    pub mirror_dir: Option<std::path::PathBuf>,
+}
+
+impl CheckpointPolicy {
+    /// The signed `schedule` extension line: what verify holds the
+    /// unsealed tail and the checkpoint age against.
+    pub fn schedule_line(&self) -> String {
+        format!(
+            "{SCHEDULE_PREFIX}records={} interval_ms={} heartbeat_ms={}",
+            self.every_records,
+            self.interval.as_millis(),
+            self.heartbeat.as_millis()
+        )
+    }
+}
+
+/// The extension line carrying the checkpoint schedule.
+pub const SCHEDULE_PREFIX: &str = "schedule ";
+
+/// Why a checkpoint is signed, as far as its note says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Occasion {
+    /// The schedule (records, interval, heartbeat).
+    Schedule,
+    /// The worker started: the first checkpoint of a chain (size 0), or the
+    /// first after a restart. Extension line `start`.
+    Start,
+    /// The worker stops cleanly. Extension line `shutdown`.
+    Shutdown,
 }
 
 /// The shortest and longest the worker waits for requests between two
@@ -116,13 +147,14 @@ pub enum SignError {
 }
 
 /// Signs the store's current Merkle root and appends it to the store. The
-/// final checkpoint of a clean shutdown says so (`shutdown` line), so that
-/// verify can tell a closed chain from one whose newest checkpoints were
-/// removed.
+/// first checkpoint after a start says `start` and the final one of a clean
+/// shutdown says `shutdown`, so that verify can tell a closed chain from one
+/// whose newest checkpoints were removed, and records appended after a
+/// shutdown by the host from records appended by someone else.
 pub(super) fn sign_checkpoint(
     store: &mut ChainStore,
     policy: &CheckpointPolicy,
-    shutdown: bool,
+    occasion: Occasion,
     now_unix_nano: u64,
 ) -> Result<CheckpointEntry, SignError> {
     let frontier = store.frontier();
@@ -134,11 +166,15 @@ pub(super) fn sign_checkpoint(
         let note = SignedNote::parse(&last.note).map_err(SignError::LastNote)?;
         extensions.push(format!("prev {}", B64.encode(Sha256::digest(note.text.as_bytes()))));
     }
-    if shutdown {
-        extensions.push("shutdown".to_owned());
+    extensions.push(policy.schedule_line());
+    match occasion {
+        Occasion::Schedule => {}
+        Occasion::Start => extensions.push("start".to_owned()),
+        Occasion::Shutdown => extensions.push("shutdown".to_owned()),
     }
     let body =
-        Checkpoint { origin: policy.origin.clone(), size: frontier.size(), root: frontier.root(), extensions }.body();
+        Checkpoint { origin: store.origin().to_owned(), size: frontier.size(), root: frontier.root(), extensions }
+            .body();
     let note = policy.signer.sign_note(&body).map_err(SignError::Sign)?;
     let entry = CheckpointEntry {
         size: frontier.size(),
@@ -159,31 +195,51 @@ impl ChainWorker {
     }
 
     /// Signs and stores a checkpoint if one is due (always at `shutdown`),
-    /// and copies it to the mirror.
+    /// and copies it to the mirror. A failure is logged and tried again
+    /// when due again; records stay durable meanwhile.
     pub(super) fn checkpoint_if_due(&mut self, shutdown: bool) {
-        let policy = &self.spec.checkpoints;
-        let Some(store) = self.store.as_mut() else { return };
-        if !self.checkpoints.due(policy, store.frontier().size(), shutdown) {
+        let Some(store) = self.store.as_ref() else { return };
+        if !self.checkpoints.due(&self.spec.checkpoints, store.frontier().size(), shutdown) {
             return;
         }
-        match sign_checkpoint(store, policy, shutdown, clock::now_unix_nano()) {
+        let occasion = if shutdown { Occasion::Shutdown } else { Occasion::Schedule };
+        let _ = self.sign(occasion);
+    }
+
+    /// Signs and stores a checkpoint now, copies it to the mirror and
+    /// counts it.
+    pub(super) fn sign(&mut self, occasion: Occasion) -> Result<(), SignError> {
+        let policy = &self.spec.checkpoints;
+        let Some(store) = self.store.as_mut() else { return Err(SignError::Store(StoreError::Poisoned)) };
+        match sign_checkpoint(store, policy, occasion, clock::now_unix_nano()) {
             Ok(entry) => {
-                if let Some(mirror) = &policy.mirror
+                if let Some(mirror) = &self.mirror
                     && let Err(error) = checkpoint_mirror::write(mirror, &entry)
                 {
                     tracing::error!(chain = %self.spec.chain_id, %error, "cannot update the checkpoint mirror");
                 }
                 self.checkpoints.signed(&entry);
+                if occasion == Occasion::Start {
+                    self.started = true;
+                }
                 self.metrics.checkpoints.get_or_create(&metrics::chain(&self.spec.chain_id)).inc();
                 self.committed.send_modify(|c| c.checkpoints += 1);
-                tracing::debug!(chain = %self.spec.chain_id, size = entry.size, root = %to_hex(&entry.root), "checkpoint signed");
+                tracing::debug!(chain = %self.spec.chain_id, size = entry.size, root = %to_hex(&entry.root), ?occasion, "checkpoint signed");
+                Ok(())
             }
             Err(error) => {
-                // Tried again when due again; records stay durable meanwhile.
                 self.checkpoints.failed();
-                tracing::error!(chain = %self.spec.chain_id, %error, "cannot write checkpoint");
+                tracing::error!(chain = %self.spec.chain_id, %error, ?occasion, "cannot write checkpoint");
+                Err(error)
             }
         }
+    }
+
+    /// Records the chain may still take before a checkpoint must be
+    /// signed: `every_records` is a hard bound on the unsigned tail.
+    pub(super) fn room_before_checkpoint(&self) -> u64 {
+        let size = self.store.as_ref().map_or(0, |s| s.frontier().size());
+        self.spec.checkpoints.every_records.saturating_sub(size.saturating_sub(self.checkpoints.last_size))
     }
 }
 
@@ -198,9 +254,8 @@ mod tests {
             every_records,
             interval: Duration::from_secs(interval),
             heartbeat: Duration::from_secs(heartbeat),
-            origin: "otel-audit/c".into(),
             signer: Arc::new(SignerKey::generate("test").unwrap()),
-            mirror: None,
+            mirror_dir: None,
         }
     }
 

@@ -9,7 +9,7 @@ use std::sync::mpsc::{Receiver, TryRecvError};
 
 use audit_format::Context;
 
-use super::{ChainWorker, Job, Unavailable, Work, configured_instance};
+use super::{ChainWorker, Job, Occasion, Unavailable, Work, configured_instance};
 use crate::metrics;
 use crate::otlp::Signal;
 use crate::pipeline::Rejection;
@@ -140,8 +140,11 @@ impl ChainWorker {
     }
 
     /// Appends the records of `outputs` (from `requests` requests) with one
-    /// fsync. On failure the head stays put and the store is reopened
-    /// before the next group if it cannot be trusted.
+    /// fsync, or, where they would take the unsigned tail past
+    /// `every_records`, in parts with a checkpoint signed between them (a
+    /// request split so gets its outbox frame with its last part). On
+    /// failure the head stays after the last part made durable, and the
+    /// store is reopened before the next group if it cannot be trusted.
     pub(super) fn append<'a>(
         &mut self,
         outputs: impl Iterator<Item = &'a Output> + Clone,
@@ -151,27 +154,57 @@ impl ChainWorker {
         if records == 0 {
             return Ok(());
         }
-        let chain_labels = metrics::chain(&self.spec.chain_id);
+        if !self.started {
+            self.sign(Occasion::Start).map_err(Unavailable::CheckpointDue)?;
+        }
         let outbox = self.spec.store.outbox;
         let signal = self.spec.signal;
-        let appends: Vec<Append<'_>> = outputs
-            .map(|o| Append {
-                records: &o.records,
-                leaves: &o.leaves,
-                outbox: (outbox && !o.records.is_empty()).then_some((signal, o.otlp.as_slice())),
-            })
-            .collect();
+        let mut part: Vec<Append<'_>> = Vec::new();
+        let mut room = self.room_before_checkpoint();
+        for output in outputs {
+            let total = output.records.len();
+            let mut done = 0;
+            while done < total {
+                if room == 0 {
+                    self.append_part(&part, requests)?;
+                    part.clear();
+                    self.sign(Occasion::Schedule).map_err(Unavailable::CheckpointDue)?;
+                    room = self.room_before_checkpoint();
+                }
+                let take = (total - done).min(usize::try_from(room).unwrap_or(usize::MAX));
+                let last = done + take == total;
+                part.push(Append {
+                    records: &output.records[done..done + take],
+                    leaves: &output.leaves[done..done + take],
+                    outbox: (outbox && last).then_some((signal, output.otlp.as_slice())),
+                    continues: done as u64,
+                });
+                done += take;
+                room -= take as u64;
+            }
+        }
+        self.append_part(&part, requests)?;
+        self.metrics.group_size.get_or_create(&metrics::chain(&self.spec.chain_id)).observe(requests as f64);
+        Ok(())
+    }
+
+    /// Appends one part of a group with one fsync.
+    fn append_part(&mut self, part: &[Append<'_>], requests: usize) -> Result<(), Unavailable> {
+        if part.is_empty() {
+            return Ok(());
+        }
+        let chain_labels = metrics::chain(&self.spec.chain_id);
         let Some(store) = self.store.as_mut() else { return Err(Unavailable::NoStore) };
-        match store.append(&appends) {
+        match store.append(part) {
             Ok(stats) => {
                 self.metrics.stored_bytes.get_or_create(&chain_labels).inc_by(stats.bytes);
                 self.metrics.stored_records.get_or_create(&chain_labels).inc_by(stats.records);
                 self.metrics.fsync_seconds.get_or_create(&chain_labels).observe(stats.fsync.as_secs_f64());
-                self.metrics.group_size.get_or_create(&chain_labels).observe(requests as f64);
                 Ok(())
             }
             Err(error) => {
                 self.metrics.store_failures.get_or_create(&chain_labels).inc();
+                let records: usize = part.iter().map(|a| a.records.len()).sum();
                 tracing::error!(chain = %self.spec.chain_id, %error, requests, records, "append failed; requests answered retryable");
                 if store.is_poisoned() || !matches!(error, StoreError::Io { .. }) {
                     // Recover from what is on disk before the next group.

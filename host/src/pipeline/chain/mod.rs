@@ -33,8 +33,8 @@ use bytes::Bytes;
 use tokio::sync::{oneshot, watch};
 
 pub use checkpoint_mirror::MirrorError;
-pub use checkpointer::CheckpointPolicy;
 use checkpointer::Schedule;
+pub use checkpointer::{CheckpointPolicy, Occasion, SCHEDULE_PREFIX, SignError};
 pub use commit::Discontinuity;
 pub use policy_change::{ApplyError, ChangedError, Control, KeyReused};
 
@@ -138,6 +138,23 @@ pub enum ChainError {
         /// What the mirror says.
         source: MirrorError,
     },
+    /// The chain has records but no checkpoint, which a chain this host
+    /// made never has (its first checkpoint, at size 0, precedes every
+    /// record): its `checkpoints.jsonl` was removed or emptied.
+    #[error(
+        "chain {chain}: {records} records but no checkpoint in {}: every chain this host makes begins with a \
+         signed checkpoint at size 0, so its checkpoints were removed. Refusing to sign over it; run \
+         `otel-audit verify` on the store",
+        dir.display()
+    )]
+    Unsigned {
+        /// Chain id.
+        chain: String,
+        /// Records stored.
+        records: u64,
+        /// The chain directory.
+        dir: std::path::PathBuf,
+    },
 }
 
 /// Why a chain cannot take a group or an order right now. The store or
@@ -160,6 +177,10 @@ pub enum Unavailable {
     /// The instance failed earlier and a new one cannot be configured.
     #[error("the processor is unavailable: {0}")]
     Processor(RuntimeError),
+    /// A checkpoint must be signed before more records (the chain's start
+    /// checkpoint, or `every_records` reached) and could not be.
+    #[error("the audit store cannot take records until a checkpoint is signed: {0}")]
+    CheckpointDue(SignError),
 }
 
 /// The worker's state; lives on its own thread.
@@ -182,6 +203,11 @@ pub struct ChainWorker {
     metrics: Arc<Metrics>,
     committed: watch::Sender<Committed>,
     checkpoints: Schedule,
+    /// This chain's file in the checkpoint mirror, if any.
+    mirror: Option<std::path::PathBuf>,
+    /// Whether this run's `start` checkpoint is signed: no record is
+    /// appended before it.
+    started: bool,
 }
 
 impl ChainWorker {
@@ -202,9 +228,17 @@ impl ChainWorker {
             dir = %spec.dir.display(),
             "chain opened"
         );
-        if let Some(mirror) = &spec.checkpoints.mirror {
+        let mirror = spec
+            .checkpoints
+            .mirror_dir
+            .as_ref()
+            .map(|dir| dir.join(checkpoint_mirror::file_name(store.origin(), &spec.checkpoints.signer.verifier())));
+        if let Some(mirror) = &mirror {
             checkpoint_mirror::check(mirror, store.last_checkpoint())
                 .map_err(|source| ChainError::Checkpoint { chain: chain.clone(), source })?;
+        }
+        if store.last_checkpoint().is_none() && store.head().seq > 0 {
+            return Err(ChainError::Unsigned { chain, records: store.head().seq, dir: spec.dir.clone() });
         }
         let (instance, info) =
             configured_instance(&spec).map_err(|source| ChainError::Processor { chain: chain.clone(), source })?;
@@ -228,8 +262,14 @@ impl ChainWorker {
             metrics,
             committed: tx,
             checkpoints,
+            mirror,
+            started: false,
             spec,
         };
+        // The genesis checkpoint of a new chain, or the first after a
+        // restart: signed before any record (tried again before the first
+        // append if the disk refuses it now).
+        let _ = worker.sign(Occasion::Start);
         worker.record_changes_while_stopped().map_err(|source| ChainError::Changed { chain: chain.clone(), source })?;
         Ok((worker, rx))
     }

@@ -17,7 +17,7 @@ use crate::checkpoint::{Checkpoint, SignedNote, SignerKey};
 use crate::loadgen::{self, BatchSpec};
 use crate::policy_event::{EventKind, PolicyEvent, Trigger};
 use crate::store::{CheckpointEntry, StoreOptions, last_policy_digest, read_serving};
-use crate::testing::{component, repo};
+use crate::testing::{component, copy_dir, repo};
 
 const CHAIN: &str = "test/traces/audit/0";
 
@@ -43,26 +43,32 @@ fn digest(policy: &PolicySource) -> String {
     instance.configure(&policy.text, &policy.secrets).unwrap().digest
 }
 
-fn checkpoints(every_records: u64, mirror: Option<PathBuf>) -> CheckpointPolicy {
+fn checkpoints(every_records: u64, mirror_dir: Option<PathBuf>) -> CheckpointPolicy {
     CheckpointPolicy {
         every_records,
         interval: Duration::from_secs(3600),
         heartbeat: Duration::from_secs(3600),
-        origin: format!("otel-audit/{CHAIN}"),
         signer: Arc::new(SignerKey::generate("test").unwrap()),
-        mirror,
+        mirror_dir,
     }
 }
 
-/// A chain in `dir/chain` with its mirror file in `dir/mirror`.
+/// A chain in `dir/chain` with its mirror in `dir/mirror`; one signing key
+/// per `dir`.
 fn spec(dir: &Path, policy: Arc<PolicySource>) -> ChainSpec {
+    std::fs::create_dir_all(dir.join("mirror")).unwrap();
+    let key = dir.join("signer.key");
+    if !key.exists() {
+        std::fs::write(&key, SignerKey::generate("test").unwrap().encode()).unwrap();
+    }
+    let signer = Arc::new(SignerKey::parse(&std::fs::read_to_string(&key).unwrap()).unwrap());
     ChainSpec {
         chain_id: CHAIN.into(),
         pipeline_id: "traces/audit".into(),
         signal: Signal::Traces,
         dir: dir.join("chain"),
-        store: StoreOptions { segment_size: 1 << 20, outbox: false },
-        checkpoints: checkpoints(5, Some(dir.join("mirror.json"))),
+        store: StoreOptions { segment_size: 1 << 20, outbox: false, ..StoreOptions::default() },
+        checkpoints: CheckpointPolicy { signer, ..checkpoints(5, Some(dir.join("mirror"))) },
         processor_id: "wasm/soc2".into(),
         module: component(),
         policy,
@@ -241,25 +247,40 @@ fn each_checkpoint_names_the_one_before_and_the_last_of_a_stop_says_shutdown() {
     commit(&mut worker, vec![spans(3, 1)]);
     let policy = worker.spec.checkpoints.clone();
     let store = worker.store.as_mut().unwrap();
-    let first = sign_checkpoint(store, &policy, false, 1_000_000_000).unwrap();
-    let second = sign_checkpoint(store, &policy, true, 2_000_000_000).unwrap();
+    let genesis = store.last_checkpoint().unwrap().clone();
+    let first = sign_checkpoint(store, &policy, Occasion::Schedule, 1_000_000_000).unwrap();
+    let second = sign_checkpoint(store, &policy, Occasion::Shutdown, 2_000_000_000).unwrap();
     let verifier = policy.signer.verifier();
     let body = |entry: &CheckpointEntry| {
         let note = SignedNote::parse(&entry.note).unwrap();
         note.verify(std::slice::from_ref(&verifier)).unwrap();
         (Checkpoint::parse(&note.text).unwrap(), note.text)
     };
+    let (genesis_body, genesis_text) = body(&genesis);
     let (first_body, first_text) = body(&first);
     let (second_body, _) = body(&second);
+    // The chain began with a signed checkpoint at size 0, before any record.
+    assert_eq!((genesis_body.size, genesis_body.root), (0, audit_format::hash::merkle_root(&[])));
+    let schedule = "schedule records=5 interval_ms=3600000 heartbeat_ms=3600000";
+    assert_eq!(&genesis_body.extensions[1..], [schedule, "start"]);
     assert_eq!((first_body.size, first_body.root), (3, store.frontier().root()));
-    assert_eq!(first_body.origin, format!("otel-audit/{CHAIN}"));
-    assert_eq!(first_body.extensions, ["time 1970-01-01T00:00:01.000000000Z"]);
+    let origin = store.origin();
+    assert!(
+        origin.starts_with(&format!("otel-audit/{CHAIN}/")) && origin.len() == "otel-audit/".len() + CHAIN.len() + 17
+    );
+    assert_eq!((first_body.origin.as_str(), genesis_body.origin.as_str()), (origin, origin));
     use base64::Engine as _;
     use sha2::Digest as _;
-    let prev = base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(first_text.as_bytes()));
+    let prev = |text: &str| {
+        format!("prev {}", base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(text.as_bytes())))
+    };
+    assert_eq!(
+        first_body.extensions,
+        ["time 1970-01-01T00:00:01.000000000Z".to_owned(), prev(&genesis_text), schedule.into()]
+    );
     assert_eq!(
         second_body.extensions,
-        ["time 1970-01-01T00:00:02.000000000Z".to_owned(), format!("prev {prev}"), "shutdown".to_owned()]
+        ["time 1970-01-01T00:00:02.000000000Z".to_owned(), prev(&first_text), schedule.into(), "shutdown".to_owned()]
     );
     assert_eq!(store.last_checkpoint(), Some(&second));
 }
@@ -268,19 +289,24 @@ fn each_checkpoint_names_the_one_before_and_the_last_of_a_stop_says_shutdown() {
 fn the_worker_signs_when_due_mirrors_it_and_signs_once_more_at_stop() {
     let tmp = tempfile::tempdir().unwrap();
     let (mut worker, metrics) = open(spec(tmp.path(), policy(0, None)));
-    // A new store has no checkpoint: the first is due at once.
-    worker.checkpoint_if_due(false);
+    // A new chain's genesis checkpoint is signed when it opens.
     assert_eq!(worker.committed.borrow().checkpoints, 1);
+    assert_eq!(worker.store.as_ref().unwrap().last_checkpoint().unwrap().size, 0);
+    worker.checkpoint_if_due(false);
+    assert_eq!(worker.committed.borrow().checkpoints, 1, "nothing new");
     commit(&mut worker, vec![spans(4, 1)]);
     worker.checkpoint_if_due(false);
     assert_eq!(worker.committed.borrow().checkpoints, 1, "4 of 5 records");
+    // 6 records would leave more than 5 unsigned: the group goes in two
+    // parts with a checkpoint between them.
     commit(&mut worker, vec![spans(2, 2)]);
-    worker.checkpoint_if_due(false);
     assert_eq!(worker.committed.borrow().checkpoints, 2);
-    assert_eq!(worker.store.as_ref().unwrap().last_checkpoint().unwrap().size, 6);
-    let mirrored: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(tmp.path().join("mirror.json")).unwrap()).unwrap();
-    assert_eq!(mirrored["size"], 6);
+    assert_eq!(worker.store.as_ref().unwrap().last_checkpoint().unwrap().size, 5);
+    worker.checkpoint_if_due(false);
+    assert_eq!(worker.committed.borrow().checkpoints, 2, "1 of 5 records");
+    let mirror = worker.mirror.clone().unwrap();
+    let mirrored: serde_json::Value = serde_json::from_slice(&std::fs::read(&mirror).unwrap()).unwrap();
+    assert_eq!(mirrored["size"], 5);
     worker.checkpoint_if_due(true);
     assert_eq!(worker.committed.borrow().checkpoints, 3, "the stop signs even without new records");
     assert_eq!(metric(&metrics, &chain_series("checkpoints_total")), 3.0);
@@ -293,23 +319,40 @@ fn the_worker_signs_when_due_mirrors_it_and_signs_once_more_at_stop() {
 fn a_chain_whose_checkpoints_were_cut_back_does_not_open_until_its_mirror_file_is_removed() {
     let tmp = tempfile::tempdir().unwrap();
     let (mut worker, _) = open(spec(tmp.path(), policy(0, None)));
+    let chain = tmp.path().join("chain");
+    let early = tmp.path().join("early copy");
+    copy_dir(&chain, &early);
     commit(&mut worker, vec![spans(5, 1)]);
     worker.checkpoint_if_due(false);
+    let mirror = worker.mirror.clone().unwrap();
     drop(worker);
-    std::fs::remove_dir_all(tmp.path().join("chain")).unwrap();
-    match ChainWorker::open(spec(tmp.path(), policy(0, None)), Metrics::new()) {
-        Err(ChainError::Checkpoint {
-            chain,
-            source: MirrorError::CutBack { found: Found::Nothing, signed: 5, .. },
-        }) => {
-            assert_eq!(chain, CHAIN)
+    // The store put back to its copy from before the checkpoint @5, here
+    // or served from another directory: the mirror knows the chain by its
+    // origin and key, not by its path.
+    std::fs::remove_dir_all(&chain).unwrap();
+    copy_dir(&early, &chain);
+    let elsewhere = tmp.path().join("elsewhere");
+    copy_dir(&early, &elsewhere.join("chain"));
+    for dir in [tmp.path(), elsewhere.as_path()] {
+        let spec =
+            ChainSpec { checkpoints: spec(tmp.path(), policy(0, None)).checkpoints, ..spec(dir, policy(0, None)) };
+        match ChainWorker::open(spec, Metrics::new()) {
+            Err(ChainError::Checkpoint {
+                chain,
+                source: MirrorError::CutBack { found: Found::Smaller(0), signed: 5, .. },
+            }) => {
+                assert_eq!(chain, CHAIN)
+            }
+            Err(other) => panic!("{other}"),
+            Ok(_) => panic!("a store cut back to @0 was opened from {}", dir.display()),
         }
-        Err(other) => panic!("{other}"),
-        Ok(_) => panic!("a store cut back to nothing was opened"),
     }
-    std::fs::remove_file(tmp.path().join("mirror.json")).unwrap();
+    // A chain begun again (its directory moved aside) is another log, with
+    // another origin and mirror file.
+    std::fs::rename(&chain, tmp.path().join("moved aside")).unwrap();
     let (worker, _) = open(spec(tmp.path(), policy(0, None)));
     assert_eq!(worker.head().unwrap().seq, 0, "a new trail");
+    assert_ne!(worker.mirror.as_ref(), Some(&mirror));
 }
 
 // ------------------------------------------------------------ reload orders
@@ -529,12 +572,15 @@ fn the_loop_serves_until_closed_and_signs_a_final_checkpoint() {
     assert_eq!(answers.into_iter().map(answer).collect::<Vec<_>>(), [Ok(()), Ok(())]);
     let state = *committed.borrow_and_update();
     assert_eq!(state.next_seq, 5);
-    // The first checkpoint of a new store at once, the second at the stop.
-    assert_eq!(state.checkpoints, 2, "{state:?}");
+    // The genesis checkpoint at the start, one after 5 records, one at the stop.
+    assert_eq!(state.checkpoints, 3, "{state:?}");
     let chain_dir = tmp.path().join("chain");
-    let (store, _) =
-        crate::store::ChainStore::open(&chain_dir, CHAIN, StoreOptions { segment_size: 1 << 20, outbox: false })
-            .unwrap();
+    let (store, _) = crate::store::ChainStore::open(
+        &chain_dir,
+        CHAIN,
+        StoreOptions { segment_size: 1 << 20, outbox: false, ..StoreOptions::default() },
+    )
+    .unwrap();
     let last = store.last_checkpoint().unwrap();
     assert_eq!(last.size, 5);
     assert!(last.note.contains("\nshutdown\n"), "{}", last.note);

@@ -57,13 +57,13 @@ pub(super) fn open(dir: &Path, options: StoreOptions) -> (ChainStore, Recovery) 
 }
 
 pub(super) fn plain() -> StoreOptions {
-    StoreOptions { segment_size: 1 << 20, outbox: false }
+    StoreOptions { segment_size: 1 << 20, outbox: false, ..StoreOptions::default() }
 }
 
 /// Appends one request of `n` records without an outbox frame.
 pub(super) fn append(store: &mut ChainStore, chain: &mut Records, n: usize) -> AppendStats {
     let (records, leaves) = chain.next(n, 0);
-    store.append(&[Append { records: &records, leaves: &leaves, outbox: None }]).unwrap()
+    store.append(&[Append { records: &records, leaves: &leaves, outbox: None, continues: 0 }]).unwrap()
 }
 
 pub(super) fn segments(dir: &Path) -> Vec<PathBuf> {
@@ -94,19 +94,23 @@ fn appends_survive_reopen() {
     let (b, lb) = chain.next(4, 0);
     let stats = store
         .append(&[
-            Append { records: &a, leaves: &la, outbox: None },
-            Append { records: &[], leaves: &[], outbox: None },
-            Append { records: &b, leaves: &lb, outbox: None },
+            Append { records: &a, leaves: &la, outbox: None, continues: 0 },
+            Append { records: &[], leaves: &[], outbox: None, continues: 0 },
+            Append { records: &b, leaves: &lb, outbox: None, continues: 0 },
         ])
         .unwrap();
     assert_eq!((stats.records, stats.bytes), (6, a.iter().chain(&b).map(|r| r.len() as u64 + 1).sum()));
     assert_eq!(store.append(&[]).unwrap(), AppendStats::default());
     assert_state(&store, &chain);
     let chain_json = fs::read_to_string(dir.path().join("chain.json")).unwrap();
-    assert_eq!(chain_json, r#"{"chain_id":"c","format":1}"#);
+    let origin = store.origin().to_owned();
+    assert_eq!(chain_json, format!(r#"{{"chain_id":"c","origin":"{origin}","format":2}}"#));
+    let nonce = origin.strip_prefix("otel-audit/c/").unwrap();
+    assert!(nonce.len() == 16 && nonce.bytes().all(|b| b.is_ascii_hexdigit()), "{origin}");
     drop(store);
 
     let (store, recovery) = open(dir.path(), plain());
+    assert_eq!(store.origin(), origin, "an existing chain keeps its origin");
     assert_eq!((recovery.next_seq, recovery.torn_bytes, recovery.replayed_leaves), (9, 0, 9));
     assert!(recovery.notes.is_empty(), "{:?}", recovery.notes);
     assert_state(&store, &chain);
@@ -119,13 +123,14 @@ fn appends_survive_reopen() {
 fn rotates_by_size_without_splitting_a_batch() {
     let dir = tempfile::tempdir().unwrap();
     let mut chain = Records::new("c");
-    let (mut store, _) = open(dir.path(), StoreOptions { segment_size: 2000, outbox: false });
+    let (mut store, _) =
+        open(dir.path(), StoreOptions { segment_size: 2000, outbox: false, ..StoreOptions::default() });
     for _ in 0..12 {
         append(&mut store, &mut chain, 3);
     }
     // One batch larger than a segment gets a segment of its own.
     let (big, leaves) = chain.next(2, 3000);
-    store.append(&[Append { records: &big, leaves: &leaves, outbox: None }]).unwrap();
+    store.append(&[Append { records: &big, leaves: &leaves, outbox: None, continues: 0 }]).unwrap();
     append(&mut store, &mut chain, 3);
     assert_state(&store, &chain);
     drop(store);
@@ -151,7 +156,8 @@ fn rotates_by_size_without_splitting_a_batch() {
     }
     assert_eq!(first, chain.all.len() as u64);
 
-    let (mut store, recovery) = open(dir.path(), StoreOptions { segment_size: 2000, outbox: false });
+    let (mut store, recovery) =
+        open(dir.path(), StoreOptions { segment_size: 2000, outbox: false, ..StoreOptions::default() });
     assert!(recovery.notes.is_empty(), "{:?}", recovery.notes);
     assert_state(&store, &chain);
     append(&mut store, &mut chain, 3);
@@ -162,13 +168,13 @@ fn rotates_by_size_without_splitting_a_batch() {
 fn a_failed_rotation_is_finished_by_the_next_append() {
     let dir = tempfile::tempdir().unwrap();
     let mut chain = Records::new("c");
-    let options = StoreOptions { segment_size: 1000, outbox: true };
+    let options = StoreOptions { segment_size: 1000, outbox: true, ..StoreOptions::default() };
     let (mut store, _) = open(dir.path(), options.clone());
     append(&mut store, &mut chain, 5);
     store.fault = Some(Fault::Rotate);
     let before = chain_at(&chain);
     let (records, leaves) = chain.next(5, 0);
-    let error = store.append(&[Append { records: &records, leaves: &leaves, outbox: None }]).unwrap_err();
+    let error = store.append(&[Append { records: &records, leaves: &leaves, outbox: None, continues: 0 }]).unwrap_err();
     assert!(matches!(error, StoreError::Io { op: "create", .. }), "{error}");
     assert_state(&store, &before);
     // A batch small enough for the old segment still goes to a new one:
@@ -263,7 +269,7 @@ fn a_corrupt_complete_line_fails_open_naming_file_and_line() {
 fn a_broken_seam_between_segments_fails_open() {
     let dir = tempfile::tempdir().unwrap();
     let mut chain = Records::new("c");
-    let options = StoreOptions { segment_size: 700, outbox: false };
+    let options = StoreOptions { segment_size: 700, outbox: false, ..StoreOptions::default() };
     let (mut store, _) = open(dir.path(), options.clone());
     for _ in 0..6 {
         append(&mut store, &mut chain, 2);
@@ -307,7 +313,7 @@ fn another_chains_directory_is_refused() {
 fn recovery_from_a_checkpoint_equals_a_full_replay() {
     let dir = tempfile::tempdir().unwrap();
     let mut chain = Records::new("c");
-    let options = StoreOptions { segment_size: 1500, outbox: false };
+    let options = StoreOptions { segment_size: 1500, outbox: false, ..StoreOptions::default() };
     let (mut store, _) = open(dir.path(), options.clone());
     assert!(store.last_checkpoint().is_none());
     for _ in 0..7 {
@@ -380,10 +386,10 @@ fn invalid_batches_write_nothing() {
     let mut chain = Records::new("c");
     let (mut store, _) = open(dir.path(), plain());
     let (records, leaves) = chain.next(2, 0);
-    let short = Append { records: &records, leaves: &leaves[..1], outbox: None };
+    let short = Append { records: &records, leaves: &leaves[..1], outbox: None, continues: 0 };
     assert!(store.append(&[short]).unwrap_err().to_string().contains("2 records but 1 leaves"));
     let newline = vec![b"{\"a\":\n1}".to_vec()];
-    let append = Append { records: &newline, leaves: &leaves[..1], outbox: None };
+    let append = Append { records: &newline, leaves: &leaves[..1], outbox: None, continues: 0 };
     assert!(store.append(&[append]).unwrap_err().to_string().contains("record 0 contains a newline"));
     assert_eq!(fs::metadata(&segments(dir.path())[0]).unwrap().len(), 0);
     assert_eq!(store.head().seq, 0);
@@ -393,7 +399,7 @@ fn invalid_batches_write_nothing() {
 fn a_failed_write_leaves_nothing_and_the_store_usable() {
     let dir = tempfile::tempdir().unwrap();
     let mut chain = Records::new("c");
-    let options = StoreOptions { segment_size: 1 << 20, outbox: true };
+    let options = StoreOptions { segment_size: 1 << 20, outbox: true, ..StoreOptions::default() };
     let (mut store, _) = open(dir.path(), options.clone());
     append(&mut store, &mut chain, 2);
     let seg = segments(dir.path())[0].clone();
@@ -401,7 +407,12 @@ fn a_failed_write_leaves_nothing_and_the_store_usable() {
     let before = chain_at(&chain);
     let (records, leaves) = chain.next(3, 0);
     store.fault = Some(Fault::Write);
-    let batch = [Append { records: &records, leaves: &leaves, outbox: Some((Signal::Traces, b"req".as_slice())) }];
+    let batch = [Append {
+        records: &records,
+        leaves: &leaves,
+        outbox: Some((Signal::Traces, b"req".as_slice())),
+        continues: 0,
+    }];
     let error = store.append(&batch).unwrap_err();
     assert!(matches!(&error, StoreError::Io { op: "write", .. }), "{error}");
     assert_eq!(fs::metadata(&seg).unwrap().len(), len, "the partial batch is cut away");
@@ -419,7 +430,7 @@ fn a_failed_fsync_poisons_until_reopened() {
     append(&mut store, &mut chain, 2);
     let before = chain_at(&chain);
     let (records, leaves) = chain.next(3, 0);
-    let batch = [Append { records: &records, leaves: &leaves, outbox: None }];
+    let batch = [Append { records: &records, leaves: &leaves, outbox: None, continues: 0 }];
     store.fault = Some(Fault::Fsync);
     assert!(matches!(store.append(&batch), Err(StoreError::Io { op: "fsync", .. })));
     assert_state(&store, &before);
@@ -490,7 +501,7 @@ fn keyed_records_from_the_processor_chain_and_reopen() {
             let info = segment::parse_record(record, "keyed", &mut Vec::new()).unwrap();
             assert_eq!(info.leaf, *leaf);
         }
-        store.append(&[Append { records: &out.records, leaves: &out.leaves, outbox: None }]).unwrap();
+        store.append(&[Append { records: &out.records, leaves: &out.leaves, outbox: None, continues: 0 }]).unwrap();
         all.extend_from_slice(&out.leaves);
         head = out.head;
     }

@@ -12,7 +12,7 @@ use crate::store::outbox::{self as ob, DIR, HEADER_LEN};
 use crate::store::{Append, ChainStore, Frame, OutboxReader, StoreError, StoreOptions, prune_outbox};
 
 fn options(segment_size: u64) -> StoreOptions {
-    StoreOptions { segment_size, outbox: true }
+    StoreOptions { segment_size, outbox: true, ..StoreOptions::default() }
 }
 
 fn payload(first_seq: u64) -> Vec<u8> {
@@ -35,7 +35,12 @@ fn append_group(store: &mut ChainStore, chain: &mut Records, sizes: &[usize]) {
     let appends: Vec<Append<'_>> = batches
         .iter()
         .zip(&payloads)
-        .map(|((records, leaves), p)| Append { records, leaves, outbox: Some((Signal::Logs, p.as_slice())) })
+        .map(|((records, leaves), p)| Append {
+            records,
+            leaves,
+            outbox: Some((Signal::Logs, p.as_slice())),
+            continues: 0,
+        })
         .collect();
     store.append(&appends).unwrap();
 }
@@ -244,4 +249,34 @@ fn a_reader_keeps_up_with_concurrent_appends() {
     let frames = reader.join().unwrap();
     check_frames(&frames);
     assert_eq!(frames.iter().map(|f| u64::from(f.count)).sum::<u64>(), total);
+}
+
+#[test]
+fn a_request_appended_in_parts_gets_one_frame_over_all_its_records_and_no_rotation_between_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut chain = Records::new("c");
+    // Segments of ~3 records: the second part would rotate, were it not a continuation.
+    let (mut store, _) = open(dir.path(), options(200));
+    append_group(&mut store, &mut chain, &[1]);
+    let (first, first_leaves) = chain.next(2, 40);
+    let (rest, rest_leaves) = chain.next(3, 40);
+    let request = payload(1);
+    store.append(&[Append { records: &first, leaves: &first_leaves, outbox: None, continues: 0 }]).unwrap();
+    let files_before = outbox_files(dir.path()).len();
+    let last = Append { records: &rest, leaves: &rest_leaves, outbox: Some((Signal::Logs, &request)), continues: 2 };
+    store.append(&[last]).unwrap();
+    assert_eq!(outbox_files(dir.path()).len(), files_before, "no rotation inside a request");
+    let frames = read_all(&mut OutboxReader::open(dir.path()).unwrap(), 0, store.head().seq);
+    check_frames(&frames);
+    let spans: Vec<(u64, u32)> = frames.iter().map(|f| (f.first_seq, f.count)).collect();
+    assert_eq!(spans, [(0, 1), (1, 5)], "the frame covers both parts");
+    // A continuation must open its call.
+    let (more, more_leaves) = chain.next(1, 40);
+    let error = store
+        .append(&[
+            Append { records: &more, leaves: &more_leaves, outbox: None, continues: 0 },
+            Append { records: &more, leaves: &more_leaves, outbox: None, continues: 1 },
+        ])
+        .unwrap_err();
+    assert!(error.to_string().contains("continues a request but is not the first"), "{error}");
 }

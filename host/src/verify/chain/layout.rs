@@ -9,27 +9,46 @@ use crate::verify::files::{self, FileError, Lines, Next};
 use crate::verify::jcs::Members;
 use crate::verify::record::{self, Kind, Record};
 
-pub(super) fn read_chain_file(dir: &Path) -> Result<String, String> {
-    #[derive(serde::Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct ChainFile {
-        chain_id: String,
-        format: u32,
-    }
+/// What `chain.json` says: the chain id and the chain's origin.
+#[derive(serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub(in crate::verify) struct ChainFile {
+    pub chain_id: String,
+    pub origin: String,
+    pub format: u32,
+}
+
+/// Reads `chain.json`: `{"chain_id":"<id>","origin":"<prefix>/<id>/<16 hex>","format":2}`, exactly.
+pub(in crate::verify) fn read_chain_file(dir: &Path) -> Result<ChainFile, String> {
     let bytes = files::read_small(&dir.join("chain.json"), MAX_CHAIN_FILE).map_err(|e| e.to_string())?;
-    let file: ChainFile = serde_json::from_slice(&bytes).map_err(|e| format!("not a chain file: {e}"))?;
-    if serde_json::to_vec(&serde_json::json!({"chain_id": file.chain_id, "format": file.format})).ok().as_deref()
-        != Some(bytes.as_slice())
-    {
+    let file: ChainFile = serde_json::from_slice(&bytes).map_err(|e| {
+        match serde_json::from_slice::<serde_json::Value>(&bytes).ok().and_then(|v| v["format"].as_u64()) {
+            Some(format) if format != 2 => format!("store format {format} is not 2"),
+            _ => format!("not a chain file: {e}"),
+        }
+    })?;
+    if serde_json::to_vec(&file).ok().as_deref() != Some(bytes.as_slice()) {
         return Err("not in the exact form the host writes".into());
     }
-    if file.format != 1 {
-        return Err(format!("store format {} is not 1", file.format));
+    if file.format != 2 {
+        return Err(format!("store format {} is not 2", file.format));
     }
     if file.chain_id.is_empty() {
         return Err("the chain id is empty".into());
     }
-    Ok(file.chain_id)
+    let well_formed = file
+        .origin
+        .rsplit_once('/')
+        .and_then(|(rest, nonce)| Some((rest.strip_suffix(&format!("/{}", file.chain_id))?, nonce)))
+        .is_some_and(|(prefix, nonce)| {
+            !prefix.is_empty()
+                && nonce.len() == 16
+                && nonce.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        });
+    if !well_formed {
+        return Err(format!("origin {:?} is not <prefix>/{}/<16 hex digits>", file.origin, file.chain_id));
+    }
+    Ok(file)
 }
 
 /// Segment files and what they hold.

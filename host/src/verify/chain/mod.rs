@@ -16,7 +16,7 @@ use super::jcs::Members;
 use super::record::Hash;
 use super::report::{ChainReport, Code, Position};
 use super::tree::Tree;
-use super::{Anchor, Options, VerifyError};
+use super::{Anchor, ChainName, Options, VerifyError};
 use layout::{find_gaps, list_segments, read_chain_file};
 
 mod layout;
@@ -121,16 +121,16 @@ pub fn verify(
     progress: &mut dyn FnMut(u64),
 ) -> Result<ChainReport, VerifyError> {
     let mut report = ChainReport::new(String::new(), dir.to_path_buf());
-    let chain_id = match read_chain_file(dir) {
-        Ok(id) => {
+    let (chain_id, origin) = match read_chain_file(dir) {
+        Ok(file) => {
             report.named = true;
-            id
+            (file.chain_id, Some(file.origin))
         }
         Err(message) => {
             let fallback = dir.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned());
             report.chain = fallback.clone();
             report.add(Code::Malformed, Position::Chain, format!("chain.json: {message}"));
-            fallback
+            (fallback, None)
         }
     };
     report.chain = chain_id.clone();
@@ -142,7 +142,9 @@ pub fn verify(
             format!("{name:?} is named like a segment but is {what}, not a regular file: not read"),
         );
     }
-    let entries = checkpoints::read(dir, &chain_id, &options.keys, &mut report)?;
+    let name = ChainName { id: &chain_id, origin: origin.as_deref() };
+    let entries = checkpoints::read(dir, &name, &options.keys, &mut report)?;
+    report.origin = origin.clone();
     report.checkpoints = entries.len() as u64;
     report.valid_checkpoints = entries.iter().filter(|e| e.valid).count() as u64;
     let gaps = find_gaps(&segments)?;

@@ -76,7 +76,29 @@ impl Walk<'_> {
             tail.seqs = Some(SeqRange { first: first_seq, last: last_seq });
             tail.received = Some((first_at, last_at));
         }
-        if tail_records > 0 || torn_bytes > 0 {
+        let seqs = tail.seqs.map_or_else(String::new, |s| format!(", seq {}..{}", s.first, s.last));
+        let schedule = sealed.and_then(|e| e.schedule);
+        if let Some(shutdown) = sealed.filter(|e| e.shutdown && tail_records > 0) {
+            let detail = format!(
+                "{tail_records} record(s){seqs} follow the shutdown checkpoint @{} without a start checkpoint: a host signs one when it starts, before any record, so the host did not append them",
+                shutdown.size
+            );
+            self.report.add(Code::RecordsAfterShutdown, Position::Chain, detail);
+        } else if sealed.is_none() && self.records > 0 {
+            let detail = format!(
+                "{} record(s) and no valid checkpoint: every chain the host makes begins with a signed checkpoint at size 0 (checkpoints.jsonl was removed or replaced, or the chain was made up)",
+                self.records
+            );
+            self.report.add(Code::UncoveredRecords, Position::Chain, detail);
+        } else if let (Some(entry), Some(schedule)) = (sealed, schedule)
+            && tail_records > schedule.records
+        {
+            let detail = format!(
+                "{tail_records} record(s){seqs} after the newest valid checkpoint @{}, whose signed schedule leaves at most {} without a checkpoint: the checkpoints covering them were removed",
+                entry.size, schedule.records
+            );
+            self.report.add(Code::UncoveredRecords, Position::Chain, detail);
+        } else if tail_records > 0 || torn_bytes > 0 {
             let mut detail = match (&tail.seqs, &tail.received) {
                 (Some(seqs), Some((from, to))) => format!(
                     "{tail_records} record(s), seq {}..{}, received {from} .. {to}, are not covered by a valid checkpoint{}",
@@ -96,7 +118,9 @@ impl Walk<'_> {
 
         // Age of the newest valid checkpoint against the heartbeat.
         let newest = entries.iter().filter(|e| e.valid).max_by_key(|e| e.time_unix_nano);
-        let limit = self.options.heartbeat.saturating_mul(2);
+        let signed_heartbeat = newest.and_then(|e| e.schedule).map(|s| s.heartbeat);
+        let heartbeat = self.options.heartbeat.or(signed_heartbeat).unwrap_or(std::time::Duration::from_secs(60));
+        let limit = heartbeat.saturating_mul(2);
         match newest {
             // Closed cleanly: the host signed its last checkpoint at
             // shutdown, and nothing was stored after it.
@@ -110,15 +134,18 @@ impl Walk<'_> {
                         entry.size,
                         entry.time,
                         humantime(age),
-                        humantime(self.options.heartbeat)
+                        humantime(heartbeat)
                     );
                     self.report.add(Code::Stale, Position::Chain, detail);
                 }
             }
-            None if self.records > 0 => {
-                self.report.add(Code::Stale, Position::Chain, "the chain has records but no valid checkpoint");
-            }
-            None => {}
+            // Records without any checkpoint are UNCOVERED_RECORDS (above).
+            None if self.records > 0 => {}
+            None => self.report.add(
+                Code::Stale,
+                Position::Chain,
+                "the chain has no record and no valid checkpoint: its host stopped before signing the genesis checkpoint, or its checkpoints were removed",
+            ),
         }
         if let Some(entry) = entries.iter().filter(|e| e.valid).max_by_key(|e| (e.size, e.time_unix_nano)) {
             self.report.last_checkpoint = Some((entry.size, entry.time.clone(), entry.signers.clone()));
