@@ -87,6 +87,7 @@ bench: wasm fixtures venv ## Benchmarks: guest spans/s wasm vs native, empty-cal
 	$(CARGO) bench -p otel-audit --bench guest
 	$(CARGO) bench -p otel-audit --bench e2e
 	$(CARGO) bench -p otel-audit --bench verify
+	$(CARGO) bench -p otel-audit --bench proofs
 	$(CARGO) bench -p otel-audit --bench reload
 
 clean: ## Remove build outputs

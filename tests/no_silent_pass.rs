@@ -145,11 +145,7 @@ fn codes_of(chain: &otel_audit::verify::ChainReport) -> std::collections::BTreeM
 
 #[test]
 fn a_chain_replaced_by_another_history_under_the_same_key_is_caught_by_an_anchor_of_the_first() {
-    let tmp = tempfile::tempdir().unwrap();
-    let setup = setup(&tmp);
-    let server = setup.start();
-    send(&setup, (0..4).map(|i| (i, 5)));
-    assert!(server.stop().success());
+    let (tmp, setup) = build(20, 5);
     let chain = chain(&setup);
     let anchor = tmp.path().join("anchor.jsonl");
     let newest = read_checkpoints(&chain).pop().unwrap();
@@ -235,11 +231,7 @@ fn a_crash_a_restart_and_requests_larger_than_the_schedule_leave_a_valid_store()
 
 #[test]
 fn a_key_rotated_on_a_store_of_two_chains_verifies_with_a_window_per_chain() {
-    let tmp = tempfile::tempdir().unwrap();
-    let mut setup = setup(&tmp);
-    let server = setup.start();
-    send(&setup, (0..4).map(|i| (i, 5)));
-    assert!(server.stop().success());
+    let (tmp, mut setup) = build(20, 5);
     let traces = chain(&setup);
     let logs = setup.store.join("test_logs_audit_0");
     let handover = |chain: &Path| *sizes(chain).last().unwrap();

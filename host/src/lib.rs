@@ -10,7 +10,7 @@
 //!
 //! Data flow of `serve`: [`receiver`] (OTLP gRPC and HTTP) → [`pipeline`]
 //! (routing, one chain worker per chain: group commit, policy changes,
-//! checkpoints) → [`store`] (segments, checkpoints, outbox, cursors) →
+//! checkpoints) → [`store`] (segments, checkpoints, hash tiles, outbox, cursors) →
 //! [`exporter`] (forwarding from the outbox). [`serve`] wires them and owns
 //! shutdown; [`reload`] hot-swaps policies behind the [`policytest`] gate
 //! and records [`policy_event`]s; [`metrics`] exposes Prometheus metrics.
@@ -20,7 +20,9 @@
 //! payloads from files or the wire into what the component takes,
 //! [`grpc_codec`] passes gRPC messages through untouched, [`secrets`] reads
 //! the keys handed to the component, [`checkpoint`] signs and verifies
-//! Merkle roots as C2SP signed notes over [`merkle`] trees, [`admin`] is a
+//! Merkle roots as C2SP signed notes over [`merkle`] trees, [`proof`] makes
+//! inclusion and consistency proofs from the tiles and checks them offline,
+//! [`admin`] is a
 //! running server's admin endpoint and its client, [`keyfile`] writes
 //! `keygen`'s key pair, [`outfile`] the outputs that appear whole or not at
 //! all, [`clock`] reads and writes times, and [`loadgen`] makes
@@ -43,6 +45,7 @@ pub mod pipeline;
 pub mod policy_event;
 pub mod policytest;
 pub mod preflight;
+pub mod proof;
 pub mod receiver;
 pub mod reload;
 pub mod runtime;

@@ -46,6 +46,12 @@ enum Command {
     /// Verify a store: every chain's records, links, MACs, signed
     /// checkpoints and anchors (exit 0 valid, 1 tampering found, 2 usage).
     Verify(VerifyArgs),
+    /// Prove that a record is in a chain, or that one signed checkpoint
+    /// extends another: a self-contained document for `verify-proof`.
+    #[command(subcommand)]
+    Prove(ProveCommand),
+    /// Check a proof offline, without the store (exit 0 valid, 1 invalid, 2 usage).
+    VerifyProof(VerifyProofArgs),
     /// Let a chain that cannot recover continue: seal its segments and start
     /// a new one with a gap record that continues from the last checkpoint.
     DeclareGap(DeclareGapArgs),
@@ -126,6 +132,59 @@ enum VerifyFormat {
     Text,
     /// One JSON document for automation.
     Json,
+}
+
+#[derive(Subcommand)]
+enum ProveCommand {
+    /// The record at a seq is leaf `seq` of the tree of a signed checkpoint.
+    Inclusion(ProveInclusionArgs),
+    /// The tree of one signed checkpoint is a prefix of another's.
+    Consistency(ProveConsistencyArgs),
+}
+
+#[derive(Args)]
+struct ProveChain {
+    /// The store directory (or one chain's directory).
+    store: PathBuf,
+    /// The chain id (`<instance_id>/<pipeline>/<shard>`).
+    #[arg(long)]
+    chain: String,
+    /// Write the proof to this file (default: standard output).
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct ProveInclusionArgs {
+    #[command(flatten)]
+    at: ProveChain,
+    /// The record's seq.
+    #[arg(long)]
+    seq: u64,
+    /// The size of the checkpoint to prove against (default: the newest).
+    #[arg(long)]
+    checkpoint: Option<u64>,
+}
+
+#[derive(Args)]
+struct ProveConsistencyArgs {
+    #[command(flatten)]
+    at: ProveChain,
+    /// The older checkpoint's size.
+    #[arg(long)]
+    from: u64,
+    /// The newer checkpoint's size (default: the newest).
+    #[arg(long)]
+    to: Option<u64>,
+}
+
+#[derive(Args)]
+struct VerifyProofArgs {
+    /// The proof document (`otel-audit prove` output).
+    proof: PathBuf,
+    /// A trusted checkpoint verifier key, as for `verify`.
+    #[arg(long = "public-key", value_name = "FILE[@[CHAIN:]FROM[..UNTIL]]", required = true)]
+    public_keys: Vec<String>,
 }
 
 #[derive(Args)]
@@ -291,6 +350,8 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve(args),
         Command::Validate(args) => validate(args),
         Command::Verify(args) => verify(args),
+        Command::Prove(command) => prove(command),
+        Command::VerifyProof(args) => verify_proof(args),
         Command::DeclareGap(args) => declare_gap(args),
         Command::Status(args) => status(args),
         Command::Reload(args) => reload(args),
@@ -414,6 +475,53 @@ fn verify(args: VerifyArgs) -> Result<(), Failure> {
             ),
         }),
     }
+}
+
+fn prove(command: ProveCommand) -> Result<(), Failure> {
+    use otel_audit::proof::make;
+    init_logging("warn");
+    let (at, proof) = match command {
+        ProveCommand::Inclusion(args) => {
+            let dir = make::chain_dir(&args.at.store, &args.at.chain)?;
+            let proof = make::inclusion(&dir, args.seq, args.checkpoint)?;
+            (args.at, proof)
+        }
+        ProveCommand::Consistency(args) => {
+            let dir = make::chain_dir(&args.at.store, &args.at.chain)?;
+            let proof = make::consistency(&dir, &args.at.chain, args.from, args.to)?;
+            (args.at, proof)
+        }
+    };
+    match &at.out {
+        Some(path) => write_atomically(path, proof.to_json().as_bytes())?,
+        None => print!("{}", proof.to_json()),
+    }
+    Ok(())
+}
+
+fn verify_proof(args: VerifyProofArgs) -> Result<(), Failure> {
+    use otel_audit::proof::{Proof, check};
+    use otel_audit::verify::TrustedKey;
+    init_logging("warn");
+    let keys = args.public_keys.iter().map(|k| TrustedKey::from_arg(k)).collect::<Result<Vec<_>, _>>()?;
+    let text = std::fs::read(&args.proof).with_context(|| format!("cannot read {}", args.proof.display()))?;
+    let proof: Proof =
+        serde_json::from_slice(&text).with_context(|| format!("{} is not a proof document", args.proof.display()))?;
+    match check::verify(&proof, &keys) {
+        Ok(check::Proven::Inclusion { chain_id, seq, origin, tree_size, signers }) => println!(
+            "Proof VALID: record {chain_id}#{seq} is in the tree of {tree_size} records of {origin}, signed by {}",
+            signers.join(", ")
+        ),
+        Ok(check::Proven::Consistency { origin, old_size, new_size, signers }) => println!(
+            "Proof VALID: the tree of {old_size} records of {origin} is a prefix of its tree of {new_size}, signed by {}",
+            signers.join(", ")
+        ),
+        Err(invalid) => {
+            println!("Proof INVALID: {invalid}");
+            return Err(Failure { code: 1, error: anyhow::anyhow!("the proof does not hold") });
+        }
+    }
+    Ok(())
 }
 
 fn declare_gap(args: DeclareGapArgs) -> Result<(), Failure> {

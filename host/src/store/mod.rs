@@ -437,6 +437,17 @@ impl ChainStore {
     }
 }
 
+/// The chain id the `chain.json` of `chain_dir` names.
+pub fn chain_id(chain_dir: &Path) -> Result<String, StoreError> {
+    recovery::read_chain_id(chain_dir)
+}
+
+/// The segment of the chain in `chain_dir` that holds `seq` if any: its
+/// first seq and path (the last segment starting at or before `seq`).
+pub fn segment_of(chain_dir: &Path, seq: u64) -> Result<Option<(u64, PathBuf)>, StoreError> {
+    Ok(segment::list(chain_dir)?.into_iter().rev().find(|s| s.first_seq <= seq).map(|s| (s.first_seq, s.path)))
+}
+
 /// Checks a batch before anything is written; returns its record count and
 /// segment bytes.
 fn validate(batch: &[Append<'_>]) -> Result<(u64, u64), StoreError> {

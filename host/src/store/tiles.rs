@@ -38,7 +38,7 @@ pub fn level_path(chain_dir: &Path, level: usize) -> PathBuf {
 }
 
 /// Appends leaves to the tile files of one chain (owned by its store).
-pub(super) struct TileWriter {
+pub struct TileWriter {
     files: Vec<(PathBuf, File)>,
     /// Entries written, per level.
     written: Vec<u64>,
@@ -57,7 +57,7 @@ impl TileWriter {
     /// leaves (the newest checkpoint's: what was fsync'd). Files holding
     /// fewer (lost, or from an older version) start over: the caller
     /// replays the leaves from [`TileWriter::size`] on.
-    pub(super) fn open(chain_dir: &Path, size: u64) -> Result<Self, StoreError> {
+    pub fn open(chain_dir: &Path, size: u64) -> Result<Self, StoreError> {
         let dir = chain_dir.join(DIR);
         super::durable::create_dir(&dir)?;
         let mut files = Vec::with_capacity(LEVELS);
@@ -95,12 +95,12 @@ impl TileWriter {
     }
 
     /// Leaves in the tiles.
-    pub(super) fn size(&self) -> u64 {
+    pub fn size(&self) -> u64 {
         self.size
     }
 
     /// Adds the next leaf (written by the next [`TileWriter::write`]).
-    pub(super) fn push(&mut self, leaf: Hash) {
+    pub fn push(&mut self, leaf: Hash) {
         self.size += 1;
         let mut hash = leaf;
         for level in 0..LEVELS {
@@ -115,7 +115,7 @@ impl TileWriter {
     }
 
     /// Writes what was pushed since the last call (no fsync).
-    pub(super) fn write(&mut self) -> Result<(), StoreError> {
+    pub fn write(&mut self) -> Result<(), StoreError> {
         for level in 0..LEVELS {
             if self.pending[level].is_empty() {
                 continue;
@@ -130,7 +130,7 @@ impl TileWriter {
 
     /// Writes and fsyncs everything pushed: done before a checkpoint that
     /// covers it is written.
-    pub(super) fn sync(&mut self) -> Result<(), StoreError> {
+    pub fn sync(&mut self) -> Result<(), StoreError> {
         self.write()?;
         for (level, (path, file)) in self.files.iter().enumerate() {
             if self.synced[level] < self.written[level] {
@@ -211,7 +211,7 @@ impl TileReader {
     /// of two, as the MTH definition does.
     pub fn subtree_hash(&self, start: u64, end: u64) -> Result<Hash, TileError> {
         let n = end - start;
-        if n.is_power_of_two() && start % n == 0 {
+        if n.is_power_of_two() && start.is_multiple_of(n) {
             let height = n.trailing_zeros();
             let level = (height / 8) as usize;
             let width = TILE_WIDTH.pow(level as u32);

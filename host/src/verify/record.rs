@@ -49,11 +49,13 @@ pub struct Record<'a> {
 }
 
 /// Why a line is not a valid record.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LineError {
     /// Valid JSON, but not its own canonical form (`NON_CANONICAL`).
+    #[error("not in its canonical (RFC 8785) form: {0}")]
     NonCanonical(String),
     /// Not JSON, or not a record of this format (`MALFORMED`).
+    #[error("{0}")]
     Malformed(String),
 }
 
