@@ -45,8 +45,13 @@ fn key_error(kind: &'static str, reason: impl Into<String>) -> CheckpointError {
 }
 
 fn key_id(name: &str, public: &[u8; 32]) -> [u8; 4] {
-    let digest =
-        Sha256::new().chain_update(name.as_bytes()).chain_update([b'\n', ED25519]).chain_update(public).finalize();
+    key_id_of(ED25519, name, public)
+}
+
+/// The note key id of a key of signature type `alg`:
+/// `SHA-256(name || "\n" || alg || public key)[:4]`.
+pub(crate) fn key_id_of(alg: u8, name: &str, public: &[u8; 32]) -> [u8; 4] {
+    let digest = Sha256::new().chain_update(name.as_bytes()).chain_update([b'\n', alg]).chain_update(public).finalize();
     [digest[0], digest[1], digest[2], digest[3]]
 }
 
@@ -59,6 +64,15 @@ fn check_name(kind: &'static str, name: &str) -> Result<(), CheckpointError> {
 
 /// Splits `name+hexid+base64` and checks the id against the key.
 fn parse_key(kind: &'static str, text: &str) -> Result<(String, [u8; 32]), CheckpointError> {
+    parse_key_of(ED25519, kind, text)
+}
+
+/// [`parse_key`] for keys of signature type `alg`.
+pub(crate) fn parse_key_of(
+    expected_alg: u8,
+    kind: &'static str,
+    text: &str,
+) -> Result<(String, [u8; 32]), CheckpointError> {
     let mut parts = text.trim().splitn(3, '+');
     let (Some(name), Some(id), Some(data)) = (parts.next(), parts.next(), parts.next()) else {
         return Err(key_error(kind, "expected NAME+KEYID+BASE64"));
@@ -70,8 +84,8 @@ fn parse_key(kind: &'static str, text: &str) -> Result<(String, [u8; 32]), Check
     }
     let bytes = B64.decode(data).map_err(|e| key_error(kind, format!("key data is not base64: {e}")))?;
     let (&alg, key) = bytes.split_first().ok_or_else(|| key_error(kind, "key data is empty"))?;
-    if alg != ED25519 {
-        return Err(key_error(kind, format!("algorithm {alg:#04x} is not Ed25519 (0x01)")));
+    if alg != expected_alg {
+        return Err(key_error(kind, format!("signature type {alg:#04x} is not {expected_alg:#04x}")));
     }
     let key = key.try_into().map_err(|_| key_error(kind, format!("an Ed25519 key is 32 bytes, got {}", key.len())))?;
     Ok((name.to_owned(), key))

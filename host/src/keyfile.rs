@@ -47,18 +47,30 @@ pub struct KeyFiles {
 /// missing), named after the key.
 pub fn write(dir: &Path, signer: &SignerKey) -> Result<KeyFiles, KeyFileError> {
     let verifier = signer.verifier();
+    write_texts(dir, verifier.name(), &signer.encode(), &verifier.encode())
+}
+
+/// Writes a witness's cosigning key pair (signature type 0x04) likewise.
+pub fn write_witness(dir: &Path, signer: &crate::cosignature::WitnessSigner) -> Result<KeyFiles, KeyFileError> {
+    let verifier = signer.verifier();
+    write_texts(dir, verifier.name(), &signer.encode(), &verifier.encode())
+}
+
+/// Writes `NAME.key` (mode 0600) and `NAME.pub` in `dir`, neither if
+/// either exists. A name with `/` (a URL-like witness name) is written
+/// with `_` in its file names.
+fn write_texts(dir: &Path, name: &str, private: &str, public: &str) -> Result<KeyFiles, KeyFileError> {
     std::fs::create_dir_all(dir).map_err(|source| KeyFileError::Directory { path: dir.to_owned(), source })?;
-    let files = KeyFiles {
-        private: dir.join(format!("{}.key", verifier.name())),
-        public: dir.join(format!("{}.pub", verifier.name())),
-    };
+    let file_name = name.replace('/', "_");
+    let files =
+        KeyFiles { private: dir.join(format!("{file_name}.key")), public: dir.join(format!("{file_name}.pub")) };
     for path in [&files.private, &files.public] {
         if path.exists() {
             return Err(KeyFileError::Exists(path.clone()));
         }
     }
-    write_new(&files.private, &signer.encode(), 0o600)?;
-    write_new(&files.public, &verifier.encode(), 0o666)?;
+    write_new(&files.private, private, 0o600)?;
+    write_new(&files.public, public, 0o666)?;
     Ok(files)
 }
 

@@ -33,6 +33,7 @@ pub mod admin;
 pub mod checkpoint;
 pub mod clock;
 pub mod config;
+pub mod cosignature;
 pub mod exporter;
 pub mod grpc_codec;
 pub mod keyfile;
@@ -55,3 +56,4 @@ pub mod store;
 #[cfg(test)]
 mod testing;
 pub mod verify;
+pub mod witness;
