@@ -21,7 +21,7 @@ use std::time::Instant;
 use audit_processor::Processor;
 use audit_processor::api::{ChainHead, Context};
 use base64::Engine as _;
-use common::thousands;
+use common::figures::thousands;
 use otel_audit::checkpoint::{Checkpoint, SignedNote, SignerKey};
 use otel_audit::loadgen::{self, BatchSpec};
 use otel_audit::store::{Append, ChainStore, CheckpointEntry, StoreOptions};
