@@ -88,7 +88,7 @@ fn a_hundred_swaps_under_load_mixing_triggers_lose_nothing_and_each_record_names
     let served = admin::metric(&metrics, "otel_audit_reload_seconds_count", &[("processor", PROCESSOR)]);
     assert_eq!(served, SWAPS as f64, "{metrics}");
     let swaps = swapper.swaps;
-    let log = server.log.clone();
+    let log = server.log().to_owned();
     assert!(server.stop().success(), "{}", std::fs::read_to_string(&log).unwrap_or_default());
 
     let coverage = check_swaps(&setup, &startup, &swaps, &sent);
@@ -305,7 +305,7 @@ fn broken_candidates_are_rejected_and_recorded_while_the_old_one_serves_every_re
     }
     let status = admin::processor(admin_port, PROCESSOR);
     assert_eq!(status["policy"], startup["policy"], "{status:#}");
-    let log = server.log.clone();
+    let log = server.log().to_owned();
     assert!(server.stop().success(), "{}", std::fs::read_to_string(&log).unwrap_or_default());
 
     // Every chain recorded each rejection (chained by the old instance),
@@ -406,7 +406,7 @@ fn swapping_the_wasm_itself_changes_what_is_kept_and_is_recorded_like_a_policy_c
         assert_eq!(reloads(&metrics, trigger, "applied"), expected as f64, "{trigger}\n{metrics}");
     }
     let swaps = swapper.swaps;
-    let log = server.log.clone();
+    let log = server.log().to_owned();
     assert!(server.stop().success(), "{}", std::fs::read_to_string(&log).unwrap_or_default());
 
     let coverage = check_swaps(&setup, &startup, &swaps, &sent);

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use audit_processor::Processor;
 use audit_processor::api::{ChainHead, Context, Output};
-use common::thousands;
+use common::figures::thousands;
 use otel_audit::loadgen::{self, BatchSpec};
 use otel_audit::runtime::{Instance, Limits, Runtime};
 use prost::Message;

@@ -21,7 +21,7 @@ use std::time::Instant;
 use audit_processor::Processor;
 use audit_processor::api::{ChainHead, Context};
 use base64::Engine as _;
-use common::thousands;
+use common::figures::thousands;
 use otel_audit::checkpoint::{Checkpoint, SignedNote, SignerKey};
 use otel_audit::loadgen::{self, BatchSpec};
 use otel_audit::store::{Append, ChainStore, CheckpointEntry, StoreOptions};
@@ -39,7 +39,7 @@ fn main() {
     let runs = env("BENCH_RUNS", 3).max(1);
     let policy = std::fs::read_to_string(root.join(POLICY)).expect("the shipped policy");
     let tmp = tempfile::tempdir().expect("a temporary directory");
-    let dir = tmp.path().join("bench_chain");
+    let dir = tmp.path().join(ChainStore::chain_dir_name("bench/traces/audit/0"));
     let signer = SignerKey::generate("bench-signer").expect("a key");
 
     let started = Instant::now();

@@ -86,6 +86,23 @@ impl Drop for Staged {
     }
 }
 
+/// Writes `bytes` to `path` so that after a crash the old file or the
+/// whole new one is there (temporary file fsync'd, renamed, directory
+/// fsync'd): for state a process must not lose once it acted on it.
+pub fn write_durably(path: &Path, bytes: &[u8]) -> Result<(), WriteError> {
+    use std::io::Write as _;
+    let temp = path.with_extension("tmp");
+    let error = |path: &Path| {
+        let path = path.to_owned();
+        move |source| WriteError { path, source }
+    };
+    let mut file = std::fs::File::create(&temp).map_err(error(&temp))?;
+    file.write_all(bytes).and_then(|()| file.sync_all()).map_err(error(&temp))?;
+    std::fs::rename(&temp, path).map_err(error(path))?;
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(error(dir))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -151,21 +168,4 @@ mod tests {
         assert_eq!(error.source.kind(), io::ErrorKind::NotFound);
         assert!(error.to_string().starts_with("cannot write ") && error.to_string().contains("missing"), "{error}");
     }
-}
-
-/// Writes `bytes` to `path` so that after a crash the old file or the
-/// whole new one is there (temporary file fsync'd, renamed, directory
-/// fsync'd): for state a process must not lose once it acted on it.
-pub fn write_durably(path: &Path, bytes: &[u8]) -> Result<(), WriteError> {
-    use std::io::Write as _;
-    let temp = path.with_extension("tmp");
-    let error = |path: &Path| {
-        let path = path.to_owned();
-        move |source| WriteError { path, source }
-    };
-    let mut file = std::fs::File::create(&temp).map_err(error(&temp))?;
-    file.write_all(bytes).and_then(|()| file.sync_all()).map_err(error(&temp))?;
-    std::fs::rename(&temp, path).map_err(error(path))?;
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(error(dir))
 }

@@ -1,9 +1,11 @@
-//! What the end-to-end tests share: where the real component is, one
-//! runtime per test binary, the shipped policies and fixtures.
+//! What the end-to-end tests share, and the benches with them (through
+//! `#[path]`): where the real component is, one runtime per test binary,
+//! the shipped policies and fixtures, the servers they run.
 #![allow(dead_code)]
 
 pub mod admin;
 pub mod load;
+pub mod process;
 pub mod server;
 pub mod swap;
 pub mod tamper;
@@ -28,7 +30,7 @@ pub fn wasm_path() -> PathBuf {
         .unwrap_or_else(|| root().join("target/wasm32-wasip2/wasm/audit_processor.wasm"));
     assert!(
         path.exists(),
-        "the component {} does not exist: build it with `make wasm` (make test does)",
+        "the component {} does not exist: build it with `make wasm` (make test and make bench do)",
         path.display()
     );
     path

@@ -1,12 +1,15 @@
-//! Runs the real `otel-audit serve` binary for end-to-end tests: writes a
-//! config with free loopback ports, starts it, waits until its health
-//! endpoint says it serves, and stops it with SIGTERM or SIGKILL.
+//! Runs the real `otel-audit serve` binary for end-to-end tests and the
+//! benches: writes a config with free loopback ports, starts it, waits
+//! until its health endpoint says it serves, and stops it with SIGTERM or
+//! SIGKILL.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, ExitStatus};
+use std::time::Duration;
+
+use super::process::Process;
 
 /// The binary under test.
 pub fn binary() -> &'static str {
@@ -50,10 +53,14 @@ pub struct Setup {
     pub admin: Option<u16>,
     /// Store directory.
     pub store: PathBuf,
+    /// The store's instance id (the first part of every chain's name).
+    pub instance_id: String,
     /// Signing key.
     pub key: PathBuf,
     /// Extra exporter definitions (YAML, indented for `exporters:`), and their ids.
     pub exporters: Vec<(String, String)>,
+    /// The signals with an audit pipeline (`traces`, `logs`).
+    pub signals: Vec<&'static str>,
     /// Chains per pipeline.
     pub shards: u32,
     /// `checkpoint:` block of the store.
@@ -77,8 +84,10 @@ impl Setup {
             processor_extra: String::new(),
             admin: None,
             store: dir.join("store"),
+            instance_id: "test".into(),
             key,
             exporters: Vec::new(),
+            signals: vec!["traces", "logs"],
             shards: 1,
             checkpoint: "{every_records: 50, interval: 1s, heartbeat: 5s}".into(),
             segment_size: "64KiB".into(),
@@ -97,6 +106,14 @@ impl Setup {
         let mut setup = Setup::new(dir);
         setup.policy = policy;
         setup
+    }
+
+    /// The shipped default's store settings (collector-config/otel-audit.yaml):
+    /// 64 MiB segments, a checkpoint every 1000 records or 10 s, a heartbeat
+    /// every 60 s.
+    pub fn shipped_store(&mut self) {
+        self.segment_size = "64MiB".into();
+        self.checkpoint = "{every_records: 1000, interval: 10s, heartbeat: 60s}".into();
     }
 
     /// The public key next to the signing key.
@@ -127,6 +144,7 @@ impl Setup {
             exporters.push_str(&format!("  {id}:\n{body}\n"));
             ids.push(id.clone());
         }
+        let pipelines = self.pipelines(&ids.join(", "));
         format!(
             r#"receivers:
   otlp:
@@ -143,7 +161,7 @@ processors:
 {processor_extra}exporters:
   auditstore:
     directory: {store}
-    instance_id: test
+    instance_id: {instance_id}
     segment_size: {segment}
     checkpoint: {checkpoint}
     signing_key: {key}
@@ -153,17 +171,7 @@ processors:
 {admin}service:
   extensions: [{extensions}]
   pipelines:
-    traces/audit:
-      receivers: [otlp]
-      processors: [wasm/audit]
-      exporters: [{ids}]
-      shards: {shards}
-    logs/audit:
-      receivers: [otlp]
-      processors: [wasm/audit]
-      exporters: [{ids}]
-      shards: {shards}
-  telemetry:
+{pipelines}  telemetry:
     metrics:
       address: 127.0.0.1:{metrics}
 "#,
@@ -172,139 +180,126 @@ processors:
             policy = self.policy.display(),
             processor_extra = self.processor_extra,
             store = self.store.display(),
+            instance_id = self.instance_id,
             segment = self.segment_size,
             checkpoint = self.checkpoint,
             key = self.key.display(),
-            ids = ids.join(", "),
-            shards = self.shards,
         )
+    }
+
+    /// One audit pipeline a signal, each exporting to `ids`.
+    fn pipelines(&self, ids: &str) -> String {
+        let shards = self.shards;
+        self.signals
+            .iter()
+            .map(|signal| {
+                format!(
+                    "    {signal}/audit:\n      receivers: [otlp]\n      processors: [wasm/audit]\n      \
+                     exporters: [{ids}]\n      shards: {shards}\n"
+                )
+            })
+            .collect()
     }
 
     /// Writes the config and starts the server.
     pub fn start(&self) -> Server {
+        Server { process: self.serve().unwrap_or_else(|e| panic!("{e}")) }
+    }
+
+    /// Writes the config and starts the server; says why it could not.
+    pub fn serve(&self) -> Result<Process, String> {
         let config = self.dir.join("otel-audit.yaml");
-        std::fs::write(&config, self.config()).unwrap();
-        Server::start(&config, &self.dir.join("server.log"), self.ports[3], &[])
+        std::fs::write(&config, self.config()).map_err(|e| format!("{}: {e}", config.display()))?;
+        serve(&config, &self.dir.join("server.log"), self.ports[3], &[])
     }
 }
 
-/// A running `otel-audit serve`.
+/// Starts `otel-audit serve --config config` (its output appended to
+/// `log`, `env` added to its environment) and waits until the health
+/// endpoint on `health` answers 200.
+pub fn serve(config: &Path, log: &Path, health: u16, env: &[(&str, &str)]) -> Result<Process, String> {
+    let mut command = Command::new(binary());
+    command
+        .args(["serve", "--config"])
+        .arg(config)
+        .env("OTEL_AUDIT_CACHE_DIR", super::cache_dir())
+        .env("OTEL_AUDIT_LOG", "info")
+        .envs(env.iter().copied());
+    healthy(Process::spawn(SERVE, command, log)?, health)
+}
+
+/// What [`Process`] calls the server in its messages.
+const SERVE: &str = "otel-audit serve";
+
+/// Waits (at most 90 s) until the health endpoint on `health` answers 200.
+fn healthy(mut process: Process, health: u16) -> Result<Process, String> {
+    let answers = || http_get(health, "/").is_some_and(|(code, _)| code == 200);
+    process.wait_until(Duration::from_secs(90), "not healthy", answers)?;
+    Ok(process)
+}
+
+/// A running `otel-audit serve` that fails the test when it does.
 pub struct Server {
-    child: Option<Child>,
-    /// Its log file (stderr).
-    pub log: PathBuf,
-    health: u16,
+    process: Process,
 }
 
 impl Server {
-    /// Starts the binary on `config` (stderr appended to `log`) and waits
-    /// until the health endpoint answers 200.
+    /// Starts the binary on `config` (its output appended to `log`) and
+    /// waits until the health endpoint answers 200.
     pub fn start(config: &Path, log: &Path, health: u16, env: &[(&str, &str)]) -> Server {
-        let log_file = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
-        let mut command = Command::new(binary());
-        command
-            .args(["serve", "--config"])
-            .arg(config)
-            .env("OTEL_AUDIT_CACHE_DIR", super::cache_dir())
-            .env("OTEL_AUDIT_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(log_file);
-        for (k, v) in env {
-            command.env(k, v);
-        }
-        let child = command.spawn().unwrap();
-        let mut server = Server { child: Some(child), log: log.to_owned(), health };
-        server.wait_healthy();
-        server
+        Server { process: serve(config, log, health, env).unwrap_or_else(|e| panic!("{e}")) }
     }
 
     /// Starts an arbitrary command line (e.g. under `ulimit`) that execs the server.
-    pub fn start_command(mut command: Command, log: &Path, health: u16) -> Server {
-        let log_file = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
-        let child = command.stdout(Stdio::null()).stderr(log_file).spawn().unwrap();
-        let mut server = Server { child: Some(child), log: log.to_owned(), health };
-        server.wait_healthy();
-        server
+    pub fn start_command(command: Command, log: &Path, health: u16) -> Server {
+        let process = Process::spawn(SERVE, command, log).and_then(|p| healthy(p, health));
+        Server { process: process.unwrap_or_else(|e| panic!("{e}")) }
     }
 
-    fn wait_healthy(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(90);
-        loop {
-            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("otel-audit serve exited with {status} while starting:\n{}", self.log_text());
-            }
-            if http_get(self.health, "/").is_some_and(|(code, _)| code == 200) {
-                return;
-            }
-            assert!(Instant::now() < deadline, "server not healthy after 90 s:\n{}", self.log_text());
-            std::thread::sleep(Duration::from_millis(50));
-        }
+    /// Its log file.
+    pub fn log(&self) -> &Path {
+        self.process.log()
     }
 
     /// The server's log so far.
     pub fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// The last `lines` lines of the server's log, for failure messages.
-    pub fn log_tail(&self, lines: usize) -> String {
-        let text = self.log_text();
-        let all: Vec<&str> = text.lines().collect();
-        all[all.len().saturating_sub(lines)..].join("\n")
+        self.process.log_text()
     }
 
     /// The process id.
     pub fn pid(&self) -> u32 {
-        self.child.as_ref().unwrap().id()
+        self.process.pid()
     }
 
     /// Sends `signal` (a `kill` name: `HUP`, `TERM`, ...) to the server.
     pub fn signal(&self, signal: &str) {
-        let pid = self.pid().to_string();
-        let status = Command::new("kill").args([&format!("-{signal}"), &pid]).status().unwrap();
-        assert!(status.success(), "kill -{signal} {pid}: {status}");
+        self.process.signal(signal).unwrap_or_else(|e| panic!("{e}"));
     }
 
     /// SIGTERM, then wait for the exit (at most 60 s).
-    pub fn stop(mut self) -> ExitStatus {
-        let mut child = self.child.take().unwrap();
-        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                return status;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                panic!("server ignored SIGTERM for 60 s:\n{}", self.log_text());
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+    pub fn stop(self) -> ExitStatus {
+        self.process.stop().unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// SIGKILL, no chance to clean up.
-    pub fn kill9(mut self) {
-        let mut child = self.child.take().unwrap();
-        child.kill().unwrap();
-        child.wait().unwrap();
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+    pub fn kill9(self) {
+        self.process.kill9();
     }
 }
 
 /// A plain HTTP/1.0 GET on loopback: (status, body), or None if nothing answers.
 pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    http(port, "GET", path, Duration::from_secs(5))
+}
+
+/// A plain HTTP/1.0 request without a body on loopback, answered within
+/// `timeout`: (status, body), or None if nothing answers.
+pub fn http(port: u16, method: &str, path: &str, timeout: Duration) -> Option<(u16, String)> {
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+    stream.set_read_timeout(Some(timeout)).ok()?;
+    let length = if method == "GET" { "" } else { "Content-Length: 0\r\n" };
+    write!(stream, "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n{length}\r\n").ok()?;
     let mut response = String::new();
     stream.read_to_string(&mut response).ok()?;
     let code = response.split(' ').nth(1)?.parse().ok()?;

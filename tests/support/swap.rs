@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, ExitStatus};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -106,11 +106,13 @@ pub fn fixture_component(var: &str, default: &str) -> Vec<u8> {
 }
 
 /// Replaces `path` the way deploys and editors do: a temporary file beside
-/// it, renamed over it.
-pub fn write_atomically(path: &Path, bytes: &[u8]) {
+/// it, renamed over it. Returns the instant just before the rename.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> Instant {
     let temporary = path.with_file_name(format!("{}.tmp", path.file_name().unwrap().to_string_lossy()));
     std::fs::write(&temporary, bytes).unwrap();
+    let renamed = Instant::now();
     std::fs::rename(&temporary, path).unwrap();
+    renamed
 }
 
 /// A server with two shards per pipeline (traces and logs: four chains,
@@ -498,20 +500,16 @@ pub fn assert_none_failed(sent: &[Sent]) {
 
 /// `otel-audit verify STORE --public-key KEY`: exit 0.
 pub fn verify(setup: &Setup) {
-    let out = Command::new(binary())
-        .arg("verify")
-        .arg(&setup.store)
-        .arg("--public-key")
-        .arg(setup.public_key())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "otel-audit verify: {}\n{}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (status, output) = verify_output(&setup.store, &setup.public_key());
+    assert!(status.success(), "otel-audit verify: {status}\n{output}");
+}
+
+/// `otel-audit verify STORE --public-key KEY`: its exit status, and its
+/// stdout followed by its stderr.
+pub fn verify_output(store: &Path, public_key: &Path) -> (ExitStatus, String) {
+    let out = Command::new(binary()).arg("verify").arg(store).arg("--public-key").arg(public_key).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status, text)
 }
 
 /// `otel_audit_reloads_total` of the processor for `trigger` and `result`.
