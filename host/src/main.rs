@@ -52,6 +52,9 @@ enum Command {
     Prove(ProveCommand),
     /// Check a proof offline, without the store (exit 0 valid, 1 invalid, 2 usage).
     VerifyProof(VerifyProofArgs),
+    /// Run a transparency log witness (C2SP tlog-witness): cosign the
+    /// checkpoints signed by a --log-key that extend what it cosigned before.
+    Witness(WitnessArgs),
     /// Let a chain that cannot recover continue: seal its segments and start
     /// a new one with a gap record that continues from the last checkpoint.
     DeclareGap(DeclareGapArgs),
@@ -188,6 +191,27 @@ struct VerifyProofArgs {
 }
 
 #[derive(Args)]
+struct WitnessArgs {
+    /// The witness's cosigning key (`otel-audit keygen --witness`).
+    #[arg(long)]
+    key: PathBuf,
+    /// A log's checkpoint verifier key (`keygen`'s NAME.pub); repeat.
+    #[arg(long = "log-key", required = true)]
+    log_keys: Vec<PathBuf>,
+    /// Follow only origins starting with this; repeat (default: any origin
+    /// a log key signs).
+    #[arg(long = "origin-prefix")]
+    origin_prefixes: Vec<String>,
+    /// Directory of the witness's durable state: per origin, the size and
+    /// root it cosigned last.
+    #[arg(long)]
+    state: PathBuf,
+    /// Address to listen on (HTTP; `POST /add-checkpoint`).
+    #[arg(long, default_value = "127.0.0.1:7380")]
+    listen: String,
+}
+
+#[derive(Args)]
 struct DeclareGapArgs {
     /// The chain's directory in the store (named in the error that stopped `serve`).
     chain_dir: PathBuf,
@@ -209,6 +233,10 @@ struct KeygenArgs {
     /// Key name (the signer name in signed checkpoints); no '+' or spaces.
     #[arg(long)]
     name: String,
+    /// A witness's cosigning key (C2SP tlog-cosignature, type 0x04) for
+    /// `otel-audit witness`, instead of a checkpoint signing key.
+    #[arg(long)]
+    witness: bool,
     /// Directory for the key files (created if missing).
     #[arg(long, default_value = ".")]
     out: PathBuf,
@@ -352,6 +380,7 @@ fn main() -> ExitCode {
         Command::Verify(args) => verify(args),
         Command::Prove(command) => prove(command),
         Command::VerifyProof(args) => verify_proof(args),
+        Command::Witness(args) => witness(args),
         Command::DeclareGap(args) => declare_gap(args),
         Command::Status(args) => status(args),
         Command::Reload(args) => reload(args),
@@ -524,6 +553,26 @@ fn verify_proof(args: VerifyProofArgs) -> Result<(), Failure> {
     Ok(())
 }
 
+fn witness(args: WitnessArgs) -> Result<(), Failure> {
+    use otel_audit::witness::{Witness, http};
+    init_logging("info");
+    let read = |path: &Path| std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()));
+    let signer = otel_audit::cosignature::WitnessSigner::parse(&read(&args.key)?)
+        .with_context(|| format!("--key {}", args.key.display()))?;
+    let log_keys = args
+        .log_keys
+        .iter()
+        .map(|path| {
+            checkpoint::VerifierKey::parse(&read(path)?).with_context(|| format!("--log-key {}", path.display()))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let witness = Witness::new(signer, log_keys, args.origin_prefixes, &args.state)
+        .with_context(|| format!("--state {}", args.state.display()))?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(http::serve(std::sync::Arc::new(witness), &args.listen))?;
+    Ok(())
+}
+
 fn declare_gap(args: DeclareGapArgs) -> Result<(), Failure> {
     init_logging("warn");
     let gap = otel_audit::store::declare_gap(&args.chain_dir, &args.reason, clock::now_unix_nano())?;
@@ -640,11 +689,16 @@ fn test(args: TestArgs) -> Result<(), Failure> {
 
 fn keygen(args: KeygenArgs) -> Result<(), Failure> {
     init_logging("warn");
-    let signer = checkpoint::SignerKey::generate(&args.name)?;
-    let files = keyfile::write(&args.out, &signer)?;
+    let (files, public) = if args.witness {
+        let signer = otel_audit::cosignature::WitnessSigner::generate(&args.name)?;
+        (keyfile::write_witness(&args.out, &signer)?, signer.verifier().encode())
+    } else {
+        let signer = checkpoint::SignerKey::generate(&args.name)?;
+        (keyfile::write(&args.out, &signer)?, signer.verifier().encode())
+    };
     println!("signer key:   {} (keep it secret; mode 0600)", files.private.display());
     println!("verifier key: {}", files.public.display());
-    println!("{}", signer.verifier().encode());
+    println!("{public}");
     Ok(())
 }
 

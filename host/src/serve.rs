@@ -475,7 +475,7 @@ pub fn survive_file_size_limit() {
 }
 
 /// Waits for SIGTERM, SIGINT or `shutdown`.
-async fn wait_for_signal(shutdown: &CancellationToken) {
+pub async fn wait_for_signal(shutdown: &CancellationToken) {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).ok();
     let mut int = signal(SignalKind::interrupt()).ok();

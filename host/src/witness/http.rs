@@ -16,6 +16,16 @@ use super::{Refusal, Witness};
 /// few kilobytes.
 const MAX_BODY: usize = 64 << 10;
 
+/// Serves the witness on `listen` until SIGTERM or SIGINT.
+pub async fn serve(witness: Arc<Witness>, listen: &str) -> std::io::Result<()> {
+    let listener = tokio::net::TcpListener::bind(listen).await?;
+    tracing::info!(addr = %listener.local_addr()?, key = %witness.public_key(), "witness listening");
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    axum::serve(listener, router(witness))
+        .with_graceful_shutdown(async move { crate::serve::wait_for_signal(&shutdown).await })
+        .await
+}
+
 /// The witness's routes.
 pub fn router(witness: Arc<Witness>) -> axum::Router {
     axum::Router::new()
