@@ -118,3 +118,108 @@ fn a_witness_process_cosigns_a_real_chain_and_refuses_a_second_history() {
     assert_eq!(status, 200, "{body}");
     drop(witness);
 }
+
+/// `otel-audit keygen --witness --name <name> --out <dir>`; the public key file.
+fn witness_keys(dir: &Path, name: &str) -> std::path::PathBuf {
+    let out = Command::new(binary()).args(["keygen", "--witness", "--name", name, "--out"]).arg(dir).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    dir.join(format!("{}.pub", name.replace('/', "_")))
+}
+
+fn start_named_witness(dir: &Path, name: &str, setup: &Setup, port: u16) -> Process {
+    let mut command = Command::new(binary());
+    command
+        .args(["witness", "--key"])
+        .arg(dir.join(format!("{}.key", name.replace('/', "_"))))
+        .arg("--log-key")
+        .arg(setup.public_key())
+        .arg("--state")
+        .arg(dir.join(format!("state-{}", name.replace('/', "_"))))
+        .args(["--listen", &format!("127.0.0.1:{port}")]);
+    let log = dir.join(format!("{}.log", name.replace('/', "_")));
+    let mut witness = Process::spawn("otel-audit witness", command, &log).unwrap();
+    witness
+        .wait_until(Duration::from_secs(20), "is not listening", || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        })
+        .unwrap();
+    witness
+}
+
+#[test]
+fn serve_submits_to_two_witnesses_in_the_background_and_verify_requires_their_quorum() {
+    let tmp = tempfile::tempdir().unwrap();
+    let setup = setup(&tmp);
+    let (w1, w2) = (witness_keys(tmp.path(), "w1.example/a"), witness_keys(tmp.path(), "w2.example/b"));
+    let (p1, p2) = (free_port(), free_port());
+    let witness1 = start_named_witness(tmp.path(), "w1.example/a", &setup, p1);
+    // The second witness is down at first: ingestion goes on, its cosignatures come later.
+    let key_line = format!("    signing_key: {}\n", setup.key.display());
+    let config = setup.config().replace(
+        &key_line,
+        &format!(
+            "{key_line}    witnesses:\n      - {{url: http://127.0.0.1:{p1}, public_key: {}}}\n      - {{url: http://127.0.0.1:{p2}, public_key: {}}}\n",
+            w1.display(),
+            w2.display()
+        ),
+    );
+    assert!(config.contains("witnesses:"), "{config}");
+    let config_path = tmp.path().join("witnessed.yaml");
+    std::fs::write(&config_path, config).unwrap();
+    let server = support::server::Server::start(&config_path, &tmp.path().join("server.log"), setup.ports[3], &[]);
+    send(&setup, (0..4).map(|i| (i, 5)));
+    let chain = chain(&setup);
+    let cosignatures = |key: &Path| {
+        let key = WitnessKey::parse(std::fs::read_to_string(key).unwrap().trim()).unwrap();
+        otel_audit::witness::submit::cosignatures_file(&chain, &key)
+    };
+    let lines = |path: &Path| std::fs::read_to_string(path).map(|t| t.lines().count()).unwrap_or(0);
+    let wait_for = |what: &str, done: &dyn Fn() -> bool| {
+        for _ in 0..200 {
+            if done() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("{what}");
+    };
+    wait_for("the first witness cosigns while the second is down", &|| lines(&cosignatures(&w1)) > 0);
+    assert_eq!(lines(&cosignatures(&w2)), 0);
+    let witness2 = start_named_witness(tmp.path(), "w2.example/b", &setup, p2);
+    send(&setup, (4..6).map(|i| (i, 5)));
+    wait_for("cosignatures resume once the second witness is up", &|| lines(&cosignatures(&w2)) > 0);
+    assert!(server.stop().success());
+
+    let public_key = setup.public_key();
+    let verify = |extra: &[&str]| {
+        let mut args = vec![chain.to_str().unwrap(), "--public-key", public_key.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        verify_bin(&args)
+    };
+    let (w1s, w2s) = (w1.to_str().unwrap(), w2.to_str().unwrap());
+    let (code, text) = verify(&["--witness", w1s, "--witness", w2s]);
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("witnessed    newest cosigned @30 by w1.example/a, w2.example/b"), "{text}");
+    // A key that is not a given witness's does not count toward the quorum.
+    let stranger = witness_keys(tmp.path(), "w3.example/c");
+    let (code, text) = verify(&["--witness", w1s, "--witness", stranger.to_str().unwrap()]);
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("INVALID: UNWITNESSED"), "{text}");
+    let (code, _) = verify(&["--witness", w1s, "--witness", stranger.to_str().unwrap(), "--quorum", "1"]);
+    assert_eq!(code, 0);
+    // A forged cosignature (one byte of a signature changed) is an error.
+    let file = cosignatures(&w2);
+    let text = std::fs::read_to_string(&file).unwrap();
+    let mut first: otel_audit::witness::submit::CosignatureLine =
+        serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    let (head, data) = first.cosignature.rsplit_once(' ').unwrap();
+    let mut blob = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, data).unwrap();
+    blob[20] ^= 1;
+    first.cosignature = format!("{head} {}", base64::Engine::encode(&base64::engine::general_purpose::STANDARD, blob));
+    let rest: String = text.lines().skip(1).map(|l| format!("{l}\n")).collect();
+    std::fs::write(&file, format!("{}\n{rest}", serde_json::to_string(&first).unwrap())).unwrap();
+    let (code, text) = verify(&["--witness", w1s, "--witness", w2s]);
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("INVALID: BAD_COSIGNATURE"), "{text}");
+    drop((witness1, witness2));
+}

@@ -59,6 +59,8 @@ fn main() {
         to: None,
         heartbeat: Some(std::time::Duration::from_secs(3600)),
         strict: true,
+        witnesses: Vec::new(),
+        quorum: 0,
         now_unix_nano: otel_audit::clock::now_unix_nano(),
     };
     let run = || {

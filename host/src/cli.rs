@@ -94,6 +94,14 @@ pub struct VerifyArgs {
     /// The HMAC key of record MACs, as ID=FILE (the key is the file's bytes).
     #[arg(long = "hmac-key", value_name = "ID=FILE")]
     pub hmac_keys: Vec<String>,
+    /// A witness's cosignature verifier key (`keygen --witness`'s NAME.pub);
+    /// repeat. The chains' newest checkpoints must carry a quorum of valid
+    /// cosignatures by them.
+    #[arg(long = "witness", value_name = "FILE")]
+    pub witnesses: Vec<PathBuf>,
+    /// How many of the --witness keys must have cosigned (default: all).
+    #[arg(long)]
+    pub quorum: Option<usize>,
     /// A checkpoint kept outside the store (the signed note, e.g. the body
     /// of an `audit.checkpoint` log record sent downstream); repeatable.
     #[arg(long = "anchor", value_name = "CHECKPOINT_FILE")]

@@ -134,8 +134,24 @@ fn verify(args: VerifyArgs) -> Result<(), Failure> {
         .as_deref()
         .map(|h| config::parse_duration(h).map_err(|e| anyhow::anyhow!("--heartbeat {e}")))
         .transpose()?;
+    let witnesses = args
+        .witnesses
+        .iter()
+        .map(|path| {
+            let text =
+                std::fs::read_to_string(path).with_context(|| format!("--witness: cannot read {}", path.display()))?;
+            otel_audit::cosignature::WitnessKey::parse(text.trim())
+                .with_context(|| format!("--witness {}", path.display()))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let quorum = args.quorum.unwrap_or(witnesses.len());
+    if quorum > witnesses.len() || (quorum == 0 && !witnesses.is_empty()) {
+        return Err(anyhow::anyhow!("--quorum {quorum}: between 1 and the {} --witness key(s)", witnesses.len()).into());
+    }
     let options = Options {
         keys,
+        witnesses,
+        quorum,
         hmac_keys: secrets::read_all(&args.hmac_keys)?,
         anchors,
         from: args.from.as_deref().map(Bound::parse).transpose()?,

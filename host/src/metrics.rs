@@ -107,6 +107,10 @@ pub struct Metrics {
     pub export_retries: Family<ExporterLabels, Counter>,
     /// Records the downstream rejected permanently (they stay in the store).
     pub export_rejected: Family<ExporterLabels, Counter>,
+    /// Cosignatures received from a witness (`exporter` is `witness/<name>`).
+    pub witness_cosignatures: Family<ExporterLabels, Counter>,
+    /// Submissions to a witness that failed (down, refused) and are retried.
+    pub witness_failures: Family<ExporterLabels, Counter>,
     /// Hot-swap attempts, by processor, trigger and result.
     pub reloads: Family<ReloadLabels, Counter>,
     /// Seconds from a reload's trigger until every chain serves the new
@@ -145,6 +149,8 @@ impl Metrics {
             exported_records: Family::default(),
             export_retries: Family::default(),
             export_rejected: Family::default(),
+            witness_cosignatures: Family::default(),
+            witness_failures: Family::default(),
             reloads: Family::default(),
             reload_seconds: Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.001, 2.0, 16))),
             checkpoint_times: Mutex::new(Vec::new()),
@@ -178,6 +184,16 @@ impl Metrics {
             r.register("export_backlog_records", "Stored records not yet delivered", metrics.export_backlog.clone());
             r.register("exported_records", "Records delivered downstream", metrics.exported_records.clone());
             r.register("export_retries", "Failed export attempts that are retried", metrics.export_retries.clone());
+            r.register(
+                "witness_cosignatures",
+                "Cosignatures received from witnesses",
+                metrics.witness_cosignatures.clone(),
+            );
+            r.register(
+                "witness_failures",
+                "Witness submissions that failed and are retried",
+                metrics.witness_failures.clone(),
+            );
             r.register(
                 "export_rejected_records",
                 "Records the downstream rejected permanently",

@@ -35,6 +35,8 @@ use crate::store::{ChainStore, StoreOptions};
 const CHAIN_QUEUE: usize = 1024;
 /// How long exporters may keep delivering after the chains stopped.
 const EXPORT_DRAIN: Duration = Duration::from_secs(10);
+/// How long the witnesses get, at shutdown, for the final checkpoints.
+const WITNESS_GRACE: Duration = Duration::from_secs(3);
 /// How long receivers may take to finish the requests in flight.
 const RECEIVER_DRAIN: Duration = Duration::from_secs(30);
 /// How long answered connections may take to close by themselves.
@@ -78,6 +80,8 @@ pub struct Server {
     router: Option<Arc<Router>>,
     chains: Vec<(Arc<AtomicBool>, JoinHandle<()>)>,
     exports: Vec<ExportTask>,
+    /// One per chain and witness: submits checkpoints for cosigning.
+    witnessing: Vec<crate::witness::submit::Submitter>,
     metrics: Arc<Metrics>,
     runtime: Arc<Runtime>,
     /// Each processor and what serves it at start-up, for reloads.
@@ -119,6 +123,7 @@ impl Server {
         let mut pipelines = Vec::new();
         let mut chains = Vec::new();
         let mut exports = Vec::new();
+        let mut witnessing = Vec::new();
         for pipeline in &config.pipelines {
             let processor = &pipeline.processor;
             let (module, policy) = match modules.get(&processor.id) {
@@ -164,6 +169,7 @@ impl Server {
                 }
             };
             let mirror_dir = checkpoint_mirror(store)?;
+            let witness_keys = witness_keys(store)?;
             let mut handles = Vec::new();
             for shard in 0..pipeline.shards {
                 let chain_id = format!("{}/{}/{shard}", store.instance_id, pipeline.id);
@@ -233,6 +239,16 @@ impl Server {
                     task.load_cursor().map_err(|e| ServeError::Setup(format!("exporters.{}: {e}", exporter.id)))?;
                     exports.push(task);
                 }
+                for (witness, key) in &witness_keys {
+                    witnessing.push(crate::witness::submit::Submitter {
+                        chain_id: chain_id.clone(),
+                        chain_dir: dir.clone(),
+                        url: witness.url.clone(),
+                        key: key.clone(),
+                        committed: committed.clone(),
+                        metrics: metrics.clone(),
+                    });
+                }
                 for task in exports.iter_mut().rev().take(cursors.len()) {
                     task.chain_cursors = cursors.clone();
                 }
@@ -254,6 +270,7 @@ impl Server {
             router: Some(Arc::new(Router::new(pipelines))),
             chains,
             exports,
+            witnessing,
             metrics,
             runtime,
             processors,
@@ -333,6 +350,11 @@ impl Server {
             let listener = to_tokio("admin", endpoint, listener)?;
             admin.spawn(serve_admin(listener, admin::router(reloader.clone()), admin_stop.clone()));
         }
+        let witnesses_stop = CancellationToken::new();
+        let mut witnesses = JoinSet::new();
+        for submitter in std::mem::take(&mut self.witnessing) {
+            witnesses.spawn(submitter.run(witnesses_stop.clone()));
+        }
         let exports_drain = CancellationToken::new();
         let exports_stop = CancellationToken::new();
         let mut exporters = JoinSet::new();
@@ -383,6 +405,13 @@ impl Server {
             exports_stop.cancel();
             while exporters.join_next().await.is_some() {}
         }
+        // Witnesses get a moment for the final checkpoints; one that is
+        // down gets them after the next start.
+        if tokio::time::timeout(WITNESS_GRACE, async { while witnesses.join_next().await.is_some() {} }).await.is_err()
+        {
+            witnesses_stop.cancel();
+            while witnesses.join_next().await.is_some() {}
+        }
         admin_stop.cancel();
         while admin.join_next().await.is_some() {}
         tracing::info!(elapsed_ms = began.elapsed().as_millis() as u64, "stopped");
@@ -403,6 +432,25 @@ fn merge_key_history(
             known.clear();
         }
     }
+}
+
+/// The keys of a store's witnesses, read once.
+fn witness_keys(
+    store: &crate::config::Store,
+) -> Result<Vec<(crate::config::WitnessDef, crate::cosignature::WitnessKey)>, ServeError> {
+    store
+        .witnesses
+        .iter()
+        .map(|witness| {
+            let path = &witness.public_key;
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                ServeError::Setup(format!("exporters.{}.witnesses: cannot read {}: {e}", store.id, path.display()))
+            })?;
+            let key = crate::cosignature::WitnessKey::parse(text.trim())
+                .map_err(|e| ServeError::Setup(format!("exporters.{}.witnesses: {}: {e}", store.id, path.display())))?;
+            Ok((witness.clone(), key))
+        })
+        .collect()
 }
 
 /// The checkpoint mirror directory of a store: the configured one (which

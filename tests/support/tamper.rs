@@ -81,6 +81,8 @@ pub fn options(setup: &Setup) -> Options {
         to: None,
         heartbeat: Some(Duration::from_secs(3600)),
         strict: false,
+        witnesses: Vec::new(),
+        quorum: 0,
         now_unix_nano: otel_audit::clock::now_unix_nano(),
     }
 }

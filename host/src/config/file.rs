@@ -132,6 +132,15 @@ pub(super) struct AuditStoreFile {
     pub checkpoint: Option<CheckpointFile>,
     pub signing_key: Option<Text>,
     pub origin: Option<Text>,
+    pub witnesses: Option<Vec<WitnessFile>>,
+}
+
+/// One of `exporters.auditstore.witnesses`.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct WitnessFile {
+    pub url: Option<Text>,
+    pub public_key: Option<Text>,
 }
 
 /// `exporters.auditstore.checkpoint`.

@@ -293,6 +293,18 @@ pub struct Store {
     /// Prefix of the checkpoint origin lines (default `otel-audit`): no
     /// spaces and no `+`, as C2SP origins.
     pub origin: String,
+    /// Witnesses each checkpoint is submitted to (`witnesses`), in the
+    /// background: one that is down never blocks ingestion.
+    pub witnesses: Vec<WitnessDef>,
+}
+
+/// A witness of `exporters.auditstore.witnesses` (C2SP tlog-witness).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WitnessDef {
+    /// Its submission prefix (`POST <url>/add-checkpoint`).
+    pub url: String,
+    /// Its cosignature verifier key file (`keygen --witness`'s NAME.pub).
+    pub public_key: PathBuf,
 }
 
 /// How an exporter speaks OTLP.

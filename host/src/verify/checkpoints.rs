@@ -54,6 +54,8 @@ pub struct Entry {
     pub start: bool,
     /// The signed checkpoint schedule (absent only on a malformed line).
     pub schedule: Option<SignedSchedule>,
+    /// The note's signed text (what cosignatures cover).
+    pub text: String,
 }
 
 /// The `schedule` extension line: how often the host that signed the
@@ -367,6 +369,7 @@ fn check_line(
             shutdown,
             start,
             schedule,
+            text: note.text.clone(),
         });
     }
     Some((note.text, frontier))

@@ -219,6 +219,10 @@ pub struct Options {
     /// The newest checkpoint may be at most twice this old; by default the
     /// heartbeat its signed schedule names.
     pub heartbeat: Option<Duration>,
+    /// Witness keys whose cosignatures count (`--witness`).
+    pub witnesses: Vec<crate::cosignature::WitnessKey>,
+    /// How many of them must have cosigned a checkpoint.
+    pub quorum: usize,
     /// Warnings fail.
     pub strict: bool,
     /// "Now", Unix nanoseconds.

@@ -58,10 +58,16 @@ pub enum Code {
     /// Records after a `shutdown` checkpoint without a `start` checkpoint
     /// before them: the host did not append them.
     RecordsAfterShutdown,
+    /// A cosignature by a given witness key that does not verify.
+    BadCosignature,
+    /// `--witness` given, and no checkpoint carries a quorum of valid cosignatures.
+    Unwitnessed,
     /// The newest valid checkpoint is older than the heartbeat allows.
     Stale,
     /// Records after the last valid checkpoint.
     UnsealedTail,
+    /// Records after the newest checkpoint with a quorum of cosignatures.
+    UnwitnessedTail,
     /// A declared gap (docs/chain-format.md §1.8) that checks out.
     DeclaredGap,
 }
@@ -89,6 +95,9 @@ impl Code {
             Code::UnanchoredGenesis => "UNANCHORED_GENESIS",
             Code::UncoveredRecords => "UNCOVERED_RECORDS",
             Code::RecordsAfterShutdown => "RECORDS_AFTER_SHUTDOWN",
+            Code::BadCosignature => "BAD_COSIGNATURE",
+            Code::Unwitnessed => "UNWITNESSED",
+            Code::UnwitnessedTail => "UNWITNESSED_TAIL",
             Code::Stale => "STALE",
             Code::UnsealedTail => "UNSEALED_TAIL",
             Code::DeclaredGap => "DECLARED_GAP",
@@ -99,7 +108,7 @@ impl Code {
     /// cannot vouch for (exit 0 unless `--strict`).
     pub fn severity(self) -> Severity {
         match self {
-            Code::Stale | Code::UnsealedTail | Code::DeclaredGap => Severity::Warning,
+            Code::Stale | Code::UnsealedTail | Code::UnwitnessedTail | Code::DeclaredGap => Severity::Warning,
             _ => Severity::Error,
         }
     }
@@ -199,6 +208,9 @@ pub struct ChainReport {
     pub named: bool,
     /// The chain's origin (its identity, from `chain.json`).
     pub origin: Option<String>,
+    /// With `--witness`: the newest checkpoint size with a quorum of valid
+    /// cosignatures, and the witnesses that cosigned it.
+    pub witnessed: Option<(u64, Vec<String>)>,
     /// Records read (every stored line that parsed as a record).
     pub records: u64,
     /// Records in the requested range whose checks ran.
@@ -245,6 +257,7 @@ impl ChainReport {
             dir,
             named: false,
             origin: None,
+            witnessed: None,
             records: 0,
             verified: 0,
             verified_seqs: None,
@@ -541,6 +554,9 @@ fn chain_summary(chain: &ChainReport, requested: &Requested) -> String {
         _ => "none".to_owned(),
     };
     let _ = writeln!(out, "  unsealed     {tail_text}");
+    if let Some((size, witnesses)) = &chain.witnessed {
+        let _ = writeln!(out, "  witnessed    newest cosigned @{size} by {}", clean(&witnesses.join(", ")));
+    }
     if chain.superseded_lines > 0 {
         let _ = writeln!(out, "  superseded   {} line(s) in declared gaps, not verified", chain.superseded_lines);
     }

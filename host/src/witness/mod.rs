@@ -11,6 +11,7 @@
 //! - [`http`]: the HTTP interface (`POST /add-checkpoint`).
 
 pub mod http;
+pub mod submit;
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;

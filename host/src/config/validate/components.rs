@@ -199,6 +199,22 @@ impl Checker<'_> {
                 Err(format!("`{t}` cannot start a checkpoint origin: printable ASCII without spaces or `+`"))
             }
         });
+        let mut witnesses = Some(Vec::new());
+        for (i, witness) in file.witnesses.unwrap_or_default().into_iter().enumerate() {
+            let at = format!("{path}.witnesses[{i}]");
+            let url = self.required(format!("{at}.url"), witness.url, |t| {
+                if (t.starts_with("http://") || t.starts_with("https://")) && !t.contains(char::is_whitespace) {
+                    Ok(t.trim_end_matches('/').to_owned())
+                } else {
+                    Err(format!("`{t}` is not an http:// or https:// URL"))
+                }
+            });
+            let public_key = self.required(format!("{at}.public_key"), witness.public_key, file_path);
+            match (url, public_key, witnesses.as_mut()) {
+                (Some(url), Some(public_key), Some(list)) => list.push(super::super::WitnessDef { url, public_key }),
+                _ => witnesses = None,
+            }
+        }
         Some(Store {
             id: id.to_owned(),
             directory: directory?,
@@ -210,6 +226,7 @@ impl Checker<'_> {
             mirror: mirror?,
             signing_key: signing_key?,
             origin: origin?,
+            witnesses: witnesses?,
         })
     }
 

@@ -22,6 +22,7 @@ use layout::{find_gaps, list_segments, read_chain_file};
 mod layout;
 mod records;
 mod verdict;
+mod witnessed;
 
 const ZERO: Hash = [0; 32];
 
@@ -244,5 +245,9 @@ pub fn verify(
         progress(lines.consumed - reported);
     }
     walk.resolve_pending(None);
-    Ok(walk.finish(&entries, anchors, torn_bytes))
+    let mut report = walk.finish(&entries, anchors, torn_bytes);
+    if !options.witnesses.is_empty() {
+        witnessed::check(dir, &entries, options, &mut report)?;
+    }
+    Ok(report)
 }
