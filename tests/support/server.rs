@@ -49,6 +49,9 @@ pub struct Setup {
     /// More keys of the processor, as YAML lines indented for it (e.g.
     /// `    tests: [...]\n    reload: {...}\n`).
     pub processor_extra: String,
+    /// Extra keys of the `auditstore` exporter (indented four spaces, each
+    /// line ending with a newline), e.g. `witnesses`.
+    pub store_extra: String,
     /// Port of the `admin` extension (reloads and status); none by default.
     pub admin: Option<u16>,
     /// Store directory.
@@ -82,6 +85,7 @@ impl Setup {
             policy: super::root().join("collector-config/policies/soc2-audit.yaml"),
             module: super::wasm_path(),
             processor_extra: String::new(),
+            store_extra: String::new(),
             admin: None,
             store: dir.join("store"),
             instance_id: "test".into(),
@@ -165,7 +169,7 @@ processors:
     segment_size: {segment}
     checkpoint: {checkpoint}
     signing_key: {key}
-{exporters}extensions:
+{store_extra}{exporters}extensions:
   health_check:
     endpoint: 127.0.0.1:{health}
 {admin}service:
@@ -179,6 +183,7 @@ processors:
             module = self.module.display(),
             policy = self.policy.display(),
             processor_extra = self.processor_extra,
+            store_extra = self.store_extra,
             store = self.store.display(),
             instance_id = self.instance_id,
             segment = self.segment_size,

@@ -48,6 +48,10 @@ use tempfile::TempDir;
 const CLIENTS: [usize; 2] = [8, 32];
 /// Audit mixes: typical, and everything kept (the store's worst case).
 const MIXES: [(&str, f64); 2] = [("5 %", 0.05), ("100 %", 1.0)];
+/// What each scenario runs: the baseline, otel-audit, and otel-audit with
+/// two witnesses cosigning every checkpoint (their cost must stay off the
+/// request path).
+const TARGETS: [Target; 3] = [Target::Rotel, Target::OtelAudit, Target::Witnessed];
 /// The shipped policy the server runs (tests/support's `Setup` default).
 const POLICY: &str = "collector-config/policies/soc2-audit.yaml";
 
@@ -92,13 +96,13 @@ fn run() -> Result<(), String> {
     let env = Env::resolve()?;
     let runtime = load::runtime()?;
     print_setting(&env);
-    let total = MIXES.len() * CLIENTS.len() * 2;
+    let total = MIXES.len() * CLIENTS.len() * TARGETS.len();
     let mut results = Vec::new();
     for (mix, audit_ratio) in MIXES {
         let pool = load::pool(audit_ratio);
         let request_bytes = pool.iter().map(Bytes::len).sum::<usize>() / pool.len();
         for clients in CLIENTS {
-            for target in [Target::Rotel, Target::OtelAudit] {
+            for target in TARGETS {
                 let run = results.len() + 1;
                 eprintln!(
                     "  [{run}/{total}] {} {mix} audit, {clients} clients ({} KiB requests)",

@@ -86,7 +86,7 @@ fn vs_rotel(rows: &[Row], row: &Row) -> String {
     let r = &row.result;
     match row.target {
         Target::Rotel => "1".to_owned(),
-        Target::OtelAudit => rows
+        Target::OtelAudit | Target::Witnessed => rows
             .iter()
             .find(|b| b.target == Target::Rotel && b.mix == row.mix && b.clients == row.clients)
             .map(|b| b.result.ok as f64 / b.result.window.as_secs_f64())

@@ -1,5 +1,7 @@
 //! What a run measures: `otel-audit serve` with the shipped default's
-//! store and checkpoint settings, or rotel as an OTLP passthrough.
+//! store and checkpoint settings (also with two witnesses cosigning every
+//! checkpoint, each its own `otel-audit witness` process), or rotel as an
+//! OTLP passthrough.
 
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -14,6 +16,8 @@ use crate::support::server::{Setup, free_port};
 pub enum Target {
     Rotel,
     OtelAudit,
+    /// otel-audit submitting every checkpoint to two witnesses.
+    Witnessed,
 }
 
 impl Target {
@@ -21,6 +25,7 @@ impl Target {
         match self {
             Target::Rotel => "rotel",
             Target::OtelAudit => "otel-audit",
+            Target::Witnessed => "otel-audit+2 witnesses",
         }
     }
 
@@ -28,7 +33,8 @@ impl Target {
     pub fn start(self, env: &Env, dir: &Path) -> Result<Started, String> {
         match self {
             Target::Rotel => start_rotel(env, dir),
-            Target::OtelAudit => start_otel_audit(env, dir),
+            Target::OtelAudit => start_otel_audit(env, dir, 0),
+            Target::Witnessed => start_otel_audit(env, dir, 2),
         }
     }
 }
@@ -41,18 +47,63 @@ pub struct Started {
     /// Its metrics port and its store (otel-audit only).
     pub metrics: Option<u16>,
     pub store: Option<PathBuf>,
+    /// Processes it needs while it runs (witnesses); stopped when dropped.
+    pub _companions: Vec<Process>,
 }
 
 /// `otel-audit serve` with a fresh store in `dir/store`: the shipped
 /// default's store and checkpoint settings (collector-config/otel-audit.yaml)
-/// on free loopback ports.
-fn start_otel_audit(env: &Env, dir: &Path) -> Result<Started, String> {
+/// on free loopback ports, with `witnesses` witness processes.
+fn start_otel_audit(env: &Env, dir: &Path, witnesses: usize) -> Result<Started, String> {
     let mut setup = Setup::new(dir);
     setup.shipped_store();
     setup.instance_id = "bench".into();
     setup.shards = env.shards;
+    let mut companions = Vec::new();
+    if witnesses > 0 {
+        setup.store_extra.push_str("    witnesses:\n");
+    }
+    for i in 0..witnesses {
+        let (witness, url, public_key) = start_witness(env, dir, &setup.public_key(), i)?;
+        setup.store_extra.push_str(&format!("      - {{url: {url}, public_key: {}}}\n", public_key.display()));
+        companions.push(witness);
+    }
     let process = setup.serve()?;
-    Ok(Started { process, endpoint: setup.grpc_uri(), metrics: Some(setup.ports[2]), store: Some(setup.store) })
+    Ok(Started {
+        process,
+        endpoint: setup.grpc_uri(),
+        metrics: Some(setup.ports[2]),
+        store: Some(setup.store),
+        _companions: companions,
+    })
+}
+
+/// An `otel-audit witness` of the log key `log_key`, with a fresh key in
+/// `dir`: the process, its URL and its public key file.
+fn start_witness(env: &Env, dir: &Path, log_key: &Path, i: usize) -> Result<(Process, String, PathBuf), String> {
+    let name = format!("w{i}.bench");
+    let out = Command::new(&env.binary)
+        .args(["keygen", "--witness", "--name", &name, "--out"])
+        .arg(dir)
+        .output()
+        .map_err(|e| format!("keygen --witness: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("keygen --witness: {}", String::from_utf8_lossy(&out.stderr)));
+    }
+    let port = free_port();
+    let mut command = Command::new(&env.binary);
+    command
+        .args(["witness", "--key"])
+        .arg(dir.join(format!("{name}.key")))
+        .arg("--log-key")
+        .arg(log_key)
+        .arg("--state")
+        .arg(dir.join(format!("{name}.state")))
+        .args(["--listen", &format!("127.0.0.1:{port}")]);
+    let mut process = Process::spawn("otel-audit witness", command, &dir.join(format!("{name}.log")))?;
+    let listens = || TcpStream::connect(("127.0.0.1", port)).is_ok();
+    process.wait_until(Duration::from_secs(30), "did not listen", listens)?;
+    Ok((process, format!("http://127.0.0.1:{port}"), dir.join(format!("{name}.pub"))))
 }
 
 /// rotel as a passthrough to its blackhole exporter, once its gRPC port
@@ -68,7 +119,13 @@ fn start_rotel(env: &Env, dir: &Path) -> Result<Started, String> {
     let mut process = Process::spawn("rotel", command, &dir.join("rotel.log"))?;
     let listens = || TcpStream::connect(("127.0.0.1", grpc)).is_ok();
     process.wait_until(Duration::from_secs(30), "did not listen", listens)?;
-    Ok(Started { process, endpoint: format!("http://127.0.0.1:{grpc}"), metrics: None, store: None })
+    Ok(Started {
+        process,
+        endpoint: format!("http://127.0.0.1:{grpc}"),
+        metrics: None,
+        store: None,
+        _companions: vec![],
+    })
 }
 
 /// The rotel binary shipped in the venv's `rotel` wheel (`make venv`).
