@@ -74,7 +74,8 @@ fn throughput(rows: &[Row]) {
          (server metrics); req/s: OK requests; latency: send to OK at the client; errors: requests not answered OK; \
          peak RSS: the server's VmHWM; B/rec: store directory bytes per record (segments, checkpoints); \
          vs rotel: OK requests/s over rotel's with the same load. rotel acknowledges before it exports and keeps \
-         nothing; otel-audit acknowledges after processing and fsync."
+         nothing; otel-audit acknowledges after processing and fsync; +witnesses: otel-audit submitting every \
+         checkpoint to two `otel-audit witness` processes (in the background)."
     );
     for row in rows.iter().filter(|r| r.result.first_error.is_some()) {
         println!("  first error, {}: {}", row.name(), row.result.first_error.as_deref().unwrap_or_default());

@@ -25,7 +25,7 @@ impl Target {
         match self {
             Target::Rotel => "rotel",
             Target::OtelAudit => "otel-audit",
-            Target::Witnessed => "otel-audit+2 witnesses",
+            Target::Witnessed => "+witnesses",
         }
     }
 
