@@ -223,3 +223,69 @@ fn serve_submits_to_two_witnesses_in_the_background_and_verify_requires_their_qu
     assert!(text.contains("INVALID: BAD_COSIGNATURE"), "{text}");
     drop((witness1, witness2));
 }
+
+#[test]
+fn a_witness_that_saw_another_history_refuses_the_hosts_checkpoints_and_the_host_keeps_serving() {
+    let tmp = tempfile::tempdir().unwrap();
+    let setup = setup(&tmp);
+    let w1 = witness_keys(tmp.path(), "w1.example/a");
+    let port = free_port();
+    let witness = start_named_witness(tmp.path(), "w1.example/a", &setup, port);
+    let key_line = format!("    signing_key: {}\n", setup.key.display());
+    let witnessed =
+        format!("{key_line}    witnesses:\n      - {{url: http://127.0.0.1:{port}, public_key: {}}}\n", w1.display());
+    let config_path = tmp.path().join("witnessed.yaml");
+    std::fs::write(&config_path, setup.config().replace(&key_line, &witnessed)).unwrap();
+    let start = || support::server::Server::start(&config_path, &tmp.path().join("server.log"), setup.ports[3], &[]);
+    let server = start();
+    send(&setup, (0..4).map(|i| (i, 5)));
+    assert!(server.stop().success());
+    let chain = chain(&setup);
+    let cosigned_before = std::fs::read_to_string(otel_audit::witness::submit::cosignatures_file(
+        &chain,
+        &WitnessKey::parse(std::fs::read_to_string(&w1).unwrap().trim()).unwrap(),
+    ))
+    .unwrap();
+    assert!(cosigned_before.contains("\"size\":20"), "{cosigned_before}");
+
+    // The holder of the host's key rewrites history under the same origin:
+    // record 5 edited, everything relinked, every checkpoint re-signed, and
+    // the mirror that would refuse it removed.
+    let mut segs = read_segments(&chain);
+    let (s, l) = flat(&segs)[5];
+    segs[s].1[l] = segs[s].1[l].replace("\"audit.action\":{\"s\":\"", "\"audit.action\":{\"s\":\"forged-");
+    rechain(&mut segs, 5);
+    write_segments(&segs);
+    resign_all(&chain, &signer(&setup), &leaves(&segs));
+    std::fs::remove_dir_all(setup.key.with_extension("checkpoints")).unwrap();
+    std::fs::remove_dir_all(chain.join("tiles")).unwrap();
+
+    // The host serves on: every request is answered OK, while the witness refuses each submission.
+    let server = start();
+    send(&setup, (10..14).map(|i| (i, 5)));
+    let refused = || {
+        let text = support::admin::metrics(setup.ports[2]);
+        support::admin::metric(&text, "otel_audit_witness_failures_total", &[("chain", "test/traces/audit/0")])
+    };
+    for _ in 0..200 {
+        if refused() >= 1.0 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(refused() >= 1.0, "the witness refused the other history");
+    assert!(server.stop().success());
+    let log = std::fs::read_to_string(tmp.path().join("server.log")).unwrap();
+    assert!(log.contains("witness submission failed"), "{log}");
+    // Verify with the witness: the cosignatures are of the first history.
+    let (code, text) = verify_bin(&[
+        chain.to_str().unwrap(),
+        "--public-key",
+        setup.public_key().to_str().unwrap(),
+        "--witness",
+        w1.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("INVALID: BAD_COSIGNATURE") || text.contains("INVALID: UNWITNESSED"), "{text}");
+    drop(witness);
+}
