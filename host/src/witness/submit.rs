@@ -68,9 +68,16 @@ impl Submitter {
         let mut done: Option<String> = None;
         let mut backoff = Duration::from_millis(200);
         let mut chain_stopped = false;
+        // Reads only the lines appended since the last look.
+        let mut reader = CheckpointReader::new(&self.chain_dir, 0);
+        let mut newest: Option<CheckpointEntry> = None;
         loop {
-            let newest = newest_checkpoint(self.chain_dir.clone()).await;
-            let pending = newest.filter(|c| done.as_deref() != Some(c.note.as_str()));
+            let found;
+            (reader, found) = read_new(reader, &self.chain_dir).await;
+            if found.is_some() {
+                newest = found;
+            }
+            let pending = newest.clone().filter(|c| done.as_deref() != Some(c.note.as_str()));
             let Some(checkpoint) = pending else {
                 if chain_stopped {
                     return;
@@ -165,14 +172,28 @@ enum Outcome {
     WitnessAt(u64),
 }
 
-async fn newest_checkpoint(chain_dir: PathBuf) -> Option<CheckpointEntry> {
-    tokio::task::spawn_blocking(move || {
-        let (entries, _) = CheckpointReader::new(&chain_dir, 0).read(u64::MAX).ok()?;
-        entries.into_iter().next_back()
+/// The newest of the checkpoints appended since `reader`'s place, and the
+/// reader moved past them.
+async fn read_new(
+    mut reader: CheckpointReader,
+    chain_dir: &std::path::Path,
+) -> (CheckpointReader, Option<CheckpointEntry>) {
+    let read = tokio::task::spawn_blocking(move || {
+        let newest = match reader.read(u64::MAX) {
+            Ok((entries, pos)) => {
+                reader.seek(pos);
+                entries.into_iter().next_back()
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot read the checkpoints to submit");
+                None
+            }
+        };
+        (reader, newest)
     })
-    .await
-    .ok()
-    .flatten()
+    .await;
+    // A read that panicked starts over from the first line.
+    read.unwrap_or_else(|_| (CheckpointReader::new(chain_dir, 0), None))
 }
 
 async fn last_cosigned(file: &std::path::Path) -> Option<u64> {
