@@ -174,8 +174,9 @@ fn serve_submits_to_two_witnesses_in_the_background_and_verify_requires_their_qu
         otel_audit::witness::submit::cosignatures_file(&chain, &key)
     };
     let lines = |path: &Path| std::fs::read_to_string(path).map(|t| t.lines().count()).unwrap_or(0);
+    // Generous: a witness that was down is retried with a backoff of up to 30 s.
     let wait_for = |what: &str, done: &dyn Fn() -> bool| {
-        for _ in 0..200 {
+        for _ in 0..1200 {
             if done() {
                 return;
             }
@@ -267,7 +268,7 @@ fn a_witness_that_saw_another_history_refuses_the_hosts_checkpoints_and_the_host
         let text = support::admin::metrics(setup.ports[2]);
         support::admin::metric(&text, "otel_audit_witness_failures_total", &[("chain", "test/traces/audit/0")])
     };
-    for _ in 0..200 {
+    for _ in 0..600 {
         if refused() >= 1.0 {
             break;
         }
