@@ -8,10 +8,12 @@
 //! under the keys given; the leaves build the verifier's own Merkle tree
 //! ([`tree`]), whose roots must be the signed ones of every checkpoint
 //! ([`checkpoints`]: form, signatures under trusted keys, the `prev` chain
-//! of checkpoints, agreement among them) and of the anchors. What cannot
-//! be proven (records after the last checkpoint, an old newest checkpoint,
-//! a declared gap) is a warning; everything else is an error. The codes
-//! and their triggers are listed in docs/store-format.md.
+//! of checkpoints, agreement among them) and of the anchors; with
+//! `--witness`, the witnesses' cosignatures too. What cannot be proven
+//! (records after the last checkpoint within its signed schedule, an old
+//! newest checkpoint, a declared gap, records no witness saw yet) is a
+//! warning; everything else is an error. The codes and their triggers are
+//! listed in docs/store-format.md.
 //!
 //! Not here: repairing anything. Verify only reads.
 
