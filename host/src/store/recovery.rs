@@ -180,6 +180,8 @@ pub(super) fn open(dir: &Path, chain_id: &str, options: StoreOptions) -> Result<
         );
         return Err(StoreError::corrupt(&checkpoints_path, Location::File, message));
     }
+    // The replayed leaves go to the tile files now, not with the next append.
+    tiles.write()?;
 
     let seg = &segments[active];
     let file = OpenOptions::new().write(true).open(&seg.path).map_err(io("open", &seg.path))?;

@@ -526,3 +526,37 @@ fn keyed_known_answer_leaves() {
         assert_eq!(to_hex(&info.leaf), leaf.as_str().unwrap());
     }
 }
+
+#[test]
+fn tiles_lost_or_cut_short_are_rebuilt_from_the_segments_at_open() {
+    use crate::store::tiles::TileReader;
+    let dir = tempfile::tempdir().unwrap();
+    let mut chain = Records::new("c");
+    let options = StoreOptions { segment_size: 1500, ..StoreOptions::default() };
+    let (mut store, _) = open(dir.path(), options.clone());
+    for _ in 0..7 {
+        append(&mut store, &mut chain, 3);
+    }
+    let entry = CheckpointEntry {
+        size: store.frontier().size(),
+        root: store.frontier().root(),
+        time_unix_nano: 1,
+        frontier: store.frontier().nodes().to_vec(),
+        note: "c\n21\nroot\n\n— key sig\n".into(),
+    };
+    store.append_checkpoint(&entry).unwrap();
+    append(&mut store, &mut chain, 4);
+    let root = store.frontier().root();
+    drop(store);
+    for damage in ["removed", "cut short"] {
+        match damage {
+            "removed" => fs::remove_dir_all(dir.path().join(tiles::DIR)).unwrap(),
+            _ => fs::write(tiles::level_path(dir.path(), 0), [0u8; 32 * 5]).unwrap(),
+        }
+        let (store, recovery) = open(dir.path(), options.clone());
+        assert!(recovery.notes.iter().any(|n| n.contains("rebuilt the tiles of the first 21 records")), "{damage}");
+        assert_eq!(store.frontier().size(), 25);
+        drop(store);
+        assert_eq!(TileReader::open(dir.path()).subtree_hash(0, 25).unwrap(), root, "{damage}");
+    }
+}
