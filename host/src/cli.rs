@@ -61,6 +61,13 @@ pub struct AdminArgs {
     /// The server's admin endpoint (`extensions.admin.endpoint`).
     #[arg(long, default_value = "127.0.0.1:13134", env = "OTEL_AUDIT_ADMIN")]
     pub admin: String,
+    /// A file holding a bearer token of `extensions.admin.auth` (or
+    /// `read_auth`, for status only).
+    #[arg(long, env = "OTEL_AUDIT_ADMIN_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
+    /// The CA (PEM) of an admin endpoint that serves TLS (then https).
+    #[arg(long, env = "OTEL_AUDIT_ADMIN_CA_FILE")]
+    pub ca_file: Option<PathBuf>,
     /// `text` for people, `json` for scripts.
     #[arg(long, value_enum, default_value = "text")]
     pub format: OutputFormat,

@@ -30,6 +30,7 @@
 #![deny(missing_docs)]
 
 pub mod admin;
+pub mod auth;
 pub mod checkpoint;
 pub mod clock;
 pub mod config;
@@ -37,6 +38,7 @@ pub mod cosignature;
 pub mod exporter;
 pub mod grpc_codec;
 pub mod keyfile;
+pub mod listener;
 pub mod loadgen;
 pub mod merkle;
 pub mod metrics;
@@ -55,5 +57,6 @@ pub mod serve;
 pub mod store;
 #[cfg(test)]
 mod testing;
+pub mod tls;
 pub mod verify;
 pub mod witness;

@@ -97,8 +97,14 @@ fn admin_call<T>(call: impl std::future::Future<Output = Result<T, admin::client
     Ok(runtime.block_on(call)?)
 }
 
+/// The admin client the arguments describe.
+fn admin_client(args: &AdminArgs) -> Result<admin::client::Client, Failure> {
+    let credentials = admin::client::Credentials { token_file: args.token_file.clone(), ca_file: args.ca_file.clone() };
+    Ok(admin::client::Client::new(&args.admin, &credentials)?)
+}
+
 fn status(args: AdminArgs) -> Result<(), Failure> {
-    let status = admin_call(admin::client::Client::new(&args.admin).status())?;
+    let status = admin_call(admin_client(&args)?.status())?;
     match args.format {
         OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&status)?),
         OutputFormat::Text => print!("{}", status.to_text()),
@@ -107,7 +113,7 @@ fn status(args: AdminArgs) -> Result<(), Failure> {
 }
 
 fn reload(args: ReloadArgs) -> Result<(), Failure> {
-    let reloaded = admin_call(admin::client::Client::new(&args.admin.admin).reload(args.processor.as_deref()))?;
+    let reloaded = admin_call(admin_client(&args.admin)?.reload(args.processor.as_deref()))?;
     match (&reloaded.answer, args.admin.format) {
         (answer, OutputFormat::Json) => println!("{}", serde_json::to_string_pretty(answer)?),
         (ReloadAnswer::Error { error }, OutputFormat::Text) => {

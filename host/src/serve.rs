@@ -18,18 +18,21 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::admin;
+use crate::auth::{Access, Guard, Tokens};
 use crate::checkpoint::SignerKey;
-use crate::config::{self, Config};
+use crate::config::{self, Authenticator, Config, Security, ServerLimits};
 use crate::exporter::ExportTask;
 use crate::exporter::client::{Client, ClientOptions, Destination};
+use crate::listener::{self, ListenerSpec};
 use crate::metrics::Metrics;
 use crate::pipeline::chain::{ChainSpec, ChainWorker, CheckpointPolicy, PolicySource};
 use crate::pipeline::{ChainHandle, PipelineHandle, Router};
 use crate::preflight;
-use crate::receiver::{self, Ingest};
+use crate::receiver::{self, Admission, Ingest};
 use crate::reload::{self, Reloader, candidate::Serving};
 use crate::runtime::{Limits, Module, Runtime};
 use crate::store::{ChainStore, StoreOptions};
+use crate::tls::ServerTlsSource;
 
 /// Requests a chain may have queued before clients get retryable errors.
 const CHAIN_QUEUE: usize = 1024;
@@ -67,11 +70,11 @@ pub enum ServeError {
 /// Listeners bound before anything else starts, so that a second instance
 /// on the same ports fails before it touches a store.
 struct Listeners {
-    grpc: Option<std::net::TcpListener>,
-    http: Option<std::net::TcpListener>,
-    metrics: Option<std::net::TcpListener>,
-    health: Option<std::net::TcpListener>,
-    admin: Option<std::net::TcpListener>,
+    grpc: Option<(std::net::TcpListener, ListenerSpec)>,
+    http: Option<(std::net::TcpListener, ListenerSpec)>,
+    metrics: Option<(std::net::TcpListener, ListenerSpec)>,
+    health: Option<(std::net::TcpListener, ListenerSpec)>,
+    admin: Option<(std::net::TcpListener, ListenerSpec)>,
 }
 
 /// A started server: its chains, exporters and listeners.
@@ -107,12 +110,36 @@ impl Server {
         }
         let mut compiled: BTreeMap<String, Module> = checked.processors.into_iter().map(|p| (p.id, p.module)).collect();
         let listeners = Listeners {
-            grpc: config.grpc.as_ref().map(|g| bind("OTLP/gRPC", &g.endpoint)).transpose()?,
-            http: config.http.as_ref().map(|h| bind("OTLP/HTTP", &h.endpoint)).transpose()?,
-            metrics: config.metrics_address.as_deref().map(|a| bind("metrics", a)).transpose()?,
-            health: config.health_endpoint.as_deref().map(|e| bind("health_check", e)).transpose()?,
-            admin: config.admin_endpoint.as_deref().map(|e| bind("admin", e)).transpose()?,
+            grpc: config
+                .grpc
+                .as_ref()
+                .map(|g| secured("OTLP/gRPC", &g.endpoint, &g.security, None, g.limits.clone()))
+                .transpose()?,
+            http: config
+                .http
+                .as_ref()
+                .map(|h| secured("OTLP/HTTP", &h.endpoint, &h.security, None, h.limits.clone()))
+                .transpose()?,
+            metrics: config
+                .metrics
+                .as_ref()
+                .map(|m| secured("metrics", &m.endpoint, &m.security, None, ServerLimits::with_in_flight(4)))
+                .transpose()?,
+            health: config
+                .health
+                .as_ref()
+                .map(|h| secured("health_check", &h.endpoint, &h.security, None, ServerLimits::with_in_flight(4)))
+                .transpose()?,
+            admin: config
+                .admin
+                .as_ref()
+                .map(|a| {
+                    let limits = ServerLimits::with_in_flight(4);
+                    secured("admin", &a.endpoint, &a.security, a.read_auth.as_ref(), limits)
+                })
+                .transpose()?,
         };
+        separate_writers(&listeners)?;
         // Before anything slow: from here on SIGHUP reloads instead of killing.
         let hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
             .map_err(|e| ServeError::Setup(format!("cannot handle SIGHUP: {e}")))?;
@@ -217,12 +244,19 @@ impl Server {
                             logs_url: exporter.logs_url.clone(),
                         },
                     };
+                    let mut headers = exporter.headers.clone();
+                    if let Some(auth) = &exporter.auth {
+                        headers.push(
+                            crate::auth::client_header(auth)
+                                .map_err(|e| ServeError::Setup(format!("exporters.{}.auth: {e}", exporter.id)))?,
+                        );
+                    }
                     let options = ClientOptions {
-                        headers: exporter.headers.clone(),
+                        headers,
                         gzip: exporter.compression == config::Compression::Gzip,
                         timeout: exporter.timeout,
                     };
-                    let client = Client::new(&destination, options)
+                    let client = Client::with_tls(&destination, options, exporter.tls.as_ref())
                         .map_err(|e| ServeError::Setup(format!("exporters.{}: {e}", exporter.id)))?;
                     let mut task = ExportTask {
                         exporter_id: exporter.id.clone(),
@@ -288,33 +322,28 @@ impl Server {
         let accepting = CancellationToken::new();
         let ready = Arc::new(AtomicBool::new(false));
         let mut receivers = JoinSet::new();
-        if let (Some(grpc), Some(listener)) = (&self.config.grpc, listeners.grpc) {
+        if let (Some(grpc), Some((listener, spec))) = (&self.config.grpc, listeners.grpc) {
             let listener = to_tokio("OTLP/gRPC", &grpc.endpoint, listener)?;
-            let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-            let server = tonic::transport::Server::builder()
-                .add_service(receiver::grpc::TraceService::new(ingest.clone(), grpc.max_recv_msg_size))
-                .add_service(receiver::grpc::LogsService::new(ingest.clone(), grpc.max_recv_msg_size));
-            let stop = accepting.clone();
-            receivers.spawn(async move {
-                if let Err(error) = server.serve_with_incoming_shutdown(incoming, stop.cancelled_owned()).await {
-                    tracing::error!(%error, "OTLP/gRPC receiver failed");
-                }
-            });
+            let admission = Arc::new(Admission::new(grpc.limits.max_in_flight_requests, grpc.limits.read_timeout));
+            let app = tonic::service::Routes::new(receiver::grpc::TraceService::new(
+                ingest.clone(),
+                grpc.max_recv_msg_size,
+                admission.clone(),
+            ))
+            .add_service(receiver::grpc::LogsService::new(ingest.clone(), grpc.max_recv_msg_size, admission))
+            .into_axum_router();
+            receivers.spawn(listener::serve(listener, app, spec, accepting.clone()));
         }
-        if let (Some(http), Some(listener)) = (&self.config.http, listeners.http) {
+        if let (Some(http), Some((listener, spec))) = (&self.config.http, listeners.http) {
             let listener = to_tokio("OTLP/HTTP", &http.endpoint, listener)?;
-            let app = receiver::http::router(ingest.clone(), http.max_request_body_size);
-            let stop = accepting.clone();
-            receivers.spawn(async move {
-                if let Err(error) = axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned()).await {
-                    tracing::error!(%error, "OTLP/HTTP receiver failed");
-                }
-            });
+            let admission = Arc::new(Admission::new(http.limits.max_in_flight_requests, http.limits.read_timeout));
+            let app = receiver::http::router(ingest.clone(), http.max_request_body_size, admission);
+            receivers.spawn(listener::serve(listener, app, spec, accepting.clone()));
         }
         let mut admin = JoinSet::new();
         let admin_stop = CancellationToken::new();
-        if let (Some(address), Some(listener)) = (&self.config.metrics_address, listeners.metrics) {
-            let listener = to_tokio("metrics", address, listener)?;
+        if let (Some(metrics), Some((listener, spec))) = (&self.config.metrics, listeners.metrics) {
+            let listener = to_tokio("metrics", &metrics.endpoint, listener)?;
             let metrics = self.metrics.clone();
             let app = axum::Router::new().route(
                 "/metrics",
@@ -328,12 +357,12 @@ impl Server {
                     }
                 }),
             );
-            admin.spawn(serve_admin(listener, app, admin_stop.clone()));
+            admin.spawn(listener::serve(listener, app, spec, admin_stop.clone()));
         }
-        if let (Some(endpoint), Some(listener)) = (&self.config.health_endpoint, listeners.health) {
-            let listener = to_tokio("health_check", endpoint, listener)?;
+        if let (Some(health), Some((listener, spec))) = (&self.config.health, listeners.health) {
+            let listener = to_tokio("health_check", &health.endpoint, listener)?;
             let app = health_router(ready.clone());
-            admin.spawn(serve_admin(listener, app, admin_stop.clone()));
+            admin.spawn(listener::serve(listener, app, spec, admin_stop.clone()));
         }
         let reloader = Arc::new(Reloader::new(
             self.runtime.clone(),
@@ -346,9 +375,12 @@ impl Server {
         if let Some(hangup) = self.hangup.take() {
             tokio::spawn(reload::watch::reload_on_sighup(reloader.clone(), hangup, reloads_stop.clone()));
         }
-        if let (Some(endpoint), Some(listener)) = (&self.config.admin_endpoint, listeners.admin) {
-            let listener = to_tokio("admin", endpoint, listener)?;
-            admin.spawn(serve_admin(listener, admin::router(reloader.clone()), admin_stop.clone()));
+        if let (Some(endpoint), Some((listener, spec))) = (&self.config.admin, listeners.admin) {
+            let listener = to_tokio("admin", &endpoint.endpoint, listener)?;
+            let mut hosts: Vec<String> = gethostname::gethostname().into_string().into_iter().collect();
+            hosts.extend(endpoint.endpoint.rsplit_once(':').map(|(host, _)| host.to_owned()));
+            let app = admin::router(reloader.clone(), hosts);
+            admin.spawn(listener::serve(listener, app, spec, admin_stop.clone()));
         }
         let witnesses_stop = CancellationToken::new();
         let mut witnesses = JoinSet::new();
@@ -488,10 +520,62 @@ fn to_tokio(what: &'static str, endpoint: &str, listener: std::net::TcpListener)
     TcpListener::from_std(listener).map_err(|source| ServeError::Bind { what, endpoint: endpoint.to_owned(), source })
 }
 
-async fn serve_admin(listener: TcpListener, app: axum::Router, stop: CancellationToken) {
-    if let Err(error) = axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned()).await {
-        tracing::error!(%error, "admin listener failed");
+/// Binds a listener and loads what secures it (TLS files, token files):
+/// a bad certificate or token file stops the start, naming it.
+fn secured(
+    what: &'static str,
+    endpoint: &str,
+    security: &Security,
+    read_auth: Option<&Authenticator>,
+    limits: ServerLimits,
+) -> Result<(std::net::TcpListener, ListenerSpec), ServeError> {
+    let setup = |e: &dyn std::fmt::Display| ServeError::Setup(format!("{what} listener ({endpoint}): {e}"));
+    let tls =
+        security.tls.as_ref().map(|t| ServerTlsSource::load(t).map(Arc::new)).transpose().map_err(|e| setup(&e))?;
+    let mut authenticators = Vec::new();
+    if let Some(auth) = &security.auth {
+        authenticators.push(Tokens::new(auth, Access::Full).map_err(|e| setup(&e))?);
     }
+    if let Some(auth) = read_auth {
+        authenticators.push(Tokens::new(auth, Access::Read).map_err(|e| setup(&e))?);
+    }
+    let loopback = endpoint.starts_with("127.") || endpoint.starts_with("localhost:") || endpoint.starts_with("[::1]");
+    if !loopback && (tls.is_none() || authenticators.is_empty()) {
+        tracing::warn!(
+            listener = what,
+            endpoint,
+            tls = tls.is_some(),
+            auth = !authenticators.is_empty(),
+            "listening beyond loopback without TLS and a bearertokenauth authenticator"
+        );
+    }
+    let listener = bind(what, endpoint)?;
+    Ok((listener, ListenerSpec { name: what, tls, guard: Arc::new(Guard::new(authenticators)), limits }))
+}
+
+/// The admin endpoint takes its own tokens: refuse to start when one of
+/// them is also a writer's (a token file may hold the same token as a
+/// variable, which the config check cannot see).
+fn separate_writers(listeners: &Listeners) -> Result<(), ServeError> {
+    let guards = |l: &Option<(std::net::TcpListener, ListenerSpec)>| {
+        l.as_ref().map(|(_, spec)| spec.guard.clone()).into_iter().collect::<Vec<_>>()
+    };
+    let writers: Vec<Arc<Guard>> = guards(&listeners.grpc).into_iter().chain(guards(&listeners.http)).collect();
+    for admin in guards(&listeners.admin) {
+        for token in admin.authenticators() {
+            for writer in writers.iter().flat_map(|w| w.authenticators()) {
+                if token.shares_token_with(writer) {
+                    return Err(ServeError::Setup(format!(
+                        "extensions.admin: `{}` shares a token with the writers' `{}`: give the admin endpoint its \
+                         own tokens",
+                        token.id(),
+                        writer.id()
+                    )));
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The health endpoint in the shape of the Collector's `health_check`

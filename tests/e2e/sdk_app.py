@@ -142,7 +142,9 @@ def make_exporters(args, ledger: Ledger):
         compression = GrpcCompression.Gzip if compression_name == "gzip" else GrpcCompression.NoCompression
         common = dict(
             endpoint=args.endpoint,
-            insecure=True,
+            # https:// speaks TLS with the SDK's OTEL_EXPORTER_OTLP_CERTIFICATE
+            # (and CLIENT_CERTIFICATE / CLIENT_KEY for mutual TLS).
+            insecure=not args.endpoint.startswith("https://"),
             headers=tuple(args.header),
             timeout=args.timeout,
             compression=compression,

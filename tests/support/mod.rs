@@ -5,6 +5,7 @@
 
 pub mod admin;
 pub mod load;
+pub mod pki;
 pub mod process;
 pub mod server;
 pub mod swap;

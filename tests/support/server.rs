@@ -54,6 +54,15 @@ pub struct Setup {
     pub store_extra: String,
     /// Port of the `admin` extension (reloads and status); none by default.
     pub admin: Option<u16>,
+    /// More keys of the admin extension (indented four spaces, each line
+    /// ending with a newline), e.g. `tls` and `auth`.
+    pub admin_extra: String,
+    /// More keys of the gRPC and HTTP receivers (indented eight spaces,
+    /// each line ending with a newline), e.g. `tls` and `auth`.
+    pub receiver_extra: [String; 2],
+    /// More extensions (YAML, indented for `extensions:`), and their ids
+    /// to list in `service.extensions`.
+    pub extensions: Vec<(String, String)>,
     /// Store directory.
     pub store: PathBuf,
     /// The store's instance id (the first part of every chain's name).
@@ -87,6 +96,9 @@ impl Setup {
             processor_extra: String::new(),
             store_extra: String::new(),
             admin: None,
+            admin_extra: String::new(),
+            receiver_extra: [String::new(), String::new()],
+            extensions: Vec::new(),
             store: dir.join("store"),
             instance_id: "test".into(),
             key,
@@ -140,10 +152,18 @@ impl Setup {
         let [grpc, http, metrics, health] = self.ports;
         let mut exporters = String::new();
         let mut ids = vec!["auditstore".to_owned()];
-        let (admin, extensions) = match self.admin {
-            Some(port) => (format!("  admin:\n    endpoint: 127.0.0.1:{port}\n"), "health_check, admin"),
-            None => (String::new(), "health_check"),
+        let (mut admin, mut extensions) = match self.admin {
+            Some(port) => (
+                format!("  admin:\n    endpoint: 127.0.0.1:{port}\n{}", self.admin_extra),
+                "health_check, admin".to_owned(),
+            ),
+            None => (String::new(), "health_check".to_owned()),
         };
+        for (id, body) in &self.extensions {
+            admin.push_str(&format!("  {id}:\n{body}\n"));
+            extensions.push_str(&format!(", {id}"));
+        }
+        let [grpc_extra, http_extra] = &self.receiver_extra;
         for (id, body) in &self.exporters {
             exporters.push_str(&format!("  {id}:\n{body}\n"));
             ids.push(id.clone());
@@ -155,10 +175,10 @@ impl Setup {
     protocols:
       grpc:
         endpoint: 127.0.0.1:{grpc}
-      http:
+{grpc_extra}      http:
         endpoint: 127.0.0.1:{http}
         max_request_body_size: {max_body}
-processors:
+{http_extra}processors:
   wasm/audit:
     module: {module}
     policy: {policy}

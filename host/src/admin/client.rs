@@ -18,6 +18,20 @@ pub enum ClientError {
         /// What failed.
         error: reqwest::Error,
     },
+    /// The endpoint refused the request (401 no or wrong token, 403 a
+    /// read-only token or a browser, 421 a foreign Host).
+    #[error("{url} refused the request ({status}): {message}")]
+    Refused {
+        /// The request's URL.
+        url: String,
+        /// The HTTP status.
+        status: u16,
+        /// The endpoint's reason.
+        message: String,
+    },
+    /// The client could not be set up (token or CA file).
+    #[error("{0}")]
+    Setup(String),
     /// An answer that is not the JSON the endpoint sends.
     #[error("{url} answered {status} with a body that is not {expected}: {error}")]
     Body {
@@ -48,16 +62,49 @@ impl Reloaded {
     }
 }
 
+/// How to reach a secured admin endpoint.
+#[derive(Debug, Clone, Default)]
+pub struct Credentials {
+    /// A file holding the bearer token (its first line).
+    pub token_file: Option<std::path::PathBuf>,
+    /// The CA (PEM) the endpoint's certificate chains to: speaks https.
+    pub ca_file: Option<std::path::PathBuf>,
+}
+
 /// The admin endpoint at `host:port` (`extensions.admin.endpoint`).
 pub struct Client {
-    address: String,
+    base: String,
     http: reqwest::Client,
+    token: Option<String>,
 }
 
 impl Client {
-    /// A client of the endpoint at `address` (`host:port`).
-    pub fn new(address: &str) -> Self {
-        Client { address: address.to_owned(), http: reqwest::Client::new() }
+    /// A client of the endpoint at `address` (`host:port`, or a URL).
+    pub fn new(address: &str, credentials: &Credentials) -> Result<Self, ClientError> {
+        let token = match &credentials.token_file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| ClientError::Setup(format!("cannot read the token file {}: {e}", path.display())))?;
+                Some(text.lines().next().unwrap_or("").trim().to_owned())
+            }
+            None => None,
+        };
+        let mut builder = reqwest::Client::builder();
+        let https = credentials.ca_file.is_some() || address.starts_with("https://");
+        if https {
+            let tls = crate::config::ClientTls {
+                ca_file: credentials.ca_file.clone(),
+                include_system_ca_certs_pool: credentials.ca_file.is_none(),
+                ..Default::default()
+            };
+            let config =
+                crate::tls::client_config(&tls, &[b"http/1.1"]).map_err(|e| ClientError::Setup(e.to_string()))?;
+            builder = builder.use_preconfigured_tls(config);
+        }
+        let http = builder.build().map_err(|e| ClientError::Setup(format!("cannot set up the HTTP client: {e}")))?;
+        let authority = address.split_once("://").map_or(address, |(_, rest)| rest).trim_end_matches('/');
+        let base = format!("{}://{authority}", if https { "https" } else { "http" });
+        Ok(Client { base, http, token })
     }
 
     /// `GET /admin/status`: what serves each processor.
@@ -80,14 +127,26 @@ impl Client {
     }
 
     fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.address)
+        format!("{}{path}", self.base)
     }
 
-    async fn send(&self, request: reqwest::RequestBuilder, url: &str) -> Result<(u16, bytes::Bytes), ClientError> {
+    async fn send(&self, mut request: reqwest::RequestBuilder, url: &str) -> Result<(u16, bytes::Bytes), ClientError> {
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
         let unreachable = |error| ClientError::Unreachable { url: url.to_owned(), error };
         let response = request.send().await.map_err(unreachable)?;
         let status = response.status().as_u16();
-        Ok((status, response.bytes().await.map_err(unreachable)?))
+        let body = response.bytes().await.map_err(unreachable)?;
+        if matches!(status, 401 | 403 | 421) {
+            let text = String::from_utf8_lossy(&body);
+            let message = serde_json::from_slice::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| v["error"].as_str().map(str::to_owned))
+                .unwrap_or_else(|| text.trim().to_owned());
+            return Err(ClientError::Refused { url: url.to_owned(), status, message });
+        }
+        Ok((status, body))
     }
 }
 

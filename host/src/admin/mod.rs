@@ -84,7 +84,13 @@ struct ReloadQuery {
 /// The admin endpoint: `POST /admin/reload[?processor=ID]` reloads and
 /// answers once every chain serves the result (see [`Verdict`] for the
 /// status); `GET /admin/status` shows what serves.
-pub fn router(reloader: Arc<Reloader>) -> axum::Router {
+///
+/// Requests from browsers are refused unless they come from this endpoint's
+/// own origin (a cross-origin `text/plain` POST needs no preflight), and a
+/// `Host` must be an IP address, `localhost` or one of `hosts` (so a DNS
+/// name rebound to this machine reaches nothing). When the listener checks
+/// tokens, reloading needs a token of `auth`, not only of `read_auth`.
+pub fn router(reloader: Arc<Reloader>, hosts: Vec<String>) -> axum::Router {
     async fn reload(State(reloader): State<Arc<Reloader>>, Query(query): Query<ReloadQuery>) -> Response {
         let (verdict, answer) = match reloader.reload(query.processor.as_deref(), Trigger::Admin).await {
             Ok(reloads) => (Verdict::of(&reloads), ReloadAnswer::Reloads { reloads }),
@@ -99,6 +105,50 @@ pub fn router(reloader: Arc<Reloader>) -> axum::Router {
         .route("/admin/reload", axum::routing::post(reload))
         .route("/admin/status", axum::routing::get(status))
         .with_state(reloader)
+        .layer(axum::middleware::from_fn_with_state(Arc::new(hosts), same_origin))
+}
+
+/// Refuses foreign `Host`s, cross-origin browser requests and reloads by
+/// read-only principals, before any handler runs.
+async fn same_origin(
+    State(hosts): State<Arc<Vec<String>>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let refuse = |status: StatusCode, message: String| (status, axum::Json(serde_json::json!({ "error": message })));
+    let headers = request.headers();
+    let host = headers.get(http::header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("");
+    if !allowed_host(host, &hosts) {
+        let message = format!("Host `{host}` is not this admin endpoint's (an IP address, localhost or {hosts:?})");
+        return refuse(StatusCode::MISDIRECTED_REQUEST, message).into_response();
+    }
+    let site = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok());
+    let origin = headers.get(http::header::ORIGIN).and_then(|v| v.to_str().ok());
+    let same =
+        |origin: &str| origin.split_once("://").is_some_and(|(_, authority)| authority.eq_ignore_ascii_case(host));
+    if site.is_some_and(|s| s != "same-origin" && s != "none") || origin.is_some_and(|o| !same(o)) {
+        let message = "cross-origin requests are refused: call the admin endpoint with otel-audit or curl".to_owned();
+        return refuse(StatusCode::FORBIDDEN, message).into_response();
+    }
+    let principal = request.extensions().get::<crate::listener::Peer>().and_then(|p| p.principal.clone());
+    if request.method() != http::Method::GET && principal.is_some_and(|p| p.access < crate::auth::Access::Full) {
+        let message = "this token may read the status but not reload: use a token of extensions.admin.auth".to_owned();
+        return refuse(StatusCode::FORBIDDEN, message).into_response();
+    }
+    next.run(request).await
+}
+
+/// Whether `host` (a `Host` header, with or without port) names this
+/// endpoint: an IP address, `localhost`, or one of `hosts`.
+fn allowed_host(host: &str, hosts: &[String]) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(rest) => return rest.split_once(']').is_some_and(|(ip, _)| ip.parse::<std::net::Ipv6Addr>().is_ok()),
+        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+    };
+    !name.is_empty()
+        && (name.parse::<std::net::Ipv4Addr>().is_ok()
+            || name.eq_ignore_ascii_case("localhost")
+            || hosts.iter().any(|h| h.eq_ignore_ascii_case(name)))
 }
 
 #[cfg(test)]
@@ -131,6 +181,17 @@ mod tests {
             assert_eq!(Verdict::from_status(verdict.status().as_u16()), Some(verdict));
         }
         assert_eq!(Verdict::from_status(500), None);
+    }
+
+    #[test]
+    fn only_this_machine_s_names_are_hosts() {
+        let hosts = vec!["audit-1".to_owned()];
+        for host in ["127.0.0.1:13134", "localhost:13134", "LOCALHOST", "[::1]:13134", "10.0.0.7", "audit-1:13134"] {
+            assert!(allowed_host(host, &hosts), "{host}");
+        }
+        for host in ["", "evil.example:13134", "audit-1.evil.example", "[evil]:1", "localhost.evil:13134"] {
+            assert!(!allowed_host(host, &hosts), "{host}");
+        }
     }
 
     #[test]

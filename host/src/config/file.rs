@@ -83,6 +83,47 @@ pub(super) struct ProtocolsFile {
 pub(super) struct GrpcFile {
     pub endpoint: Option<Text>,
     pub max_recv_msg_size_mib: Option<Text>,
+    pub tls: Option<TlsFile>,
+    pub auth: Option<AuthFile>,
+    pub max_concurrent_streams: Option<Text>,
+    pub keepalive: Option<KeepaliveFile>,
+    pub max_connections: Option<Text>,
+    pub max_in_flight_requests: Option<Text>,
+    pub read_header_timeout: Option<Text>,
+    pub read_timeout: Option<Text>,
+}
+
+/// `keepalive` of a gRPC receiver.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct KeepaliveFile {
+    pub server_parameters: Option<ServerParametersFile>,
+}
+
+/// `keepalive.server_parameters`: the HTTP/2 pings otel-audit sends.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ServerParametersFile {
+    pub time: Option<Text>,
+    pub timeout: Option<Text>,
+}
+
+/// `auth:` of a listener or exporter.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct AuthFile {
+    pub authenticator: Option<Text>,
+}
+
+/// `extensions.bearertokenauth[/<name>]`.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct BearerTokenFile {
+    pub header: Option<Text>,
+    pub scheme: Option<Text>,
+    pub token: Option<Text>,
+    pub tokens: Option<Vec<Text>>,
+    pub filename: Option<Text>,
 }
 
 /// `receivers.otlp.protocols.http`.
@@ -91,6 +132,12 @@ pub(super) struct GrpcFile {
 pub(super) struct HttpFile {
     pub endpoint: Option<Text>,
     pub max_request_body_size: Option<Text>,
+    pub tls: Option<TlsFile>,
+    pub auth: Option<AuthFile>,
+    pub max_connections: Option<Text>,
+    pub max_in_flight_requests: Option<Text>,
+    pub read_header_timeout: Option<Text>,
+    pub read_timeout: Option<Text>,
 }
 
 /// `processors.wasm/<name>`.
@@ -168,6 +215,7 @@ pub(super) struct ExporterFile {
     pub retry_on_failure: Option<RetryFile>,
     pub sending_queue: Option<QueueFile>,
     pub tls: Option<TlsFile>,
+    pub auth: Option<AuthFile>,
 }
 
 /// `retry_on_failure`.
@@ -190,11 +238,22 @@ pub(super) struct QueueFile {
     pub queue_size: Option<Text>,
 }
 
-/// `tls`: only plaintext for now, written the Collector's way.
+/// `tls`: the Collector's configtls keys; which apply depends on the side
+/// (listener or exporter), checked in validation.
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub(super) struct TlsFile {
     pub insecure: Option<Text>,
+    pub insecure_skip_verify: Option<Text>,
+    pub ca_file: Option<Text>,
+    pub cert_file: Option<Text>,
+    pub key_file: Option<Text>,
+    pub client_ca_file: Option<Text>,
+    pub min_version: Option<Text>,
+    pub max_version: Option<Text>,
+    pub reload_interval: Option<Text>,
+    pub server_name_override: Option<Text>,
+    pub include_system_ca_certs_pool: Option<Text>,
 }
 
 /// `extensions.health_check` and `extensions.admin`: a listener.
@@ -202,6 +261,9 @@ pub(super) struct TlsFile {
 #[serde(deny_unknown_fields)]
 pub(super) struct ListenerFile {
     pub endpoint: Option<Text>,
+    pub tls: Option<TlsFile>,
+    pub auth: Option<AuthFile>,
+    pub read_auth: Option<AuthFile>,
 }
 
 /// `service.pipelines.<signal>[/<name>]`.
@@ -234,4 +296,6 @@ pub(super) struct LogsFile {
 #[serde(deny_unknown_fields)]
 pub(super) struct MetricsFile {
     pub address: Option<Text>,
+    pub tls: Option<TlsFile>,
+    pub auth: Option<AuthFile>,
 }

@@ -130,11 +130,17 @@ const FULL_ENV: &[(&str, &str)] = &[("AUDIT_K2", "s3cr3t-hmac-key"), ("HOSTNAME"
 #[test]
 fn the_shipped_default_parses_with_its_defaults() {
     let config = parse_env(DEFAULT_CONFIG, &[]).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(config.grpc, Some(GrpcReceiver { endpoint: "127.0.0.1:4317".into(), max_recv_msg_size: 4 << 20 }));
-    assert_eq!(config.http, Some(HttpReceiver { endpoint: "127.0.0.1:4318".into(), max_request_body_size: 20 << 20 }));
-    assert_eq!(config.metrics_address.as_deref(), Some("127.0.0.1:8888"));
-    assert_eq!(config.health_endpoint.as_deref(), Some("127.0.0.1:13133"));
-    assert_eq!(config.admin_endpoint.as_deref(), Some("127.0.0.1:13134"));
+    assert_eq!(
+        config.grpc.as_ref().map(|g| (g.endpoint.as_str(), g.max_recv_msg_size)),
+        Some(("127.0.0.1:4317", 4 << 20))
+    );
+    assert_eq!(
+        config.http.as_ref().map(|h| (h.endpoint.as_str(), h.max_request_body_size)),
+        Some(("127.0.0.1:4318", 20 << 20))
+    );
+    assert_eq!(config.metrics.as_ref().map(|m| m.endpoint.as_str()), Some("127.0.0.1:8888"));
+    assert_eq!(config.health.as_ref().map(|h| h.endpoint.as_str()), Some("127.0.0.1:13133"));
+    assert_eq!(config.admin.as_ref().map(|a| a.endpoint.as_str()), Some("127.0.0.1:13134"));
     assert_eq!(config.log_level, "info");
     let ids: Vec<(&str, Signal)> = config.pipelines.iter().map(|p| (p.id.as_str(), p.signal)).collect();
     assert_eq!(ids, [("traces/audit", Signal::Traces), ("logs/audit", Signal::Logs)]);
@@ -186,12 +192,15 @@ fn the_upstream_example_points_at_the_default_receiver() {
 fn a_full_config_is_typed_and_normalised() {
     let config = parse_env(FULL, FULL_ENV).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(config.grpc.as_ref().map(|g| g.max_recv_msg_size), Some(8 << 20));
-    assert_eq!(config.http, Some(HttpReceiver { endpoint: "0.0.0.0:4318".into(), max_request_body_size: 1 << 20 }));
+    assert_eq!(
+        config.http.as_ref().map(|h| (h.endpoint.as_str(), h.max_request_body_size)),
+        Some(("0.0.0.0:4318", 1 << 20))
+    );
     assert_eq!(config.log_level, "debug");
     let [traces, logs] = config.pipelines.as_slice() else { panic!("two pipelines") };
     assert_eq!((traces.shards, logs.shards), (4, 1));
 
-    assert_eq!(config.admin_endpoint.as_deref(), Some("localhost:13134"));
+    assert_eq!(config.admin.as_ref().map(|a| a.endpoint.as_str()), Some("localhost:13134"));
     let p = &traces.processor;
     assert_eq!(p.reload, Reload { watch: false, debounce: Duration::from_secs(2) });
     assert_eq!(p.secrets.len(), 2);
@@ -231,6 +240,8 @@ fn a_full_config_is_typed_and_normalised() {
                 multiplier: 1.5,
                 randomization_factor: 0.5,
             },
+            tls: None,
+            auth: None,
             max_backlog_records: 100_000,
         }
     );
@@ -258,7 +269,10 @@ fn env_substitution_is_typed_escaped_and_strict() {
     );
     let text = text.replace("signing_key: k.key", "signing_key: $${env:LITERAL}");
     let config = parse_env(&text, &[("MIB", "16")]).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(config.grpc, Some(GrpcReceiver { endpoint: "127.0.0.1:0".into(), max_recv_msg_size: 16 << 20 }));
+    assert_eq!(
+        config.grpc.as_ref().map(|g| (g.endpoint.as_str(), g.max_recv_msg_size)),
+        Some(("127.0.0.1:0", 16 << 20))
+    );
     assert_eq!(config.pipelines[0].store.signing_key, Path::new("${env:LITERAL}"));
 
     // A variable's text may fill a string field even when it looks like a number.
@@ -302,7 +316,7 @@ exporters:
     segment_size: 1KiB
     checkpoint: {every_records: 0, interval: 10, heartbeat: 1d}
   otlp/down:
-    endpoint: https://down:4317
+    endpoint: ftp://down:4317
     headers: {X-Token: "${env:NOPE_TOKEN}"}
     timeout: 5 seconds
     compression: zstd
@@ -362,8 +376,11 @@ fn the_messages_say_what_to_write() {
 
 #[test]
 fn unknown_keys_are_named_in_the_path() {
-    let message = only(&with("      grpc:\n", "      grpc:\n        tls: {}\n"), "receivers.otlp.protocols.grpc.tls");
-    assert_eq!(message, "unknown key, expected `endpoint` or `max_recv_msg_size_mib`");
+    let message = only(
+        &with("      grpc:\n", "      grpc:\n        transport: tcp\n"),
+        "receivers.otlp.protocols.grpc.transport",
+    );
+    assert!(message.starts_with("unknown key, expected one of `endpoint`"), "{message}");
     only(
         &with("    directory: d", "    directory: d\n    checkpoint: {every: 5}"),
         "exporters.auditstore.checkpoint.every",
@@ -557,8 +574,17 @@ fn exporters_speak_the_collectors_keys() {
     };
     let config = ok(&exporter("    endpoint: http://down:4317\n    tls: {insecure: true}"));
     assert_eq!(config.pipelines[0].exporters[0].endpoint, "http://down:4317");
-    let message = only(&exporter("    endpoint: down:4317\n    tls: {insecure: false}"), "exporters.otlp/d.tls");
-    assert!(message.contains("TLS is not supported yet"), "{message}");
+    let config = ok(&exporter("    endpoint: down:4317\n    tls: {insecure: false, ca_file: ca.pem}"));
+    let tls = config.pipelines[0].exporters[0].tls.clone().expect("TLS");
+    assert_eq!(config.pipelines[0].exporters[0].endpoint, "https://down:4317");
+    assert_eq!((tls.ca_file.as_deref(), tls.include_system_ca_certs_pool), (Some(Path::new("ca.pem")), false));
+    let config = ok(&exporter("    endpoint: https://down:4317"));
+    assert!(config.pipelines[0].exporters[0].tls.as_ref().is_some_and(|t| t.include_system_ca_certs_pool));
+    let message =
+        only(&exporter("    endpoint: https://down:4317\n    tls: {insecure: true}"), "exporters.otlp/d.tls.insecure");
+    assert!(message.contains("write http://"), "{message}");
+    only(&exporter("    endpoint: down:4317\n    tls: {cert_file: c.pem}"), "exporters.otlp/d.tls.key_file");
+    only(&exporter("    endpoint: down:4317\n    tls: {client_ca_file: c.pem}"), "exporters.otlp/d.tls.client_ca_file");
     let message = only(
         &exporter("    endpoint: down:4317\n    sending_queue: {enabled: false}"),
         "exporters.otlp/d.sending_queue.enabled",
@@ -596,7 +622,7 @@ fn listen_addresses_do_not_clash() {
     assert_eq!(message, "`localhost:4317` is also receivers.otlp.protocols.grpc.endpoint");
     let text = format!("{MINIMAL}  telemetry: {{metrics: {{address: \"localhost:0\"}}}}\n")
         .replace("grpc:", "grpc: {endpoint: \"localhost:0\"}");
-    assert_eq!(ok(&text).metrics_address.as_deref(), Some("localhost:0"));
+    assert_eq!(ok(&text).metrics.as_ref().map(|m| m.endpoint.as_str()), Some("localhost:0"));
 }
 
 #[test]

@@ -180,51 +180,54 @@ pub(super) fn listen(text: &str) -> Result<HostPort, String> {
     host_port(text, true)
 }
 
-/// A gRPC exporter endpoint as the Collector takes it (`host:port` or
-/// `http://host:port`), normalised to `http://host:port`.
-pub(super) fn grpc_target(text: &str) -> Result<(String, HostPort), String> {
-    let authority = match scheme(text)? {
-        Some(rest) => {
+/// A gRPC exporter endpoint as the Collector takes it (`host:port`,
+/// `http://host:port` or `https://host:port`), normalised to
+/// `http[s]://host:port`; true when the scheme is `https`.
+pub(super) fn grpc_target(text: &str) -> Result<(String, HostPort, bool), String> {
+    let (authority, https) = match scheme(text)? {
+        Some((rest, https)) => {
             let rest = rest.strip_suffix('/').unwrap_or(rest);
             if rest.contains('/') {
                 return Err(format!("`{text}`: a gRPC endpoint has no path; write http://host:port"));
             }
-            rest
+            (rest, https)
         }
-        None => text,
+        None => (text, false),
     };
     let target = host_port(authority, false)?;
-    Ok((format!("http://{target}"), target))
+    let scheme = if https { "https" } else { "http" };
+    Ok((format!("{scheme}://{target}"), target, https))
 }
 
-/// An OTLP/HTTP URL (`http://host[:port][/path]`), returned as written
-/// but for a trailing slash, with the host and port it dials.
-pub(super) fn http_url(text: &str) -> Result<(String, HostPort), String> {
-    let rest =
+/// An OTLP/HTTP URL (`http[s]://host[:port][/path]`), returned as written
+/// but for a trailing slash, with the host and port it dials and whether
+/// it is `https`.
+pub(super) fn http_url(text: &str) -> Result<(String, HostPort, bool), String> {
+    let (rest, https) =
         scheme(text)?.ok_or_else(|| format!("`{text}` is not a URL: write e.g. http://collector.example:4318"))?;
     let (authority, path) = rest.split_at(rest.find(['/', '?', '#']).unwrap_or(rest.len()));
     if path.contains(['?', '#']) {
         return Err(format!("`{text}`: a query or fragment is not allowed in an endpoint"));
     }
+    let default_port = if https { 443 } else { 80 };
     let with_port = if authority.ends_with(']') || !authority.contains(':') {
-        format!("{authority}:80")
+        format!("{authority}:{default_port}")
     } else {
         authority.to_owned()
     };
     let target = host_port(&with_port, false)?;
-    let url = format!("http://{authority}{}", path.strip_suffix('/').unwrap_or(path));
-    Ok((url, target))
+    let scheme = if https { "https" } else { "http" };
+    let url = format!("{scheme}://{authority}{}", path.strip_suffix('/').unwrap_or(path));
+    Ok((url, target, https))
 }
 
-/// Strips `http://`; refuses other schemes.
-fn scheme(text: &str) -> Result<Option<&str>, String> {
+/// Strips `http://` or `https://` (true); refuses other schemes.
+fn scheme(text: &str) -> Result<Option<(&str, bool)>, String> {
     match text.split_once("://") {
         None => Ok(None),
-        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("http") => Ok(Some(rest)),
-        Some((scheme, _)) if scheme.eq_ignore_ascii_case("https") => {
-            Err(format!("`{text}`: TLS is not supported yet; use http:// (terminate TLS in front of the receiver)"))
-        }
-        Some((scheme, _)) => Err(format!("`{text}`: unsupported scheme `{scheme}`; use http://")),
+        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("http") => Ok(Some((rest, false))),
+        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("https") => Ok(Some((rest, true))),
+        Some((scheme, _)) => Err(format!("`{text}`: unsupported scheme `{scheme}`; use http:// or https://")),
     }
 }
 
@@ -280,13 +283,17 @@ mod tests {
         for bad in ["4317", "127.0.0.1", "::1:4317", "host:port", "a b:1", "h:70000", "[::1]4317", "[zz]:1"] {
             assert!(listen(bad).unwrap_err().contains("is not host:port"), "{bad}");
         }
-        assert_eq!(grpc_target("collector:4317"), Ok(("http://collector:4317".into(), hp("collector", 4317))));
+        assert_eq!(grpc_target("collector:4317"), Ok(("http://collector:4317".into(), hp("collector", 4317), false)));
         assert_eq!(grpc_target("http://collector:4317/").map(|t| t.0), Ok("http://collector:4317".into()));
         assert!(grpc_target("collector:0").is_err());
         assert!(grpc_target(":4317").is_err());
-        assert!(grpc_target("https://collector:4317").unwrap_err().contains("TLS"));
+        assert_eq!(
+            grpc_target("https://collector:4317").map(|t| (t.0, t.2)),
+            Ok(("https://collector:4317".into(), true))
+        );
         assert!(grpc_target("http://collector:4317/v1").unwrap_err().contains("no path"));
-        assert_eq!(http_url("http://archive:4318"), Ok(("http://archive:4318".into(), hp("archive", 4318))));
+        assert_eq!(http_url("http://archive:4318"), Ok(("http://archive:4318".into(), hp("archive", 4318), false)));
+        assert_eq!(http_url("https://archive/").map(|u| (u.1, u.2)), Ok((hp("archive", 443), true)));
         assert_eq!(http_url("http://archive:4318/otlp/").map(|u| u.0), Ok("http://archive:4318/otlp".into()));
         assert_eq!(http_url("http://archive/").map(|u| u.1), Ok(hp("archive", 80)));
         assert_eq!(http_url("http://[::1]:4318").map(|u| u.1), Ok(hp("[::1]", 4318)));

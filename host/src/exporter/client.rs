@@ -97,19 +97,47 @@ impl Client {
     /// Creates a client; nothing connects until the first send. Headers
     /// that cannot be sent are refused here, not at every send.
     pub fn new(destination: &Destination, options: ClientOptions) -> Result<Self, ClientError> {
+        Self::with_tls(destination, options, None)
+    }
+
+    /// [`Client::new`], speaking TLS to the downstream when `tls` is set.
+    pub fn with_tls(
+        destination: &Destination,
+        options: ClientOptions,
+        tls: Option<&crate::config::ClientTls>,
+    ) -> Result<Self, ClientError> {
         match destination {
             Destination::Grpc { endpoint } => {
                 let metadata = grpc_metadata(&options.headers)?;
-                let channel = Endpoint::from_shared(endpoint.clone())
+                let endpoint = Endpoint::from_shared(endpoint.clone())
                     .map_err(|source| ClientError::Endpoint { endpoint: endpoint.clone(), source })?
                     .connect_timeout(options.timeout)
-                    .timeout(options.timeout)
-                    .connect_lazy();
+                    .timeout(options.timeout);
+                let channel = match tls {
+                    None => endpoint.connect_lazy(),
+                    Some(tls) => {
+                        // hyper-rustls offers h2 itself (it refuses a preset ALPN list).
+                        let config = crate::tls::client_config(tls, &[])?;
+                        let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
+                        http.enforce_http(false);
+                        http.set_nodelay(true);
+                        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+                            .with_tls_config(config)
+                            .https_only()
+                            .enable_http2()
+                            .wrap_connector(http);
+                        endpoint.connect_with_connector_lazy(connector)
+                    }
+                };
                 Ok(Client::Grpc { channel, metadata, options })
             }
             Destination::Http { traces_url, logs_url } => {
                 check_http_headers(&options.headers)?;
-                let client = reqwest::Client::builder()
+                let mut builder = reqwest::Client::builder();
+                if let Some(tls) = tls {
+                    builder = builder.use_preconfigured_tls(crate::tls::client_config(tls, &[b"h2", b"http/1.1"])?);
+                }
+                let client = builder
                     .timeout(options.timeout)
                     .connect_timeout(options.timeout)
                     .build()
@@ -156,6 +184,9 @@ pub enum ClientError {
     /// The HTTP client could not be built.
     #[error("cannot create the HTTP client: {0}")]
     Http(#[source] reqwest::Error),
+    /// The TLS settings do not load.
+    #[error("tls: {0}")]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 fn header_error(name: &str, problem: impl std::fmt::Display) -> ClientError {

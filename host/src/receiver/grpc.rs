@@ -15,7 +15,7 @@ use tonic::codec::CompressionEncoding;
 use tonic::server::{NamedService, UnaryService};
 use tonic::{Code, Status};
 
-use super::Ingest;
+use super::{Admission, Ingest};
 use crate::grpc_codec::{LOGS_METHOD, RawCodec, TRACES_METHOD};
 use crate::otlp::Signal;
 use crate::pipeline::Rejection;
@@ -25,6 +25,7 @@ use crate::pipeline::Rejection;
 pub struct ExportService<const LOGS: bool> {
     ingest: Arc<Ingest>,
     max_message_size: usize,
+    admission: Arc<Admission>,
 }
 
 /// The traces service.
@@ -34,9 +35,10 @@ pub type LogsService = ExportService<true>;
 
 impl<const LOGS: bool> ExportService<LOGS> {
     /// A service that hands requests to `ingest`, refusing messages larger
-    /// than `max_message_size` bytes (after decompression).
-    pub fn new(ingest: Arc<Ingest>, max_message_size: usize) -> Self {
-        ExportService { ingest, max_message_size }
+    /// than `max_message_size` bytes (after decompression), and requests
+    /// past what `admission` lets in at once or reads in time.
+    pub fn new(ingest: Arc<Ingest>, max_message_size: usize, admission: Arc<Admission>) -> Self {
+        ExportService { ingest, max_message_size, admission }
     }
 
     const fn signal() -> Signal {
@@ -73,6 +75,43 @@ impl<const LOGS: bool> tower_service::Service<http::Request<tonic::body::Body>> 
             if request.uri().path() != Self::method() {
                 return Ok(Status::unimplemented(format!("unknown method {}", request.uri().path())).into_http());
             }
+            let Some(_admitted) = this.admission.admit() else {
+                let message = "too many requests in flight on this receiver; retry later";
+                this.ingest.count("grpc", Self::signal(), &Err(Rejection::Unavailable(message.into())));
+                return Ok(retryable_exhausted(message).into_http());
+            };
+            let (parts, body) = request.into_parts();
+            // The whole body, read here under a deadline and a size bound
+            // (one message of the largest size and its frame header), so
+            // that a slow or endless upload neither waits forever nor grows.
+            let limited = http_body_util::Limited::new(body, this.max_message_size.saturating_add(5));
+            let read = tokio::time::timeout(this.admission.read_timeout, http_body_util::BodyExt::collect(limited));
+            let body = match read.await {
+                Ok(Ok(collected)) => collected.to_bytes(),
+                Ok(Err(error)) => {
+                    let status = if error.is::<http_body_util::LengthLimitError>() {
+                        Status::resource_exhausted(format!(
+                            "the request is larger than max_recv_msg_size ({} bytes)",
+                            this.max_message_size
+                        ))
+                    } else {
+                        Status::invalid_argument(format!("cannot read the request: {error}"))
+                    };
+                    return Ok(status.into_http());
+                }
+                Err(_) => {
+                    let message = format!("the request was not received within {:?}", this.admission.read_timeout);
+                    return Ok(Status::deadline_exceeded(message).into_http());
+                }
+            };
+            if let Some(count) = message_count(&body)
+                && count != 1
+            {
+                let message = format!("a unary Export call carries exactly one message; this one has {count}");
+                this.ingest.count("grpc", Self::signal(), &Err(Rejection::Invalid(message.clone())));
+                return Ok(Status::invalid_argument(message).into_http());
+            }
+            let request = http::Request::from_parts(parts, tonic::body::Body::new(http_body_util::Full::new(body)));
             let mut grpc = tonic::server::Grpc::new(RawCodec)
                 .accept_compressed(CompressionEncoding::Gzip)
                 .max_decoding_message_size(this.max_message_size);
@@ -110,6 +149,61 @@ impl<const LOGS: bool> UnaryService<Bytes> for Export<LOGS> {
     }
 }
 
+/// How many whole gRPC messages (5-byte header, then the length it says)
+/// `body` holds; `None` when it ends inside one (tonic reports that).
+fn message_count(body: &[u8]) -> Option<usize> {
+    let (mut at, mut count) = (0usize, 0usize);
+    while at < body.len() {
+        let header = body.get(at..at + 5)?;
+        let len = u32::from_be_bytes([header[1], header[2], header[3], header[4]]) as usize;
+        at = at.checked_add(5 + len).filter(|end| *end <= body.len())?;
+        count += 1;
+    }
+    Some(count)
+}
+
+/// RESOURCE_EXHAUSTED with a `google.rpc.RetryInfo` detail, which the
+/// OTLP specification makes retryable: the client backs off and resends.
+pub fn retryable_exhausted(message: &str) -> Status {
+    use prost::Message;
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct Duration {
+        #[prost(int64, tag = "1")]
+        seconds: i64,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct RetryInfo {
+        #[prost(message, optional, tag = "1")]
+        retry_delay: Option<Duration>,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct Any {
+        #[prost(string, tag = "1")]
+        type_url: String,
+        #[prost(bytes = "vec", tag = "2")]
+        value: Vec<u8>,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct RpcStatus {
+        #[prost(int32, tag = "1")]
+        code: i32,
+        #[prost(string, tag = "2")]
+        message: String,
+        #[prost(message, repeated, tag = "3")]
+        details: Vec<Any>,
+    }
+    let retry = RetryInfo { retry_delay: Some(Duration { seconds: 1 }) };
+    let details = RpcStatus {
+        code: Code::ResourceExhausted as i32,
+        message: message.to_owned(),
+        details: vec![Any {
+            type_url: "type.googleapis.com/google.rpc.RetryInfo".into(),
+            value: retry.encode_to_vec(),
+        }],
+    };
+    Status::with_details(Code::ResourceExhausted, message, details.encode_to_vec().into())
+}
+
 /// The gRPC status for a rejection, as the OTLP specification assigns them:
 /// INVALID_ARGUMENT is not retryable, UNAVAILABLE is.
 pub fn status(rejection: &Rejection) -> Status {
@@ -117,5 +211,24 @@ pub fn status(rejection: &Rejection) -> Status {
         Rejection::Invalid(m) => Status::new(Code::InvalidArgument, m.clone()),
         Rejection::Unavailable(m) => Status::new(Code::Unavailable, m.clone()),
         Rejection::TooLarge(m) => Status::new(Code::ResourceExhausted, m.clone()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_are_counted_by_their_frame_headers() {
+        let frame = |len: u32| {
+            let mut f = vec![0u8];
+            f.extend(len.to_be_bytes());
+            f.extend(vec![7u8; len as usize]);
+            f
+        };
+        assert_eq!(message_count(&frame(3)), Some(1));
+        assert_eq!(message_count(&[frame(3), frame(0)].concat()), Some(2));
+        assert_eq!(message_count(&[]), Some(0));
+        assert_eq!(message_count(&frame(3)[..6]), None, "ends inside a message");
     }
 }

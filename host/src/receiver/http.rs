@@ -16,7 +16,7 @@ use axum::routing::post;
 use bytes::Bytes;
 use prost::Message;
 
-use super::Ingest;
+use super::{Admission, Ingest};
 use crate::otlp::{self, Encoding, Signal};
 use crate::pipeline::Rejection;
 
@@ -28,15 +28,18 @@ const JSON: &str = "application/json";
 struct Receiver {
     ingest: Arc<Ingest>,
     max_body: usize,
+    admission: Arc<Admission>,
 }
 
 /// The routes: `/v1/traces` and `/v1/logs`. `max_body` bounds both the
-/// received and the decompressed body, in bytes.
-pub fn router(ingest: Arc<Ingest>, max_body: usize) -> axum::Router {
-    axum::Router::new()
-        .route("/v1/traces", post(traces))
-        .route("/v1/logs", post(logs))
-        .with_state(Receiver { ingest, max_body })
+/// received and the decompressed body, in bytes; `admission` how many
+/// requests are read at once and for how long.
+pub fn router(ingest: Arc<Ingest>, max_body: usize, admission: Arc<Admission>) -> axum::Router {
+    axum::Router::new().route("/v1/traces", post(traces)).route("/v1/logs", post(logs)).with_state(Receiver {
+        ingest,
+        max_body,
+        admission,
+    })
 }
 
 async fn traces(State(receiver): State<Receiver>, headers: HeaderMap, body: Body) -> Response {
@@ -68,7 +71,22 @@ impl Receiver {
                 return error_response(refusal.status, &refusal.message, Encoding::Protobuf);
             }
         };
-        let payload = match self.read_payload(signal, headers, body, encoding).await {
+        let Some(_admitted) = self.admission.admit() else {
+            let message = "too many requests in flight on this receiver; retry later";
+            self.ingest.count("http", signal, &Err(Rejection::Unavailable(message.into())));
+            let mut response = error_response(StatusCode::SERVICE_UNAVAILABLE, message, encoding);
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            return response;
+        };
+        let read = self.read_payload(signal, headers, body, encoding);
+        let read = match tokio::time::timeout(self.admission.read_timeout, read).await {
+            Ok(read) => read,
+            Err(_) => Err(Refusal::new(
+                StatusCode::REQUEST_TIMEOUT,
+                format!("the request body was not received within {:?}", self.admission.read_timeout),
+            )),
+        };
+        let payload = match read {
             Ok(payload) => payload,
             Err(refusal) => {
                 self.ingest.count("http", signal, &Err(Rejection::Invalid(refusal.message.clone())));

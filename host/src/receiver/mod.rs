@@ -12,12 +12,33 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 use crate::clock;
 use crate::metrics::{Metrics, RequestLabels};
 use crate::otlp::Signal;
 use crate::pipeline::{Rejection, Router};
+
+/// How many requests a receiver reads and processes at once, and how long
+/// it waits for a request body: with the size limit, what bounds the
+/// memory requests hold. Past it, requests get a retryable refusal.
+pub struct Admission {
+    slots: Arc<Semaphore>,
+    /// Time to receive a whole request body.
+    pub read_timeout: Duration,
+}
+
+impl Admission {
+    /// At most `max_in_flight` requests at once.
+    pub fn new(max_in_flight: usize, read_timeout: Duration) -> Self {
+        Admission { slots: Arc::new(Semaphore::new(max_in_flight)), read_timeout }
+    }
+
+    /// A slot for one request, held until dropped; `None` when all are taken.
+    pub fn admit(&self) -> Option<OwnedSemaphorePermit> {
+        self.slots.clone().try_acquire_owned().ok()
+    }
+}
 
 /// The receivers' way into the pipeline: stamps the received-at time,
 /// submits, and counts the outcome. At shutdown it is closed: new requests

@@ -37,8 +37,25 @@ impl Checker<'_> {
             let mib = self.or(format!("{at}.max_recv_msg_size_mib"), grpc.max_recv_msg_size_mib, 4, |t| {
                 at_least(values::integer(t)?, 1, t).and_then(|n| at_most(n, 2047, t, "MiB (protobuf's 2 GiB limit)"))
             });
-            if let (Some(listen), Some(mib)) = (endpoint, mib) {
-                let grpc = GrpcReceiver { endpoint: listen.to_string(), max_recv_msg_size: mib as usize * (1 << 20) };
+            let tls = self.server_tls(grpc.tls, &at);
+            let auth = self.auth_ref(grpc.auth, &at);
+            let limits = self.limits(
+                &at,
+                16,
+                grpc.max_connections,
+                grpc.max_in_flight_requests,
+                grpc.max_concurrent_streams,
+                grpc.read_header_timeout,
+                grpc.read_timeout,
+                grpc.keepalive,
+            );
+            if let (Some(listen), Some(mib), Some(tls), Some(auth), Some(limits)) = (endpoint, mib, tls, auth, limits) {
+                let grpc = GrpcReceiver {
+                    endpoint: listen.to_string(),
+                    max_recv_msg_size: mib as usize * (1 << 20),
+                    security: Security { tls, auth },
+                    limits,
+                };
                 receiver.grpc = Some((grpc, listen));
             }
         }
@@ -48,8 +65,26 @@ impl Checker<'_> {
             let size = self.or(format!("{at}.max_request_body_size"), http.max_request_body_size, 20 << 20, |t| {
                 at_least(values::size(t)?, 1, t).and_then(|n| at_most(n, 2 << 30, t, "bytes (2 GiB)"))
             });
-            if let (Some(listen), Some(size)) = (endpoint, size) {
-                let http = HttpReceiver { endpoint: listen.to_string(), max_request_body_size: size as usize };
+            let tls = self.server_tls(http.tls, &at);
+            let auth = self.auth_ref(http.auth, &at);
+            let limits = self.limits(
+                &at,
+                8,
+                http.max_connections,
+                http.max_in_flight_requests,
+                None,
+                http.read_header_timeout,
+                http.read_timeout,
+                None,
+            );
+            if let (Some(listen), Some(size), Some(tls), Some(auth), Some(limits)) = (endpoint, size, tls, auth, limits)
+            {
+                let http = HttpReceiver {
+                    endpoint: listen.to_string(),
+                    max_request_body_size: size as usize,
+                    security: Security { tls, auth },
+                    limits,
+                };
                 receiver.http = Some((http, listen));
             }
         }
@@ -234,6 +269,7 @@ impl Checker<'_> {
         let before = self.errors;
         let grpc = ty == "otlp";
         let mut dials = Vec::new();
+        let mut https = false;
         let (endpoint, traces_url, logs_url) = if grpc {
             for (key, text) in [("traces_endpoint", &file.traces_endpoint), ("logs_endpoint", &file.logs_endpoint)] {
                 if text.is_some() {
@@ -241,7 +277,9 @@ impl Checker<'_> {
                 }
             }
             let at = format!("{path}.endpoint");
-            let (target, dial) = self.required(at.clone(), file.endpoint, values::grpc_target).unzip();
+            let parsed = self.required(at.clone(), file.endpoint, values::grpc_target);
+            https = parsed.as_ref().is_some_and(|p| p.2);
+            let (target, dial) = parsed.map(|(target, dial, _)| (target, dial)).unzip();
             dials.extend(dial.map(|dial| (at, dial)));
             (target, None, None)
         } else {
@@ -252,7 +290,8 @@ impl Checker<'_> {
             // URL and the signal's path.
             let mut url = |key: &str, text: Option<Text>| {
                 let at = format!("{path}.{key}");
-                let (url, dial) = self.required(at.clone(), Some(text?), values::http_url)?;
+                let (url, dial, tls) = self.required(at.clone(), Some(text?), values::http_url)?;
+                https |= tls;
                 dials.push((at, dial));
                 Some(url)
             };
@@ -281,12 +320,13 @@ impl Checker<'_> {
         }
         let backlog =
             self.or(format!("{at}.queue_size"), queue.queue_size, 1_000_000, |t| at_least(values::integer(t)?, 1, t));
-        if let Some(tls) = file.tls {
-            let at = format!("{path}.tls");
-            if self.or(format!("{at}.insecure"), tls.insecure, false, values::boolean) == Some(false) {
-                self.problem(at, "TLS is not supported yet: write `insecure: true` (plaintext) or remove tls");
-            }
-        }
+        let tls = self.client_tls(file.tls, https, path);
+        let auth = self.auth_ref(file.auth, path);
+        // A gRPC channel speaks TLS when configured, whatever the scheme.
+        let endpoint = match (&tls, endpoint) {
+            (Some(Some(_)), Some(e)) if grpc => Some(e.replacen("http://", "https://", 1)),
+            (_, e) => e,
+        };
         let exporter = Exporter {
             id: id.to_owned(),
             protocol: if grpc { ExportProtocol::Grpc } else { ExportProtocol::Http },
@@ -297,6 +337,8 @@ impl Checker<'_> {
             compression: compression?,
             timeout: timeout?,
             retry: retry?,
+            tls: tls?,
+            auth: auth?,
             max_backlog_records: backlog?,
         };
         (self.errors == before).then_some(ExporterDef::Forward { exporter, dials })
@@ -365,16 +407,43 @@ impl Checker<'_> {
             let (kind, default) = match ty.as_str() {
                 "health_check" => (ExtensionType::HealthCheck, "localhost:13133"),
                 "admin" => (ExtensionType::Admin, "localhost:13134"),
+                "bearertokenauth" => {
+                    let file: BearerTokenFile = self.de(body_of(body), &path)?;
+                    let authenticator = self.bearer_token(&id, file, &path);
+                    let defined = authenticator.is_some();
+                    self.authenticators.push((id.clone(), authenticator));
+                    return defined.then_some(Extension::Auth);
+                }
                 _ => {
                     self.problem(
                         &path,
-                        format!("unknown extension type `{ty}`: otel-audit has `health_check` and `admin`"),
+                        format!(
+                            "unknown extension type `{ty}`: otel-audit has `health_check`, `admin` and \
+                             `bearertokenauth`"
+                        ),
                     );
                     return None;
                 }
             };
             let file: ListenerFile = self.de(body_of(body), &path)?;
-            self.listen(format!("{path}.endpoint"), file.endpoint, default).map(|listen| (kind, listen))
+            let before = self.errors;
+            let listen = self.listen(format!("{path}.endpoint"), file.endpoint, default);
+            if kind != ExtensionType::Admin && file.read_auth.is_some() {
+                self.problem(format!("{path}.read_auth"), "an admin key: use auth");
+            }
+            let tls = self.server_tls(file.tls, &path);
+            let auth = self.auth_ref(file.auth, &path);
+            let read_auth = self.auth_ref(file.read_auth, &format!("{path}.read_auth"));
+            if self.errors != before {
+                return None;
+            }
+            let listen = listen?;
+            let listener = Listener {
+                endpoint: listen.to_string(),
+                security: Security { tls: tls?, auth: auth? },
+                read_auth: read_auth?,
+            };
+            Some(Extension::Listener(kind, listen, listener))
         });
         self.extensions.push((id, extension));
     }

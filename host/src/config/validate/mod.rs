@@ -7,6 +7,7 @@
 //! pipelines that wire them.
 
 mod components;
+mod security;
 mod service;
 
 use std::collections::HashSet;
@@ -52,6 +53,7 @@ struct Receiver {
 }
 
 /// A defined exporter, before a pipeline picks the URL for its signal.
+#[allow(clippy::large_enum_variant)] // a few per config, read once
 enum ExporterDef {
     Store(Store),
     Forward {
@@ -80,7 +82,19 @@ struct Checker<'a> {
     receivers: Defined<Receiver>,
     processors: Defined<Processor>,
     exporters: Defined<ExporterDef>,
-    extensions: Defined<(ExtensionType, HostPort)>,
+    extensions: Defined<Extension>,
+    /// The `bearertokenauth` extensions, also in `extensions`.
+    authenticators: Defined<Authenticator>,
+}
+
+/// A defined extension.
+#[derive(Clone)]
+#[allow(clippy::large_enum_variant)] // a few per config, read once
+enum Extension {
+    /// `health_check` or `admin`: a listener (its `auth` unresolved).
+    Listener(ExtensionType, HostPort, Listener),
+    /// `bearertokenauth`: see [`Checker::authenticators`].
+    Auth,
 }
 
 /// The extensions otel-audit has.
@@ -107,6 +121,7 @@ pub(super) fn validate(
         processors: Vec::new(),
         exporters: Vec::new(),
         extensions: Vec::new(),
+        authenticators: Vec::new(),
     };
     let root = match root {
         Value::Mapping(root) => root,

@@ -22,17 +22,24 @@ impl Checker<'_> {
 
         let (mut health, mut admin) = (None, None);
         let listed = self.references(Kind::Extension, extensions.unwrap_or_default(), "service.extensions");
-        for (i, id) in listed.into_iter().enumerate() {
-            let Some(id) = id else { continue };
-            let Some(Some((kind, listen))) = find(&self.extensions, &id).cloned() else { continue };
+        let listed: Vec<String> = listed.into_iter().map(Option::unwrap_or_default).collect();
+        for (i, id) in listed.iter().enumerate() {
+            let Some(Some(Extension::Listener(kind, listen, mut listener))) = find(&self.extensions, id).cloned()
+            else {
+                continue;
+            };
+            let path = format!("extensions.{id}");
+            self.resolve_auth(&mut listener.security.auth, &path, &listed);
+            self.resolve_auth(&mut listener.read_auth, &format!("{path}.read_auth"), &listed);
             let (slot, name) = match kind {
                 ExtensionType::HealthCheck => (&mut health, "health_check"),
                 ExtensionType::Admin => (&mut admin, "admin"),
             };
-            if slot.replace((id, listen)).is_some() {
+            if slot.replace((id.clone(), listen, listener)).is_some() {
                 self.problem(format!("service.extensions[{i}]"), format!("a second {name}: list one"));
             }
         }
+        self.resolve_components(&listed);
 
         let telemetry = telemetry.unwrap_or_default();
         let level = telemetry.logs.unwrap_or_default().level;
@@ -43,9 +50,28 @@ impl Checker<'_> {
                 _ => Err(format!("`{t}` is not a level: trace, debug, info, warn or error")),
             }
         });
-        let metrics = match telemetry.metrics.and_then(|m| m.address) {
-            Some(address) => {
-                self.required("service.telemetry.metrics.address".into(), Some(address), values::listen).map(Some)
+        let metrics = match telemetry.metrics {
+            Some(MetricsFile { address: Some(address), tls, auth }) => {
+                let at = "service.telemetry.metrics";
+                let listen = self.required(format!("{at}.address"), Some(address), values::listen);
+                let tls = self.server_tls(tls, at);
+                let mut auth = self.auth_ref(auth, at);
+                if let Some(auth) = auth.as_mut() {
+                    self.resolve_auth(auth, at, &listed);
+                }
+                match (listen, tls, auth) {
+                    (Some(listen), Some(tls), Some(auth)) => Some(Some((
+                        listen.clone(),
+                        Listener { endpoint: listen.to_string(), security: Security { tls, auth }, read_auth: None },
+                    ))),
+                    _ => None,
+                }
+            }
+            Some(MetricsFile { address: None, tls, auth }) => {
+                if tls.is_some() || auth.is_some() {
+                    self.problem("service.telemetry.metrics.address", "required with tls or auth");
+                }
+                Some(None)
             }
             None => Some(None),
         };
@@ -76,25 +102,76 @@ impl Checker<'_> {
             listens.push(("receivers.otlp.protocols.http.endpoint".to_owned(), listen.clone()));
         }
         let receivers = listens.clone();
-        if let Some(listen) = &metrics {
+        if let Some((listen, _)) = &metrics {
             listens.push(("service.telemetry.metrics.address".to_owned(), listen.clone()));
         }
-        for (id, listen) in health.iter().chain(&admin) {
+        for (id, listen, _) in health.iter().chain(&admin) {
             listens.push((format!("extensions.{id}.endpoint"), listen.clone()));
         }
         self.clashes(&listens);
         self.loops(&pipelines, &receivers);
         self.collisions(&pipelines);
-
-        Some(Config {
+        let config = Config {
             grpc: grpc.map(|(grpc, _)| grpc),
             http: http.map(|(http, _)| http),
             pipelines,
-            metrics_address: metrics.map(|m| m.to_string()),
-            health_endpoint: health.map(|(_, h)| h.to_string()),
-            admin_endpoint: admin.map(|(_, a)| a.to_string()),
+            metrics: metrics.map(|(_, m)| m),
+            health: health.map(|(_, _, h)| h),
+            admin: admin.map(|(_, _, a)| a),
             log_level,
-        })
+        };
+        self.separate_writers(&config);
+        Some(config)
+    }
+
+    /// Resolves the authenticators the receiver protocols and forwarding
+    /// exporters name (before pipelines copy the exporters).
+    fn resolve_components(&mut self, listed: &[String]) {
+        let mut receivers = std::mem::take(&mut self.receivers);
+        for (id, receiver) in receivers.iter_mut() {
+            let Some(receiver) = receiver else { continue };
+            if let Some((grpc, _)) = receiver.grpc.as_mut() {
+                self.resolve_auth(&mut grpc.security.auth, &format!("receivers.{id}.protocols.grpc"), listed);
+            }
+            if let Some((http, _)) = receiver.http.as_mut() {
+                self.resolve_auth(&mut http.security.auth, &format!("receivers.{id}.protocols.http"), listed);
+            }
+        }
+        self.receivers = receivers;
+        let mut exporters = std::mem::take(&mut self.exporters);
+        for (id, exporter) in exporters.iter_mut() {
+            if let Some(ExporterDef::Forward { exporter, .. }) = exporter {
+                self.resolve_auth(&mut exporter.auth, &format!("exporters.{id}"), listed);
+            }
+        }
+        self.exporters = exporters;
+    }
+
+    /// The admin endpoint takes its own tokens, never a writer's: one
+    /// authenticator may not serve both, nor may they share a token.
+    fn separate_writers(&mut self, config: &Config) {
+        let writers: Vec<&Authenticator> =
+            [&config.grpc.as_ref().map(|g| &g.security), &config.http.as_ref().map(|h| &h.security)]
+                .into_iter()
+                .flatten()
+                .filter_map(|s| s.auth.as_ref())
+                .collect();
+        let Some(admin) = &config.admin else { return };
+        for (key, auth) in [("auth", &admin.security.auth), ("read_auth", &admin.read_auth)] {
+            let Some(auth) = auth else { continue };
+            let at = format!("extensions.admin.{key}.authenticator");
+            if writers.iter().any(|w| w.id == auth.id) {
+                self.problem(
+                    at,
+                    format!("`{}` authenticates writers: give the admin endpoint its own tokens", auth.id),
+                );
+            } else if writers
+                .iter()
+                .any(|w| w.tokens.iter().any(|t| matches!(t, TokenSource::Env { .. }) && auth.tokens.contains(t)))
+            {
+                self.problem(at, format!("`{}` shares a token with a writers' authenticator", auth.id));
+            }
+        }
     }
 
     fn pipeline(&mut self, id: String, path: &str, body: Value) -> Option<Pipeline> {
