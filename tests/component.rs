@@ -122,8 +122,11 @@ fn mixed_trace_batch_keeps_only_audit_spans_enriched_and_chained() {
 fn mixed_log_batch_keeps_audit_logs_and_continues_the_chain() {
     let mut instance = support::module().instantiate().unwrap();
     instance.configure(&support::policy("soc2-audit.yaml"), &[]).unwrap();
-    let ctx =
-        Context { received_at_unix_nano: 7, head: ChainHead { chain_id: "logs-1".into(), seq: 41, prev: [9; 32] } };
+    let ctx = Context {
+        received_at_unix_nano: 7,
+        head: ChainHead { chain_id: "logs-1".into(), seq: 41, prev: [9; 32] },
+        sender: None,
+    };
     let out = instance.process_logs(&fixture_request("mixed-logs.json", Signal::Logs), &ctx).unwrap();
     assert_eq!((out.stats.received, out.stats.kept, out.stats.dropped), (3, 2, 1));
     assert_chained(&out, &ctx);
@@ -208,7 +211,7 @@ fn bad_input_is_refused_and_the_instance_keeps_serving() {
         }
         assert!(!instance.is_poisoned(), "{name} must not trap");
     }
-    let no_chain = Context { received_at_unix_nano: 1, head: ChainHead::genesis("") };
+    let no_chain = Context { received_at_unix_nano: 1, head: ChainHead::genesis(""), sender: None };
     let err = instance.process_traces(&good, &no_chain).unwrap_err();
     assert!(matches!(&err, RuntimeError::Process(ProcessError::InvalidContext(m)) if m.contains("chain id")), "{err}");
 
@@ -266,6 +269,7 @@ fn a_batch_that_would_overflow_the_sequence_is_refused() {
     let near_end = Context {
         received_at_unix_nano: 1,
         head: ChainHead { chain_id: "c".into(), seq: u64::MAX - 1, prev: [0; 32] },
+        sender: None,
     };
     let err = instance.process_traces(&request, &near_end).unwrap_err();
     assert!(matches!(&err, RuntimeError::Process(ProcessError::InvalidContext(m)) if m.contains("overflow")), "{err}");
@@ -301,6 +305,7 @@ fn host_events_are_kept_whole_and_chained_on() {
     let ctx = Context {
         received_at_unix_nano: 1_795_000_000_123_456_789,
         head: ChainHead { chain_id: "events".into(), seq: 7, prev: [3; 32] },
+        sender: None,
     };
     let out = instance.chain_events(Signal::Traces, &request, &ctx).unwrap();
     assert_eq!((out.stats.received, out.stats.kept, out.stats.dropped), (4, 4, 0), "the policy keeps 2 of them");

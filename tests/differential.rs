@@ -72,7 +72,8 @@ fn wasm_and_native_agree_on_1000_batches() {
         for i in 0..share {
             let seed = (p as u64) << 32 | i;
             let spec = spec(seed, i);
-            let ctx = Context { received_at_unix_nano: 1_795_000_000_000_000_000 + seed, head: head.clone() };
+            let ctx =
+                Context { received_at_unix_nano: 1_795_000_000_000_000_000 + seed, head: head.clone(), sender: None };
             let (native_out, wasm_out) = if i % 2 == 0 {
                 let request = request(Signal::Traces, &spec);
                 (native.process_traces(&request, &ctx), wasm.process_traces(&request, &ctx))
@@ -106,7 +107,8 @@ fn wasm_and_native_agree_on_chained_host_events() {
             let spec = spec(seed, i);
             let signal = if i % 2 == 0 { Signal::Traces } else { Signal::Logs };
             let request = request(signal, &spec);
-            let ctx = Context { received_at_unix_nano: 1_795_000_000_000_000_000 + seed, head: head.clone() };
+            let ctx =
+                Context { received_at_unix_nano: 1_795_000_000_000_000_000 + seed, head: head.clone(), sender: None };
             let label = format!("policy {p} call {i} ({signal:?})");
             let out = if i % 3 == 2 {
                 let (n, w) = match signal {

@@ -472,6 +472,7 @@ impl Wasmtime {
         let ctx = Context {
             received_at_unix_nano: case.received_at_unix_nano,
             head: ChainHead { chain_id: case.chain_id.clone(), seq: case.seq, prev },
+            sender: None,
         };
         let result = match (case.events, case.signal) {
             (true, Signal::Traces) => instance.chain_events(Signal::Traces, &case.request, &ctx),
@@ -552,6 +553,7 @@ mod bare {
         let ctx = wit::Context {
             received_at_unix_nano: case.received_at_unix_nano,
             head: wit::ChainHead { chain_id: case.chain_id.clone(), seq: case.seq, prev: case.prev.clone() },
+            sender: None,
         };
         let result = match (case.events, case.signal) {
             (true, Signal::Traces) => processor.call_chain_events(&mut store, wit::Signal::Traces, &case.request, &ctx),

@@ -55,6 +55,7 @@ fn load(path: &Path) -> Case {
             seq: str_field(c, "seq", path).parse().unwrap(),
             prev: hex::decode(str_field(c, "prev", path)).unwrap().try_into().unwrap(),
         },
+        sender: None,
     };
     let policy = str_field(&doc, "policy", path).to_owned();
     Case { path: path.to_owned(), doc, policy, signal, request, secrets, ctx }

@@ -262,6 +262,33 @@ fn tls_mutual_tls_and_tokens_guard_the_receivers_and_the_admin_endpoint() {
     assert_eq!(post(&[("host", "rebound.evil.example:13134")]), 421, "a foreign Host");
     assert_eq!(post(&[]), 200, "the admin token, as curl sends it");
     assert!(server.stop().success());
+
+    // Every accepted record names its sender: protocol, TLS, the token's
+    // principal and the client certificate; the host's own events do not.
+    let chains = support::trail::read_store(&setup.store);
+    let sent: Vec<&serde_json::Value> =
+        chains.iter().flat_map(|c| &c.records).filter(|r| r.get("sender").is_some()).collect();
+    assert_eq!(sent.len() as f64, accepted, "records with a sender");
+    for record in &sent {
+        let sender = &record["sender"];
+        assert_eq!(record["v"], 2, "{record}");
+        assert_eq!(sender["principal"], "bearertokenauth/writers", "{record}");
+        assert_eq!(sender["tls"], "TLSv1.3", "{record}");
+        assert_eq!(sender["certificate"]["subject"], "CN=collector-7, O=Example Audit", "{record}");
+        assert_eq!(sender["certificate"]["sans"], serde_json::json!(["DNS:collector-7.example"]), "{record}");
+        assert!(sender["address"].as_str().is_some_and(|a| a.starts_with("127.0.0.1:")), "{record}");
+    }
+    for protocol in ["grpc", "http"] {
+        assert!(sent.iter().any(|r| r["sender"]["protocol"] == protocol), "no record came over {protocol}");
+    }
+    let out =
+        otel_audit(&["verify", setup.store.to_str().unwrap(), "--public-key", setup.public_key().to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "verify: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]

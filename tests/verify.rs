@@ -480,6 +480,7 @@ fn truncation_then_a_fresh_validly_chained_continuation_breaks_the_signed_roots(
             seq: keep as u64,
             prev: last_leaf,
         },
+        sender: None,
     };
     let output = instance.process_traces(&request.encode_to_vec(), &ctx).unwrap();
     let last = segs.iter().rposition(|(_, lines)| !lines.is_empty()).unwrap();

@@ -18,8 +18,12 @@ pub mod values;
 pub use hash::{GENESIS_PREV, Hash};
 pub use signal::{Signal, UnknownSignal};
 
-/// The record format version: the `v` member of every canonical record.
+/// The record format version: the `v` member of a canonical record
+/// without a `sender` (the host's own events, records of version-1 stores).
 pub const FORMAT_VERSION: u32 = 1;
+
+/// The `v` of a record that carries a `sender` member (docs/chain-format.md §1.10).
+pub const FORMAT_VERSION_SENDER: u32 = 2;
 
 /// Where a chain stands before a batch.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,6 +50,28 @@ pub struct Context {
     pub received_at_unix_nano: u64,
     /// The chain head the batch's records extend.
     pub head: ChainHead,
+    /// Who sent the batch, as the receiver knows it; `None` for the host's
+    /// own events (and for callers that have no transport).
+    pub sender: Option<Sender>,
+}
+
+/// Who sent a batch: recorded in each of its records as the `sender`
+/// member. Empty strings and lists mean unknown and are not recorded.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Sender {
+    /// `grpc` or `http`: the OTLP transport.
+    pub protocol: String,
+    /// The client's address, `ip:port`.
+    pub address: String,
+    /// The TLS version (`TLSv1.3`), empty for plaintext.
+    pub tls: String,
+    /// The authenticated principal: the bearertokenauth authenticator that
+    /// accepted the token (`bearertokenauth/writers[1]`), empty when none.
+    pub principal: String,
+    /// Under mutual TLS, the client certificate's subject (RFC 4514).
+    pub certificate_subject: String,
+    /// Under mutual TLS, its subject alternative names (`DNS:...`, `URI:...`).
+    pub certificate_sans: Vec<String>,
 }
 
 /// Formats Unix nanoseconds as RFC 3339 UTC with exactly nine fractional

@@ -88,6 +88,14 @@ fn context(ctx: wit::Context) -> Result<api::Context, wit::Error> {
     Ok(api::Context {
         received_at_unix_nano: ctx.received_at_unix_nano,
         head: api::ChainHead { chain_id: ctx.head.chain_id, seq: ctx.head.seq, prev },
+        sender: ctx.sender.map(|s| audit_format::Sender {
+            protocol: s.protocol,
+            address: s.address,
+            tls: s.tls,
+            principal: s.principal,
+            certificate_subject: s.certificate_subject,
+            certificate_sans: s.certificate_sans,
+        }),
     })
 }
 

@@ -394,6 +394,8 @@ struct Batch<'p> {
     seq: u64,
     prev: Hash,
     received_at: String,
+    /// The pre-rendered `sender` member; empty when the batch has no sender.
+    sender: Vec<u8>,
     stats: Stats,
     records: Vec<Vec<u8>>,
     leaves: Vec<Hash>,
@@ -421,6 +423,7 @@ impl<'p> Batch<'p> {
             seq: ctx.head.seq,
             prev: ctx.head.prev,
             received_at,
+            sender: ctx.sender.as_ref().map(record::sender_member).unwrap_or_default(),
             stats: Stats { rule_hits: vec![0; policy.rules.len()], ..Stats::default() },
             records: Vec::new(),
             leaves: Vec::new(),
@@ -440,7 +443,7 @@ impl<'p> Batch<'p> {
         let key = self.policy.key.as_ref();
         let pos =
             Position { chain_id: &self.chain_id, seq: self.seq, prev: &self.prev, key_id: key.map(|k| k.id.as_str()) };
-        let mac_at = record::write(&mut self.scratch, &pos, &self.received_at, resource, scope, body);
+        let mac_at = record::write(&mut self.scratch, &pos, &self.received_at, resource, scope, &self.sender, body);
         let leaf = chain::leaf_hash(&self.scratch);
         let mac = key.map(|k| chain::record_mac(&k.secret, &leaf));
         let stored = match &mac {

@@ -19,8 +19,9 @@ use audit_format::Hash;
 
 use crate::jcs;
 
-/// Version of the record format, written as the member `"v"`.
-pub const FORMAT_VERSION: u32 = 1;
+/// Version of the record format, written as the member `"v"`: 1, or 2 for
+/// a record with a `sender` member.
+pub use audit_format::{FORMAT_VERSION, FORMAT_VERSION_SENDER};
 
 /// The chain position written into a record.
 pub struct Position<'a> {
@@ -46,10 +47,19 @@ pub enum Body<'a> {
 /// returns the byte offset where the `mac` member belongs, so the caller can
 /// insert it once the leaf hash is known.
 ///
-/// `resource` and `scope` are complete pre-rendered members
-/// (see [`resource_member`] and [`scope_member`]), shared by all the
-/// records of one resource or scope.
-pub fn write(out: &mut Vec<u8>, pos: &Position, received_at: &str, resource: &[u8], scope: &[u8], body: Body) -> usize {
+/// `resource`, `scope` and `sender` are complete pre-rendered members
+/// (see [`resource_member`], [`scope_member`] and [`sender_member`]),
+/// shared by all the records of one resource, scope or batch; an empty
+/// `sender` is left out (and the record is version 1).
+pub fn write(
+    out: &mut Vec<u8>,
+    pos: &Position,
+    received_at: &str,
+    resource: &[u8],
+    scope: &[u8],
+    sender: &[u8],
+    body: Body,
+) -> usize {
     out.clear();
     out.extend_from_slice(b"{\"chain\":{\"id\":");
     jcs::write_str(out, pos.chain_id);
@@ -73,12 +83,16 @@ pub fn write(out: &mut Vec<u8>, pos: &Position, received_at: &str, resource: &[u
     out.extend_from_slice(resource);
     out.push(b',');
     out.extend_from_slice(scope);
+    if !sender.is_empty() {
+        out.push(b',');
+        out.extend_from_slice(sender);
+    }
     if let Body::Span(span) = body {
         out.extend_from_slice(b",\"span\":");
         write_span(out, span);
     }
     out.extend_from_slice(b",\"v\":");
-    jcs::write_small_uint(out, FORMAT_VERSION);
+    jcs::write_small_uint(out, if sender.is_empty() { FORMAT_VERSION } else { FORMAT_VERSION_SENDER });
     out.push(b'}');
     mac_at
 }
@@ -113,6 +127,26 @@ pub fn resource_member(resource: Option<&Resource>, schema_url: &str) -> Vec<u8>
         }
     }
     obj.string("schema_url", schema_url);
+    obj.end();
+    out
+}
+
+/// Renders the `"sender":{...}` member of every record of one batch:
+/// `address`, `certificate` (`sans`, `subject`), `principal`, `protocol`,
+/// `tls`, each left out when empty.
+pub fn sender_member(sender: &audit_format::Sender) -> Vec<u8> {
+    let mut out = b"\"sender\":".to_vec();
+    let mut obj = Object::new(&mut out);
+    obj.string("address", &sender.address);
+    if !sender.certificate_subject.is_empty() || !sender.certificate_sans.is_empty() {
+        let mut certificate = Object::new(obj.key("certificate"));
+        certificate.strings("sans", &sender.certificate_sans);
+        certificate.string("subject", &sender.certificate_subject);
+        certificate.end();
+    }
+    obj.string("principal", &sender.principal);
+    obj.string("protocol", &sender.protocol);
+    obj.string("tls", &sender.tls);
     obj.end();
     out
 }

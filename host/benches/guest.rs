@@ -150,7 +150,7 @@ fn fail(message: &str) -> ! {
 }
 
 fn genesis(chain_id: &str) -> Context {
-    Context { received_at_unix_nano: 1_795_000_000_000_000_000, head: ChainHead::genesis(chain_id) }
+    Context { received_at_unix_nano: 1_795_000_000_000_000_000, head: ChainHead::genesis(chain_id), sender: None }
 }
 
 enum Kind {

@@ -132,7 +132,7 @@ fn build_store(dir: &Path, policy: &str, signer: &SignerKey, target: u64) -> (u6
     let mut last_checkpoint = 0;
     let mut i = 0;
     while bytes < target {
-        let ctx = Context { received_at_unix_nano: received_at, head: head.clone() };
+        let ctx = Context { received_at_unix_nano: received_at, head: head.clone(), sender: None };
         let output = processor.process_traces(&batches[i % batches.len()], &ctx).expect("the batch processes");
         let stats = store
             .append(&[Append { records: &output.records, leaves: &output.leaves, outbox: None, continues: 0 }])

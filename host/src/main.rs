@@ -419,8 +419,11 @@ fn process(args: ProcessArgs) -> Result<(), Failure> {
         Some(text) => clock::parse_rfc3339(text).map_err(|e| anyhow::anyhow!("--received-at {e}"))?,
         None => clock::now_unix_nano(),
     };
-    let ctx =
-        Context { received_at_unix_nano, head: ChainHead { chain_id: args.chain_id.clone(), seq: args.seq, prev } };
+    let ctx = Context {
+        received_at_unix_nano,
+        head: ChainHead { chain_id: args.chain_id.clone(), seq: args.seq, prev },
+        sender: None,
+    };
     let (mut instance, info) = configured(&args.module)?;
     let result = match args.signal {
         Signal::Traces => instance.process_traces(&request, &ctx),

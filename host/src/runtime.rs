@@ -422,6 +422,14 @@ fn wit_context(ctx: &Context) -> wit::Context {
     wit::Context {
         received_at_unix_nano: ctx.received_at_unix_nano,
         head: wit::ChainHead { chain_id: ctx.head.chain_id.clone(), seq: ctx.head.seq, prev: ctx.head.prev.to_vec() },
+        sender: ctx.sender.as_ref().map(|s| wit::Sender {
+            protocol: s.protocol.clone(),
+            address: s.address.clone(),
+            tls: s.tls.clone(),
+            principal: s.principal.clone(),
+            certificate_subject: s.certificate_subject.clone(),
+            certificate_sans: s.certificate_sans.clone(),
+        }),
     }
 }
 

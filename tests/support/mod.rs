@@ -67,7 +67,7 @@ pub fn fixture(name: &str) -> PathBuf {
 
 /// A context at genesis of `chain_id`, received at a fixed time.
 pub fn genesis(chain_id: &str) -> Context {
-    Context { received_at_unix_nano: 1_795_000_000_123_456_789, head: ChainHead::genesis(chain_id) }
+    Context { received_at_unix_nano: 1_795_000_000_123_456_789, head: ChainHead::genesis(chain_id), sender: None }
 }
 
 /// The secrets the keyed test policies name.

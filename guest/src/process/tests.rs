@@ -27,7 +27,7 @@ fn request(spans: Vec<Vec<Span>>) -> Vec<u8> {
 }
 
 fn ctx() -> Context {
-    Context { received_at_unix_nano: 1, head: ChainHead::genesis("c") }
+    Context { received_at_unix_nano: 1, head: ChainHead::genesis("c"), sender: None }
 }
 
 fn audit_span(action: &str) -> Span {
@@ -166,6 +166,7 @@ fn reviewed_leaks_stay_closed() {
     let edge = Context {
         received_at_unix_nano: 1,
         head: ChainHead { chain_id: "c".into(), seq: (1 << 63) - 1, prev: [0; 32] },
+        sender: None,
     };
     assert!(traces(&no_pipeline, &request(vec![vec![audit_span("a")]]), &edge).is_ok());
     let past = Context { head: ChainHead { seq: 1 << 63, ..edge.head.clone() }, ..edge };
@@ -189,7 +190,7 @@ fn invalid_input_is_refused_whole() {
     assert!(
         matches!(traces(&policy, truncated, &ctx()), Err(ProcessError::Decode(m)) if m.starts_with("ExportTraceServiceRequest: "))
     );
-    let empty_chain = Context { received_at_unix_nano: 1, head: ChainHead::genesis("") };
+    let empty_chain = Context { received_at_unix_nano: 1, head: ChainHead::genesis(""), sender: None };
     assert!(matches!(traces(&policy, &[], &empty_chain), Err(ProcessError::InvalidContext(_))));
 }
 
@@ -222,7 +223,7 @@ fn event_attributes() -> Vec<KeyValue> {
 }
 
 fn continued() -> Context {
-    Context { received_at_unix_nano: 1, head: ChainHead { chain_id: "c".into(), seq: 41, prev: [9; 32] } }
+    Context { received_at_unix_nano: 1, head: ChainHead { chain_id: "c".into(), seq: 41, prev: [9; 32] }, sender: None }
 }
 
 fn string_attr<'a>(attributes: &'a [KeyValue], key: &str) -> Option<&'a str> {
@@ -336,4 +337,30 @@ fn host_events_are_keyed_and_validated_like_any_batch() {
     let unconfigured = crate::Processor::new();
     let err = unconfigured.chain_events(crate::Signal::Logs, &[], &ctx()).unwrap_err();
     assert!(matches!(err, ProcessError::Policy(_)), "{err}");
+}
+
+#[test]
+fn a_sender_is_recorded_in_canonical_order_and_makes_the_record_version_2() {
+    let policy = Policy::parse(POLICY, &[]).unwrap();
+    let req = request(vec![vec![audit_span("login")]]);
+    let sender = audit_format::Sender {
+        protocol: "grpc".into(),
+        address: "10.0.0.7:50123".into(),
+        tls: "TLSv1.3".into(),
+        principal: "bearertokenauth/writers".into(),
+        certificate_subject: "CN=collector-7".into(),
+        certificate_sans: vec!["DNS:collector-7.example".into()],
+    };
+    let with = Context { sender: Some(sender), ..ctx() };
+    let record = String::from_utf8(traces(&policy, &req, &with).unwrap().records.remove(0)).unwrap();
+    let member = r#","sender":{"address":"10.0.0.7:50123","certificate":{"sans":["DNS:collector-7.example"],"subject":"CN=collector-7"},"principal":"bearertokenauth/writers","protocol":"grpc","tls":"TLSv1.3"},"span":"#;
+    assert!(record.contains(member), "{record}");
+    assert!(record.ends_with(r#","v":2}"#), "{record}");
+    // Unknown parts are left out; without a sender the record stays version 1.
+    let plain =
+        Context { sender: Some(audit_format::Sender { protocol: "http".into(), ..Default::default() }), ..ctx() };
+    let record = String::from_utf8(traces(&policy, &req, &plain).unwrap().records.remove(0)).unwrap();
+    assert!(record.contains(r#","sender":{"protocol":"http"},"span":"#), "{record}");
+    let record = String::from_utf8(traces(&policy, &req, &ctx()).unwrap().records.remove(0)).unwrap();
+    assert!(!record.contains("sender") && record.ends_with(r#","v":1}"#), "{record}");
 }

@@ -130,9 +130,10 @@ impl PipelineHandle {
         chain: &ChainHandle,
         payload: Bytes,
         received_at: u64,
+        sender: Option<audit_format::Sender>,
     ) -> Result<oneshot::Receiver<Result<(), Rejection>>, Rejection> {
         let (reply, outcome) = oneshot::channel();
-        match chain.queue.try_send(Work::Job(Job { payload, received_at, reply })) {
+        match chain.queue.try_send(Work::Job(Job { payload, received_at, sender, reply })) {
             Ok(()) => Ok(outcome),
             Err(TrySendError::Full(_)) => Err(Rejection::Unavailable(format!(
                 "pipeline {}: chain {} is busy; retry later",
@@ -163,8 +164,15 @@ impl Router {
 
     /// Hands a protobuf request to every pipeline of its signal and waits
     /// until all have stored its records. An error from any pipeline is the
-    /// request's error; an invalid request is reported as such.
-    pub async fn submit(&self, signal: Signal, payload: Bytes, received_at: u64) -> Result<(), Rejection> {
+    /// request's error; an invalid request is reported as such. `sender`
+    /// is recorded in each of its records.
+    pub async fn submit(
+        &self,
+        signal: Signal,
+        payload: Bytes,
+        received_at: u64,
+        sender: Option<audit_format::Sender>,
+    ) -> Result<(), Rejection> {
         // Admission first, for every pipeline: a request one of them would
         // refuse is refused before any stores it (a retry must not leave
         // duplicates behind in the others).
@@ -175,7 +183,7 @@ impl Router {
         let mut pending = Vec::new();
         let mut first_error = None;
         for (pipeline, chain) in admitted {
-            match pipeline.enqueue(chain, payload.clone(), received_at) {
+            match pipeline.enqueue(chain, payload.clone(), received_at, sender.clone()) {
                 Ok(outcome) => pending.push(outcome),
                 Err(rejection) => {
                     first_error.get_or_insert(rejection);

@@ -249,7 +249,7 @@ pub(super) fn context(path: &Path, place: &str, spec: &ContextSpec) -> Result<Co
         None => audit_format::GENESIS_PREV,
     };
     let chain_id = spec.chain_id.clone().unwrap_or_else(|| "policy-test".into());
-    Ok(Context { received_at_unix_nano, head: ChainHead { chain_id, seq: spec.seq.unwrap_or(0), prev } })
+    Ok(Context { received_at_unix_nano, head: ChainHead { chain_id, seq: spec.seq.unwrap_or(0), prev }, sender: None })
 }
 
 pub(super) fn spans_of(req: &ExportTraceServiceRequest) -> Vec<&Span> {

@@ -17,6 +17,7 @@ use tonic::{Code, Status};
 
 use super::{Admission, Ingest};
 use crate::grpc_codec::{LOGS_METHOD, RawCodec, TRACES_METHOD};
+use crate::listener::Peer;
 use crate::otlp::Signal;
 use crate::pipeline::Rejection;
 
@@ -139,8 +140,9 @@ impl<const LOGS: bool> UnaryService<Bytes> for Export<LOGS> {
     fn call(&mut self, request: tonic::Request<Bytes>) -> Self::Future {
         let ingest = self.0.ingest.clone();
         Box::pin(async move {
+            let peer = request.extensions().get::<Peer>().cloned();
             let payload = request.into_inner();
-            match ingest.submit("grpc", ExportService::<LOGS>::signal(), payload).await {
+            match ingest.submit("grpc", ExportService::<LOGS>::signal(), payload, peer.as_ref()).await {
                 // An empty Export*ServiceResponse: everything accepted.
                 Ok(()) => Ok(tonic::Response::new(Bytes::new())),
                 Err(rejection) => Err(status(&rejection)),

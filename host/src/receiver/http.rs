@@ -9,7 +9,7 @@ use std::io::Read;
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::State;
+use axum::extract::{Extension, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -17,6 +17,7 @@ use bytes::Bytes;
 use prost::Message;
 
 use super::{Admission, Ingest};
+use crate::listener::Peer;
 use crate::otlp::{self, Encoding, Signal};
 use crate::pipeline::Rejection;
 
@@ -42,12 +43,22 @@ pub fn router(ingest: Arc<Ingest>, max_body: usize, admission: Arc<Admission>) -
     })
 }
 
-async fn traces(State(receiver): State<Receiver>, headers: HeaderMap, body: Body) -> Response {
-    receiver.export(Signal::Traces, &headers, body).await
+async fn traces(
+    State(receiver): State<Receiver>,
+    peer: Option<Extension<Peer>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    receiver.export(Signal::Traces, peer.map(|p| p.0).as_ref(), &headers, body).await
 }
 
-async fn logs(State(receiver): State<Receiver>, headers: HeaderMap, body: Body) -> Response {
-    receiver.export(Signal::Logs, &headers, body).await
+async fn logs(
+    State(receiver): State<Receiver>,
+    peer: Option<Extension<Peer>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    receiver.export(Signal::Logs, peer.map(|p| p.0).as_ref(), &headers, body).await
 }
 
 /// A refusal before the request reached the pipeline.
@@ -63,7 +74,7 @@ impl Refusal {
 }
 
 impl Receiver {
-    async fn export(&self, signal: Signal, headers: &HeaderMap, body: Body) -> Response {
+    async fn export(&self, signal: Signal, peer: Option<&Peer>, headers: &HeaderMap, body: Body) -> Response {
         let encoding = match content_type(headers) {
             Ok(encoding) => encoding,
             Err(refusal) => {
@@ -93,7 +104,7 @@ impl Receiver {
                 return error_response(refusal.status, &refusal.message, encoding);
             }
         };
-        match self.ingest.submit("http", signal, payload).await {
+        match self.ingest.submit("http", signal, payload, peer).await {
             Ok(()) => success_response(encoding),
             Err(Rejection::Invalid(message)) => error_response(StatusCode::BAD_REQUEST, &message, encoding),
             Err(Rejection::TooLarge(message)) => error_response(StatusCode::PAYLOAD_TOO_LARGE, &message, encoding),

@@ -15,9 +15,24 @@ use bytes::Bytes;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 use crate::clock;
+use crate::listener::Peer;
 use crate::metrics::{Metrics, RequestLabels};
 use crate::otlp::Signal;
 use crate::pipeline::{Rejection, Router};
+
+/// What the records of a request say about who sent it.
+pub fn sender(protocol: &str, peer: &Peer) -> audit_format::Sender {
+    let tls = peer.tls.as_ref();
+    let certificate = tls.and_then(|t| t.client.as_ref());
+    audit_format::Sender {
+        protocol: protocol.to_owned(),
+        address: peer.address.to_string(),
+        tls: tls.map(|t| t.version.clone()).unwrap_or_default(),
+        principal: peer.principal.as_ref().map(|p| p.name.clone()).unwrap_or_default(),
+        certificate_subject: certificate.map(|c| c.subject.clone()).unwrap_or_default(),
+        certificate_sans: certificate.map(|c| c.sans.clone()).unwrap_or_default(),
+    }
+}
 
 /// How many requests a receiver reads and processes at once, and how long
 /// it waits for a request body: with the size limit, what bounds the
@@ -70,12 +85,20 @@ impl Ingest {
         Ingest { router, metrics, open: AtomicBool::new(true), in_flight: AtomicUsize::new(0), idle: Notify::new() }
     }
 
-    /// Submits one protobuf export request received over `protocol`.
-    pub async fn submit(&self, protocol: &str, signal: Signal, payload: Bytes) -> Result<(), Rejection> {
+    /// Submits one protobuf export request received over `protocol` from
+    /// `peer` (recorded in each of its records).
+    pub async fn submit(
+        &self,
+        protocol: &str,
+        signal: Signal,
+        payload: Bytes,
+        peer: Option<&Peer>,
+    ) -> Result<(), Rejection> {
         self.in_flight.fetch_add(1, Ordering::SeqCst);
         let _in_flight = InFlight(self);
         let result = if self.open.load(Ordering::SeqCst) {
-            self.router.submit(signal, payload, clock::now_unix_nano()).await
+            let sender = peer.map(|peer| sender(protocol, peer));
+            self.router.submit(signal, payload, clock::now_unix_nano(), sender).await
         } else {
             Err(Rejection::Unavailable("otel-audit is shutting down; retry with another instance or later".into()))
         };

@@ -202,7 +202,7 @@ fn check_chain_events(instance: &mut Instance, processor: &config::Processor) ->
     };
     for signal in Signal::ALL {
         let head = ChainHead::genesis("candidate-check");
-        let ctx = Context { received_at_unix_nano: crate::clock::now_unix_nano(), head };
+        let ctx = Context { received_at_unix_nano: crate::clock::now_unix_nano(), head, sender: None };
         let request = event.export_request(signal, "candidate-check", 0, ctx.received_at_unix_nano);
         let output = instance
             .chain_events(signal, &request, &ctx)

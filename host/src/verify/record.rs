@@ -84,6 +84,7 @@ pub fn parse<'a>(line: &'a [u8], members: &mut Members) -> Result<Record<'a>, Li
     let text = |range: &Range<usize>| -> &'a str { std::str::from_utf8(&line[range.clone()]).expect("checked UTF-8") };
     let (mut chain, mut mac, mut received_at, mut version, mut body, mut gap) = (None, None, None, None, 0, false);
     let mut item_parts = 0;
+    let mut sender = false;
     for m in &members.top {
         let value = &m.value;
         match text(&m.key) {
@@ -109,11 +110,21 @@ pub fn parse<'a>(line: &'a [u8], members: &mut Members) -> Result<Record<'a>, Li
                     return Err(bad(format!("{} is not an object", text(&m.key))));
                 }
             }
+            "sender" => {
+                sender = true;
+                if line[value.start] != b'{' {
+                    return Err(bad("sender is not an object".into()));
+                }
+            }
             other => return Err(bad(format!("unknown top-level member {other:?}"))),
         }
     }
-    if version != Some("1") {
-        return Err(bad(format!("v is {}, not 1", version.unwrap_or("missing"))));
+    // Version 1 has no sender; version 2 is version 1 with a sender.
+    match (version, sender) {
+        (Some("1"), false) | (Some("2"), true) => {}
+        (Some("1"), true) => return Err(bad("v is 1 but the record has a sender member (a version 2 member)".into())),
+        (Some("2"), false) => return Err(bad("v is 2 without a sender member".into())),
+        (other, _) => return Err(bad(format!("v is {}, not 1 or 2", other.unwrap_or("missing")))),
     }
     if body != 1 {
         return Err(bad("a record has exactly one of span, log and gap".into()));
@@ -349,6 +360,12 @@ mod tests {
                 Err(LineError::Malformed(m)) => assert!(m.contains(expected), "{m} / {expected}"),
                 other => panic!("{text}: {other:?}"),
             }
+        }
+        let with_sender = line(r#","sender":{"protocol":"grpc"}"#);
+        assert!(parse(with_sender.replace(r#""v":1"#, r#""v":2"#).as_bytes(), &mut Members::default()).is_ok());
+        match parse(with_sender.as_bytes(), &mut Members::default()) {
+            Err(LineError::Malformed(m)) => assert!(m.contains("sender"), "{m}"),
+            other => panic!("a v1 record with a sender: {other:?}"),
         }
         let spaced = line("").replace(r#""v":1"#, r#""v": 1"#);
         assert!(matches!(parse(spaced.as_bytes(), &mut Members::default()), Err(LineError::NonCanonical(_))));

@@ -109,7 +109,8 @@ impl ChainWorker {
         let mut head = store.head().clone();
         let mut processed: Vec<(Job, Output)> = Vec::with_capacity(group.len());
         for job in group {
-            let ctx = Context { received_at_unix_nano: job.received_at, head: head.clone() };
+            let ctx =
+                Context { received_at_unix_nano: job.received_at, head: head.clone(), sender: job.sender.clone() };
             match self.process(&job.payload, &ctx) {
                 Ok(output) => {
                     head = output.head.clone();

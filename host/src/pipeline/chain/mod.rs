@@ -50,6 +50,8 @@ pub struct Job {
     pub payload: Bytes,
     /// When the receiver got it (Unix nanoseconds).
     pub received_at: u64,
+    /// Who sent it, recorded in each of its records.
+    pub sender: Option<audit_format::Sender>,
     /// Where the outcome goes.
     pub reply: oneshot::Sender<Result<(), Rejection>>,
 }

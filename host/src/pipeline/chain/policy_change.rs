@@ -142,7 +142,7 @@ impl ChainWorker {
         let head = store.head().clone();
         let now = clock::now_unix_nano();
         let request = event.export_request(self.spec.signal, &head.chain_id, head.seq, now);
-        let ctx = Context { received_at_unix_nano: now, head };
+        let ctx = Context { received_at_unix_nano: now, head, sender: None };
         let mut fresh = match swap {
             Some((module, policy)) => {
                 let mut instance = module.instantiate().map_err(ApplyError::Instantiate)?;

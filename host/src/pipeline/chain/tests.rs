@@ -91,7 +91,7 @@ type Answer = oneshot::Receiver<Result<(), Rejection>>;
 
 fn job(payload: Bytes) -> (Job, Answer) {
     let (reply, answer) = oneshot::channel();
-    (Job { payload, received_at: 1_700_000_000_000_000_000, reply }, answer)
+    (Job { payload, received_at: 1_700_000_000_000_000_000, sender: None, reply }, answer)
 }
 
 fn group(payloads: Vec<Bytes>) -> (Vec<Job>, Vec<Answer>) {
@@ -213,6 +213,7 @@ fn output_that_does_not_continue_the_chain_is_named() {
     let ctx = Context {
         received_at_unix_nano: 1,
         head: ChainHead { chain_id: CHAIN.into(), seq: 7, prev: audit_format::hash::GENESIS_PREV },
+        sender: None,
     };
     let good = instance.process_traces(&spans(2, 9), &ctx).unwrap();
     assert_eq!(check_output(&good, &ctx), Ok(()));

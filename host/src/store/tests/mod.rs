@@ -493,7 +493,7 @@ fn keyed_records_from_the_processor_chain_and_reopen() {
     let (mut store, _) = ChainStore::open(dir.path(), "keyed", plain()).unwrap();
     let mut all = Vec::new();
     for i in 0..3 {
-        let ctx = Context { received_at_unix_nano: 1_795_000_000_000_000_000 + i, head: head.clone() };
+        let ctx = Context { received_at_unix_nano: 1_795_000_000_000_000_000 + i, head: head.clone(), sender: None };
         let out = processor.process_traces(&request, &ctx).unwrap();
         assert!(!out.records.is_empty());
         for (record, leaf) in out.records.iter().zip(&out.leaves) {
