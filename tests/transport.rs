@@ -158,6 +158,18 @@ fn tls_mutual_tls_and_tokens_guard_the_receivers_and_the_admin_endpoint() {
     let certs = certificates(tmp.path());
     let mut setup = Setup::new(tmp.path());
     setup.receiver_extra = [receiver_security(&certs), receiver_security(&certs)];
+    // The soc2 policy, also stamping the sender's principal and address
+    // (the attributes processor's from_context).
+    let soc2 = std::fs::read_to_string(&setup.policy).unwrap();
+    let with_context = soc2.replacen(
+        "  actions:\n",
+        "  actions:\n    - {key: audit.principal, from_context: auth.principal, action: upsert}\n    \
+         - {key: audit.client, from_context: client.address, action: insert}\n",
+        1,
+    );
+    assert_ne!(soc2, with_context);
+    setup.policy = tmp.path().join("soc2-with-context.yaml");
+    std::fs::write(&setup.policy, with_context).unwrap();
     let readers = write_token(tmp.path(), "readers.token", READER_TOKEN);
     setup.extensions = vec![
         ("bearertokenauth/writers".into(), "    token: ${env:WRITER_TOKEN}".into()),
@@ -277,6 +289,9 @@ fn tls_mutual_tls_and_tokens_guard_the_receivers_and_the_admin_endpoint() {
         assert_eq!(sender["certificate"]["subject"], "CN=collector-7, O=Example Audit", "{record}");
         assert_eq!(sender["certificate"]["sans"], serde_json::json!(["DNS:collector-7.example"]), "{record}");
         assert!(sender["address"].as_str().is_some_and(|a| a.starts_with("127.0.0.1:")), "{record}");
+        let item = record.get("span").or_else(|| record.get("log")).unwrap();
+        assert_eq!(item["attributes"]["audit.principal"]["s"], "bearertokenauth/writers", "{record}");
+        assert_eq!(item["attributes"]["audit.client"]["s"], sender["address"], "{record}");
     }
     for protocol in ["grpc", "http"] {
         assert!(sent.iter().any(|r| r["sender"]["protocol"] == protocol), "no record came over {protocol}");

@@ -8,8 +8,10 @@
 //! (strings as UTF-8, booleans as one byte, integers and doubles as 8 bytes
 //! little-endian), as lowercase hex; `extract` writes one string attribute per
 //! named group of the first match; `convert` leaves a value it cannot
-//! convert unchanged. `from_context` needs request metadata, which an audit
-//! processor never sees, so it is refused at configure time.
+//! convert unchanged. `from_context` reads who sent the batch (the host's
+//! `sender`): `client.address`, `auth.principal` (the token's
+//! authenticator) and `auth.subject` (the client certificate's subject); a
+//! value the sender lacks does nothing, like a missing `from_attribute`.
 
 use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value::Value};
 use opentelemetry_proto::tonic::logs::v1::LogRecord;
@@ -17,6 +19,8 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::Span;
 use regex::Regex;
 use sha2::{Digest, Sha256};
+
+use audit_format::Sender;
 
 use crate::filter::{IncludeExclude, scalar_text};
 
@@ -27,6 +31,39 @@ pub enum Source {
     Value(AnyValue),
     /// Another attribute of the same record.
     FromAttribute(String),
+    /// What the host knows about the batch's sender (`from_context`).
+    FromContext(ContextKey),
+}
+
+/// The `from_context` keys: parts of the batch's [`Sender`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ContextKey {
+    /// `client.address`: the client's `ip:port`.
+    ClientAddress,
+    /// `auth.principal`: the authenticator that accepted its token.
+    AuthPrincipal,
+    /// `auth.subject`: its client certificate's subject.
+    AuthSubject,
+}
+
+impl ContextKey {
+    /// The key as written in a policy, if it is one.
+    pub fn parse(text: &str) -> Option<ContextKey> {
+        match text {
+            "client.address" => Some(ContextKey::ClientAddress),
+            "auth.principal" => Some(ContextKey::AuthPrincipal),
+            "auth.subject" => Some(ContextKey::AuthSubject),
+            _ => None,
+        }
+    }
+
+    fn of(self, sender: &Sender) -> &str {
+        match self {
+            ContextKey::ClientAddress => &sender.address,
+            ContextKey::AuthPrincipal => &sender.principal,
+            ContextKey::AuthSubject => &sender.certificate_subject,
+        }
+    }
 }
 
 /// The target type of `convert`.
@@ -76,12 +113,13 @@ impl Attributes {
         resource: Option<&Resource>,
         scope: Option<&InstrumentationScope>,
         span: &mut Span,
+        sender: Option<&Sender>,
         hits: &mut [u64],
     ) {
         if self.actions.is_empty() || !self.scope.passes_span(resource, scope, span, hits) {
             return;
         }
-        self.apply(&mut span.attributes, hits);
+        self.apply(&mut span.attributes, sender, hits);
     }
 
     /// Applies the actions to a log record if it is in scope.
@@ -90,19 +128,20 @@ impl Attributes {
         resource: Option<&Resource>,
         scope: Option<&InstrumentationScope>,
         log: &mut LogRecord,
+        sender: Option<&Sender>,
         hits: &mut [u64],
     ) {
         if self.actions.is_empty() || !self.scope.passes_log(resource, scope, log, hits) {
             return;
         }
-        self.apply(&mut log.attributes, hits);
+        self.apply(&mut log.attributes, sender, hits);
     }
 
     /// Applies every action in order; a rule hits when its action changed
     /// the attributes.
-    pub fn apply(&self, attributes: &mut Vec<KeyValue>, hits: &mut [u64]) {
+    pub fn apply(&self, attributes: &mut Vec<KeyValue>, sender: Option<&Sender>, hits: &mut [u64]) {
         for (action, rule) in &self.actions {
-            if action.apply(attributes) {
+            if action.apply(attributes, sender) {
                 hits[*rule] += 1;
             }
         }
@@ -110,25 +149,26 @@ impl Attributes {
 }
 
 impl Action {
-    /// Applies this action; returns whether anything changed.
-    fn apply(&self, attrs: &mut Vec<KeyValue>) -> bool {
+    /// Applies this action (`sender`: for `from_context`); returns whether
+    /// anything changed.
+    fn apply(&self, attrs: &mut Vec<KeyValue>, sender: Option<&Sender>) -> bool {
         match self {
             Action::Insert { key, source } => {
                 if position(attrs, key).is_some() {
                     return false;
                 }
-                let Some(value) = resolve(attrs, source) else { return false };
+                let Some(value) = resolve(attrs, source, sender) else { return false };
                 attrs.push(KeyValue { key: key.clone(), value: Some(value), key_strindex: 0 });
                 true
             }
             Action::Update { key, source } => {
                 let Some(at) = position(attrs, key) else { return false };
-                let Some(value) = resolve(attrs, source) else { return false };
+                let Some(value) = resolve(attrs, source, sender) else { return false };
                 attrs[at].value = Some(value);
                 true
             }
             Action::Upsert { key, source } => {
-                let Some(value) = resolve(attrs, source) else { return false };
+                let Some(value) = resolve(attrs, source, sender) else { return false };
                 match position(attrs, key) {
                     Some(at) => attrs[at].value = Some(value),
                     None => attrs.push(KeyValue { key: key.clone(), value: Some(value), key_strindex: 0 }),
@@ -188,9 +228,13 @@ fn position(attrs: &[KeyValue], key: &str) -> Option<usize> {
     attrs.iter().position(|kv| kv.key == key)
 }
 
-fn resolve(attrs: &[KeyValue], source: &Source) -> Option<AnyValue> {
+fn resolve(attrs: &[KeyValue], source: &Source, sender: Option<&Sender>) -> Option<AnyValue> {
     match source {
         Source::Value(v) => Some(v.clone()),
+        Source::FromContext(key) => {
+            let text = key.of(sender?);
+            (!text.is_empty()).then(|| AnyValue { value: Some(Value::StringValue(text.to_owned())) })
+        }
         Source::FromAttribute(from) => {
             attrs.iter().find(|kv| &kv.key == from).map(|kv| kv.value.clone().unwrap_or_default())
         }
@@ -261,7 +305,7 @@ mod tests {
             pattern: Regex::new(r"^https://(?P<host>[^/]+)/(?P<path>.*)$").unwrap(),
         };
         let mut attrs = vec![KeyValue { key: "http.url".into(), value: s("https://example.org/a/b"), key_strindex: 0 }];
-        assert!(action.apply(&mut attrs));
+        assert!(action.apply(&mut attrs, None));
         assert_eq!(attrs.len(), 3);
         assert_eq!(attrs[1].value, s("example.org"));
         assert_eq!(attrs[2].value, s("a/b"));
@@ -271,10 +315,24 @@ mod tests {
     fn convert_leaves_unparsable_values() {
         let action = Action::Convert { key: "n".into(), to: ConvertTo::Int };
         let mut attrs = vec![KeyValue { key: "n".into(), value: s("twelve"), key_strindex: 0 }];
-        assert!(!action.apply(&mut attrs));
+        assert!(!action.apply(&mut attrs, None));
         assert_eq!(attrs[0].value, s("twelve"));
         attrs[0].value = s("12");
-        assert!(action.apply(&mut attrs));
+        assert!(action.apply(&mut attrs, None));
         assert_eq!(attrs[0].value, Some(AnyValue { value: Some(Value::IntValue(12)) }));
+    }
+
+    #[test]
+    fn from_context_reads_the_sender_and_does_nothing_without_it() {
+        let action =
+            Action::Upsert { key: "enduser.id".into(), source: Source::FromContext(ContextKey::AuthPrincipal) };
+        let sender = Sender { principal: "bearertokenauth/writers".into(), ..Sender::default() };
+        let mut attrs = Vec::new();
+        assert!(!action.apply(&mut attrs, None), "no sender");
+        assert!(!action.apply(&mut attrs, Some(&Sender::default())), "no principal");
+        assert!(action.apply(&mut attrs, Some(&sender)));
+        assert_eq!(attrs[0].value, s("bearertokenauth/writers"));
+        assert_eq!(ContextKey::parse("client.address"), Some(ContextKey::ClientAddress));
+        assert_eq!(ContextKey::parse("metadata.x-tenant"), None);
     }
 }

@@ -97,7 +97,8 @@ fn run<R: Request>(stages: Stages, policy: &Policy, request: &[u8], ctx: &Contex
                         batch.stats.dropped += 1;
                         return false;
                     }
-                    batch.stats.redacted += item.transform(policy, resource, scope, &mut batch.stats.rule_hits);
+                    batch.stats.redacted +=
+                        item.transform(policy, resource, scope, ctx.sender.as_ref(), &mut batch.stats.rule_hits);
                 }
                 batch.enrich(item.attributes_mut());
                 let link = batch.chain(&resource_member, &scope_member, item.body());
@@ -134,12 +135,14 @@ trait Request: Message + Default {
 trait Item {
     fn check(&self) -> Result<(), Invalid>;
     fn keep(&self, policy: &Policy, r: Option<&Resource>, s: Option<&InstrumentationScope>, hits: &mut [u64]) -> bool;
-    /// The attributes actions, then redaction; returns the values redacted.
+    /// The attributes actions (`sender` for `from_context`), then
+    /// redaction; returns the values redacted.
     fn transform(
         &mut self,
         policy: &Policy,
         r: Option<&Resource>,
         s: Option<&InstrumentationScope>,
+        sender: Option<&audit_format::Sender>,
         hits: &mut [u64],
     ) -> u64;
     fn attributes_mut(&mut self) -> &mut Vec<KeyValue>;
@@ -212,9 +215,10 @@ impl Item for Span {
         policy: &Policy,
         r: Option<&Resource>,
         s: Option<&InstrumentationScope>,
+        sender: Option<&audit_format::Sender>,
         hits: &mut [u64],
     ) -> u64 {
-        policy.attributes.apply_span(r, s, self, hits);
+        policy.attributes.apply_span(r, s, self, sender, hits);
         policy.redaction.redact_span(self, hits)
     }
     fn attributes_mut(&mut self) -> &mut Vec<KeyValue> {
@@ -237,9 +241,10 @@ impl Item for LogRecord {
         policy: &Policy,
         r: Option<&Resource>,
         s: Option<&InstrumentationScope>,
+        sender: Option<&audit_format::Sender>,
         hits: &mut [u64],
     ) -> u64 {
-        policy.attributes.apply_log(r, s, self, hits);
+        policy.attributes.apply_log(r, s, self, sender, hits);
         policy.redaction.redact_log(self, hits)
     }
     fn attributes_mut(&mut self) -> &mut Vec<KeyValue> {

@@ -6,6 +6,7 @@ use regex::Regex;
 use super::config::*;
 use super::matcher::{Signal, describe_value, matcher};
 use super::*;
+use crate::attributes::ContextKey;
 
 impl Compiler<'_> {
     pub(super) fn attributes(&mut self, a: AttributesConfig) -> Result<Attributes, PolicyError> {
@@ -31,13 +32,23 @@ impl Compiler<'_> {
 pub(super) fn compile_action(path: &str, a: ActionConfig) -> Result<(Action, String), PolicyError> {
     let name = a.action.to_ascii_lowercase();
     let err = |field: &str, msg: String| Err(PolicyError::at(format!("{path}.{field}"), msg));
-    if a.from_context.is_some() {
-        return err(
-            "from_context",
-            "from_context reads request metadata (client address, auth), which an audit processor never receives; use from_attribute or value".into(),
-        );
-    }
-    let sources = usize::from(a.value.is_some()) + usize::from(a.from_attribute.is_some());
+    let context = match &a.from_context {
+        Some(text) => match ContextKey::parse(text) {
+            Some(key) => Some(key),
+            None => {
+                return err(
+                    "from_context",
+                    format!(
+                        "{text:?} is not a context key otel-audit records: use client.address, auth.principal or \
+                         auth.subject (request headers, metadata.*, are not passed to the processor)"
+                    ),
+                );
+            }
+        },
+        None => None,
+    };
+    let sources =
+        usize::from(a.value.is_some()) + usize::from(a.from_attribute.is_some()) + usize::from(context.is_some());
     let key = || -> Result<String, PolicyError> {
         match &a.key {
             Some(k) if !k.is_empty() => Ok(k.clone()),
@@ -66,13 +77,20 @@ pub(super) fn compile_action(path: &str, a: ActionConfig) -> Result<(Action, Str
                 return err("pattern", format!("action \"{name}\" does not use the \"pattern\" field"));
             }
             if sources == 0 {
-                return err("value", "either \"value\" or \"from_attribute\" must be set".into());
+                return err("value", "either \"value\", \"from_attribute\" or \"from_context\" must be set".into());
             }
             if sources > 1 {
-                return err("from_attribute", "\"value\" and \"from_attribute\" are both set; set one".into());
+                return err(
+                    "from_attribute",
+                    "two of \"value\", \"from_attribute\" and \"from_context\" (or all) are both set; set one".into(),
+                );
             }
             let key = key()?;
             let (source, from) = match (a.value, a.from_attribute) {
+                _ if context.is_some() => {
+                    let text = a.from_context.clone().unwrap_or_default();
+                    (Source::FromContext(context.expect("checked")), format!("the sender's {text}"))
+                }
                 (Some(v), _) => {
                     let value = yaml_to_value(&format!("{path}.value"), &v)?;
                     let text = describe_value(&value);
@@ -91,7 +109,7 @@ pub(super) fn compile_action(path: &str, a: ActionConfig) -> Result<(Action, Str
         }
         "delete" | "hash" => {
             if sources > 0 {
-                return err("value", format!("action \"{name}\" does not use \"value\" or \"from_attribute\""));
+                return err("value", format!("action \"{name}\" does not use a value source"));
             }
             let key = a.key.clone().filter(|k| !k.is_empty());
             let pattern = pattern(false)?;

@@ -189,9 +189,9 @@ fn validation_errors_name_the_key() {
             "both",
         ),
         (
-            "attributes:\n  actions:\n    - {key: a, from_context: client.address, action: insert}\n",
+            "attributes:\n  actions:\n    - {key: a, from_context: metadata.x-tenant, action: insert}\n",
             "attributes.actions[0].from_context",
-            "request metadata",
+            "metadata.*, are not passed",
         ),
         ("attributes:\n  actions:\n    - {action: delete}\n", "attributes.actions[0].key", "\"key\" or \"pattern\""),
         (

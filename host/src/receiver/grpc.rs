@@ -92,7 +92,7 @@ impl<const LOGS: bool> tower_service::Service<http::Request<tonic::body::Body>> 
                 Ok(Err(error)) => {
                     let status = if error.is::<http_body_util::LengthLimitError>() {
                         Status::resource_exhausted(format!(
-                            "the request is larger than max_recv_msg_size ({} bytes)",
+                            "the request message is too large: more than max_recv_msg_size ({} bytes)",
                             this.max_message_size
                         ))
                     } else {
