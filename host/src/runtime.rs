@@ -1,6 +1,7 @@
 //! The wasmtime wrapper: narrows the engine to what otel-audit uses.
 //!
-//! One [`Runtime`] per process owns the `Engine` (pooling allocator, epoch
+//! One [`Runtime`] per process owns the `Engine` (instances allocated on
+//! demand, each reserving only its memory limit of address space; epoch
 //! interruption driven by a ticker thread). A [`Module`] is a component
 //! compiled once (through an on-disk cache of precompiled code keyed by the
 //! module digest and the engine's compatibility hash) and pre-instantiated
@@ -15,9 +16,7 @@ use std::time::Duration;
 use audit_format::{ChainHead, Context, Hash, Signal};
 use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, Linker, ResourceTable};
-use wasmtime::{
-    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimits, StoreLimitsBuilder,
-};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, Store, StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 #[allow(missing_docs)]
@@ -71,6 +70,9 @@ pub enum ProcessError {
 /// How often the epoch ticks; deadlines are counted in ticks.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
 
+/// Guard region after each linear memory (wasmtime's default is 32 MiB).
+const GUARD_BYTES: u64 = 2 << 20;
+
 /// Limits applied to every instance.
 #[derive(Debug, Clone)]
 pub struct Limits {
@@ -78,13 +80,11 @@ pub struct Limits {
     pub max_memory_bytes: usize,
     /// Longest one call (configure or a batch) may run.
     pub call_timeout: Duration,
-    /// How many instances may be alive at once (pool size).
-    pub max_instances: u32,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_memory_bytes: 512 << 20, call_timeout: Duration::from_secs(10), max_instances: 64 }
+        Limits { max_memory_bytes: 512 << 20, call_timeout: Duration::from_secs(10) }
     }
 }
 
@@ -137,17 +137,16 @@ impl Runtime {
     /// Creates the engine and starts its epoch ticker. `cache_dir` holds
     /// precompiled modules; `None` disables the cache.
     pub fn new(limits: Limits, cache_dir: Option<PathBuf>) -> Result<Self, RuntimeError> {
-        let mut pool = PoolingAllocationConfig::default();
-        pool.total_component_instances(limits.max_instances)
-            .total_core_instances(limits.max_instances * 8)
-            .total_memories(limits.max_instances * 2)
-            .total_tables(limits.max_instances * 8)
-            .max_memory_size(limits.max_memory_bytes);
         let mut config = Config::new();
+        // Reserve address space for what an instance may use, not wasmtime's
+        // default 4 GiB (+ guard) per memory slot: with the pool's slots that
+        // was ~0.5 TiB of virtual memory, which a `ulimit -v` refuses. Bounds
+        // checks are then explicit where the guard does not cover them.
+        config.memory_reservation(limits.max_memory_bytes as u64).memory_guard_size(GUARD_BYTES);
         config
             .wasm_component_model(true)
             .epoch_interruption(true)
-            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+            .allocation_strategy(InstanceAllocationStrategy::OnDemand);
         let engine = Engine::new(&config).map_err(engine_error)?;
         // The ticker lives as long as the engine does (every `Module` holds
         // a clone), not as long as this `Runtime`.
@@ -306,6 +305,11 @@ impl Module {
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
+        // What the guest may hand back in one call (the kept OTLP, the
+        // records, their leaves) is bounded by its memory; wasmtime's default
+        // (128 MiB) would refuse the output of a request the receivers accept
+        // (a 20 MiB body of small spans makes more than that).
+        store.set_hostcall_fuel(self.limits.max_memory_bytes.saturating_mul(2));
         store.set_epoch_deadline(self.deadline_ticks());
         store.epoch_deadline_trap();
         let bindings =

@@ -100,10 +100,10 @@ impl Server {
     /// store), loads policies and keys, opens (and recovers) every chain.
     /// Nothing is served until [`Server::run`].
     pub fn start(config: Config) -> Result<Self, ServeError> {
-        let chain_count: u32 = config.pipelines.iter().map(|p| p.shards).sum();
-        let limits = Limits { max_instances: (chain_count * 2 + 8).max(64), ..Limits::default() };
-        let runtime =
-            Arc::new(Runtime::new(limits, Runtime::default_cache_dir()).map_err(|e| ServeError::Setup(e.to_string()))?);
+        let runtime = Arc::new(
+            Runtime::new(Limits::default(), Runtime::default_cache_dir())
+                .map_err(|e| ServeError::Setup(e.to_string()))?,
+        );
         let checked = preflight::check(&config, &runtime);
         if !checked.problems.is_empty() {
             return Err(ServeError::Preflight(config::ConfigErrors(checked.problems)));

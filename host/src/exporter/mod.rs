@@ -9,7 +9,7 @@
 
 mod checkpoints;
 pub mod client;
-mod request;
+pub(crate) mod request;
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -53,7 +53,7 @@ pub(super) fn merge(frames: &[Frame]) -> Vec<Merged> {
 /// messages past their limit (4 MiB by default in gRPC), and a request
 /// that is never accepted would never be forwarded. A payload that does
 /// not decode goes as it is (the downstream says what is wrong with it).
-pub(super) fn split(signal: Signal, payload: Bytes, max: usize) -> Vec<Bytes> {
+pub(crate) fn split(signal: Signal, payload: Bytes, max: usize) -> Vec<Bytes> {
     if payload.len() <= max {
         return vec![payload];
     }
