@@ -674,6 +674,6 @@ fn retry_on_failure_cannot_be_turned_off() {
     };
     let message = only(&exporter("enabled: false"), "exporters.otlp/d.retry_on_failure.enabled");
     assert!(message.contains("never skips a record"), "{message}");
-    let config = ok(&exporter("enabled: true, max_interval: 2s"));
+    let config = ok(&exporter("enabled: true, initial_interval: 1s, max_interval: 2s"));
     assert_eq!(config.pipelines[0].exporters[0].retry.max_interval, Duration::from_secs(2));
 }
