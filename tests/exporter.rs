@@ -93,10 +93,9 @@ async fn serve_http(down: Arc<Downstream>, listener: tokio::net::TcpListener) {
             (status, [(axum::http::header::CONTENT_TYPE, "application/x-protobuf")], Vec::<u8>::new())
         }
     };
-    let app = axum::Router::new().route("/v1/traces", axum::routing::post(handler.clone())).route(
-        "/v1/logs",
-        axum::routing::post(handler),
-    );
+    let app = axum::Router::new()
+        .route("/v1/traces", axum::routing::post(handler.clone()))
+        .route("/v1/logs", axum::routing::post(handler));
     axum::serve(listener, app).await.unwrap();
 }
 
@@ -281,12 +280,10 @@ fn refusing_downstream_stalls_the_exporter_and_loses_nothing(grpc_downstream: bo
     assert_eq!(stored, acked);
     // The stall was logged once when it started, naming exporter, chain,
     // the records and the downstream's answer, and its end.
-    let starts: Vec<&str> = log.lines().filter(|l| l.contains("downstream refused a request; the exporter stalls")).collect();
+    let starts: Vec<&str> =
+        log.lines().filter(|l| l.contains("downstream refused a request; the exporter stalls")).collect();
     let answer = if grpc_downstream { "Internal" } else { "HTTP 500" };
-    assert!(
-        starts.iter().any(|l| l.contains(id) && l.contains("test/traces/audit/0") && l.contains(answer)),
-        "{log}"
-    );
+    assert!(starts.iter().any(|l| l.contains(id) && l.contains("test/traces/audit/0") && l.contains(answer)), "{log}");
     assert!(starts.iter().any(|l| l.contains("records 0..")), "{log}");
     assert!(starts.len() <= 4, "the stall is logged when it starts, not at every attempt: {starts:#?}");
     assert!(log.contains("downstream took the request it refused"), "{log}");

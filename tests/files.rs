@@ -144,7 +144,8 @@ fn a_store_or_mirror_others_may_write_is_refused_at_start() {
     let error = setup.serve().err().expect("serve refuses a world-writable store");
     let store = setup.store.display().to_string();
     assert!(
-        error.contains(&format!("{store} is writable by others (mode 0777)")) && error.contains(&format!("chmod o-w {store}")),
+        error.contains(&format!("{store} is writable by others (mode 0777)"))
+            && error.contains(&format!("chmod o-w {store}")),
         "{error}"
     );
     assert!(error.contains("exporters.auditstore.directory"), "{error}");
@@ -203,7 +204,7 @@ fn a_final_checkpoint_that_cannot_be_written_makes_the_exit_status_non_zero() {
         })
     };
     let deadline = Instant::now() + Duration::from_secs(90);
-    while !http_get(setup.ports[3], "/").is_some_and(|(code, _)| code == 200) {
+    while http_get(setup.ports[3], "/").is_none_or(|(code, _)| code != 200) {
         assert!(child.try_wait().unwrap().is_none(), "serve exited:\n{}", log.lock().unwrap());
         assert!(Instant::now() < deadline, "serve not healthy:\n{}", log.lock().unwrap());
         std::thread::sleep(Duration::from_millis(50));

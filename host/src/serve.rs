@@ -81,11 +81,14 @@ struct Listeners {
     admin: Option<std::net::TcpListener>,
 }
 
+/// A chain worker's thread: says whether its final checkpoint was stored.
+type ChainThread = JoinHandle<Result<(), FinalCheckpointError>>;
+
 /// A started server: its chains, exporters and listeners.
 pub struct Server {
     listeners: Option<Listeners>,
     router: Option<Arc<Router>>,
-    chains: Vec<(Arc<AtomicBool>, JoinHandle<Result<(), FinalCheckpointError>>)>,
+    chains: Vec<(Arc<AtomicBool>, ChainThread)>,
     exports: Vec<ExportTask>,
     /// One per chain and witness: submits checkpoints for cosigning.
     witnessing: Vec<crate::witness::submit::Submitter>,
@@ -408,7 +411,8 @@ impl Server {
         }
         let chains = std::mem::take(&mut self.chains);
         let unsigned = tokio::task::spawn_blocking(move || {
-            let joined = chains.into_iter().map(|(_, thread)| (thread.thread().name().map(str::to_owned), thread.join()));
+            let joined =
+                chains.into_iter().map(|(_, thread)| (thread.thread().name().map(str::to_owned), thread.join()));
             joined
                 .filter_map(|(name, result)| match result {
                     Ok(signed) => signed.err(),

@@ -78,8 +78,7 @@ pub(super) fn split(signal: Signal, payload: Bytes, max: usize) -> Vec<Bytes> {
 /// decode: it cannot be made smaller.
 pub(super) fn halve(signal: Signal, payload: &Bytes) -> Option<[Bytes; 2]> {
     fn two<R: Request>(request: &R) -> Option<[Bytes; 2]> {
-        let items: usize =
-            request.resources().iter().flat_map(|r| r.children()).map(|s| s.children().len()).sum();
+        let items: usize = request.resources().iter().flat_map(|r| r.children()).map(|s| s.children().len()).sum();
         if items < 2 {
             return None;
         }

@@ -184,7 +184,8 @@ mod tests {
         FileAccess::GroupRead.create_dir(&dir).unwrap();
         assert_eq!(mode(&dir), 0o750);
         assert_eq!(FileAccess::of_dir(&dir), FileAccess::GroupRead);
-        let file = FileAccess::of_parent(&dir.join("f")).options().write(true).create(true).open(dir.join("f")).unwrap();
+        let file =
+            FileAccess::of_parent(&dir.join("f")).options().write(true).create(true).open(dir.join("f")).unwrap();
         FileAccess::of_parent(&dir.join("f")).fix(&file).unwrap();
         assert_eq!(mode(&dir.join("f")), 0o640);
         fs::write(dir.join("sealed"), "x").unwrap();
@@ -212,6 +213,9 @@ mod tests {
         assert!(check_not_writable_by_others(&store).is_ok());
         set_mode(&store, 0o777).unwrap();
         let message = check_not_writable_by_others(&store).unwrap_err().to_string();
-        assert!(message.contains("mode 0777") && message.contains(&format!("chmod o-w {}", store.display())), "{message}");
+        assert!(
+            message.contains("mode 0777") && message.contains(&format!("chmod o-w {}", store.display())),
+            "{message}"
+        );
     }
 }

@@ -336,8 +336,12 @@ impl ChainWorker {
         }
         let last = self.final_checkpoint();
         match &last {
-            Ok(()) => tracing::info!(chain = %self.spec.chain_id, next_seq = ?self.head().map(|h| h.seq), "chain stopped"),
-            Err(error) => tracing::error!(chain = %self.spec.chain_id, next_seq = ?self.head().map(|h| h.seq), %error, "chain stopped without its final checkpoint"),
+            Ok(()) => {
+                tracing::info!(chain = %self.spec.chain_id, next_seq = ?self.head().map(|h| h.seq), "chain stopped")
+            }
+            Err(error) => {
+                tracing::error!(chain = %self.spec.chain_id, next_seq = ?self.head().map(|h| h.seq), %error, "chain stopped without its final checkpoint")
+            }
         }
         last
     }
