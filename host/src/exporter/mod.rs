@@ -4,9 +4,9 @@
 //! slow, dead or refusing downstream only grows the backlog (a refusal
 //! stalls the exporter, logged and counted, until the downstream takes the
 //! request; one refused as too large is sent in halves first); the router
-//! turns a backlog past its limit into retryable errors upstream. Signed checkpoints go downstream
-//! too, as OTLP log records, so a copy lives outside the store
-//! ([`checkpoints`]). Requests are shaped for the wire in [`request`] and
+//! turns a backlog past its limit into retryable errors upstream. Signed
+//! checkpoints go downstream too, as OTLP log records, so a copy lives
+//! outside the store ([`checkpoints`]). Requests are shaped for the wire in [`request`] and
 //! sent by [`client`].
 
 mod checkpoints;
@@ -108,7 +108,7 @@ impl ExportTask {
             // Checkpoints go out as soon as the records they cover have, also
             // while a backlog remains, so anchors leave the host under load.
             if let Some(pending) = checkpoints.pending(&self.chain_id, cursor, committed.checkpoints) {
-                let what = format!("checkpoints before records {cursor}..");
+                let what = format!("the checkpoints of the records before seq {cursor}");
                 if !self.deliver_all(Signal::Logs, vec![pending.payload.clone()], &labels, &stop, &what).await {
                     return;
                 }
