@@ -492,7 +492,7 @@ fn checkpoint_mirror(store: &crate::config::Store) -> Result<Option<std::path::P
     match store.access.create_dir(&dir).and_then(|()| store.access.apply(&dir)) {
         Ok(()) => Ok(Some(dir)),
         Err(e) if explicit => Err(ServeError::Setup(format!(
-            "exporters.{}.checkpoint.mirror: cannot create {}: {e}",
+            "exporters.{}.checkpoint.mirror: cannot create {} or set its modes: {e}",
             store.id,
             dir.display()
         ))),
