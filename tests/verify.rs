@@ -80,7 +80,7 @@ fn one_flipped_bit_in_a_sealed_record_is_a_leaf_mismatch() {
     bytes[at] ^= 0x01;
     *line = String::from_utf8(bytes).unwrap();
     write_segments(&segs);
-    assert_eq!(std::fs::metadata(&segs[s].0).unwrap().permissions().mode() & 0o777, 0o444, "sealed");
+    assert_eq!(std::fs::metadata(&segs[s].0).unwrap().permissions().mode() & 0o777, 0o400, "sealed");
     let covering = sizes(&chain).iter().filter(|s| **s > 5).count() as u64;
     let report = run(&chain, &options(&setup));
     expect(&report, &[("LEAF_MISMATCH", 1), ("ROOT_MISMATCH", covering)], 1);

@@ -103,9 +103,15 @@ pub struct Metrics {
     pub export_backlog: Family<ExporterLabels, Gauge>,
     /// Records delivered downstream.
     pub exported_records: Family<ExporterLabels, Counter>,
-    /// Export attempts that failed and will be retried.
+    /// Export attempts that failed and will be retried (refusals included).
     pub export_retries: Family<ExporterLabels, Counter>,
-    /// Records the downstream rejected permanently (they stay in the store).
+    /// Export attempts the downstream refused (HTTP 400, 500, ..., a
+    /// non-retryable gRPC code): the exporter stalls and retries them.
+    pub export_refusals: Family<ExporterLabels, Counter>,
+    /// 1 while an exporter stalls on a request the downstream refuses, else 0.
+    pub exporter_stalled: Family<ExporterLabels, Gauge>,
+    /// Records the downstream reported rejected in a partial success (its
+    /// own decision, in an OK answer; they stay in the store).
     pub export_rejected: Family<ExporterLabels, Counter>,
     /// Cosignatures received from a witness (`exporter` is `witness/<name>`).
     pub witness_cosignatures: Family<ExporterLabels, Counter>,
@@ -148,6 +154,8 @@ impl Metrics {
             export_backlog: Family::default(),
             exported_records: Family::default(),
             export_retries: Family::default(),
+            export_refusals: Family::default(),
+            exporter_stalled: Family::default(),
             export_rejected: Family::default(),
             witness_cosignatures: Family::default(),
             witness_failures: Family::default(),
@@ -195,8 +203,18 @@ impl Metrics {
                 metrics.witness_failures.clone(),
             );
             r.register(
+                "export_refusals",
+                "Export attempts the downstream refused; the exporter stalls and retries them",
+                metrics.export_refusals.clone(),
+            );
+            r.register(
+                "exporter_stalled",
+                "1 while the exporter stalls on a request the downstream refuses",
+                metrics.exporter_stalled.clone(),
+            );
+            r.register(
                 "export_rejected_records",
-                "Records the downstream rejected permanently",
+                "Records the downstream reported rejected in a partial success",
                 metrics.export_rejected.clone(),
             );
             r.register("reloads", "Hot-swap attempts of a processor's module and policy", metrics.reloads.clone());

@@ -88,7 +88,8 @@ impl Drop for Staged {
 
 /// Writes `bytes` to `path` so that after a crash the old file or the
 /// whole new one is there (temporary file fsync'd, renamed, directory
-/// fsync'd): for state a process must not lose once it acted on it.
+/// fsync'd): for state a process must not lose once it acted on it. The
+/// file is readable and writable by its owner only (0600), whatever the umask.
 pub fn write_durably(path: &Path, bytes: &[u8]) -> Result<(), WriteError> {
     use std::io::Write as _;
     let temp = path.with_extension("tmp");
@@ -96,7 +97,9 @@ pub fn write_durably(path: &Path, bytes: &[u8]) -> Result<(), WriteError> {
         let path = path.to_owned();
         move |source| WriteError { path, source }
     };
-    let mut file = std::fs::File::create(&temp).map_err(error(&temp))?;
+    let access = crate::store::FileAccess::Private;
+    let mut file = access.options().write(true).create(true).truncate(true).open(&temp).map_err(error(&temp))?;
+    access.fix(&file).map_err(error(&temp))?;
     file.write_all(bytes).and_then(|()| file.sync_all()).map_err(error(&temp))?;
     std::fs::rename(&temp, path).map_err(error(path))?;
     let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));

@@ -3,7 +3,8 @@
 //! serve` (which refuses to start on any): the files it names are there and
 //! usable ([`config::validate_files`]), each processor's module compiles as
 //! an audit processor component and accepts its policy and secrets, and
-//! each exporter's headers are ones its protocol (gRPC metadata or HTTP) can carry.
+//! each exporter's headers are ones its protocol (gRPC metadata or HTTP) can
+//! carry, and no store or checkpoint mirror is writable by others.
 //!
 //! What only a running server can know (a store's chains, a MAC key that
 //! changed under its chains) is checked when the chains open.
@@ -79,6 +80,18 @@ pub fn check(config: &Config, runtime: &Runtime) -> Preflight {
         };
         if let Err(error) = checked {
             problems.push(Problem { path: format!("exporters.{}.headers", exporter.id), message: error.to_string() });
+        }
+    }
+    let mut stores = BTreeSet::new();
+    for store in config.pipelines.iter().map(|p| &p.store) {
+        if !stores.insert(&store.id) {
+            continue;
+        }
+        let mirror = store.mirror.clone().unwrap_or_else(|| store.signing_key.with_extension("checkpoints"));
+        for (key, dir) in [("directory", &store.directory), ("checkpoint.mirror", &mirror)] {
+            if let Err(error) = crate::store::check_not_writable_by_others(dir) {
+                problems.push(Problem { path: format!("exporters.{}.{key}", store.id), message: error.to_string() });
+            }
         }
     }
     Preflight { processors, problems }

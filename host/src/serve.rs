@@ -25,7 +25,7 @@ use crate::exporter::ExportTask;
 use crate::exporter::client::{Client, ClientOptions, Destination};
 use crate::listener::{self, ListenerSpec};
 use crate::metrics::Metrics;
-use crate::pipeline::chain::{ChainSpec, ChainWorker, CheckpointPolicy, PolicySource};
+use crate::pipeline::chain::{ChainSpec, ChainWorker, CheckpointPolicy, FinalCheckpointError, PolicySource};
 use crate::pipeline::{ChainHandle, PipelineHandle, Router};
 use crate::preflight;
 use crate::receiver::{self, Admission, Ingest};
@@ -65,6 +65,13 @@ pub enum ServeError {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// Chains stopped without their final checkpoint (one line each, naming the chain).
+    #[error("{}", lines(.0))]
+    FinalCheckpoints(Vec<FinalCheckpointError>),
+}
+
+fn lines(errors: &[FinalCheckpointError]) -> String {
+    errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")
 }
 
 /// Listeners bound before anything else starts, so that a second instance
@@ -77,11 +84,14 @@ struct Listeners {
     admin: Option<(std::net::TcpListener, ListenerSpec)>,
 }
 
+/// A chain worker's thread: says whether its final checkpoint was stored.
+type ChainThread = JoinHandle<Result<(), FinalCheckpointError>>;
+
 /// A started server: its chains, exporters and listeners.
 pub struct Server {
     listeners: Option<Listeners>,
     router: Option<Arc<Router>>,
-    chains: Vec<(Arc<AtomicBool>, JoinHandle<()>)>,
+    chains: Vec<(Arc<AtomicBool>, ChainThread)>,
     exports: Vec<ExportTask>,
     /// One per chain and witness: submits checkpoints for cosigning.
     witnessing: Vec<crate::witness::submit::Submitter>,
@@ -195,6 +205,13 @@ impl Server {
                     signer
                 }
             };
+            store.access.create_dir(&store.directory).map_err(|e| {
+                ServeError::Setup(format!(
+                    "exporters.{}.directory: cannot create {} or set its mode: {e}",
+                    store.id,
+                    store.directory.display()
+                ))
+            })?;
             let mirror_dir = checkpoint_mirror(store)?;
             let witness_keys = witness_keys(store)?;
             let mut handles = Vec::new();
@@ -210,6 +227,7 @@ impl Server {
                         segment_size: store.segment_size,
                         outbox: !pipeline.exporters.is_empty(),
                         origin_prefix: store.origin.clone(),
+                        access: store.access,
                     },
                     checkpoints: CheckpointPolicy {
                         every_records: store.every_records,
@@ -424,12 +442,21 @@ impl Server {
             closing.store(true, Ordering::Relaxed);
         }
         let chains = std::mem::take(&mut self.chains);
-        let _ = tokio::task::spawn_blocking(move || {
-            for (_, thread) in chains {
-                let _ = thread.join();
-            }
+        let unsigned = tokio::task::spawn_blocking(move || {
+            let joined =
+                chains.into_iter().map(|(_, thread)| (thread.thread().name().map(str::to_owned), thread.join()));
+            joined
+                .filter_map(|(name, result)| match result {
+                    Ok(signed) => signed.err(),
+                    Err(_) => Some(FinalCheckpointError {
+                        chain: name.unwrap_or_default(),
+                        reason: "its thread panicked".to_owned(),
+                    }),
+                })
+                .collect::<Vec<_>>()
         })
-        .await;
+        .await
+        .unwrap_or_default();
         tracing::info!("chains stopped; exporters deliver what is stored");
         exports_drain.cancel();
         if tokio::time::timeout(EXPORT_DRAIN, async { while exporters.join_next().await.is_some() {} }).await.is_err() {
@@ -447,7 +474,7 @@ impl Server {
         admin_stop.cancel();
         while admin.join_next().await.is_some() {}
         tracing::info!(elapsed_ms = began.elapsed().as_millis() as u64, "stopped");
-        Ok(())
+        if unsigned.is_empty() { Ok(()) } else { Err(ServeError::FinalCheckpoints(unsigned)) }
     }
 }
 
@@ -487,16 +514,17 @@ fn witness_keys(
 
 /// The checkpoint mirror directory of a store: the configured one (which
 /// must be usable), or `<signing_key>.checkpoints` beside the key when it
-/// can be created (a read-only key mount disables it, with a warning).
+/// can be created (a read-only key mount disables it, with a warning). It
+/// and its files get the store's modes.
 fn checkpoint_mirror(store: &crate::config::Store) -> Result<Option<std::path::PathBuf>, ServeError> {
     let (dir, explicit) = match &store.mirror {
         Some(dir) => (dir.clone(), true),
         None => (store.signing_key.with_extension("checkpoints"), false),
     };
-    match std::fs::create_dir_all(&dir) {
+    match store.access.create_dir(&dir).and_then(|()| store.access.apply(&dir)) {
         Ok(()) => Ok(Some(dir)),
         Err(e) if explicit => Err(ServeError::Setup(format!(
-            "exporters.{}.checkpoint.mirror: cannot create {}: {e}",
+            "exporters.{}.checkpoint.mirror: cannot create {} or set its modes: {e}",
             store.id,
             dir.display()
         ))),

@@ -180,6 +180,7 @@ pub(super) struct AuditStoreFile {
     pub signing_key: Option<Text>,
     pub origin: Option<Text>,
     pub witnesses: Option<Vec<WitnessFile>>,
+    pub file_mode: Option<Text>,
 }
 
 /// One of `exporters.auditstore.witnesses`.

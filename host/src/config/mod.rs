@@ -29,7 +29,9 @@
 //!   pipelines are refused (metrics are not audit records);
 //! - exporters speak plaintext (`tls`, if written, must be
 //!   `{insecure: true}`): TLS is not supported yet;
-//! - `retry_on_failure` never gives up (`max_elapsed_time` must be 0) and
+//! - `retry_on_failure` never gives up (`enabled` cannot be false,
+//!   `max_elapsed_time` must be 0), also when the downstream refuses the
+//!   data (the exporter stalls), and
 //!   `sending_queue.queue_size` counts records, not batches: the store is
 //!   the queue (see [`Exporter::max_backlog_records`]);
 //! - bare numbers are refused as durations (`10` would be 10 ns in the
@@ -57,6 +59,7 @@ use serde_yaml_ng::Value;
 use crate::checkpoint::SignerKey;
 use crate::otlp::Signal;
 use crate::secrets::SecretError;
+use crate::store::FileAccess;
 
 /// The default config `otel-audit serve` uses without `--config`
 /// (`collector-config/otel-audit.yaml`, embedded in the binary). Its
@@ -473,6 +476,9 @@ pub struct Store {
     /// Witnesses each checkpoint is submitted to (`witnesses`), in the
     /// background: one that is down never blocks ingestion.
     pub witnesses: Vec<WitnessDef>,
+    /// Who may read the store's and the mirror's files (`file_mode`:
+    /// `private`, the default, 0700/0600; `group-read`, 0750/0640).
+    pub access: FileAccess,
 }
 
 /// A witness of `exporters.auditstore.witnesses` (C2SP tlog-witness).
@@ -502,11 +508,11 @@ pub enum Compression {
     Gzip,
 }
 
-/// `retry_on_failure`: exponential backoff between attempts.
+/// `retry_on_failure`: exponential backoff between attempts. Every failed
+/// attempt is retried (`enabled: false` is refused): an exporter never
+/// skips a record.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Retry {
-    /// `enabled` (default true).
-    pub enabled: bool,
     /// First wait (default 5s).
     pub initial_interval: Duration,
     /// Longest wait (default 30s), at least `initial_interval`.

@@ -234,7 +234,6 @@ fn a_full_config_is_typed_and_normalised() {
             compression: Compression::None,
             timeout: Duration::from_secs(2),
             retry: Retry {
-                enabled: true,
                 initial_interval: Duration::from_secs(1),
                 max_interval: Duration::from_secs(10),
                 multiplier: 1.5,
@@ -690,4 +689,17 @@ fn validate_files_checks_what_the_config_names() {
         ]
     );
     assert!(found[2].1.contains("is not a signer key as `otel-audit keygen` writes it"), "{found:?}");
+}
+
+#[test]
+fn retry_on_failure_cannot_be_turned_off() {
+    let exporter = |retry: &str| {
+        let body = format!("    endpoint: down:4317\n    retry_on_failure: {{{retry}}}");
+        let text = with("  auditstore:", &format!("  otlp/d:\n{body}\n  auditstore:"));
+        text.replace("exporters: [auditstore]", "exporters: [auditstore, otlp/d]")
+    };
+    let message = only(&exporter("enabled: false"), "exporters.otlp/d.retry_on_failure.enabled");
+    assert!(message.contains("never skips a record"), "{message}");
+    let config = ok(&exporter("enabled: true, initial_interval: 1s, max_interval: 2s"));
+    assert_eq!(config.pipelines[0].exporters[0].retry.max_interval, Duration::from_secs(2));
 }

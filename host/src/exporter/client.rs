@@ -57,6 +57,23 @@ pub enum SendError {
     Permanent(String),
 }
 
+/// A failed send, as the exporter sees it: the error, and whether the
+/// downstream said the request was too large (HTTP 413, gRPC
+/// `RESOURCE_EXHAUSTED` without retry advice), so smaller parts may pass.
+#[derive(Debug)]
+pub struct Failure {
+    /// What went wrong.
+    pub error: SendError,
+    /// The downstream refused the request's size.
+    pub too_large: bool,
+}
+
+impl From<SendError> for Failure {
+    fn from(error: SendError) -> Self {
+        Failure { error, too_large: false }
+    }
+}
+
 /// What the downstream said about a delivered request.
 #[derive(Debug, Default)]
 pub struct Delivered {
@@ -149,6 +166,12 @@ impl Client {
 
     /// Sends one protobuf export request.
     pub async fn send(&self, signal: Signal, payload: Bytes) -> Result<Delivered, SendError> {
+        self.try_send(signal, payload).await.map_err(|failure| failure.error)
+    }
+
+    /// Sends one protobuf export request; a failure says whether the
+    /// downstream refused the request's size.
+    pub async fn try_send(&self, signal: Signal, payload: Bytes) -> Result<Delivered, Failure> {
         match self {
             Client::Grpc { channel, metadata, options } => {
                 send_grpc(channel.clone(), metadata, options, signal, payload).await
@@ -228,7 +251,7 @@ async fn send_grpc(
     options: &ClientOptions,
     signal: Signal,
     payload: Bytes,
-) -> Result<Delivered, SendError> {
+) -> Result<Delivered, Failure> {
     let mut grpc = tonic::client::Grpc::new(channel);
     if options.gzip {
         grpc = grpc.send_compressed(CompressionEncoding::Gzip).accept_compressed(CompressionEncoding::Gzip);
@@ -246,25 +269,27 @@ async fn send_grpc(
             let message = format!("gRPC {:?}: {}", status.code(), status.message());
             // The OTLP specification's retryable codes, plus UNKNOWN (what a
             // broken connection often surfaces as) and the codes that mean
-            // "fix the configuration" (credentials, wrong endpoint): for an
-            // audit trail a stalled exporter, visible in the backlog metric
-            // and back-pressure, beats skipping records. Only a refusal of
-            // the data itself (INVALID_ARGUMENT and the like) skips them.
-            match status.code() {
+            // "fix the configuration" (credentials, wrong endpoint). The
+            // exporter retries a permanent refusal too (it never skips a
+            // record), but logs and counts it as a stall.
+            if status.code() == Code::ResourceExhausted && status.details().is_empty() {
+                return Err(Failure { error: SendError::Permanent(message), too_large: true });
+            }
+            Err(Failure::from(match status.code() {
                 Code::Unauthenticated | Code::PermissionDenied | Code::Unimplemented | Code::NotFound => {
-                    Err(SendError::Retryable(format!("{message} (check the exporter's endpoint and credentials)")))
+                    SendError::Retryable(format!("{message} (check the exporter's endpoint and credentials)"))
                 }
                 // Throttling is retryable only when the server says when (RetryInfo).
-                Code::ResourceExhausted if !status.details().is_empty() => Err(SendError::Retryable(message)),
+                Code::ResourceExhausted => SendError::Retryable(message),
                 Code::Cancelled
                 | Code::DeadlineExceeded
                 | Code::Aborted
                 | Code::OutOfRange
                 | Code::Unavailable
                 | Code::DataLoss
-                | Code::Unknown => Err(SendError::Retryable(message)),
-                _ => Err(SendError::Permanent(message)),
-            }
+                | Code::Unknown => SendError::Retryable(message),
+                _ => SendError::Permanent(message),
+            }))
         }
     }
 }
@@ -275,7 +300,7 @@ async fn send_http(
     options: &ClientOptions,
     signal: Signal,
     payload: Bytes,
-) -> Result<Delivered, SendError> {
+) -> Result<Delivered, Failure> {
     let mut request = client.post(url).header(http::header::CONTENT_TYPE, "application/x-protobuf");
     for (name, value) in &options.headers {
         request = request.header(name.as_str(), value.as_str());
@@ -298,15 +323,16 @@ async fn send_http(
         return Ok(partial_success(signal, &bytes));
     }
     let message = format!("POST {url}: HTTP {status}: {}", String::from_utf8_lossy(&bytes[..bytes.len().min(512)]));
-    match status.as_u16() {
-        429 | 502 | 503 | 504 => Err(SendError::Retryable(message)),
+    Err(match status.as_u16() {
+        429 | 502 | 503 | 504 => SendError::Retryable(message).into(),
         // Credentials or the URL are wrong: retried until the configuration
         // is fixed, so nothing is skipped meanwhile.
         401 | 403 | 404 | 405 | 407 => {
-            Err(SendError::Retryable(format!("{message} (check the exporter's endpoint and credentials)")))
+            SendError::Retryable(format!("{message} (check the exporter's endpoint and credentials)")).into()
         }
-        _ => Err(SendError::Permanent(message)),
-    }
+        413 => Failure { error: SendError::Permanent(message), too_large: true },
+        _ => SendError::Permanent(message).into(),
+    })
 }
 
 /// Reads a partial success out of an export response, if there is one.

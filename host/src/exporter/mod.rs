@@ -1,16 +1,19 @@
 //! The exporter stage: forwards what a chain stored to a downstream OTLP
 //! endpoint, reading from the store's outbox (never from memory), in order,
-//! with a persisted cursor and retry with backoff. A slow or dead
-//! downstream only grows the backlog; the router turns a backlog past its
-//! limit into retryable errors upstream. Signed checkpoints go downstream
-//! too, as OTLP log records, so a copy lives outside the store
-//! ([`checkpoints`]). Requests are shaped for the wire in [`request`] and
+//! with a persisted cursor and retry with backoff. No record is skipped: a
+//! slow, dead or refusing downstream only grows the backlog (a refusal
+//! stalls the exporter, logged and counted, until the downstream takes the
+//! request; one refused as too large is sent in halves first); the router
+//! turns a backlog past its limit into retryable errors upstream. Signed
+//! checkpoints go downstream too, as OTLP log records, so a copy lives
+//! outside the store ([`checkpoints`]). Requests are shaped for the wire in [`request`] and
 //! sent by [`client`].
 
 mod checkpoints;
 pub mod client;
 pub(crate) mod request;
 
+use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -26,7 +29,7 @@ use crate::otlp::Signal;
 use crate::pipeline::chain::Committed;
 use crate::store::{self, CursorKind, OutboxReader};
 use checkpoints::CheckpointFeed;
-use client::{Client, SendError};
+use client::{Client, Failure, SendError};
 use request::{merge, split};
 
 /// Largest payload one export request carries (frames are merged up to it).
@@ -59,10 +62,11 @@ pub struct ExportTask {
     pub resumed: bool,
 }
 
-/// Outcome of trying to deliver one request.
+/// Outcome of delivering one request.
 enum Attempt {
     Delivered,
-    GivenUp,
+    /// Refused as too large: send these two instead, in order.
+    Halved([Bytes; 2]),
     Stopped,
 }
 
@@ -84,6 +88,7 @@ impl ExportTask {
             labels.clone(),
             Box::new(move || committed.borrow().next_seq.saturating_sub(cursor.load(Ordering::Relaxed))),
         );
+        self.metrics.exporter_stalled.get_or_create(&labels).set(0);
         let dir = self.chain_dir.clone();
         let mut reader = match tokio::task::spawn_blocking(move || OutboxReader::open(&dir)).await {
             Ok(Ok(reader)) => reader,
@@ -103,10 +108,11 @@ impl ExportTask {
             // Checkpoints go out as soon as the records they cover have, also
             // while a backlog remains, so anchors leave the host under load.
             if let Some(pending) = checkpoints.pending(&self.chain_id, cursor, committed.checkpoints) {
-                match self.deliver(Signal::Logs, pending.payload.clone(), &labels, &stop).await {
-                    Attempt::Stopped => return,
-                    _ => checkpoints.delivered(&pending),
+                let what = format!("the checkpoints of the records before seq {cursor}");
+                if !self.deliver_all(Signal::Logs, vec![pending.payload.clone()], &labels, &stop, &what).await {
+                    return;
                 }
+                checkpoints.delivered(&pending);
                 continue;
             }
             if cursor < committed.next_seq {
@@ -138,19 +144,12 @@ impl ExportTask {
                 }
                 resumed = true;
                 for merged in merge(&frames) {
-                    let mut outcome = Attempt::Delivered;
-                    for request in split(merged.signal, merged.payload, MAX_REQUEST_BYTES) {
-                        match self.deliver(merged.signal, request, &labels, &stop).await {
-                            Attempt::Delivered => {}
-                            Attempt::GivenUp => outcome = Attempt::GivenUp,
-                            Attempt::Stopped => return,
-                        }
+                    let what = format!("records {}..{}", merged.start, merged.end);
+                    let requests = split(merged.signal, merged.payload, MAX_REQUEST_BYTES);
+                    if !self.deliver_all(merged.signal, requests, &labels, &stop, &what).await {
+                        return;
                     }
-                    let counter = match outcome {
-                        Attempt::GivenUp => &self.metrics.export_rejected,
-                        _ => &self.metrics.exported_records,
-                    };
-                    counter.get_or_create(&labels).inc_by(merged.records);
+                    self.metrics.exported_records.get_or_create(&labels).inc_by(merged.records);
                     self.advance(merged.end).await;
                 }
                 if last_prune.elapsed() > Duration::from_secs(10) {
@@ -180,42 +179,87 @@ impl ExportTask {
         }
     }
 
-    /// Sends one request, retrying retryable failures with backoff.
+    /// Delivers the requests in order, each halved as often as the
+    /// downstream refuses its size; false when stopped first.
+    async fn deliver_all(
+        &self,
+        signal: Signal,
+        requests: Vec<Bytes>,
+        labels: &ExporterLabels,
+        stop: &CancellationToken,
+        what: &str,
+    ) -> bool {
+        let mut requests = VecDeque::from(requests);
+        while let Some(request) = requests.pop_front() {
+            match self.deliver(signal, request, labels, stop, what).await {
+                Attempt::Delivered => {}
+                Attempt::Halved([first, second]) => {
+                    requests.push_front(second);
+                    requests.push_front(first);
+                }
+                Attempt::Stopped => return false,
+            }
+        }
+        true
+    }
+
+    /// Sends one request until the downstream takes it: every failure is
+    /// retried with backoff, a refusal too (the exporter stalls rather than
+    /// skip a record; the backlog limit then turns it into back-pressure
+    /// upstream). A request refused as too large comes back halved, while it
+    /// holds more than one record. `what` names the request in the log.
     async fn deliver(
         &self,
         signal: Signal,
         payload: Bytes,
         labels: &ExporterLabels,
         stop: &CancellationToken,
+        what: &str,
     ) -> Attempt {
         let mut backoff = self.retry.initial_interval;
+        let mut refused = 0u64;
         loop {
             let outcome = tokio::select! {
-                outcome = self.client.send(signal, payload.clone()) => outcome,
+                outcome = self.client.try_send(signal, payload.clone()) => outcome,
                 _ = stop.cancelled() => return Attempt::Stopped,
             };
             match outcome {
                 Ok(delivered) => {
                     if delivered.rejected > 0 {
+                        self.metrics.export_rejected.get_or_create(labels).inc_by(delivered.rejected);
                         tracing::warn!(chain = %self.chain_id, exporter = %self.exporter_id, rejected = delivered.rejected, message = %delivered.message, "downstream rejected part of a request");
+                    }
+                    if refused > 0 {
+                        self.metrics.exporter_stalled.get_or_create(labels).set(0);
+                        tracing::info!(chain = %self.chain_id, exporter = %self.exporter_id, request = %what, refused_attempts = refused, "downstream took the request it refused; exporter goes on");
                     }
                     return Attempt::Delivered;
                 }
-                Err(SendError::Retryable(message)) if self.retry.enabled => {
-                    self.metrics.export_retries.get_or_create(labels).inc();
-                    tracing::warn!(chain = %self.chain_id, exporter = %self.exporter_id, %message, backoff_ms = backoff.as_millis() as u64, "export failed; retrying");
-                    let spread = self.retry.randomization_factor.clamp(0.0, 1.0);
-                    let jitter = if spread > 0.0 { rand::rng().random_range(1.0 - spread..=1.0 + spread) } else { 1.0 };
-                    if sleep_or_stop(backoff.mul_f64(jitter), stop).await {
-                        return Attempt::Stopped;
+                Err(Failure { error: SendError::Permanent(message), too_large }) => {
+                    if too_large && let Some(halves) = request::halve(signal, &payload) {
+                        tracing::info!(chain = %self.chain_id, exporter = %self.exporter_id, request = %what, %message, "downstream refused the request as too large; sending it in halves");
+                        return Attempt::Halved(halves);
                     }
-                    backoff = backoff.mul_f64(self.retry.multiplier.max(1.0)).min(self.retry.max_interval);
+                    self.metrics.export_refusals.get_or_create(labels).inc();
+                    if refused == 0 {
+                        self.metrics.exporter_stalled.get_or_create(labels).set(1);
+                        tracing::warn!(chain = %self.chain_id, exporter = %self.exporter_id, request = %what, %message, "downstream refused a request; the exporter stalls and retries it (nothing is skipped; past the backlog limit clients get retryable errors)");
+                    } else {
+                        tracing::debug!(chain = %self.chain_id, exporter = %self.exporter_id, request = %what, %message, "downstream refused the request again");
+                    }
+                    refused += 1;
                 }
-                Err(error) => {
-                    tracing::error!(chain = %self.chain_id, exporter = %self.exporter_id, %error, "downstream refused a request; it stays in the store but is not forwarded");
-                    return Attempt::GivenUp;
+                Err(Failure { error: SendError::Retryable(message), .. }) => {
+                    tracing::warn!(chain = %self.chain_id, exporter = %self.exporter_id, request = %what, %message, backoff_ms = backoff.as_millis() as u64, "export failed; retrying");
                 }
             }
+            self.metrics.export_retries.get_or_create(labels).inc();
+            let spread = self.retry.randomization_factor.clamp(0.0, 1.0);
+            let jitter = if spread > 0.0 { rand::rng().random_range(1.0 - spread..=1.0 + spread) } else { 1.0 };
+            if sleep_or_stop(backoff.mul_f64(jitter).min(self.retry.max_interval), stop).await {
+                return Attempt::Stopped;
+            }
+            backoff = backoff.mul_f64(self.retry.multiplier.max(1.0)).min(self.retry.max_interval);
         }
     }
 

@@ -20,6 +20,8 @@ pub(super) struct Merged {
     pub signal: Signal,
     /// The frames' payloads, back to back.
     pub payload: Bytes,
+    /// The seq of the run's first record.
+    pub start: u64,
     /// One past the seq of the run's last record.
     pub end: u64,
     /// Records in the run.
@@ -30,20 +32,26 @@ pub(super) struct Merged {
 /// protobuf messages of one type are one message with the repeated fields
 /// appended. Order is kept.
 pub(super) fn merge(frames: &[Frame]) -> Vec<Merged> {
-    let mut out: Vec<(Signal, BytesMut, u64, u64)> = Vec::new();
+    let mut out: Vec<(Signal, BytesMut, u64, u64, u64)> = Vec::new();
     for frame in frames {
         let end = frame.end();
         match out.last_mut() {
-            Some((signal, payload, last_end, records)) if *signal == frame.signal => {
+            Some((signal, payload, _, last_end, records)) if *signal == frame.signal => {
                 payload.extend_from_slice(&frame.payload);
                 *last_end = end;
                 *records += u64::from(frame.count);
             }
-            _ => out.push((frame.signal, BytesMut::from(frame.payload.as_slice()), end, u64::from(frame.count))),
+            _ => out.push((
+                frame.signal,
+                BytesMut::from(frame.payload.as_slice()),
+                frame.first_seq,
+                end,
+                u64::from(frame.count),
+            )),
         }
     }
     out.into_iter()
-        .map(|(signal, payload, end, records)| Merged { signal, payload: payload.freeze(), end, records })
+        .map(|(signal, payload, start, end, records)| Merged { signal, payload: payload.freeze(), start, end, records })
         .collect()
 }
 
@@ -62,6 +70,26 @@ pub(crate) fn split(signal: Signal, payload: Bytes, max: usize) -> Vec<Bytes> {
         Signal::Logs => ExportLogsServiceRequest::decode(payload.clone()).map(|r| split_request(&r, max)),
     };
     pieces.unwrap_or_else(|_| vec![payload])
+}
+
+/// Halves a request by its records (spans or log records), keeping each
+/// record's resource and scope: for a downstream that refused the
+/// request's size (HTTP 413). None when it holds one record or does not
+/// decode: it cannot be made smaller.
+pub(super) fn halve(signal: Signal, payload: &Bytes) -> Option<[Bytes; 2]> {
+    fn two<R: Request>(request: &R) -> Option<[Bytes; 2]> {
+        let items: usize = request.resources().iter().flat_map(|r| r.children()).map(|s| s.children().len()).sum();
+        if items < 2 {
+            return None;
+        }
+        let half = items / 2;
+        let pieces = regroup(request, |index, _, _| index == half);
+        <[Bytes; 2]>::try_from(pieces).ok()
+    }
+    match signal {
+        Signal::Traces => two(&ExportTraceServiceRequest::decode(payload.clone()).ok()?),
+        Signal::Logs => two(&ExportLogsServiceRequest::decode(payload.clone()).ok()?),
+    }
 }
 
 /// An OTLP export request: resources, each holding scopes, each holding
@@ -153,18 +181,26 @@ level!(ResourceLogs, resource, scope_logs: ScopeLogs);
 level!(ScopeLogs, scope, log_records: LogRecord);
 
 fn split_request<R: Request>(request: &R, max: usize) -> Vec<Bytes> {
+    regroup(request, |_, size, len| size + len > max && size > 0)
+}
+
+/// The request's items in order, in pieces: a new piece starts before an
+/// item when `cut(item index, bytes so far in the piece, item bytes)` says so.
+fn regroup<R: Request>(request: &R, mut cut: impl FnMut(usize, usize, usize) -> bool) -> Vec<Bytes> {
     let mut out = Vec::new();
     let mut current = R::default();
     let mut size = 0;
+    let mut index = 0;
     for resource in request.resources() {
         for scope in resource.children() {
             for item in scope.children() {
                 // An item's own bytes plus its tag and length prefixes.
                 let len = item.encoded_len() + 16;
-                if size + len > max && size > 0 {
+                if cut(index, size, len) && size > 0 {
                     out.push(Bytes::from(std::mem::take(&mut current).encode_to_vec()));
                     size = 0;
                 }
+                index += 1;
                 let resources = current.resources_mut();
                 if !resources.last().is_some_and(|r| r.same_header(resource)) {
                     resources.push(resource.header());
@@ -298,6 +334,22 @@ mod tests {
         for piece in &pieces {
             assert_eq!(flatten(&ExportLogsServiceRequest::decode(piece.clone()).unwrap()).len(), 1);
         }
+    }
+
+    #[test]
+    fn halving_keeps_every_record_in_order_down_to_one() {
+        let request = loadgen::traces(&spec(5, 11));
+        let payload = Bytes::from(request.encode_to_vec());
+        let [first, second] = halve(Signal::Traces, &payload).expect("five spans halve");
+        assert_eq!(span_ids(std::slice::from_ref(&first)).len(), 2);
+        assert_eq!(span_ids(&[first.clone(), second.clone()]), span_ids(std::slice::from_ref(&payload)));
+        let [one, _] = halve(Signal::Traces, &first).expect("two spans halve");
+        assert_eq!(halve(Signal::Traces, &one), None, "one span cannot be halved");
+        let logs = Bytes::from(loadgen::logs(&spec(3, 12)).encode_to_vec());
+        let [a, b] = halve(Signal::Logs, &logs).expect("three log records halve");
+        let count = |p: &Bytes| flatten(&ExportLogsServiceRequest::decode(p.clone()).unwrap()).len();
+        assert_eq!((count(&a), count(&b)), (1, 2));
+        assert_eq!(halve(Signal::Logs, &Bytes::from_static(b"\x0a\xff not protobuf")), None);
     }
 
     #[test]

@@ -1,17 +1,24 @@
 //! Durable file primitives: a file or directory entry is only trusted once
-//! it, and the directory that names it, have been fsync'd.
+//! it, and the directory that names it, have been fsync'd. What they create
+//! gets its directory's access ([`FileAccess::of_dir`]), whatever the umask.
 
-use std::fs::{self, File, OpenOptions, Permissions};
+use std::fs::{self, File};
 use std::io::{ErrorKind, Write as _};
-use std::os::unix::fs::PermissionsExt as _;
+use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 
+use super::access::{self, FileAccess};
 use super::error::{StoreError, io};
 
-/// Mode of a sealed (read-only) file.
-pub(super) const SEALED_MODE: u32 = 0o444;
-/// Mode of a file the store still appends to.
-pub(super) const ACTIVE_MODE: u32 = 0o644;
+/// Mode of a sealed (read-only) file in `path`'s directory.
+pub(super) fn sealed_mode(path: &Path) -> u32 {
+    FileAccess::of_parent(path).sealed_mode()
+}
+
+/// Mode of a file the store still appends to, in `path`'s directory.
+pub(super) fn active_mode(path: &Path) -> u32 {
+    FileAccess::of_parent(path).file_mode()
+}
 
 /// Makes a directory's entries (created, renamed, removed files) durable.
 pub(super) fn fsync_dir(dir: &Path) -> Result<(), StoreError> {
@@ -28,8 +35,13 @@ pub(super) fn create_dir(dir: &Path) -> Result<(), StoreError> {
     if let Some(parent) = parent {
         create_dir(parent)?;
     }
-    match fs::create_dir(dir) {
-        Ok(()) => fsync_dir(parent.unwrap_or(Path::new("."))),
+    let parent = parent.unwrap_or(Path::new("."));
+    let mode = FileAccess::of_dir(parent).dir_mode();
+    match fs::DirBuilder::new().mode(mode).create(dir) {
+        Ok(()) => {
+            access::set_mode(dir, mode).map_err(io("chmod", dir))?;
+            fsync_dir(parent)
+        }
         Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(()),
         Err(e) => Err(io("create directory", dir)(e)),
     }
@@ -39,7 +51,9 @@ pub(super) fn create_dir(dir: &Path) -> Result<(), StoreError> {
 /// file is fsync'd along with its directory. An existing file must be empty
 /// (a rotation that failed half-way is retried with the file it left).
 pub(super) fn create_empty(path: &Path) -> Result<File, StoreError> {
-    let file = OpenOptions::new().write(true).create(true).truncate(false).open(path).map_err(io("create", path))?;
+    let access = FileAccess::of_parent(path);
+    let file = access.options().write(true).create(true).truncate(false).open(path).map_err(io("create", path))?;
+    access.fix(&file).map_err(io("chmod", path))?;
     let len = file.metadata().map_err(io("stat", path))?.len();
     if len != 0 {
         return Err(StoreError::corrupt(
@@ -59,7 +73,10 @@ pub(super) fn replace(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
     let tmp = PathBuf::from(tmp);
-    let mut file = File::create(&tmp).map_err(io("create", &tmp))?;
+    let access = FileAccess::of_parent(path);
+    let create = access.options().write(true).create(true).truncate(true).open(&tmp);
+    let mut file = create.map_err(io("create", &tmp))?;
+    access.fix(&file).map_err(io("chmod", &tmp))?;
     file.write_all(bytes).map_err(io("write", &tmp))?;
     file.sync_all().map_err(io("fsync", &tmp))?;
     drop(file);
@@ -79,9 +96,9 @@ pub(super) fn is_writable(path: &Path) -> Result<bool, StoreError> {
     Ok(mode & 0o222 != 0)
 }
 
-/// Sets a file's mode ([`SEALED_MODE`] or [`ACTIVE_MODE`]).
+/// Sets a file's mode ([`sealed_mode`] or [`active_mode`]).
 pub(super) fn set_mode(path: &Path, mode: u32) -> Result<(), StoreError> {
-    fs::set_permissions(path, Permissions::from_mode(mode)).map_err(io("chmod", path))
+    access::set_mode(path, mode).map_err(io("chmod", path))
 }
 
 /// Names in `dir` of the form `<prefix><20 decimal digits><suffix>`, with

@@ -91,10 +91,10 @@ pub fn declare_gap(dir: &Path, reason: &str, received_at_unix_nano: u64) -> Resu
 
     let path = dir.join(segment::name(end));
     for seg in segments.iter().filter(|s| s.path != path) {
-        durable::set_mode(&seg.path, durable::SEALED_MODE)?;
+        durable::set_mode(&seg.path, durable::sealed_mode(&seg.path))?;
     }
     let file = durable::create_empty(&path)?;
-    durable::set_mode(&path, durable::ACTIVE_MODE)?;
+    durable::set_mode(&path, durable::active_mode(&path))?;
     file.write_all_at(&line, 0).map_err(io("write", &path))?;
     file.sync_all().map_err(io("fsync", &path))?;
     Ok(DeclaredGap { chain_id, checkpoint_size: size, seq: end, segment: path })

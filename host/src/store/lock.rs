@@ -4,7 +4,7 @@
 //! refused before it reads or repairs anything, so two writers can never
 //! overwrite each other's acknowledged records.
 
-use std::fs::{File, OpenOptions, TryLockError};
+use std::fs::{File, TryLockError};
 use std::path::Path;
 
 use super::error::{StoreError, io};
@@ -16,7 +16,9 @@ pub(super) struct DirLock(#[allow(dead_code)] File);
 /// Takes the chain directory's lock, or says who is in the way.
 pub(super) fn acquire(dir: &Path) -> Result<DirLock, StoreError> {
     let path = dir.join("lock");
-    let file = OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(io("open", &path))?;
+    let access = super::FileAccess::of_dir(dir);
+    let file = access.options().create(true).truncate(false).write(true).open(&path).map_err(io("open", &path))?;
+    access.fix(&file).map_err(io("chmod", &path))?;
     match file.try_lock() {
         Ok(()) => Ok(DirLock(file)),
         Err(TryLockError::WouldBlock) => Err(StoreError::Locked { path }),

@@ -6,7 +6,7 @@
 //!
 //! ```text
 //! chain.json                      {"chain_id":"...","origin":"...","format":2}
-//! seg-<20-digit first seq>.jsonl  one canonical record per line; sealed segments are mode 0444
+//! seg-<20-digit first seq>.jsonl  one canonical record per line; sealed segments are read-only (0400)
 //! checkpoints.jsonl               {"size":N,"root":"<hex>","time_unix_nano":"<n>","frontier":[..],"note":".."}
 //! outbox/<20-digit seq>.frames    OTLP requests as frames (see [`OutboxReader`])
 //! tiles/level-<L>.hashes          the Merkle tree's hashes, for proofs ([`tiles`])
@@ -27,6 +27,7 @@
 //! This is not the verifier: open checks the active segment and the seams
 //! between segments; `otel-audit verify` checks everything.
 
+mod access;
 mod checkpoints;
 mod cursor;
 mod durable;
@@ -52,6 +53,7 @@ use audit_format::Hash;
 use crate::merkle::Frontier;
 use crate::otlp::Signal;
 
+pub use access::{FileAccess, WritableByOthers, check_not_writable_by_others};
 pub use checkpoints::{CheckpointLineError, CheckpointPos, CheckpointReader, parse_checkpoint_line};
 pub use cursor::{CursorKind, read_cursor, write_cursor};
 pub use error::{Location, StoreError};
@@ -78,11 +80,19 @@ pub struct StoreOptions {
     /// A chain created by [`ChainStore::open`] gets the origin
     /// `<prefix>/<chain id>/<random>`; an existing chain keeps its own.
     pub origin_prefix: String,
+    /// Who may read the chain's files: set on the chain directory and
+    /// everything in it at open; what is created later follows.
+    pub access: FileAccess,
 }
 
 impl Default for StoreOptions {
     fn default() -> Self {
-        StoreOptions { segment_size: 128 << 20, outbox: false, origin_prefix: "otel-audit".to_owned() }
+        StoreOptions {
+            segment_size: 128 << 20,
+            outbox: false,
+            origin_prefix: "otel-audit".to_owned(),
+            access: FileAccess::Private,
+        }
     }
 }
 
@@ -356,7 +366,7 @@ impl ChainStore {
         let result = (|| {
             let old = &self.segment;
             old.file.sync_all().map_err(io("fsync", &old.path))?;
-            durable::set_mode(&old.path, durable::SEALED_MODE)?;
+            durable::set_mode(&old.path, durable::sealed_mode(&old.path))?;
             let path = self.dir.join(segment::name(next_seq));
             #[cfg(test)]
             if self.fault.take_if(|f| *f == Fault::Rotate).is_some() {

@@ -49,6 +49,8 @@ fn new_origin(prefix: &str, chain_id: &str) -> Result<String, StoreError> {
 pub(super) fn open(dir: &Path, chain_id: &str, options: StoreOptions) -> Result<(ChainStore, Recovery), StoreError> {
     let mut recovery = Recovery::default();
     durable::create_dir(dir)?;
+    // Modes first: whatever is created from here on follows the directory.
+    options.access.apply(dir).map_err(io("set the modes of", dir))?;
     let lock = lock::acquire(dir)?;
     let origin = claim(dir, chain_id, &options.origin_prefix)?;
 
@@ -333,10 +335,10 @@ fn fix_modes(segments: &[SegmentFile], notes: &mut Vec<String>) -> Result<(), St
     for (i, seg) in segments.iter().enumerate() {
         let writable = durable::is_writable(&seg.path)?;
         if i < active && writable {
-            durable::set_mode(&seg.path, durable::SEALED_MODE)?;
+            durable::set_mode(&seg.path, durable::sealed_mode(&seg.path))?;
             notes.push(format!("sealed {} (made read-only)", seg.path.display()));
         } else if i == active && !writable {
-            durable::set_mode(&seg.path, durable::ACTIVE_MODE)?;
+            durable::set_mode(&seg.path, durable::active_mode(&seg.path))?;
             notes.push(format!("{} is the last segment: made writable again to append to it", seg.path.display()));
         }
     }

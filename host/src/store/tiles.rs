@@ -16,7 +16,7 @@
 //! size and the records after it are replayed into them (as into the
 //! frontier), so a crash can lose nothing a proof needs.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::os::unix::fs::FileExt as _;
 use std::path::{Path, PathBuf};
 
@@ -64,8 +64,10 @@ impl TileWriter {
         let mut lengths = Vec::with_capacity(LEVELS);
         for level in 0..LEVELS {
             let path = level_path(chain_dir, level);
-            let file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path);
+            let access = super::FileAccess::of_dir(&dir);
+            let file = access.options().read(true).write(true).create(true).truncate(false).open(&path);
             let file = file.map_err(io("open", &path))?;
+            access.fix(&file).map_err(io("chmod", &path))?;
             let len = file.metadata().map_err(io("stat", &path))?.len();
             lengths.push(len / 32);
             files.push((path, file));

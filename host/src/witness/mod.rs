@@ -108,7 +108,7 @@ impl Witness {
         origin_prefixes: Vec<String>,
         state_dir: &Path,
     ) -> std::io::Result<Self> {
-        std::fs::create_dir_all(state_dir)?;
+        crate::store::FileAccess::Private.create_dir(state_dir)?;
         Ok(Witness { signer, log_keys, origin_prefixes, state_dir: state_dir.to_owned(), lock: Mutex::new(()) })
     }
 

@@ -208,7 +208,10 @@ async fn append(file: &std::path::Path, line: &CosignatureLine) -> std::io::Resu
     bytes.push(b'\n');
     tokio::task::spawn_blocking(move || {
         use std::io::Write as _;
-        let mut out = std::fs::OpenOptions::new().create(true).append(true).open(&file)?;
+        // Beside the chain's files, with their mode.
+        let access = crate::store::FileAccess::of_parent(&file);
+        let mut out = access.options().create(true).append(true).open(&file)?;
+        access.fix(&out)?;
         out.write_all(&bytes)?;
         out.sync_data()
     })

@@ -234,6 +234,13 @@ impl Checker<'_> {
                 Err(format!("`{t}` cannot start a checkpoint origin: printable ASCII without spaces or `+`"))
             }
         });
+        let access = self.or(format!("{path}.file_mode"), file.file_mode, FileAccess::Private, |t| match t {
+            "private" => Ok(FileAccess::Private),
+            "group-read" => Ok(FileAccess::GroupRead),
+            _ => Err(format!(
+                "`{t}` is not a file mode: use private (directories 0700, files 0600) or group-read (0750, 0640)"
+            )),
+        });
         let mut witnesses = Some(Vec::new());
         for (i, witness) in file.witnesses.unwrap_or_default().into_iter().enumerate() {
             let at = format!("{path}.witnesses[{i}]");
@@ -262,6 +269,7 @@ impl Checker<'_> {
             signing_key: signing_key?,
             origin: origin?,
             witnesses: witnesses?,
+            access: access?,
         })
     }
 
@@ -368,7 +376,10 @@ impl Checker<'_> {
     }
 
     fn retry(&mut self, file: RetryFile, path: &str) -> Option<Retry> {
-        let enabled = self.or(format!("{path}.enabled"), file.enabled, true, values::boolean);
+        if let Some(false) = self.or(format!("{path}.enabled"), file.enabled, true, values::boolean) {
+            let message = "otel-audit never skips a record the store holds: failed exports are always retried; remove this or set true";
+            self.problem(format!("{path}.enabled"), message);
+        }
         let initial =
             self.or(format!("{path}.initial_interval"), file.initial_interval, Duration::from_secs(5), positive);
         let max = self.or(format!("{path}.max_interval"), file.max_interval, Duration::from_secs(30), positive);
@@ -394,7 +405,6 @@ impl Checker<'_> {
             return None;
         }
         Some(Retry {
-            enabled: enabled?,
             initial_interval: initial,
             max_interval: max,
             multiplier: multiplier?,

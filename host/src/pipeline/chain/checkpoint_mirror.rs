@@ -95,7 +95,10 @@ pub(super) fn write(path: &Path, entry: &CheckpointEntry) -> std::io::Result<()>
     let text = serde_json::to_vec(&Mirrored { size: entry.size, root: to_hex(&entry.root), note: entry.note.clone() })
         .map_err(std::io::Error::other)?;
     let temp = path.with_extension("tmp");
-    let mut file = std::fs::File::create(&temp)?;
+    // The mirror's files follow its directory's mode, set at start-up.
+    let access = crate::store::FileAccess::of_parent(path);
+    let mut file = access.options().write(true).create(true).truncate(true).open(&temp)?;
+    access.fix(&file)?;
     std::io::Write::write_all(&mut file, &text)?;
     file.sync_all()?;
     std::fs::rename(&temp, path)

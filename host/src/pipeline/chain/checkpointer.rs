@@ -206,6 +206,25 @@ impl ChainWorker {
         let _ = self.sign(occasion);
     }
 
+    /// Signs and stores the final (`shutdown`) checkpoint, reopening a
+    /// store that failed before; says why when it cannot.
+    pub(super) fn final_checkpoint(&mut self) -> Result<(), super::FinalCheckpointError> {
+        let chain = self.spec.chain_id.clone();
+        let failed = move |reason: String| super::FinalCheckpointError { chain: chain.clone(), reason };
+        if self.store.as_ref().is_some_and(ChainStore::is_poisoned) {
+            // Dropped first: it holds the directory's lock.
+            self.store = None;
+        }
+        if self.store.is_none() {
+            let reopened = ChainStore::open(&self.spec.dir, &self.spec.chain_id, self.spec.store.clone());
+            match reopened {
+                Ok((store, _)) => self.store = Some(store),
+                Err(error) => return Err(failed(format!("the store cannot be reopened: {error}"))),
+            }
+        }
+        self.sign(Occasion::Shutdown).map_err(|error| failed(error.to_string()))
+    }
+
     /// Signs and stores a checkpoint now, copies it to the mirror and
     /// counts it.
     pub(super) fn sign(&mut self, occasion: Occasion) -> Result<(), SignError> {

@@ -159,6 +159,18 @@ pub enum ChainError {
     },
 }
 
+/// A chain stopped without its final (`shutdown`) checkpoint: the records
+/// since its last checkpoint are not signed, and verify will not see a
+/// closed chain.
+#[derive(Debug, thiserror::Error)]
+#[error("chain {chain}: the final checkpoint could not be written: {reason}")]
+pub struct FinalCheckpointError {
+    /// Chain id.
+    pub chain: String,
+    /// Why (the store's or the signer's error).
+    pub reason: String,
+}
+
 /// Why a chain cannot take a group or an order right now. The store or
 /// the instance that failed is replaced before the next one; the clients
 /// get this as a retryable error.
@@ -288,9 +300,15 @@ impl ChainWorker {
     }
 
     /// Serves the queue until every sender is gone, or `closing` is set
-    /// and the queue is empty, then signs a final checkpoint. Reload
-    /// orders from `controls` are applied between two groups.
-    pub fn run(mut self, queue: Receiver<Work>, controls: Receiver<Control>, closing: &AtomicBool) {
+    /// and the queue is empty, then signs a final checkpoint, and says
+    /// whether it was signed and stored. Reload orders from `controls` are
+    /// applied between two groups.
+    pub fn run(
+        mut self,
+        queue: Receiver<Work>,
+        controls: Receiver<Control>,
+        closing: &AtomicBool,
+    ) -> Result<(), FinalCheckpointError> {
         loop {
             let first = match queue.recv_timeout(self.until_next_checkpoint()) {
                 Ok(Work::Job(job)) => Some(job),
@@ -318,8 +336,16 @@ impl ChainWorker {
             }
             self.checkpoint_if_due(false);
         }
-        self.checkpoint_if_due(true);
-        tracing::info!(chain = %self.spec.chain_id, next_seq = ?self.head().map(|h| h.seq), "chain stopped");
+        let last = self.final_checkpoint();
+        match &last {
+            Ok(()) => {
+                tracing::info!(chain = %self.spec.chain_id, next_seq = ?self.head().map(|h| h.seq), "chain stopped")
+            }
+            Err(error) => {
+                tracing::error!(chain = %self.spec.chain_id, next_seq = ?self.head().map(|h| h.seq), %error, "chain stopped without its final checkpoint")
+            }
+        }
+        last
     }
 
     /// Reopens the store or re-instantiates the processor after a failure.

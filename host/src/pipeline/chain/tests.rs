@@ -548,7 +548,7 @@ fn requests_are_refused_while_an_order_is_pending_and_served_once_it_is_applied(
     };
     assert_eq!(seq, 0);
     closing.store(true, std::sync::atomic::Ordering::Relaxed);
-    runner.join().unwrap();
+    runner.join().unwrap().expect("the final checkpoint is signed");
     let stored = records(&tmp.path().join("chain"));
     assert_eq!(stored[0]["span"]["name"], "audit.policy_change");
     let new_digest = digest(&new);
@@ -569,7 +569,7 @@ fn the_loop_serves_until_closed_and_signs_a_final_checkpoint() {
     }
     drop(queue);
     let closing = AtomicBool::new(false);
-    worker.run(jobs, orders, &closing);
+    worker.run(jobs, orders, &closing).expect("the final checkpoint is signed");
     assert_eq!(answers.into_iter().map(answer).collect::<Vec<_>>(), [Ok(()), Ok(())]);
     let state = *committed.borrow_and_update();
     assert_eq!(state.next_seq, 5);

@@ -145,7 +145,7 @@ fn rotates_by_size_without_splitting_a_batch() {
         let lines = text.lines().count() as u64;
         let mode = fs::metadata(path).unwrap().permissions().mode() & 0o777;
         if i + 1 < segs.len() {
-            assert_eq!(mode, 0o444, "{name} is sealed");
+            assert_eq!(mode, 0o400, "{name} is sealed (read-only, owner only)");
             assert!(text.len() <= 2000 || lines == 2, "{name} holds {} bytes", text.len());
         } else {
             assert_eq!(mode & 0o200, 0o200, "{name} is active");
