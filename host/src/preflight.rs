@@ -50,7 +50,7 @@ pub fn check(config: &Config, runtime: &Runtime) -> Preflight {
         }
         let problem = |key: &str, message: String| Problem { path: format!("{prefix}{key}"), message };
         let module = match runtime.load(&processor.module) {
-            Ok(module) => module,
+            Ok(module) => module.with_limits(processor.limits.runtime()),
             Err(e) => {
                 problems.push(problem("module", e.to_string()));
                 continue;

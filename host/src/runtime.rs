@@ -290,6 +290,12 @@ pub struct Module {
 }
 
 impl Module {
+    /// The same module, its instances held to `limits` (a processor's own).
+    pub fn with_limits(mut self, limits: Limits) -> Module {
+        self.limits = limits;
+        self
+    }
+
     /// `sha256:<hex>` of the module bytes.
     pub fn digest(&self) -> &str {
         &self.digest

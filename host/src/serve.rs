@@ -110,10 +110,11 @@ impl Server {
     /// store), loads policies and keys, opens (and recovers) every chain.
     /// Nothing is served until [`Server::run`].
     pub fn start(config: Config) -> Result<Self, ServeError> {
-        let runtime = Arc::new(
-            Runtime::new(Limits::default(), Runtime::default_cache_dir())
-                .map_err(|e| ServeError::Setup(e.to_string()))?,
-        );
+        // Address space is reserved for the largest memory any processor may use.
+        let largest = config.pipelines.iter().map(|p| p.processor.limits.memory).max().unwrap_or(0);
+        let limits = Limits { max_memory_bytes: largest.max(Limits::default().max_memory_bytes), ..Limits::default() };
+        let runtime =
+            Arc::new(Runtime::new(limits, Runtime::default_cache_dir()).map_err(|e| ServeError::Setup(e.to_string()))?);
         let checked = preflight::check(&config, &runtime);
         if !checked.problems.is_empty() {
             return Err(ServeError::Preflight(config::ConfigErrors(checked.problems)));
@@ -170,9 +171,10 @@ impl Server {
                         ServeError::Setup(format!("processors.{}: {what}: {e}", processor.id))
                     };
                     let module = match compiled.remove(&processor.id) {
-                        Some(module) => Arc::new(module),
-                        None => Arc::new(runtime.load(&processor.module).map_err(|e| setup("module", &e))?),
+                        Some(module) => module,
+                        None => runtime.load(&processor.module).map_err(|e| setup("module", &e))?,
                     };
+                    let module = Arc::new(module.with_limits(processor.limits.runtime()));
                     let text = std::fs::read_to_string(&processor.policy)
                         .map_err(|e| setup(&format!("cannot read policy {}", processor.policy.display()), &e))?;
                     let secrets = processor.read_secrets().map_err(|e| setup("secrets", &e))?;

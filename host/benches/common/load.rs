@@ -63,7 +63,21 @@ impl Clients {
         window_start: Instant,
         end: Instant,
     ) -> Clients {
-        let client = |index| client_loop(endpoint.to_owned(), pool.clone(), index, clients, window_start, end);
+        Self::start_tls(runtime, endpoint, None, pool, clients, window_start, end)
+    }
+
+    /// [`Clients::start`] speaking TLS with `tls` when given.
+    pub fn start_tls(
+        runtime: &Runtime,
+        endpoint: &str,
+        tls: Option<&otel_audit::config::ClientTls>,
+        pool: &Arc<Vec<Bytes>>,
+        clients: usize,
+        window_start: Instant,
+        end: Instant,
+    ) -> Clients {
+        let client =
+            |index| client_loop(endpoint.to_owned(), tls.cloned(), pool.clone(), index, clients, window_start, end);
         Clients { tasks: (0..clients).map(|index| runtime.spawn(client(index))).collect() }
     }
 
@@ -101,6 +115,7 @@ pub struct ClientStats {
 /// counts what is answered inside [`window_start`, `end`].
 async fn client_loop(
     endpoint: String,
+    tls: Option<otel_audit::config::ClientTls>,
     pool: Arc<Vec<Bytes>>,
     index: usize,
     clients: usize,
@@ -108,7 +123,7 @@ async fn client_loop(
     end: Instant,
 ) -> Result<ClientStats, String> {
     let options = ClientOptions { headers: Vec::new(), gzip: false, timeout: TIMEOUT };
-    let client = Client::new(&Destination::Grpc { endpoint }, options).map_err(|e| e.to_string())?;
+    let client = Client::with_tls(&Destination::Grpc { endpoint }, options, tls.as_ref()).map_err(|e| e.to_string())?;
     let mut stats = ClientStats::default();
     let mut next = index;
     loop {

@@ -48,10 +48,10 @@ use tempfile::TempDir;
 const CLIENTS: [usize; 2] = [8, 32];
 /// Audit mixes: typical, and everything kept (the store's worst case).
 const MIXES: [(&str, f64); 2] = [("5 %", 0.05), ("100 %", 1.0)];
-/// What each scenario runs: the baseline, otel-audit, and otel-audit with
-/// two witnesses cosigning every checkpoint (their cost must stay off the
-/// request path).
-const TARGETS: [Target; 3] = [Target::Rotel, Target::OtelAudit, Target::Witnessed];
+/// What each scenario runs: the baseline, otel-audit, otel-audit with two
+/// witnesses cosigning every checkpoint (their cost must stay off the
+/// request path), and otel-audit serving TLS (its cost against plaintext).
+const TARGETS: [Target; 4] = [Target::Rotel, Target::OtelAudit, Target::Witnessed, Target::Tls];
 /// The shipped policy the server runs (tests/support's `Setup` default).
 const POLICY: &str = "collector-config/policies/soc2-audit.yaml";
 

@@ -53,7 +53,7 @@ pub fn one_run(
 
     let window_start = Instant::now() + WARMUP;
     let end = window_start + env.measure;
-    let load = Clients::start(runtime, &server.endpoint, pool, clients, window_start, end);
+    let load = Clients::start_tls(runtime, &server.endpoint, server.tls.as_ref(), pool, clients, window_start, end);
     std::thread::sleep(window_start.saturating_duration_since(Instant::now()));
     let before = Sample::take(pid, server.metrics, env);
     std::thread::sleep(end.saturating_duration_since(Instant::now()));

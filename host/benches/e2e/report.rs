@@ -75,7 +75,8 @@ fn throughput(rows: &[Row]) {
          peak RSS: the server's VmHWM; B/rec: store directory bytes per record (segments, checkpoints); \
          vs rotel: OK requests/s over rotel's with the same load. rotel acknowledges before it exports and keeps \
          nothing; otel-audit acknowledges after processing and fsync; +witnesses: otel-audit submitting every \
-         checkpoint to two `otel-audit witness` processes (in the background)."
+         checkpoint to two `otel-audit witness` processes (in the background); +tls: otel-audit with TLS 1.3 on its \
+         receivers (clients verify its certificate; compare with the otel-audit row above it)."
     );
     for row in rows.iter().filter(|r| r.result.first_error.is_some()) {
         println!("  first error, {}: {}", row.name(), row.result.first_error.as_deref().unwrap_or_default());
@@ -87,7 +88,7 @@ fn vs_rotel(rows: &[Row], row: &Row) -> String {
     let r = &row.result;
     match row.target {
         Target::Rotel => "1".to_owned(),
-        Target::OtelAudit | Target::Witnessed => rows
+        Target::OtelAudit | Target::Witnessed | Target::Tls => rows
             .iter()
             .find(|b| b.target == Target::Rotel && b.mix == row.mix && b.clients == row.clients)
             .map(|b| b.result.ok as f64 / b.result.window.as_secs_f64())

@@ -18,6 +18,8 @@ pub enum Target {
     OtelAudit,
     /// otel-audit submitting every checkpoint to two witnesses.
     Witnessed,
+    /// otel-audit with TLS on its receivers (certificates made for the run).
+    Tls,
 }
 
 impl Target {
@@ -26,6 +28,7 @@ impl Target {
             Target::Rotel => "rotel",
             Target::OtelAudit => "otel-audit",
             Target::Witnessed => "+witnesses",
+            Target::Tls => "+tls",
         }
     }
 
@@ -35,6 +38,7 @@ impl Target {
             Target::Rotel => start_rotel(env, dir),
             Target::OtelAudit => start_otel_audit(env, dir, 0),
             Target::Witnessed => start_otel_audit(env, dir, 2),
+            Target::Tls => start_otel_audit_tls(env, dir),
         }
     }
 }
@@ -49,6 +53,8 @@ pub struct Started {
     pub store: Option<PathBuf>,
     /// Processes it needs while it runs (witnesses); stopped when dropped.
     pub _companions: Vec<Process>,
+    /// How clients reach it over TLS, when it serves TLS.
+    pub tls: Option<otel_audit::config::ClientTls>,
 }
 
 /// `otel-audit serve` with a fresh store in `dir/store`: the shipped
@@ -75,6 +81,29 @@ fn start_otel_audit(env: &Env, dir: &Path, witnesses: usize) -> Result<Started, 
         metrics: Some(setup.ports[2]),
         store: Some(setup.store),
         _companions: companions,
+        tls: None,
+    })
+}
+
+/// `otel-audit serve` as [`start_otel_audit`], its receivers serving TLS
+/// with a certificate of a CA made for the run.
+fn start_otel_audit_tls(env: &Env, dir: &Path) -> Result<Started, String> {
+    let pki = crate::support::pki::Pki::new(&dir.join("pki"), "bench-ca");
+    let server = pki.server("server", "otel-audit-bench");
+    let mut setup = Setup::new(dir);
+    setup.shipped_store();
+    setup.instance_id = "bench".into();
+    setup.shards = env.shards;
+    let tls = format!("        tls: {{cert_file: {}, key_file: {}}}\n", server.cert.display(), server.key.display());
+    setup.receiver_extra = [tls.clone(), tls];
+    let process = setup.serve()?;
+    Ok(Started {
+        process,
+        endpoint: format!("https://127.0.0.1:{}", setup.ports[0]),
+        metrics: Some(setup.ports[2]),
+        store: Some(setup.store),
+        _companions: Vec::new(),
+        tls: Some(otel_audit::config::ClientTls { ca_file: Some(pki.ca.clone()), ..Default::default() }),
     })
 }
 
@@ -125,6 +154,7 @@ fn start_rotel(env: &Env, dir: &Path) -> Result<Started, String> {
         metrics: None,
         store: None,
         _companions: vec![],
+        tls: None,
     })
 }
 

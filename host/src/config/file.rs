@@ -151,6 +151,15 @@ pub(super) struct WasmFile {
     pub secrets: Option<Value>,
     pub tests: Option<Vec<Text>>,
     pub reload: Option<ReloadFile>,
+    pub limits: Option<GuestLimitsFile>,
+}
+
+/// `processors.wasm/<name>.limits`.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct GuestLimitsFile {
+    pub memory: Option<Text>,
+    pub timeout: Option<Text>,
 }
 
 /// `processors.wasm/<name>.reload`.

@@ -366,6 +366,25 @@ pub struct Processor {
     pub tests: Vec<PathBuf>,
     /// How changes to its files are picked up (`reload:`).
     pub reload: Reload,
+    /// What one component instance may use (`limits:`).
+    pub limits: GuestLimits,
+}
+
+/// `limits:` of a processor: each instance's linear memory and the time
+/// one call may take. A request past them is refused as too large (413 /
+/// RESOURCE_EXHAUSTED) after a second try on a fresh instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GuestLimits {
+    /// Largest linear memory (`memory`, default 512MiB, 16MiB..=4GiB).
+    pub memory: usize,
+    /// Longest call (`timeout`, default 10s).
+    pub timeout: Duration,
+}
+
+impl Default for GuestLimits {
+    fn default() -> Self {
+        GuestLimits { memory: 512 << 20, timeout: Duration::from_secs(10) }
+    }
 }
 
 /// `reload:` of a processor: hot swaps triggered by its files.
@@ -431,6 +450,13 @@ impl Secret {
                 Ok(bytes)
             }
         }
+    }
+}
+
+impl GuestLimits {
+    /// As the runtime takes them.
+    pub fn runtime(&self) -> crate::runtime::Limits {
+        crate::runtime::Limits { max_memory_bytes: self.memory, call_timeout: self.timeout }
     }
 }
 

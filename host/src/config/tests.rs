@@ -703,3 +703,23 @@ fn retry_on_failure_cannot_be_turned_off() {
     let config = ok(&exporter("enabled: true, initial_interval: 1s, max_interval: 2s"));
     assert_eq!(config.pipelines[0].exporters[0].retry.max_interval, Duration::from_secs(2));
 }
+
+#[test]
+fn processor_limits_are_read_and_bounded() {
+    let config = ok(&with("    policy: p.yaml", "    policy: p.yaml\n    limits: {memory: 64MiB, timeout: 2s}"));
+    let limits = config.pipelines[0].processor.limits;
+    assert_eq!((limits.memory, limits.timeout), (64 << 20, Duration::from_secs(2)));
+    assert_eq!(ok(MINIMAL).pipelines[0].processor.limits, GuestLimits::default());
+    only(
+        &with("    policy: p.yaml", "    policy: p.yaml\n    limits: {memory: 1MiB}"),
+        "processors.wasm/p.limits.memory",
+    );
+    only(
+        &with("    policy: p.yaml", "    policy: p.yaml\n    limits: {memory: 8GiB}"),
+        "processors.wasm/p.limits.memory",
+    );
+    only(
+        &with("    policy: p.yaml", "    policy: p.yaml\n    limits: {timeout: 0s}"),
+        "processors.wasm/p.limits.timeout",
+    );
+}

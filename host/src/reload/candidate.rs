@@ -139,7 +139,9 @@ pub fn build(runtime: &Runtime, processor: &config::Processor, serving: &Serving
         let module = if module_digest == serving.module.digest() {
             serving.module.clone()
         } else {
-            Arc::new(runtime.load(&processor.module).map_err(|e| e.to_string())?)
+            Arc::new(
+                runtime.load(&processor.module).map_err(|e| e.to_string())?.with_limits(processor.limits.runtime()),
+            )
         };
         let mut instance = module.instantiate().map_err(|e| e.to_string())?;
         let info = instance.configure(&text, &secrets).map_err(|e| match e {

@@ -132,9 +132,16 @@ impl Checker<'_> {
                 secrets.push(Secret { id: secret_id, source });
             }
         }
+        let limits = file.limits.unwrap_or_default();
+        let defaults = GuestLimits::default();
+        let memory = self.or(format!("{path}.limits.memory"), limits.memory, defaults.memory as u64, |t| {
+            at_least(values::size(t)?, 16 << 20, t).and_then(|n| at_most(n, 4 << 30, t, "bytes (4 GiB, wasm32)"))
+        });
+        let timeout = self.or(format!("{path}.limits.timeout"), limits.timeout, defaults.timeout, positive);
         let (module, policy, watch, debounce) = (module?, policy?, watch?, debounce?);
         let reload = Reload { watch, debounce };
-        (self.errors == before).then(|| Processor { id: id.to_owned(), module, policy, secrets, tests, reload })
+        let limits = GuestLimits { memory: memory? as usize, timeout: timeout? };
+        (self.errors == before).then(|| Processor { id: id.to_owned(), module, policy, secrets, tests, reload, limits })
     }
 
     fn secret(&mut self, id: &str, value: Value, path: &str) -> Option<SecretSource> {
