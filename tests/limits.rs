@@ -83,19 +83,7 @@ fn serves_under_a_hardened_address_space_limit_and_takes_a_request_of_the_config
     assert_eq!(stored(&setup), RECORDS as f64);
     assert!(server.stop().success());
     // Processed in parts, chained as one: the trail verifies.
-    let out = std::process::Command::new(support::server::binary())
-        .arg("verify")
-        .arg(&setup.store)
-        .arg("--public-key")
-        .arg(setup.public_key())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "verify: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    setup.assert_verifies();
 }
 
 #[test]

@@ -296,14 +296,7 @@ fn tls_mutual_tls_and_tokens_guard_the_receivers_and_the_admin_endpoint() {
     for protocol in ["grpc", "http"] {
         assert!(sent.iter().any(|r| r["sender"]["protocol"] == protocol), "no record came over {protocol}");
     }
-    let out =
-        otel_audit(&["verify", setup.store.to_str().unwrap(), "--public-key", setup.public_key().to_str().unwrap()]);
-    assert!(
-        out.status.success(),
-        "verify: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    setup.assert_verifies();
 }
 
 #[test]

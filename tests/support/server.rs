@@ -132,6 +132,20 @@ impl Setup {
         self.checkpoint = "{every_records: 1000, interval: 10s, heartbeat: 60s}".into();
     }
 
+    /// Runs `otel-audit verify` on the store with the setup's public key
+    /// and fails the test unless the trail verifies.
+    pub fn assert_verifies(&self) {
+        let out = Command::new(binary())
+            .arg("verify")
+            .arg(&self.store)
+            .arg("--public-key")
+            .arg(self.public_key())
+            .output()
+            .unwrap();
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "verify: {text}");
+    }
+
     /// The public key next to the signing key.
     pub fn public_key(&self) -> PathBuf {
         self.key.with_extension("pub")

@@ -287,7 +287,7 @@ pub struct ServerLimits {
     /// it a new connection gets one 503 / RESOURCE_EXHAUSTED and is closed.
     pub max_connections: usize,
     /// Requests being read or processed at once (`max_in_flight_requests`,
-    /// default 16 for gRPC, 8 for HTTP): with the size limit, this bounds
+    /// default 64 for gRPC, 16 for HTTP): with the size limit, this bounds
     /// the memory requests hold.
     pub max_in_flight_requests: usize,
     /// HTTP/2 streams per connection (`max_concurrent_streams`, default 100).

@@ -41,7 +41,7 @@ impl Checker<'_> {
             let auth = self.auth_ref(grpc.auth, &at);
             let limits = self.limits(
                 &at,
-                16,
+                64,
                 grpc.max_connections,
                 grpc.max_in_flight_requests,
                 grpc.max_concurrent_streams,
@@ -69,7 +69,7 @@ impl Checker<'_> {
             let auth = self.auth_ref(http.auth, &at);
             let limits = self.limits(
                 &at,
-                8,
+                16,
                 http.max_connections,
                 http.max_in_flight_requests,
                 None,
