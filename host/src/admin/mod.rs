@@ -117,7 +117,12 @@ async fn same_origin(
 ) -> Response {
     let refuse = |status: StatusCode, message: String| (status, axum::Json(serde_json::json!({ "error": message })));
     let headers = request.headers();
-    let host = headers.get(http::header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("");
+    // HTTP/2 carries the host in the `:authority` pseudo-header (the URI).
+    let host = headers
+        .get(http::header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| request.uri().authority().map(|a| a.as_str()))
+        .unwrap_or("");
     if !allowed_host(host, &hosts) {
         let message = format!("Host `{host}` is not this admin endpoint's (an IP address, localhost or {hosts:?})");
         return refuse(StatusCode::MISDIRECTED_REQUEST, message).into_response();
@@ -192,6 +197,22 @@ mod tests {
         for host in ["", "evil.example:13134", "audit-1.evil.example", "[evil]:1", "localhost.evil:13134"] {
             assert!(!allowed_host(host, &hosts), "{host}");
         }
+    }
+
+    #[tokio::test]
+    async fn an_http2_request_is_checked_by_its_authority() {
+        use tower::ServiceExt;
+        let app = axum::Router::new()
+            .route("/x", axum::routing::post(|| async { "ok" }))
+            .layer(axum::middleware::from_fn_with_state(Arc::new(Vec::<String>::new()), same_origin));
+        let status = |uri: &str| {
+            let request = axum::extract::Request::post(uri).body(axum::body::Body::empty()).unwrap();
+            let app = app.clone();
+            async move { app.oneshot(request).await.unwrap().status() }
+        };
+        assert_eq!(status("https://localhost:13134/x").await, StatusCode::OK);
+        assert_eq!(status("https://rebound.evil.example:13134/x").await, StatusCode::MISDIRECTED_REQUEST);
+        assert_eq!(status("/x").await, StatusCode::MISDIRECTED_REQUEST, "no Host and no authority");
     }
 
     #[test]
