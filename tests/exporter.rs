@@ -23,7 +23,7 @@ use otel_audit::grpc_codec::{LOGS_METHOD, RawCodec, TRACES_METHOD};
 use otel_audit::loadgen::{self, BatchSpec};
 use otel_audit::otlp::Signal;
 use prost::Message;
-use support::server::{Setup, free_port, http_get};
+use support::server::{Setup, http_get};
 use support::trail;
 
 /// What the downstream does with the next request.
@@ -204,8 +204,9 @@ fn refusing_downstream_stalls_the_exporter_and_loses_nothing(grpc_downstream: bo
         accepted: Mutex::new(Vec::new()),
         too_large: Mutex::new(0),
     });
-    let port = free_port();
-    let listener = rt.block_on(tokio::net::TcpListener::bind(("127.0.0.1", port))).unwrap();
+    // Bound on port 0 here: a port picked earlier may be taken by a parallel test meanwhile.
+    let listener = rt.block_on(tokio::net::TcpListener::bind(("127.0.0.1", 0))).unwrap();
+    let port = listener.local_addr().unwrap().port();
     if grpc_downstream {
         rt.spawn(serve_grpc(down.clone(), listener));
     } else {
