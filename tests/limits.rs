@@ -39,12 +39,13 @@ fn start_under_ulimit(setup: &Setup, kib: u64) -> Server {
 
 const RECORDS: usize = 260_000;
 
-/// `n` minimal audit spans (ids, a name and `audit.action`), one resource.
-fn small_spans(n: usize) -> Vec<u8> {
+/// `n` minimal audit spans (ids, a name and `audit.action`), one resource;
+/// span ids start at `first_id`.
+fn small_spans(n: usize, first_id: u64) -> opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest {
     use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
     use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value};
     use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
-    let spans = (0..n as u64)
+    let spans = (first_id..first_id + n as u64)
         .map(|i| Span {
             trace_id: [&[7u8; 8][..], &i.to_be_bytes()].concat(),
             span_id: (i + 1).to_be_bytes().to_vec(),
@@ -59,30 +60,82 @@ fn small_spans(n: usize) -> Vec<u8> {
         .collect();
     let scope = ScopeSpans { spans, ..Default::default() };
     ExportTraceServiceRequest { resource_spans: vec![ResourceSpans { scope_spans: vec![scope], ..Default::default() }] }
-        .encode_to_vec()
+}
+
+fn post_traces(setup: &Setup, body: &[u8]) -> (u16, String) {
+    let (code, _, answer) =
+        http_post(setup.ports[1], "/v1/traces", &[("Content-Type", "application/x-protobuf")], body);
+    (code, String::from_utf8_lossy(&answer).into_owned())
+}
+
+fn large_setup(dir: &std::path::Path) -> Setup {
+    let mut setup = Setup::new(dir);
+    setup.max_body = 20 << 20;
+    setup.segment_size = "256MiB".into();
+    setup.checkpoint = "{every_records: 1000000, interval: 1s, heartbeat: 5s}".into();
+    setup
 }
 
 #[test]
 fn serves_under_a_hardened_address_space_limit_and_takes_a_request_of_the_configured_size() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut setup = Setup::new(tmp.path());
-    setup.max_body = 20 << 20;
-    setup.segment_size = "256MiB".into();
-    setup.checkpoint = "{every_records: 1000000, interval: 1s, heartbeat: 5s}".into();
+    let setup = large_setup(tmp.path());
     // 4 GiB of address space: wasmtime's default reservations (4 GiB per
     // memory slot) would not fit even one instance.
     let server = start_under_ulimit(&setup, 4 << 20);
     // About 16 MiB of small audit spans, under the 20 MiB body limit: their
     // records and kept copy are more than wasmtime lets a guest hand back
     // by default (128 MiB).
-    let body = small_spans(RECORDS);
+    let body = small_spans(RECORDS, 0).encode_to_vec();
     assert!(body.len() > 14 << 20 && body.len() < 20 << 20, "{} bytes", body.len());
-    let (code, _, answer) =
-        http_post(setup.ports[1], "/v1/traces", &[("Content-Type", "application/x-protobuf")], &body);
-    assert_eq!(code, 200, "{}", String::from_utf8_lossy(&answer));
-    assert_eq!(stored(&setup), RECORDS as f64);
+    let large = std::thread::scope(|scope| {
+        let large = scope.spawn(|| post_traces(&setup, &body));
+        // Once its first part is stored, a small request on the same chain
+        // is taken before the large one's last part: the chain is not
+        // held for the whole of it.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while stored(&setup) == 0.0 {
+            assert!(Instant::now() < deadline && !large.is_finished(), "the first part was not stored");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let (code, answer) = post_traces(&setup, &small_spans(5, 1 << 40).encode_to_vec());
+        assert_eq!(code, 200, "{answer}");
+        large.join().unwrap()
+    });
+    assert_eq!(large.0, 200, "{}", large.1);
+    assert_eq!(stored(&setup), (RECORDS + 5) as f64);
     assert!(server.stop().success());
-    // Processed in parts, chained as one: the trail verifies.
+    // Processed in parts with the small request between two of them; the
+    // trail verifies.
+    let stored_ids: Vec<String> = support::trail::read_store(&setup.store).iter().flat_map(|c| c.span_ids()).collect();
+    let small_at = stored_ids.iter().position(|id| *id == hex::encode(((1u64 << 40) + 1).to_be_bytes())).unwrap();
+    let large_last = stored_ids.iter().position(|id| *id == hex::encode((RECORDS as u64).to_be_bytes())).unwrap();
+    assert!(small_at > 0 && small_at < large_last, "small request at {small_at}, large one ends at {large_last}");
+    setup.assert_verifies();
+}
+
+#[test]
+fn a_large_request_with_an_invalid_record_in_its_last_part_is_refused_whole() {
+    let tmp = tempfile::tempdir().unwrap();
+    let setup = large_setup(tmp.path());
+    let server = setup.start();
+    let mut request = small_spans(RECORDS, 0);
+    request.resource_spans[0].scope_spans[0].spans[RECORDS - 1].trace_id.truncate(12);
+    let (code, answer) = post_traces(&setup, &request.encode_to_vec());
+    assert_eq!(code, 400, "{answer}");
+    assert!(
+        answer.contains(&format!(
+            "resource_spans[0].scope_spans[0].spans[{}]: trace_id must be 16 bytes (32 hex digits) or empty, got 12 bytes",
+            RECORDS - 1
+        )),
+        "{answer}"
+    );
+    // None of its parts was stored; the chain goes on.
+    assert_eq!(stored(&setup), 0.0);
+    let (code, answer) = post_traces(&setup, &small_spans(5, 0).encode_to_vec());
+    assert_eq!(code, 200, "{answer}");
+    assert_eq!(stored(&setup), 5.0);
+    assert!(server.stop().success());
     setup.assert_verifies();
 }
 

@@ -13,6 +13,7 @@
 pub mod hash;
 pub mod keys;
 mod signal;
+pub mod validity;
 pub mod values;
 
 pub use hash::{GENESIS_PREV, Hash};

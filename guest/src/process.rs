@@ -4,7 +4,7 @@
 
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value::Value};
+use opentelemetry_proto::tonic::common::v1::{InstrumentationScope, KeyValue, any_value::Value};
 use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
@@ -69,20 +69,7 @@ fn logs_through(stages: Stages, policy: &Policy, request: &[u8], ctx: &Context) 
 fn run<R: Request>(stages: Stages, policy: &Policy, request: &[u8], ctx: &Context) -> Result<Output, ProcessError> {
     let mut req = R::decode(request).map_err(|e| decode_error(R::NAME, e))?;
     let mut batch = Batch::new(stages, policy, ctx)?;
-    let [resources_field, scopes_field, items_field] = R::FIELDS;
-    let mut count = 0u64;
-    for (r, resource) in req.resources().iter().enumerate() {
-        let (resource, _, scopes) = R::resource(resource);
-        let place = format!("{resources_field}[{r}]");
-        check_containers(resource, scopes.iter().map(|s| R::scope(s).0), &place, scopes_field)?;
-        for (s, scope) in scopes.iter().enumerate() {
-            let items = R::scope(scope).2;
-            for (i, item) in items.iter().enumerate() {
-                item.check().map_err(|e| e.at(format!("{place}.{scopes_field}[{s}].{items_field}[{i}]")))?;
-            }
-            count += items.len() as u64;
-        }
-    }
+    let count = req.validate().map_err(ProcessError::Decode)?;
     check_room(ctx, count)?;
     req.resources_mut().retain_mut(|resource| {
         let (resource, schema_url, scopes) = R::resource_mut(resource);
@@ -117,23 +104,19 @@ fn run<R: Request>(stages: Stages, policy: &Policy, request: &[u8], ctx: &Contex
 trait Request: Message + Default {
     /// The message name, for decode errors.
     const NAME: &'static str;
-    /// The three levels' field names, for the place of an invalid record.
-    const FIELDS: [&'static str; 3];
     type Resource;
     type Scope;
     type Item: Item;
 
-    fn resources(&self) -> &[Self::Resource];
+    /// Checks every record ([`audit_format::validity`]); how many there are.
+    fn validate(&self) -> Result<u64, String>;
     fn resources_mut(&mut self) -> &mut Vec<Self::Resource>;
-    fn resource(r: &Self::Resource) -> (Option<&Resource>, &str, &[Self::Scope]);
     fn resource_mut(r: &mut Self::Resource) -> (Option<&Resource>, &str, &mut Vec<Self::Scope>);
-    fn scope(s: &Self::Scope) -> (Option<&InstrumentationScope>, &str, &[Self::Item]);
     fn scope_mut(s: &mut Self::Scope) -> (Option<&InstrumentationScope>, &str, &mut Vec<Self::Item>);
 }
 
-/// A span or a log record: its checks and what each policy stage does to it.
+/// A span or a log record: what each policy stage does to it.
 trait Item {
-    fn check(&self) -> Result<(), Invalid>;
     fn keep(&self, policy: &Policy, r: Option<&Resource>, s: Option<&InstrumentationScope>, hits: &mut [u64]) -> bool;
     /// The attributes actions (`sender` for `from_context`), then
     /// redaction; returns the values redacted.
@@ -151,25 +134,18 @@ trait Item {
 
 impl Request for ExportTraceServiceRequest {
     const NAME: &'static str = "ExportTraceServiceRequest";
-    const FIELDS: [&'static str; 3] = ["resource_spans", "scope_spans", "spans"];
     type Resource = ResourceSpans;
     type Scope = ScopeSpans;
     type Item = Span;
 
-    fn resources(&self) -> &[ResourceSpans] {
-        &self.resource_spans
+    fn validate(&self) -> Result<u64, String> {
+        audit_format::validity::traces(self)
     }
     fn resources_mut(&mut self) -> &mut Vec<ResourceSpans> {
         &mut self.resource_spans
     }
-    fn resource(r: &ResourceSpans) -> (Option<&Resource>, &str, &[ScopeSpans]) {
-        (r.resource.as_ref(), &r.schema_url, &r.scope_spans)
-    }
     fn resource_mut(r: &mut ResourceSpans) -> (Option<&Resource>, &str, &mut Vec<ScopeSpans>) {
         (r.resource.as_ref(), &r.schema_url, &mut r.scope_spans)
-    }
-    fn scope(s: &ScopeSpans) -> (Option<&InstrumentationScope>, &str, &[Span]) {
-        (s.scope.as_ref(), &s.schema_url, &s.spans)
     }
     fn scope_mut(s: &mut ScopeSpans) -> (Option<&InstrumentationScope>, &str, &mut Vec<Span>) {
         (s.scope.as_ref(), &s.schema_url, &mut s.spans)
@@ -178,25 +154,18 @@ impl Request for ExportTraceServiceRequest {
 
 impl Request for ExportLogsServiceRequest {
     const NAME: &'static str = "ExportLogsServiceRequest";
-    const FIELDS: [&'static str; 3] = ["resource_logs", "scope_logs", "log_records"];
     type Resource = ResourceLogs;
     type Scope = ScopeLogs;
     type Item = LogRecord;
 
-    fn resources(&self) -> &[ResourceLogs] {
-        &self.resource_logs
+    fn validate(&self) -> Result<u64, String> {
+        audit_format::validity::logs(self)
     }
     fn resources_mut(&mut self) -> &mut Vec<ResourceLogs> {
         &mut self.resource_logs
     }
-    fn resource(r: &ResourceLogs) -> (Option<&Resource>, &str, &[ScopeLogs]) {
-        (r.resource.as_ref(), &r.schema_url, &r.scope_logs)
-    }
     fn resource_mut(r: &mut ResourceLogs) -> (Option<&Resource>, &str, &mut Vec<ScopeLogs>) {
         (r.resource.as_ref(), &r.schema_url, &mut r.scope_logs)
-    }
-    fn scope(s: &ScopeLogs) -> (Option<&InstrumentationScope>, &str, &[LogRecord]) {
-        (s.scope.as_ref(), &s.schema_url, &s.log_records)
     }
     fn scope_mut(s: &mut ScopeLogs) -> (Option<&InstrumentationScope>, &str, &mut Vec<LogRecord>) {
         (s.scope.as_ref(), &s.schema_url, &mut s.log_records)
@@ -204,9 +173,6 @@ impl Request for ExportLogsServiceRequest {
 }
 
 impl Item for Span {
-    fn check(&self) -> Result<(), Invalid> {
-        check_span(self)
-    }
     fn keep(&self, policy: &Policy, r: Option<&Resource>, s: Option<&InstrumentationScope>, hits: &mut [u64]) -> bool {
         policy.filter.keep_span(r, s, self, hits)
     }
@@ -230,9 +196,6 @@ impl Item for Span {
 }
 
 impl Item for LogRecord {
-    fn check(&self) -> Result<(), Invalid> {
-        check_log(self)
-    }
     fn keep(&self, policy: &Policy, r: Option<&Resource>, s: Option<&InstrumentationScope>, hits: &mut [u64]) -> bool {
         policy.filter.keep_log(r, s, self, hits)
     }
@@ -270,123 +233,6 @@ fn check_room(ctx: &Context, records: u64) -> Result<(), ProcessError> {
             "seq {} cannot take {records} more records: sequence numbers overflow at 2^63",
             ctx.head.seq
         ))),
-    }
-}
-
-/// Checks the resource's and the scopes' attributes as records' are checked.
-fn check_containers<'a>(
-    resource: Option<&Resource>,
-    scopes: impl Iterator<Item = Option<&'a InstrumentationScope>>,
-    place: &str,
-    scopes_field: &str,
-) -> Result<(), ProcessError> {
-    if let Some(resource) = resource {
-        check_attributes("attributes", &resource.attributes).map_err(|e| e.at(format!("{place}.resource")))?;
-    }
-    for (s, scope) in scopes.enumerate() {
-        if let Some(scope) = scope {
-            check_attributes("attributes", &scope.attributes)
-                .map_err(|e| e.at(format!("{place}.{scopes_field}[{s}].scope")))?;
-        }
-    }
-    Ok(())
-}
-
-/// What is wrong with a record that decoded but is not valid OTLP; the
-/// caller adds where it is.
-struct Invalid(String);
-
-impl Invalid {
-    fn at(self, place: String) -> ProcessError {
-        ProcessError::Decode(format!("{place}: {}", self.0))
-    }
-}
-
-/// Checks what protobuf decoding cannot: id lengths (as the Collector's
-/// pdata does) and the string-table references OTLP allows only in
-/// profiles. Runs before any processing, so a refused batch leaves no
-/// partial output.
-fn check_span(span: &Span) -> Result<(), Invalid> {
-    check_id("trace_id", &span.trace_id, 16)?;
-    check_id("span_id", &span.span_id, 8)?;
-    check_id("parent_span_id", &span.parent_span_id, 8)?;
-    check_attributes("attributes", &span.attributes)?;
-    for (i, event) in span.events.iter().enumerate() {
-        if !attributes_ok(&event.attributes) {
-            check_attributes(&format!("events[{i}].attributes"), &event.attributes)?;
-        }
-    }
-    for (i, link) in span.links.iter().enumerate() {
-        if !id_ok(&link.trace_id, 16) || !id_ok(&link.span_id, 8) || !attributes_ok(&link.attributes) {
-            check_id(&format!("links[{i}].trace_id"), &link.trace_id, 16)?;
-            check_id(&format!("links[{i}].span_id"), &link.span_id, 8)?;
-            check_attributes(&format!("links[{i}].attributes"), &link.attributes)?;
-        }
-    }
-    Ok(())
-}
-
-fn check_log(log: &LogRecord) -> Result<(), Invalid> {
-    check_id("trace_id", &log.trace_id, 16)?;
-    check_id("span_id", &log.span_id, 8)?;
-    check_attributes("attributes", &log.attributes)?;
-    if let Some(body) = &log.body {
-        check_value("body", body)?;
-    }
-    Ok(())
-}
-
-fn id_ok(id: &[u8], len: usize) -> bool {
-    id.is_empty() || id.len() == len
-}
-
-fn check_id(field: &str, id: &[u8], len: usize) -> Result<(), Invalid> {
-    if id_ok(id, len) {
-        return Ok(());
-    }
-    Err(Invalid(format!("{field} must be {len} bytes ({} hex digits) or empty, got {} bytes", len * 2, id.len())))
-}
-
-fn check_attributes(field: &str, attributes: &[KeyValue]) -> Result<(), Invalid> {
-    // The common case allocates nothing; the place is spelled out only for
-    // the error.
-    if attributes_ok(attributes) {
-        return Ok(());
-    }
-    for kv in attributes {
-        if kv.key_strindex != 0 {
-            return Err(Invalid(format!("{field}: key_strindex {} is allowed only in profiles", kv.key_strindex)));
-        }
-        if let Some(v) = &kv.value
-            && !value_ok(v)
-        {
-            check_value(&format!("{field}[{:?}]", kv.key), v)?;
-        }
-    }
-    Ok(())
-}
-
-fn check_value(field: &str, value: &AnyValue) -> Result<(), Invalid> {
-    match &value.value {
-        Some(Value::StringValueStrindex(i)) => {
-            Err(Invalid(format!("{field}: string_value_strindex {i} is allowed only in profiles")))
-        }
-        Some(Value::ArrayValue(a)) => a.values.iter().try_for_each(|v| check_value(field, v)),
-        Some(Value::KvlistValue(l)) => check_attributes(field, &l.values),
-        _ => Ok(()),
-    }
-}
-
-fn attributes_ok(attributes: &[KeyValue]) -> bool {
-    attributes.iter().all(|kv| kv.key_strindex == 0 && kv.value.as_ref().is_none_or(value_ok))
-}
-
-fn value_ok(value: &AnyValue) -> bool {
-    match &value.value {
-        Some(Value::StringValueStrindex(_)) => false,
-        Some(Value::ArrayValue(a)) => a.values.iter().all(value_ok),
-        Some(Value::KvlistValue(l)) => attributes_ok(&l.values),
-        _ => true,
     }
 }
 

@@ -72,6 +72,23 @@ pub(crate) fn split(signal: Signal, payload: Bytes, max: usize) -> Vec<Bytes> {
     pieces.unwrap_or_else(|_| vec![payload])
 }
 
+/// [`split`] for a request the receivers took, before any of it is stored:
+/// one that decodes but fails [`audit_format::validity`] is refused here
+/// with the component's message, so that no part of it is stored. One that
+/// does not decode goes whole (the component says what is wrong with it).
+pub(crate) fn split_valid(signal: Signal, payload: Bytes, max: usize) -> Result<Vec<Bytes>, String> {
+    if payload.len() <= max {
+        return Ok(vec![payload]);
+    }
+    let pieces = match signal {
+        Signal::Traces => ExportTraceServiceRequest::decode(payload.clone())
+            .map(|r| audit_format::validity::traces(&r).map(|_| split_request(&r, max))),
+        Signal::Logs => ExportLogsServiceRequest::decode(payload.clone())
+            .map(|r| audit_format::validity::logs(&r).map(|_| split_request(&r, max))),
+    };
+    pieces.unwrap_or_else(|_| Ok(vec![payload]))
+}
+
 /// Halves a request by its records (spans or log records), keeping each
 /// record's resource and scope: for a downstream that refused the
 /// request's size (HTTP 413). None when it holds one record or does not

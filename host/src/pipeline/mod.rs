@@ -124,23 +124,35 @@ impl PipelineHandle {
         Ok(chain)
     }
 
-    /// Queues a request on an admitted chain.
-    fn enqueue(
+    /// Queues a request on an admitted chain. A full queue is a retryable
+    /// refusal, unless `wait_for_room` (a later part of a request whose
+    /// first parts are stored): then it waits until there is room.
+    async fn enqueue(
         &self,
         chain: &ChainHandle,
         payload: Bytes,
         received_at: u64,
         sender: Option<audit_format::Sender>,
+        wait_for_room: bool,
     ) -> Result<oneshot::Receiver<Result<(), Rejection>>, Rejection> {
         let (reply, outcome) = oneshot::channel();
-        match chain.queue.try_send(Work::Job(Job { payload, received_at, sender, reply })) {
-            Ok(()) => Ok(outcome),
-            Err(TrySendError::Full(_)) => Err(Rejection::Unavailable(format!(
-                "pipeline {}: chain {} is busy; retry later",
-                self.id, chain.chain_id
-            ))),
-            Err(TrySendError::Disconnected(_)) => {
-                Err(Rejection::Unavailable(format!("pipeline {}: shutting down", self.id)))
+        let mut work = Work::Job(Job { payload, received_at, sender, reply });
+        loop {
+            match chain.queue.try_send(work) {
+                Ok(()) => return Ok(outcome),
+                Err(TrySendError::Full(back)) if wait_for_room && !chain.closing.load(Ordering::Relaxed) => {
+                    work = back;
+                    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                }
+                Err(TrySendError::Full(_)) => {
+                    return Err(Rejection::Unavailable(format!(
+                        "pipeline {}: chain {} is busy; retry later",
+                        self.id, chain.chain_id
+                    )));
+                }
+                Err(TrySendError::Disconnected(_)) => {
+                    return Err(Rejection::Unavailable(format!("pipeline {}: shutting down", self.id)));
+                }
             }
         }
     }
@@ -166,6 +178,16 @@ impl Router {
     /// until all have stored its records. An error from any pipeline is the
     /// request's error; an invalid request is reported as such. `sender`
     /// is recorded in each of its records.
+    ///
+    /// A request larger than [`PART_BYTES`] is submitted in parts of about
+    /// that size (whole spans or log records with their resource and
+    /// scope), one after the other, each queued behind what arrived
+    /// meanwhile: the component never holds more than a part, and a large
+    /// request does not keep its chain from others for seconds. Invalid
+    /// records are found before the first part is stored. It is answered
+    /// once, when its last part is durable; if a part fails (the store, the
+    /// component), the parts before it stay stored (the answer says so) and
+    /// a retry stores them again, as any OTLP retry may.
     pub async fn submit(
         &self,
         signal: Signal,
@@ -175,34 +197,75 @@ impl Router {
     ) -> Result<(), Rejection> {
         // Admission first, for every pipeline: a request one of them would
         // refuse is refused before any stores it (a retry must not leave
-        // duplicates behind in the others).
+        // duplicates behind in the others). Its parts go to the same chains.
         let mut admitted = Vec::new();
         for pipeline in self.pipelines.iter().filter(|p| p.signal == signal) {
             admitted.push((pipeline, pipeline.admit()?));
         }
-        let mut pending = Vec::new();
-        let mut first_error = None;
-        for (pipeline, chain) in admitted {
-            match pipeline.enqueue(chain, payload.clone(), received_at, sender.clone()) {
-                Ok(outcome) => pending.push(outcome),
-                Err(rejection) => {
-                    first_error.get_or_insert(rejection);
-                }
-            }
-        }
-        if pending.is_empty() && first_error.is_none() {
+        if admitted.is_empty() {
             return Err(Rejection::Invalid(format!("no pipeline accepts {signal:?}")));
         }
-        for outcome in pending {
-            let result = outcome.await.unwrap_or_else(|_| Err(Rejection::Unavailable("the chain stopped".into())));
-            if let Err(rejection) = result {
-                // A request refused for what it is (invalid, too large) is
-                // refused everywhere; report that first.
-                if !matches!(rejection, Rejection::Unavailable(_)) || first_error.is_none() {
-                    first_error = Some(rejection);
+        if payload.len() <= PART_BYTES {
+            return submit_part(&admitted, payload, received_at, &sender, false).await;
+        }
+        let parts =
+            tokio::task::spawn_blocking(move || crate::exporter::request::split_valid(signal, payload, PART_BYTES))
+                .await
+                .map_err(|e| Rejection::Unavailable(format!("splitting the request failed: {e}")))?
+                .map_err(|message| Rejection::Invalid(format!("invalid OTLP request: {message}")))?;
+        let count = parts.len();
+        for (index, part) in parts.into_iter().enumerate() {
+            submit_part(&admitted, part, received_at, &sender, index > 0).await.map_err(|rejection| {
+                if index == 0 {
+                    return rejection;
                 }
+                let stored = format!(
+                    "{} (parts 1 to {index} of the {count} this request was stored in are stored; a retry stores them again)",
+                    rejection.message()
+                );
+                match rejection {
+                    Rejection::Invalid(_) => Rejection::Invalid(stored),
+                    Rejection::Unavailable(_) => Rejection::Unavailable(stored),
+                    Rejection::TooLarge(_) => Rejection::TooLarge(stored),
+                }
+            })?;
+        }
+        Ok(())
+    }
+}
+
+/// Requests larger than this are stored in parts (see [`Router::submit`]).
+pub const PART_BYTES: usize = 4 << 20;
+
+/// Queues one request (or part of one) on each admitted chain and waits
+/// until all have stored it. A later part (`continues`) waits for room in
+/// a full queue rather than being refused: the first parts are stored.
+async fn submit_part(
+    admitted: &[(&PipelineHandle, &ChainHandle)],
+    payload: Bytes,
+    received_at: u64,
+    sender: &Option<audit_format::Sender>,
+    continues: bool,
+) -> Result<(), Rejection> {
+    let mut pending = Vec::new();
+    let mut first_error = None;
+    for (pipeline, chain) in admitted {
+        match pipeline.enqueue(chain, payload.clone(), received_at, sender.clone(), continues).await {
+            Ok(outcome) => pending.push(outcome),
+            Err(rejection) => {
+                first_error.get_or_insert(rejection);
             }
         }
-        first_error.map_or(Ok(()), Err)
     }
+    for outcome in pending {
+        let result = outcome.await.unwrap_or_else(|_| Err(Rejection::Unavailable("the chain stopped".into())));
+        if let Err(rejection) = result {
+            // A request refused for what it is (invalid, too large) is
+            // refused everywhere; report that first.
+            if !matches!(rejection, Rejection::Unavailable(_)) || first_error.is_none() {
+                first_error = Some(rejection);
+            }
+        }
+    }
+    first_error.map_or(Ok(()), Err)
 }

@@ -8,7 +8,6 @@
 use std::sync::mpsc::{Receiver, TryRecvError};
 
 use audit_format::Context;
-use bytes::Bytes;
 
 use super::{ChainWorker, Job, Occasion, Unavailable, Work, configured_instance};
 use crate::metrics;
@@ -19,8 +18,10 @@ use crate::store::{Append, StoreError};
 
 /// At most this many requests are committed together.
 pub(super) const MAX_GROUP_REQUESTS: usize = 256;
-/// A group stops growing once its requests hold this many bytes.
-pub(super) const MAX_GROUP_BYTES: usize = 32 << 20;
+/// A group stops growing once its requests hold this many bytes: what
+/// queues behind a group waits for about one request part
+/// ([`crate::pipeline::PART_BYTES`]) to be processed, not for seconds.
+pub(super) const MAX_GROUP_BYTES: usize = crate::pipeline::PART_BYTES;
 
 /// `first` and the requests queued behind it, up to the group limits. A
 /// wake-up in the queue is skipped: the loop looked at its orders already.
@@ -94,32 +95,6 @@ pub(super) fn check_output(output: &Output, ctx: &Context) -> Result<(), Discont
         Some(last) if *last != output.head.prev => Err(Discontinuity::PrevNotLastLeaf),
         None if output.head.prev != ctx.head.prev => Err(Discontinuity::PrevChanged),
         _ => Ok(()),
-    }
-}
-
-/// Requests larger than this go through the component in parts of about
-/// this size (whole spans or log records, with their resource and scope), so
-/// that a request as large as the receivers accept fits the component's
-/// memory. The parts' records are chained in order and stored together:
-/// the request is still answered once, all or nothing.
-const PART_BYTES: usize = 4 << 20;
-
-/// Appends a later part's output to the request's: records and leaves in
-/// order, the kept OTLP concatenated (protobuf concatenation is the merge
-/// of the two requests), counters summed, the head moved on.
-fn append_output(into: &mut Output, part: Output) {
-    into.otlp.extend_from_slice(&part.otlp);
-    into.records.extend(part.records);
-    into.leaves.extend(part.leaves);
-    into.head = part.head;
-    let (a, b) = (&mut into.stats, part.stats);
-    a.received += b.received;
-    a.kept += b.kept;
-    a.dropped += b.dropped;
-    a.redacted += b.redacted;
-    a.violations += b.violations;
-    for (hits, more) in a.rule_hits.iter_mut().zip(b.rule_hits) {
-        *hits += more;
     }
 }
 
@@ -250,21 +225,7 @@ impl ChainWorker {
     /// limits, and retrying it would only fail forever; it is refused as
     /// too large. Anything else (output that does not continue the chain)
     /// is a retryable failure.
-    fn process(&mut self, payload: &Bytes, ctx: &Context) -> Result<Output, Rejection> {
-        let parts = crate::exporter::request::split(self.spec.signal, payload.clone(), PART_BYTES);
-        let mut parts = parts.into_iter();
-        let first = parts.next().unwrap_or_default();
-        let mut merged = self.process_part(&first, ctx)?;
-        for part in parts {
-            let ctx = Context { head: merged.head.clone(), ..ctx.clone() };
-            let output = self.process_part(&part, &ctx)?;
-            append_output(&mut merged, output);
-        }
-        Ok(merged)
-    }
-
-    /// [`ChainWorker::process`] of one part.
-    fn process_part(&mut self, payload: &[u8], ctx: &Context) -> Result<Output, Rejection> {
+    fn process(&mut self, payload: &[u8], ctx: &Context) -> Result<Output, Rejection> {
         let mut trapped = String::new();
         for attempt in 1..=2 {
             if self.instance.is_none() {
