@@ -239,3 +239,33 @@ fn a_final_checkpoint_that_cannot_be_written_makes_the_exit_status_non_zero() {
     );
     assert!(log.contains("chain stopped without its final checkpoint"), "{log}");
 }
+
+#[test]
+fn a_final_checkpoint_the_mirror_cannot_take_makes_the_exit_status_non_zero() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut setup = Setup::new(tmp.path());
+    setup.signals = vec!["traces"];
+    let server = setup.start();
+    let rt = runtime();
+    let _entered = rt.enter();
+    rt.block_on(grpc_client(&setup).send(Signal::Traces, traces(1))).unwrap();
+    // The mirror file is written through `<name>.tmp`: a directory there
+    // makes every later mirror write fail (as a full or read-only mirror
+    // volume would), while the store takes the final checkpoint.
+    let mirror = setup.key.with_extension("checkpoints");
+    let files: Vec<PathBuf> = std::fs::read_dir(&mirror).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    std::fs::create_dir(files[0].with_extension("tmp")).unwrap();
+    let log_file = setup.dir.join("server.log");
+    let status = server.stop();
+    let log = std::fs::read_to_string(log_file).unwrap();
+    assert_eq!(status.code(), Some(2), "{log}");
+    assert!(
+        log.contains(
+            "chain test/traces/audit/0: the final checkpoint is stored, but the checkpoint mirror could not be updated"
+        ),
+        "the error names the chain and the mirror:\n{log}"
+    );
+    // The store itself is complete and signed to its end.
+    setup.assert_verifies();
+}

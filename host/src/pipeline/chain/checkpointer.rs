@@ -219,10 +219,16 @@ impl ChainWorker {
             let reopened = ChainStore::open(&self.spec.dir, &self.spec.chain_id, self.spec.store.clone());
             match reopened {
                 Ok((store, _)) => self.store = Some(store),
-                Err(error) => return Err(failed(format!("the store cannot be reopened: {error}"))),
+                Err(error) => {
+                    return Err(failed(format!("could not be written: the store cannot be reopened: {error}")));
+                }
             }
         }
-        self.sign(Occasion::Shutdown).map_err(|error| failed(error.to_string()))
+        self.sign(Occasion::Shutdown).map_err(|error| failed(format!("could not be written: {error}")))?;
+        match self.mirror_behind.take() {
+            Some(error) => Err(failed(format!("is stored, but the checkpoint mirror could not be updated: {error}"))),
+            None => Ok(()),
+        }
     }
 
     /// Signs and stores a checkpoint now, copies it to the mirror and
@@ -232,10 +238,11 @@ impl ChainWorker {
         let Some(store) = self.store.as_mut() else { return Err(SignError::Store(StoreError::Poisoned)) };
         match sign_checkpoint(store, policy, occasion, clock::now_unix_nano()) {
             Ok(entry) => {
-                if let Some(mirror) = &self.mirror
-                    && let Err(error) = checkpoint_mirror::write(mirror, &entry)
-                {
-                    tracing::error!(chain = %self.spec.chain_id, %error, "cannot update the checkpoint mirror");
+                if let Some(mirror) = &self.mirror {
+                    self.mirror_behind = checkpoint_mirror::write(mirror, &entry).err();
+                    if let Some(error) = &self.mirror_behind {
+                        tracing::error!(chain = %self.spec.chain_id, %error, "cannot update the checkpoint mirror");
+                    }
                 }
                 self.checkpoints.signed(&entry);
                 if occasion == Occasion::Start {

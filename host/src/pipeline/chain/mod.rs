@@ -163,11 +163,12 @@ pub enum ChainError {
 /// since its last checkpoint are not signed, and verify will not see a
 /// closed chain.
 #[derive(Debug, thiserror::Error)]
-#[error("chain {chain}: the final checkpoint could not be written: {reason}")]
+#[error("chain {chain}: the final checkpoint {reason}")]
 pub struct FinalCheckpointError {
     /// Chain id.
     pub chain: String,
-    /// Why (the store's or the signer's error).
+    /// What went wrong ("could not be written: " the store's or the
+    /// signer's error, or "is stored, but" the mirror's).
     pub reason: String,
 }
 
@@ -219,6 +220,8 @@ pub struct ChainWorker {
     checkpoints: Schedule,
     /// This chain's file in the checkpoint mirror, if any.
     mirror: Option<std::path::PathBuf>,
+    /// Why the newest checkpoint is not in the mirror, if it is not.
+    mirror_behind: Option<std::io::Error>,
     /// Whether this run's `start` checkpoint is signed: no record is
     /// appended before it.
     started: bool,
@@ -277,6 +280,7 @@ impl ChainWorker {
             committed: tx,
             checkpoints,
             mirror,
+            mirror_behind: None,
             started: false,
             spec,
         };
