@@ -52,6 +52,8 @@ struct Case {
     seq: u64,
     /// Raw bytes: not always 32, to exercise `invalid-context`.
     prev: Vec<u8>,
+    /// Who sent the batch (recorded as each record's `sender`).
+    sender: Option<audit_format::Sender>,
     expect: Expect,
 }
 
@@ -132,6 +134,9 @@ fn jco_and_wasmtime_agree_byte_for_byte() {
     let records: usize = processed.iter().map(|p| p.records.len()).sum();
     assert!(processed.len() as u64 > GENERATED, "only {} cases were processed", processed.len());
     assert!(records > 1_000, "the corpus chained only {records} records");
+    let with_sender =
+        processed.iter().flat_map(|p| &p.records).filter(|r| r.windows(10).any(|w| w == b"\"sender\":{")).count();
+    assert!(with_sender > 100, "only {with_sender} records name their sender");
     for tag in ["decode", "invalid-context", "configure"] {
         assert!(expected.iter().any(|o| o.tag() == tag), "no case produced a {tag} error");
     }
@@ -226,6 +231,20 @@ fn fixture(name: &str, signal: Signal) -> Vec<u8> {
 
 const RECEIVED_AT: u64 = 1_795_000_000_123_456_789;
 
+/// A sender for generated batch `i`: plaintext or TLS, with or without a
+/// principal and a client certificate (non-ASCII subject, several SANs).
+fn sender(i: u64) -> audit_format::Sender {
+    let mtls = i % 4 == 3;
+    audit_format::Sender {
+        protocol: if i % 3 == 0 { "grpc" } else { "http" }.into(),
+        address: format!("[2001:db8::{i:x}]:{}", 40_000 + i),
+        tls: if i % 5 == 0 { String::new() } else { "TLSv1.3".into() },
+        principal: if i % 7 == 0 { String::new() } else { format!("bearertokenauth/writers[{}]", i % 3) },
+        certificate_subject: if mtls { format!("CN=app-{i},O=Müller \\\"GmbH\\\",C=DE") } else { String::new() },
+        certificate_sans: if mtls { vec![format!("DNS:app-{i}.example"), "URI:spiffe://x/y".into()] } else { vec![] },
+    }
+}
+
 fn build_cases(wasmtime: &mut Wasmtime) -> Vec<Case> {
     let policies = policies();
     let secrets = support::test_secrets();
@@ -242,6 +261,7 @@ fn build_cases(wasmtime: &mut Wasmtime) -> Vec<Case> {
         chain_id: head.chain_id.clone(),
         seq: head.seq,
         prev: head.prev.to_vec(),
+        sender: None,
         expect,
     };
     let mut cases = Vec::new();
@@ -297,6 +317,7 @@ fn build_cases(wasmtime: &mut Wasmtime) -> Vec<Case> {
         let expect = if p == 2 { Expect::Kept(1) } else { Expect::Either };
         let mut c = case(name, policy, signal, request, &heads[p], expect);
         c.received_at_unix_nano = RECEIVED_AT + i * 1_000_003;
+        c.sender = (i % 2 == 1).then(|| sender(i));
         if let Outcome::Ok(out) = wasmtime.run(&c) {
             heads[p] = ChainHead {
                 chain_id: out.head.chain_id.clone(),
@@ -472,7 +493,7 @@ impl Wasmtime {
         let ctx = Context {
             received_at_unix_nano: case.received_at_unix_nano,
             head: ChainHead { chain_id: case.chain_id.clone(), seq: case.seq, prev },
-            sender: None,
+            sender: case.sender.clone(),
         };
         let result = match (case.events, case.signal) {
             (true, Signal::Traces) => instance.chain_events(Signal::Traces, &case.request, &ctx),
@@ -553,7 +574,14 @@ mod bare {
         let ctx = wit::Context {
             received_at_unix_nano: case.received_at_unix_nano,
             head: wit::ChainHead { chain_id: case.chain_id.clone(), seq: case.seq, prev: case.prev.clone() },
-            sender: None,
+            sender: case.sender.clone().map(|s| wit::Sender {
+                protocol: s.protocol,
+                address: s.address,
+                tls: s.tls,
+                principal: s.principal,
+                certificate_subject: s.certificate_subject,
+                certificate_sans: s.certificate_sans,
+            }),
         };
         let result = match (case.events, case.signal) {
             (true, Signal::Traces) => processor.call_chain_events(&mut store, wit::Signal::Traces, &case.request, &ctx),
@@ -607,6 +635,14 @@ fn run_jco(node: &str, script: &Path, cases: &[Case]) -> Vec<Outcome> {
             "chain_id": c.chain_id,
             "seq": c.seq.to_string(),
             "prev_hex": hex::encode(&c.prev),
+            "sender": c.sender.as_ref().map(|s| json!({
+                "protocol": s.protocol,
+                "address": s.address,
+                "tls": s.tls,
+                "principal": s.principal,
+                "certificate_subject": s.certificate_subject,
+                "certificate_sans": s.certificate_sans,
+            })),
         })).collect::<Vec<_>>(),
     });
     let dir = tempfile::tempdir().expect("a temporary directory");

@@ -62,6 +62,21 @@ function b64Bytes(value, where) {
   return new Uint8Array(bytes);
 }
 
+// option<sender>: null is none; a record's fields are camelCase under jco.
+function parseSender(s, at) {
+  if (s === null || s === undefined) return undefined;
+  if (typeof s !== 'object' || Array.isArray(s)) throw new JobError(`${at}: not an object or null`);
+  if (!Array.isArray(s.certificate_sans)) throw new JobError(`${at}.certificate_sans: not an array`);
+  return {
+    protocol: str(s.protocol, `${at}.protocol`),
+    address: str(s.address, `${at}.address`),
+    tls: str(s.tls, `${at}.tls`),
+    principal: str(s.principal, `${at}.principal`),
+    certificateSubject: str(s.certificate_subject, `${at}.certificate_subject`),
+    certificateSans: s.certificate_sans.map((san, j) => str(san, `${at}.certificate_sans[${j}]`)),
+  };
+}
+
 function parseCase(c, i) {
   const at = `case ${i}${c && typeof c.name === 'string' ? ` (${c.name})` : ''}`;
   if (c === null || typeof c !== 'object' || Array.isArray(c)) throw new JobError(`${at}: not an object`);
@@ -93,6 +108,7 @@ function parseCase(c, i) {
         seq: u64(c.seq, `${at}: seq`),
         prev: hexBytes(c.prev_hex, `${at}: prev_hex`),
       },
+      sender: parseSender(c.sender, `${at}: sender`),
     },
   };
 }
