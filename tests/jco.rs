@@ -236,10 +236,10 @@ const RECEIVED_AT: u64 = 1_795_000_000_123_456_789;
 fn sender(i: u64) -> audit_format::Sender {
     let mtls = i % 4 == 3;
     audit_format::Sender {
-        protocol: if i % 3 == 0 { "grpc" } else { "http" }.into(),
+        protocol: if i.is_multiple_of(3) { "grpc" } else { "http" }.into(),
         address: format!("[2001:db8::{i:x}]:{}", 40_000 + i),
-        tls: if i % 5 == 0 { String::new() } else { "TLSv1.3".into() },
-        principal: if i % 7 == 0 { String::new() } else { format!("bearertokenauth/writers[{}]", i % 3) },
+        tls: if i.is_multiple_of(5) { String::new() } else { "TLSv1.3".into() },
+        principal: if i.is_multiple_of(7) { String::new() } else { format!("bearertokenauth/writers[{}]", i % 3) },
         certificate_subject: if mtls { format!("CN=app-{i},O=Müller \\\"GmbH\\\",C=DE") } else { String::new() },
         certificate_sans: if mtls { vec![format!("DNS:app-{i}.example"), "URI:spiffe://x/y".into()] } else { vec![] },
     }
