@@ -224,3 +224,49 @@ fn connections_past_the_limit_get_one_busy_answer() {
     assert_eq!(code, 200, "served once the others closed");
     assert!(server.stop().success());
 }
+
+#[test]
+fn with_authentication_an_unauthenticated_upload_holds_no_slot() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut setup = Setup::new(tmp.path());
+    setup.max_body = 20 << 20;
+    let token = "writer-token-for-limits-0123456789";
+    let token_file = tmp.path().join("writers.token");
+    std::fs::write(&token_file, format!("{token}\n")).unwrap();
+    setup.extensions = vec![("bearertokenauth/writers".into(), format!("    filename: {}", token_file.display()))];
+    setup.receiver_extra = [
+        String::new(),
+        "        max_in_flight_requests: 2\n        auth:\n          authenticator: bearertokenauth/writers\n".into(),
+    ];
+    let server = setup.start();
+    let port = setup.ports[1];
+    // Eight uploads without a token announce 19 MiB and stall: each is
+    // answered 401 from its headers, before a slot or its body is taken.
+    let mut stalled = Vec::new();
+    for _ in 0..8 {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let head = format!(
+            "POST /v1/traces HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/x-protobuf\r\nContent-Length: {}\r\n\r\n",
+            19 << 20
+        );
+        s.write_all(head.as_bytes()).unwrap();
+        let _ = s.write_all(&[b'x'; 16 << 10]);
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut answer = [0u8; 64];
+        let n = s.read(&mut answer).unwrap_or(0);
+        let text = String::from_utf8_lossy(&answer[..n]).into_owned();
+        assert!(text.starts_with("HTTP/1.1 401"), "an upload without a token got {text:?}");
+        stalled.push(s);
+    }
+    // With them still connected, a writer is served on both of the two slots.
+    let body = loadgen::traces(&BatchSpec { records: 5, audit_ratio: 1.0, ..Default::default() }).encode_to_vec();
+    let bearer = format!("Bearer {token}");
+    for _ in 0..2 {
+        let headers = [("Content-Type", "application/x-protobuf"), ("Authorization", bearer.as_str())];
+        let (code, _, answer) = http_post(port, "/v1/traces", &headers, &body);
+        assert_eq!(code, 200, "{}", String::from_utf8_lossy(&answer));
+    }
+    assert_eq!(stored(&setup), 10.0);
+    drop(stalled);
+    assert!(server.stop().success());
+}
