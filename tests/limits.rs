@@ -146,7 +146,9 @@ fn stalled_uploads_are_bounded_refused_past_the_limit_and_timed_out() {
     setup.max_body = 20 << 20;
     setup.receiver_extra = [
         String::new(),
-        "        max_in_flight_requests: 4\n        read_timeout: 3s\n        max_connections: 64\n".into(),
+        "        max_in_flight_requests: 4\n        max_in_flight_requests_per_client: 4\n        read_timeout: 3s\n        \
+         max_connections: 64\n"
+            .into(),
     ];
     let server = setup.start();
     let port = setup.ports[1];
@@ -267,6 +269,61 @@ fn with_authentication_an_unauthenticated_upload_holds_no_slot() {
         assert_eq!(code, 200, "{}", String::from_utf8_lossy(&answer));
     }
     assert_eq!(stored(&setup), 10.0);
+    drop(stalled);
+    assert!(server.stop().success());
+}
+
+/// An upload to the HTTP receiver from `source` (a loopback address) that
+/// announces 19 MiB, sends 1 MiB and stalls.
+fn stalled_upload(runtime: &tokio::runtime::Runtime, source: &str, port: u16) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{source}:0").parse().unwrap()).unwrap();
+    let stream = runtime.block_on(socket.connect(([127, 0, 0, 1], port).into())).unwrap().into_std().unwrap();
+    stream.set_nonblocking(false).unwrap();
+    let mut s = stream;
+    let head = format!(
+        "POST /v1/traces HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/x-protobuf\r\nContent-Length: {}\r\n\r\n",
+        19 << 20
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    s.write_all(&vec![b'x'; 1 << 20]).unwrap();
+    s
+}
+
+#[test]
+fn a_client_stalling_its_uploads_leaves_a_share_of_the_slots_to_others() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut setup = Setup::new(tmp.path());
+    setup.max_body = 20 << 20;
+    // Eight slots; one client address may hold six (the default, 3/4).
+    setup.receiver_extra = [String::new(), "        max_in_flight_requests: 8\n".into()];
+    let server = setup.start();
+    let port = setup.ports[1];
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let stalled: Vec<TcpStream> = (0..6).map(|_| stalled_upload(&runtime, "127.0.0.1", port)).collect();
+    std::thread::sleep(Duration::from_millis(300));
+    // The stalling address gets no seventh slot.
+    let (code, _, answer) = http_post(port, "/v1/traces", &[("Content-Type", "application/x-protobuf")], b"");
+    assert_eq!(code, 503, "{}", String::from_utf8_lossy(&answer));
+    assert!(String::from_utf8_lossy(&answer).contains("from this client address"), "{answer:?}");
+    // Another address is served meanwhile, on the slots left.
+    let body = loadgen::traces(&BatchSpec { records: 5, audit_ratio: 1.0, ..Default::default() }).encode_to_vec();
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+    let mut other = runtime.block_on(socket.connect(([127, 0, 0, 1], port).into())).unwrap().into_std().unwrap();
+    other.set_nonblocking(false).unwrap();
+    let head = format!(
+        "POST /v1/traces HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Type: application/x-protobuf\r\n\
+         Content-Length: {}\r\n\r\n",
+        body.len()
+    );
+    other.write_all(head.as_bytes()).unwrap();
+    other.write_all(&body).unwrap();
+    other.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut answer = String::new();
+    let _ = other.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "another client address got {answer:?}");
+    assert_eq!(stored(&setup), 5.0);
     drop(stalled);
     assert!(server.stop().success());
 }

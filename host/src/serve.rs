@@ -344,7 +344,11 @@ impl Server {
         let mut receivers = JoinSet::new();
         if let (Some(grpc), Some((listener, spec))) = (&self.config.grpc, listeners.grpc) {
             let listener = to_tokio("OTLP/gRPC", &grpc.endpoint, listener)?;
-            let admission = Arc::new(Admission::new(grpc.limits.max_in_flight_requests, grpc.limits.read_timeout));
+            let admission = Arc::new(Admission::new(
+                grpc.limits.max_in_flight_requests,
+                grpc.limits.max_in_flight_requests_per_client,
+                grpc.limits.read_timeout,
+            ));
             let app = tonic::service::Routes::new(receiver::grpc::TraceService::new(
                 ingest.clone(),
                 grpc.max_recv_msg_size,
@@ -356,7 +360,11 @@ impl Server {
         }
         if let (Some(http), Some((listener, spec))) = (&self.config.http, listeners.http) {
             let listener = to_tokio("OTLP/HTTP", &http.endpoint, listener)?;
-            let admission = Arc::new(Admission::new(http.limits.max_in_flight_requests, http.limits.read_timeout));
+            let admission = Arc::new(Admission::new(
+                http.limits.max_in_flight_requests,
+                http.limits.max_in_flight_requests_per_client,
+                http.limits.read_timeout,
+            ));
             let app = receiver::http::router(ingest.clone(), http.max_request_body_size, admission);
             receivers.spawn(listener::serve(listener, app, spec, accepting.clone()));
         }

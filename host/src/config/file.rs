@@ -89,6 +89,7 @@ pub(super) struct GrpcFile {
     pub keepalive: Option<KeepaliveFile>,
     pub max_connections: Option<Text>,
     pub max_in_flight_requests: Option<Text>,
+    pub max_in_flight_requests_per_client: Option<Text>,
     pub read_header_timeout: Option<Text>,
     pub read_timeout: Option<Text>,
 }
@@ -136,6 +137,7 @@ pub(super) struct HttpFile {
     pub auth: Option<AuthFile>,
     pub max_connections: Option<Text>,
     pub max_in_flight_requests: Option<Text>,
+    pub max_in_flight_requests_per_client: Option<Text>,
     pub read_header_timeout: Option<Text>,
     pub read_timeout: Option<Text>,
 }

@@ -134,6 +134,11 @@ pub struct ServerLimits {
     /// default 64 for gRPC, 16 for HTTP): with the size limit, this bounds
     /// the memory requests hold.
     pub max_in_flight_requests: usize,
+    /// Of those, at most this many from one client IP address
+    /// (`max_in_flight_requests_per_client`, default three quarters of
+    /// `max_in_flight_requests`, rounded up): a client that stalls its
+    /// uploads leaves the rest to others.
+    pub max_in_flight_requests_per_client: usize,
     /// HTTP/2 streams per connection (`max_concurrent_streams`, default 100).
     pub max_concurrent_streams: u32,
     /// Time to read a request's headers, and the TLS handshake
@@ -148,6 +153,11 @@ pub struct ServerLimits {
     pub keepalive_timeout: Duration,
 }
 
+/// Three quarters of `max_in_flight`, rounded up.
+pub fn per_client_default(max_in_flight: usize) -> usize {
+    max_in_flight.saturating_mul(3).div_ceil(4).max(1)
+}
+
 impl ServerLimits {
     /// The defaults of a receiver protocol, or of the admin, health and
     /// metrics listeners (`in_flight`).
@@ -155,6 +165,7 @@ impl ServerLimits {
         ServerLimits {
             max_connections: 256,
             max_in_flight_requests,
+            max_in_flight_requests_per_client: per_client_default(max_in_flight_requests),
             max_concurrent_streams: 100,
             read_header_timeout: Duration::from_secs(10),
             read_timeout: Duration::from_secs(30),

@@ -76,10 +76,12 @@ impl<const LOGS: bool> tower_service::Service<http::Request<tonic::body::Body>> 
             if request.uri().path() != Self::method() {
                 return Ok(Status::unimplemented(format!("unknown method {}", request.uri().path())).into_http());
             }
-            let Some(_admitted) = this.admission.admit() else {
-                let message = "too many requests in flight on this receiver; retry later";
-                this.ingest.count("grpc", Self::signal(), &Err(Rejection::Unavailable(message.into())));
-                return Ok(retryable_exhausted(message).into_http());
+            let _admitted = match this.admission.admit(request.extensions().get::<Peer>()) {
+                Ok(admitted) => admitted,
+                Err(message) => {
+                    this.ingest.count("grpc", Self::signal(), &Err(Rejection::Unavailable(message.into())));
+                    return Ok(retryable_exhausted(message).into_http());
+                }
             };
             let (parts, body) = request.into_parts();
             // The whole body, read here under a deadline and a size bound

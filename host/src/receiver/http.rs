@@ -74,6 +74,14 @@ impl Refusal {
 }
 
 impl Receiver {
+    /// A retryable refusal: no slot for this request now.
+    fn busy(&self, signal: Signal, message: &str, encoding: Encoding) -> Response {
+        self.ingest.count("http", signal, &Err(Rejection::Unavailable(message.into())));
+        let mut response = error_response(StatusCode::SERVICE_UNAVAILABLE, message, encoding);
+        response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        response
+    }
+
     async fn export(&self, signal: Signal, peer: Option<&Peer>, headers: &HeaderMap, body: Body) -> Response {
         let encoding = match content_type(headers) {
             Ok(encoding) => encoding,
@@ -82,12 +90,9 @@ impl Receiver {
                 return error_response(refusal.status, &refusal.message, Encoding::Protobuf);
             }
         };
-        let Some(_admitted) = self.admission.admit() else {
-            let message = "too many requests in flight on this receiver; retry later";
-            self.ingest.count("http", signal, &Err(Rejection::Unavailable(message.into())));
-            let mut response = error_response(StatusCode::SERVICE_UNAVAILABLE, message, encoding);
-            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-            return response;
+        let _admitted = match self.admission.admit(peer) {
+            Ok(admitted) => admitted,
+            Err(message) => return self.busy(signal, message, encoding),
         };
         let read = self.read_payload(signal, headers, body, encoding);
         let read = match tokio::time::timeout(self.admission.read_timeout, read).await {

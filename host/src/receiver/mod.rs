@@ -7,8 +7,10 @@
 pub mod grpc;
 pub mod http;
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -34,24 +36,64 @@ pub fn sender(protocol: &str, peer: &Peer) -> audit_format::Sender {
     }
 }
 
-/// How many requests a receiver reads and processes at once, and how long
-/// it waits for a request body: with the size limit, what bounds the
-/// memory requests hold. Past it, requests get a retryable refusal.
+/// How many requests a receiver reads and processes at once, in all and
+/// from one client address, and how long it waits for a request body: with
+/// the size limit, what bounds the memory requests hold. Past it, requests
+/// get a retryable refusal. The per-client share leaves room for others
+/// when one address holds its slots with uploads it never finishes.
 pub struct Admission {
     slots: Arc<Semaphore>,
+    per_client: usize,
+    clients: Arc<Mutex<HashMap<IpAddr, usize>>>,
     /// Time to receive a whole request body.
     pub read_timeout: Duration,
 }
 
+/// A request's slot, given back when dropped.
+pub struct Admitted {
+    _slot: OwnedSemaphorePermit,
+    client: Option<IpAddr>,
+    clients: Arc<Mutex<HashMap<IpAddr, usize>>>,
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        let Some(client) = self.client else { return };
+        let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(held) = clients.get_mut(&client) {
+            *held -= 1;
+            if *held == 0 {
+                clients.remove(&client);
+            }
+        }
+    }
+}
+
 impl Admission {
-    /// At most `max_in_flight` requests at once.
-    pub fn new(max_in_flight: usize, read_timeout: Duration) -> Self {
-        Admission { slots: Arc::new(Semaphore::new(max_in_flight)), read_timeout }
+    /// At most `max_in_flight` requests at once, `per_client` of them from
+    /// one client address.
+    pub fn new(max_in_flight: usize, per_client: usize, read_timeout: Duration) -> Self {
+        Admission { slots: Arc::new(Semaphore::new(max_in_flight)), per_client, clients: Arc::default(), read_timeout }
     }
 
-    /// A slot for one request, held until dropped; `None` when all are taken.
-    pub fn admit(&self) -> Option<OwnedSemaphorePermit> {
-        self.slots.clone().try_acquire_owned().ok()
+    /// A slot for one request from `peer`, held until dropped; why not
+    /// when all are taken, or the peer's share is.
+    pub fn admit(&self, peer: Option<&Peer>) -> Result<Admitted, &'static str> {
+        let client = peer.map(|p| p.address.ip());
+        let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+        let held = client.map_or(0, |c| clients.get(&c).copied().unwrap_or(0));
+        if held >= self.per_client {
+            return Err("too many requests in flight from this client address; retry later");
+        }
+        let slot = self
+            .slots
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| "too many requests in flight on this receiver; retry later")?;
+        if let Some(client) = client {
+            *clients.entry(client).or_default() += 1;
+        }
+        Ok(Admitted { _slot: slot, client, clients: self.clients.clone() })
     }
 }
 

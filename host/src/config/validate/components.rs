@@ -2,6 +2,7 @@
 //! extension read with its own serde struct and turned into its runtime
 //! form, with the Collector's defaults.
 
+use super::security::LimitKeys;
 use super::*;
 
 impl Checker<'_> {
@@ -42,12 +43,15 @@ impl Checker<'_> {
             let limits = self.limits(
                 &at,
                 64,
-                grpc.max_connections,
-                grpc.max_in_flight_requests,
-                grpc.max_concurrent_streams,
-                grpc.read_header_timeout,
-                grpc.read_timeout,
-                grpc.keepalive,
+                LimitKeys {
+                    max_connections: grpc.max_connections,
+                    max_in_flight_requests: grpc.max_in_flight_requests,
+                    max_in_flight_requests_per_client: grpc.max_in_flight_requests_per_client,
+                    max_concurrent_streams: grpc.max_concurrent_streams,
+                    read_header_timeout: grpc.read_header_timeout,
+                    read_timeout: grpc.read_timeout,
+                    keepalive: grpc.keepalive,
+                },
             );
             if let (Some(listen), Some(mib), Some(tls), Some(auth), Some(limits)) = (endpoint, mib, tls, auth, limits) {
                 let grpc = GrpcReceiver {
@@ -70,12 +74,14 @@ impl Checker<'_> {
             let limits = self.limits(
                 &at,
                 16,
-                http.max_connections,
-                http.max_in_flight_requests,
-                None,
-                http.read_header_timeout,
-                http.read_timeout,
-                None,
+                LimitKeys {
+                    max_connections: http.max_connections,
+                    max_in_flight_requests: http.max_in_flight_requests,
+                    max_in_flight_requests_per_client: http.max_in_flight_requests_per_client,
+                    read_header_timeout: http.read_header_timeout,
+                    read_timeout: http.read_timeout,
+                    ..LimitKeys::default()
+                },
             );
             if let (Some(listen), Some(size), Some(tls), Some(auth), Some(limits)) = (endpoint, size, tls, auth, limits)
             {

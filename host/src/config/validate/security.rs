@@ -212,23 +212,28 @@ impl Checker<'_> {
     }
 
     /// A listener's limits, with `in_flight` requests by default.
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn limits(
-        &mut self,
-        path: &str,
-        in_flight: usize,
-        max_connections: Option<Text>,
-        max_in_flight_requests: Option<Text>,
-        max_concurrent_streams: Option<Text>,
-        read_header_timeout: Option<Text>,
-        read_timeout: Option<Text>,
-        keepalive: Option<KeepaliveFile>,
-    ) -> Option<ServerLimits> {
+    pub(super) fn limits(&mut self, path: &str, in_flight: usize, keys: LimitKeys) -> Option<ServerLimits> {
+        let LimitKeys {
+            max_connections,
+            max_in_flight_requests,
+            max_in_flight_requests_per_client,
+            max_concurrent_streams,
+            read_header_timeout,
+            read_timeout,
+            keepalive,
+        } = keys;
         let d = ServerLimits::with_in_flight(in_flight);
         let count = |t: &str| at_least(values::integer(t)?, 1, t).and_then(|n| at_most(n, 1 << 20, t, ""));
         let connections = self.or(format!("{path}.max_connections"), max_connections, d.max_connections as u64, count);
         let requests =
             self.or(format!("{path}.max_in_flight_requests"), max_in_flight_requests, in_flight as u64, count);
+        let per_client = requests.and_then(|requests| {
+            let default = transport::per_client_default(requests as usize) as u64;
+            let at = format!("{path}.max_in_flight_requests_per_client");
+            self.or(at, max_in_flight_requests_per_client, default, |t| {
+                at_least(values::integer(t)?, 1, t).and_then(|n| at_most(n, requests, t, "(max_in_flight_requests)"))
+            })
+        });
         let streams = self.or(
             format!("{path}.max_concurrent_streams"),
             max_concurrent_streams,
@@ -245,6 +250,7 @@ impl Checker<'_> {
         Some(ServerLimits {
             max_connections: connections? as usize,
             max_in_flight_requests: requests? as usize,
+            max_in_flight_requests_per_client: per_client? as usize,
             max_concurrent_streams: streams? as u32,
             read_header_timeout: header?,
             read_timeout: read?,
@@ -252,4 +258,17 @@ impl Checker<'_> {
             keepalive_timeout: timeout?,
         })
     }
+}
+
+/// The limit keys of a listener as written (`None`: the default, or a key
+/// the listener does not have).
+#[derive(Default)]
+pub(super) struct LimitKeys {
+    pub max_connections: Option<Text>,
+    pub max_in_flight_requests: Option<Text>,
+    pub max_in_flight_requests_per_client: Option<Text>,
+    pub max_concurrent_streams: Option<Text>,
+    pub read_header_timeout: Option<Text>,
+    pub read_timeout: Option<Text>,
+    pub keepalive: Option<KeepaliveFile>,
 }
