@@ -208,7 +208,9 @@ fn validate_accepts_the_shipped_config_and_configures_its_policy() {
         stdout.contains("processor wasm/soc2: policy collector-config/policies/soc2-audit.yaml (sha256:"),
         "{stdout}"
     );
-    assert!(stdout.contains("is valid: 2 pipeline(s), 2 chain(s)"), "{stdout}");
+    // `shards: auto` (the default): one chain per core and pipeline.
+    let chains = 2 * otel_audit::config::auto_shards();
+    assert!(stdout.contains(&format!("is valid: 2 pipeline(s), {chains} chain(s)")), "{stdout}");
 }
 
 #[test]

@@ -9,7 +9,8 @@
 //! the machine hits both alike; a row reports the median sample.
 //!
 //! Knobs: `OTEL_AUDIT_WASM` (the component), `OTEL_AUDIT_CACHE_DIR` (module
-//! cache), `BENCH_SECONDS` (measuring time per engine and row, default 2).
+//! cache), `BENCH_SECONDS` (measuring time per engine and row, default 2),
+//! `BENCH_MIX` (`5` or `100`: only that audit mix, e.g. under `perf record`).
 
 mod common;
 #[path = "../../tests/support/mod.rs"]
@@ -81,8 +82,12 @@ fn main() {
     );
     println!();
 
+    let only = std::env::var("BENCH_MIX").ok();
     let mut rows = Vec::new();
     for (label, audit_ratio) in [("5 % audit", 0.05), ("100 % audit", 1.0)] {
+        if only.as_deref().is_some_and(|mix| !label.starts_with(&format!("{mix} "))) {
+            continue;
+        }
         let batches: Vec<Vec<u8>> = (1..=BATCHES)
             .map(|seed| {
                 let spec = BatchSpec { records: BATCH, audit_ratio, attributes: ATTRIBUTES, varied: false, seed };
@@ -94,6 +99,18 @@ fn main() {
         rows.push((label, batches.iter().map(Vec::len).sum::<usize>() / batches.len(), wasm, native));
     }
 
+    if only.is_some() {
+        for (label, _, wasm, native) in &rows {
+            let (w, n) = (wasm.spans_per_sec(), native.spans_per_sec());
+            println!(
+                "{label}: wasm {} spans/s, native {} spans/s, wasm/native {:.2}",
+                thousands(w),
+                thousands(n),
+                w / n
+            );
+        }
+        return;
+    }
     let [wasm_empty, native_empty] = empty_calls(&mut engines, budget);
 
     println!(

@@ -22,7 +22,7 @@
 //!
 //! Knobs: `OTEL_AUDIT_WASM` (the component), `OTEL_AUDIT_CACHE_DIR` (module
 //! cache), `BENCH_E2E_SECONDS` (measured time per run, default 10),
-//! `BENCH_E2E_SHARDS` (chains per pipeline, default 1 as shipped).
+//! `BENCH_E2E_SHARDS` (chains per pipeline, default `auto` as shipped: one per core).
 
 #[path = "../common/mod.rs"]
 mod common;
@@ -79,8 +79,11 @@ impl Env {
         let root = support::root();
         // Before anything runs: the component must exist.
         let _ = support::wasm_path();
-        let shards =
-            std::env::var("BENCH_E2E_SHARDS").ok().and_then(|s| s.parse::<u32>().ok()).filter(|n| *n > 0).unwrap_or(1);
+        let shards = std::env::var("BENCH_E2E_SHARDS")
+            .ok()
+            .and_then(|s| s.parse::<u32>().ok())
+            .filter(|n| *n > 0)
+            .unwrap_or_else(otel_audit::config::auto_shards);
         Ok(Env {
             binary: PathBuf::from(support::server::binary()),
             rotel: servers::rotel_path(&root)?,

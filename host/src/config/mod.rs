@@ -176,7 +176,8 @@ pub struct Pipeline {
     pub id: String,
     /// The signal, from the id's type.
     pub signal: Signal,
-    /// Independent chains run for this pipeline (`shards`, 1..=64, default 1).
+    /// Independent chains run for this pipeline (`shards`, 1..=64 or
+    /// `auto`, the default: one per core).
     pub shards: u32,
     /// The one `wasm` processor.
     pub processor: Processor,
@@ -563,4 +564,12 @@ fn key_text(key: &Value) -> String {
         Value::String(s) => s.clone(),
         other => serde_yaml_ng::to_string(other).map(|s| s.trim_end().to_owned()).unwrap_or_else(|_| "?".to_owned()),
     }
+}
+
+/// `shards: auto` (the default): one chain per core this process may use,
+/// as many chain workers as there are cores to run them. A request goes to
+/// one chain of its pipeline (round robin), so each chain holds part of the
+/// records; each is verified and checkpointed on its own.
+pub fn auto_shards() -> u32 {
+    std::thread::available_parallelism().map_or(1, |n| n.get().min(64) as u32)
 }

@@ -145,7 +145,8 @@ fn the_shipped_default_parses_with_its_defaults() {
     let ids: Vec<(&str, Signal)> = config.pipelines.iter().map(|p| (p.id.as_str(), p.signal)).collect();
     assert_eq!(ids, [("traces/audit", Signal::Traces), ("logs/audit", Signal::Logs)]);
     for p in &config.pipelines {
-        assert_eq!(p.shards, 1);
+        // `shards: auto`: one chain per core.
+        assert_eq!(p.shards, std::thread::available_parallelism().unwrap().get() as u32);
         assert!(p.exporters.is_empty());
         assert_eq!(p.processor.id, "wasm/soc2");
         assert_eq!(p.processor.module, Path::new("target/wasm32-wasip2/wasm/audit_processor.wasm"));
@@ -198,7 +199,7 @@ fn a_full_config_is_typed_and_normalised() {
     );
     assert_eq!(config.log_level, "debug");
     let [traces, logs] = config.pipelines.as_slice() else { panic!("two pipelines") };
-    assert_eq!((traces.shards, logs.shards), (4, 1));
+    assert_eq!((traces.shards, logs.shards), (4, crate::config::auto_shards()), "logs has no `shards`: auto");
 
     assert_eq!(config.admin.as_ref().map(|a| a.endpoint.as_str()), Some("localhost:13134"));
     let p = &traces.processor;
@@ -370,7 +371,7 @@ fn the_messages_say_what_to_write() {
         "`1000` is less than the minimum, 4096"
     );
     let found = problems(&with("processors: [wasm/p]", "processors: [wasm/p]\n      shards: 0"), &[]);
-    assert_eq!(found, [("service.pipelines.traces/a.shards".into(), "`0` is not from 1 to 64".into())]);
+    assert_eq!(found, [("service.pipelines.traces/a.shards".into(), "`0` is not `auto` or from 1 to 64".into())]);
 }
 
 #[test]

@@ -252,9 +252,12 @@ impl Checker<'_> {
             self.problem(&at, format!("a pipeline writes to exactly one auditstore exporter; {listed} listed"));
         }
 
-        let shards = self.or(format!("{path}.shards"), file.shards, 1, |t| {
+        let shards = self.or(format!("{path}.shards"), file.shards, super::super::auto_shards(), |t| {
+            if t == "auto" {
+                return Ok(super::super::auto_shards());
+            }
             let n = values::integer(t)?;
-            if (1..=64).contains(&n) { Ok(n as u32) } else { Err(format!("`{t}` is not from 1 to 64")) }
+            if (1..=64).contains(&n) { Ok(n as u32) } else { Err(format!("`{t}` is not `auto` or from 1 to 64")) }
         });
         if self.errors != before {
             return None;
