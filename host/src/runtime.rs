@@ -70,8 +70,17 @@ pub enum ProcessError {
 /// How often the epoch ticks; deadlines are counted in ticks.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
 
-/// Guard region after each linear memory (wasmtime's default is 32 MiB).
+/// Guard region after each linear memory under an address-space limit
+/// (wasmtime's default is 32 MiB).
 const GUARD_BYTES: u64 = 2 << 20;
+
+/// Whether this process runs under an address-space limit (RLIMIT_AS).
+fn address_space_limited() -> bool {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit writes one rlimit into the struct it is given.
+    let read = unsafe { libc::getrlimit(libc::RLIMIT_AS, &mut limit) };
+    read == 0 && limit.rlim_cur != libc::RLIM_INFINITY
+}
 
 /// Limits applied to every instance.
 #[derive(Debug, Clone)]
@@ -138,11 +147,15 @@ impl Runtime {
     /// precompiled modules; `None` disables the cache.
     pub fn new(limits: Limits, cache_dir: Option<PathBuf>) -> Result<Self, RuntimeError> {
         let mut config = Config::new();
-        // Reserve address space for what an instance may use, not wasmtime's
-        // default 4 GiB (+ guard) per memory slot: with the pool's slots that
-        // was ~0.5 TiB of virtual memory, which a `ulimit -v` refuses. Bounds
-        // checks are then explicit where the guard does not cover them.
-        config.memory_reservation(limits.max_memory_bytes as u64).memory_guard_size(GUARD_BYTES);
+        // wasmtime's default reservation (4 GiB + a guard per instance) lets
+        // it leave out bounds checks: the component runs 15-30 % faster
+        // (`make bench`). Under an address-space limit (`ulimit -v`, common
+        // on hardened hosts) that would not fit a few instances, so there
+        // each instance reserves only its memory limit (+ 2 MiB) and bounds
+        // checks are explicit.
+        if address_space_limited() {
+            config.memory_reservation(limits.max_memory_bytes as u64).memory_guard_size(GUARD_BYTES);
+        }
         config
             .wasm_component_model(true)
             .epoch_interruption(true)
