@@ -390,3 +390,39 @@ fn trap_in_configure_fixture_traps_and_poisons_the_instance() {
     let again = instance.process_traces(&fixture_request("mixed-traces.json", Signal::Traces), &support::genesis("c"));
     assert!(matches!(&again, Err(RuntimeError::Trap(m)) if m.contains("trapped earlier")), "{again:?}");
 }
+
+#[test]
+fn without_forward_copies_the_records_are_the_same_and_the_otlp_copy_is_empty() {
+    let policy = support::policy("soc2-audit.yaml");
+    let mut with = support::module().instantiate().unwrap();
+    let mut without = support::module().instantiate().unwrap();
+    with.configure(&policy, &[]).unwrap();
+    without.configure(&policy, &[]).unwrap();
+    without.forward_copies(false).unwrap();
+    let ctx = support::genesis("copies");
+    let runs: [(&str, Signal, bool); 3] = [
+        ("mixed-traces.json", Signal::Traces, false),
+        ("mixed-logs.json", Signal::Logs, false),
+        ("mixed-traces.json", Signal::Traces, true),
+    ];
+    for (name, signal, events) in runs {
+        let request = fixture_request(name, signal);
+        let run = |instance: &mut otel_audit::runtime::Instance| match (events, signal) {
+            (true, _) => instance.chain_events(signal, &request, &ctx).unwrap(),
+            (false, Signal::Traces) => instance.process_traces(&request, &ctx).unwrap(),
+            (false, Signal::Logs) => instance.process_logs(&request, &ctx).unwrap(),
+        };
+        let (full, lean) = (run(&mut with), run(&mut without));
+        assert!(!full.records.is_empty() && !full.otlp.is_empty(), "{name}");
+        assert!(lean.otlp.is_empty(), "{name}: an OTLP copy although forward-copies is off");
+        assert_eq!(
+            (&lean.records, &lean.leaves, &lean.head, &lean.stats),
+            (&full.records, &full.leaves, &full.head, &full.stats),
+            "{name}"
+        );
+    }
+    // Turned on again, the copy is back.
+    without.forward_copies(true).unwrap();
+    let request = fixture_request("mixed-traces.json", Signal::Traces);
+    assert_eq!(without.process_traces(&request, &ctx).unwrap(), with.process_traces(&request, &ctx).unwrap());
+}

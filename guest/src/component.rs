@@ -38,6 +38,10 @@ impl Guest for Component {
         PROCESSOR.with(|p| p.borrow_mut().configure(&policy, &secrets)).map(policy_info).map_err(|e| e.to_string())
     }
 
+    fn forward_copies(enabled: bool) {
+        PROCESSOR.with(|p| p.borrow_mut().forward_copies(enabled));
+    }
+
     fn process_traces(request: Vec<u8>, ctx: wit::Context) -> Result<wit::Output, wit::Error> {
         process(api::Signal::Traces, &request, ctx)
     }

@@ -34,12 +34,15 @@ mod component;
 
 pub use api::{ChainHead, Context, Output, PolicyInfo, ProcessError, Rule, Signal, Stats};
 pub use policy::{Policy, PolicyError};
+use process::{Copies, Stages};
 
 /// The processor with its configured policy: the state a component
 /// instance holds between calls.
 #[derive(Default)]
 pub struct Processor {
     policy: Option<Policy>,
+    /// Whether outputs leave out the kept records' OTLP copy.
+    without_copies: bool,
 }
 
 impl Processor {
@@ -57,14 +60,21 @@ impl Processor {
         Ok(info)
     }
 
+    /// Whether outputs carry the kept records' OTLP copy (`Output::otlp`),
+    /// as they do until turned off: a host that forwards nothing turns it
+    /// off. Records, leaves, head and stats are the same either way.
+    pub fn forward_copies(&mut self, enabled: bool) {
+        self.without_copies = !enabled;
+    }
+
     /// Processes an OTLP `ExportTraceServiceRequest`.
     pub fn process_traces(&self, request: &[u8], ctx: &Context) -> Result<Output, ProcessError> {
-        process::traces(self.policy()?, request, ctx)
+        process::batch(Signal::Traces, Stages::Policy, self.copies(), self.policy()?, request, ctx)
     }
 
     /// Processes an OTLP `ExportLogsServiceRequest`.
     pub fn process_logs(&self, request: &[u8], ctx: &Context) -> Result<Output, ProcessError> {
-        process::logs(self.policy()?, request, ctx)
+        process::batch(Signal::Logs, Stages::Policy, self.copies(), self.policy()?, request, ctx)
     }
 
     /// Chains the host's own audit events (`chain-events` in the WIT):
@@ -73,11 +83,11 @@ impl Processor {
     /// enriched and chained like any kept record under the configured
     /// policy's pipeline, digest and key.
     pub fn chain_events(&self, signal: Signal, request: &[u8], ctx: &Context) -> Result<Output, ProcessError> {
-        let policy = self.policy()?;
-        match signal {
-            Signal::Traces => process::trace_events(policy, request, ctx),
-            Signal::Logs => process::log_events(policy, request, ctx),
-        }
+        process::batch(signal, Stages::EventsOnly, self.copies(), self.policy()?, request, ctx)
+    }
+
+    fn copies(&self) -> Copies {
+        if self.without_copies { Copies::None } else { Copies::Otlp }
     }
 
     fn policy(&self) -> Result<&Policy, ProcessError> {

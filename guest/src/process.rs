@@ -21,7 +21,7 @@ use crate::record::{self, Body, Position};
 /// Which stages a batch's records go through. Decoding, validation,
 /// enrichment and chaining are the same for both.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Stages {
+pub enum Stages {
     /// The policy's filter, attributes and redaction, and the `audit.require`
     /// check: what `process-traces` and `process-logs` do.
     Policy,
@@ -29,6 +29,31 @@ enum Stages {
     /// chained. For the host's own events (`chain-events`), which no policy
     /// may drop or alter.
     EventsOnly,
+}
+
+/// What an output carries besides the records, their leaves and the head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Copies {
+    /// The kept records' OTLP copy, annotated with their chain position,
+    /// for forwarding downstream.
+    Otlp,
+    /// Nothing: `Output::otlp` is empty (no downstream to forward to).
+    None,
+}
+
+/// Runs an export request of `signal` through `stages`.
+pub fn batch(
+    signal: crate::Signal,
+    stages: Stages,
+    copies: Copies,
+    policy: &Policy,
+    request: &[u8],
+    ctx: &Context,
+) -> Result<Output, ProcessError> {
+    match signal {
+        crate::Signal::Traces => run::<ExportTraceServiceRequest>(stages, copies, policy, request, ctx),
+        crate::Signal::Logs => run::<ExportLogsServiceRequest>(stages, copies, policy, request, ctx),
+    }
 }
 
 /// Processes an `ExportTraceServiceRequest`.
@@ -55,18 +80,24 @@ pub fn log_events(policy: &Policy, request: &[u8], ctx: &Context) -> Result<Outp
 
 /// Runs an `ExportTraceServiceRequest` through `stages`.
 fn traces_through(stages: Stages, policy: &Policy, request: &[u8], ctx: &Context) -> Result<Output, ProcessError> {
-    run::<ExportTraceServiceRequest>(stages, policy, request, ctx)
+    run::<ExportTraceServiceRequest>(stages, Copies::Otlp, policy, request, ctx)
 }
 
 /// Runs an `ExportLogsServiceRequest` through `stages`.
 fn logs_through(stages: Stages, policy: &Policy, request: &[u8], ctx: &Context) -> Result<Output, ProcessError> {
-    run::<ExportLogsServiceRequest>(stages, policy, request, ctx)
+    run::<ExportLogsServiceRequest>(stages, Copies::Otlp, policy, request, ctx)
 }
 
 /// One walk for both signals: decode, check every record before any is
 /// processed (a refused batch leaves no partial output), then each record
 /// through the stages in order; empty scopes and resources are dropped.
-fn run<R: Request>(stages: Stages, policy: &Policy, request: &[u8], ctx: &Context) -> Result<Output, ProcessError> {
+fn run<R: Request>(
+    stages: Stages,
+    copies: Copies,
+    policy: &Policy,
+    request: &[u8],
+    ctx: &Context,
+) -> Result<Output, ProcessError> {
     let mut req = R::decode(request).map_err(|e| decode_error(R::NAME, e))?;
     let mut batch = Batch::new(stages, policy, ctx)?;
     let count = req.validate().map_err(ProcessError::Decode)?;
@@ -89,14 +120,20 @@ fn run<R: Request>(stages: Stages, policy: &Policy, request: &[u8], ctx: &Contex
                 }
                 batch.enrich(item.attributes_mut());
                 let link = batch.chain(&resource_member, &scope_member, item.body());
-                batch.annotate(&link, item.attributes_mut());
+                if copies == Copies::Otlp {
+                    batch.annotate(&link, item.attributes_mut());
+                }
                 true
             });
             !items.is_empty()
         });
         !scopes.is_empty()
     });
-    Ok(batch.finish(req.encode_to_vec()))
+    let otlp = match copies {
+        Copies::Otlp => req.encode_to_vec(),
+        Copies::None => Vec::new(),
+    };
+    Ok(batch.finish(otlp))
 }
 
 /// A signal's export request as the walk sees it: resources holding scopes

@@ -10,7 +10,9 @@
 //!
 //! Knobs: `OTEL_AUDIT_WASM` (the component), `OTEL_AUDIT_CACHE_DIR` (module
 //! cache), `BENCH_SECONDS` (measuring time per engine and row, default 2),
-//! `BENCH_MIX` (`5` or `100`: only that audit mix, e.g. under `perf record`).
+//! `BENCH_MIX` (`5` or `100`: only the rows of that audit mix, e.g. under
+//! `perf record`). The "no copy" row runs with `forward-copies` off, as a
+//! pipeline without exporters does.
 
 mod common;
 #[path = "../../tests/support/mod.rs"]
@@ -84,9 +86,15 @@ fn main() {
 
     let only = std::env::var("BENCH_MIX").ok();
     let mut rows = Vec::new();
-    for (label, audit_ratio) in [("5 % audit", 0.05), ("100 % audit", 1.0)] {
+    // The rows: an audit mix, and whether the output carries the OTLP copy
+    // of the kept records (a pipeline with exporters) or not (the store only).
+    let mixes = [("5 % audit", 0.05, true), ("100 % audit", 1.0, true), ("100 %, no copy", 1.0, false)];
+    for (label, audit_ratio, copies) in mixes {
         if only.as_deref().is_some_and(|mix| !label.starts_with(&format!("{mix} "))) {
             continue;
+        }
+        for engine in &mut engines {
+            engine.forward_copies(copies);
         }
         let batches: Vec<Vec<u8>> = (1..=BATCHES)
             .map(|seed| {
@@ -114,13 +122,13 @@ fn main() {
     let [wasm_empty, native_empty] = empty_calls(&mut engines, budget);
 
     println!(
-        "{:<12} {:>7} {:>6} | {:>13} {:>8} | {:>13} {:>8} | {:>10}",
+        "{:<15} {:>7} {:>6} | {:>13} {:>8} | {:>13} {:>8} | {:>10}",
         "batch", "in KiB", "kept", "wasm spans/s", "rec MB/s", "native spans/s", "rec MB/s", "wasm/native"
     );
-    println!("{}", "-".repeat(98));
+    println!("{}", "-".repeat(101));
     for (label, bytes, wasm, native) in &rows {
         println!(
-            "{:<12} {:>7.1} {:>5.1}% | {:>13} {:>8.1} | {:>13} {:>8.1} | {:>10.2}",
+            "{:<15} {:>7.1} {:>5.1}% | {:>13} {:>8.1} | {:>13} {:>8.1} | {:>10.2}",
             label,
             *bytes as f64 / 1024.0,
             100.0 * wasm.kept_fraction(),
@@ -183,6 +191,14 @@ struct Engine {
 }
 
 impl Engine {
+    /// Turns the kept records' OTLP copy on or off (`forward-copies`).
+    fn forward_copies(&mut self, enabled: bool) {
+        match &mut self.kind {
+            Kind::Wasm(instance) => instance.forward_copies(enabled).unwrap_or_else(|e| fail(&e.to_string())),
+            Kind::Native(processor) => processor.forward_copies(enabled),
+        }
+    }
+
     /// Processes one batch and advances the chain head and clock as a host does.
     fn call(&mut self, request: &[u8]) -> Output {
         let out = match &mut self.kind {

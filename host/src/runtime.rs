@@ -370,6 +370,14 @@ impl Instance {
         self.trapped(result)?.map_err(RuntimeError::Policy)
     }
 
+    /// Whether outputs carry the kept records' OTLP copy (`forward-copies`):
+    /// on until turned off; a chain with nothing to forward turns it off.
+    pub fn forward_copies(&mut self, enabled: bool) -> Result<(), RuntimeError> {
+        self.ready()?;
+        let result = self.bindings.otel_audit_processor_processor().call_forward_copies(&mut self.store, enabled);
+        self.trapped(result)
+    }
+
     /// Processes an `ExportTraceServiceRequest`.
     pub fn process_traces(&mut self, request: &[u8], ctx: &Context) -> Result<Output, RuntimeError> {
         self.call_batch(ctx, |processor, store, ctx| processor.call_process_traces(store, request, ctx))

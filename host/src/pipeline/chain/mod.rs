@@ -378,5 +378,9 @@ impl ChainWorker {
 fn configured_instance(spec: &ChainSpec) -> Result<(Instance, PolicyInfo), RuntimeError> {
     let mut instance = spec.module.instantiate()?;
     let info = instance.configure(&spec.policy.text, &spec.policy.secrets)?;
+    // The OTLP copy of the kept records only serves the exporters' outbox.
+    if !spec.store.outbox {
+        instance.forward_copies(false)?;
+    }
     Ok((instance, info))
 }

@@ -147,6 +147,9 @@ impl ChainWorker {
             Some((module, policy)) => {
                 let mut instance = module.instantiate().map_err(ApplyError::Instantiate)?;
                 let info = instance.configure(&policy.text, &policy.secrets).map_err(ApplyError::Configure)?;
+                if !self.spec.store.outbox {
+                    instance.forward_copies(false).map_err(ApplyError::Configure)?;
+                }
                 Some((instance, info))
             }
             None => None,
