@@ -66,7 +66,7 @@ lint: ## cargo fmt --check and clippy -D warnings
 
 jco: ## Install jco (the second component host, on Node) and transpile the component
 	@cd $(JCO_DIR) && { [ node_modules/.installed -nt package-lock.json ] || { npm ci --no-audit --no-fund && touch node_modules/.installed; }; }
-	cd $(JCO_DIR) && npx jco transpile $(abspath $(WASM)) -o transpiled --no-typescript -q
+	cd $(JCO_DIR) && npx jco transpile $(abspath $(WASM)) -o transpiled --no-typescript -q --map 'otel-audit:processor/hashing=../hashing.js'
 	@echo '{"type":"module"}' > $(JCO_DIR)/transpiled/package.json
 
 venv: ## Python venv for the e2e tests: OpenTelemetry SDK, rotel (tests/e2e/requirements.txt)

@@ -549,6 +549,14 @@ mod bare {
         }
     }
 
+    /// The `hashing` import, written here from RFC 6962 with `sha2` alone.
+    impl otel_audit::processor::hashing::Host for State {
+        fn leaf_hash(&mut self, record: Vec<u8>) -> Vec<u8> {
+            use sha2::Digest;
+            sha2::Sha256::new().chain_update([0u8]).chain_update(&record).finalize().to_vec()
+        }
+    }
+
     fn loaded() -> &'static (Engine, Linker<State>, Component) {
         static LOADED: OnceLock<(Engine, Linker<State>, Component)> = OnceLock::new();
         LOADED.get_or_init(|| {
@@ -556,6 +564,11 @@ mod bare {
             let component = Component::from_file(&engine, support::wasm_path()).expect("compile the component");
             let mut linker = Linker::new(&engine);
             wasmtime_wasi::p2::add_to_linker_sync(&mut linker).expect("link WASI");
+            otel_audit::processor::hashing::add_to_linker::<State, wasmtime::component::HasSelf<State>>(
+                &mut linker,
+                |state| state,
+            )
+            .expect("link the hashing import");
             (engine, linker, component)
         })
     }

@@ -82,6 +82,17 @@ fn process(signal: api::Signal, request: &[u8], ctx: wit::Context) -> Result<wit
         .map_err(error)
 }
 
+/// A record's leaf hash, computed by the host (the `hashing` import). A
+/// host that answers with anything but 32 bytes broke the contract: the
+/// call traps, and nothing of the batch is chained.
+pub(crate) fn leaf_hash(record: &[u8]) -> audit_format::Hash {
+    let leaf = otel_audit::processor::hashing::leaf_hash(record);
+    match <[u8; 32]>::try_from(leaf.as_slice()) {
+        Ok(leaf) => leaf,
+        Err(_) => panic!("the host's leaf-hash returned {} bytes, not 32", leaf.len()),
+    }
+}
+
 fn context(ctx: wit::Context) -> Result<api::Context, wit::Error> {
     let prev = ctx.head.prev.as_slice().try_into().map_err(|_| {
         wit::Error::InvalidContext(format!(

@@ -332,7 +332,7 @@ impl<'p> Batch<'p> {
         let pos =
             Position { chain_id: &self.chain_id, seq: self.seq, prev: &self.prev, key_id: key.map(|k| k.id.as_str()) };
         let mac_at = record::write(&mut self.scratch, &pos, &self.received_at, resource, scope, &self.sender, body);
-        let leaf = chain::leaf_hash(&self.scratch);
+        let leaf = crate::leaf_hash(&self.scratch);
         let mac = key.map(|k| chain::record_mac(&k.secret, &leaf));
         let stored = match &mac {
             Some(mac) => {
