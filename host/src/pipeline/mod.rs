@@ -220,7 +220,7 @@ impl Router {
                     return rejection;
                 }
                 let stored = format!(
-                    "{} (parts 1 to {index} of the {count} this request was stored in are stored; a retry stores them again)",
+                    "{} (the first {index} of the {count} parts this request is stored in are stored; a retry stores them again)",
                     rejection.message()
                 );
                 match rejection {
