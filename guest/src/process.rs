@@ -58,34 +58,24 @@ pub fn batch(
 
 /// Processes an `ExportTraceServiceRequest`.
 pub fn traces(policy: &Policy, request: &[u8], ctx: &Context) -> Result<Output, ProcessError> {
-    traces_through(Stages::Policy, policy, request, ctx)
+    batch(crate::Signal::Traces, Stages::Policy, Copies::Otlp, policy, request, ctx)
 }
 
 /// Processes an `ExportLogsServiceRequest`.
 pub fn logs(policy: &Policy, request: &[u8], ctx: &Context) -> Result<Output, ProcessError> {
-    logs_through(Stages::Policy, policy, request, ctx)
+    batch(crate::Signal::Logs, Stages::Policy, Copies::Otlp, policy, request, ctx)
 }
 
 /// Chains the host's own events carried by an `ExportTraceServiceRequest`:
 /// every span is kept as it is, then enriched and chained.
 pub fn trace_events(policy: &Policy, request: &[u8], ctx: &Context) -> Result<Output, ProcessError> {
-    traces_through(Stages::EventsOnly, policy, request, ctx)
+    batch(crate::Signal::Traces, Stages::EventsOnly, Copies::Otlp, policy, request, ctx)
 }
 
 /// Chains the host's own events carried by an `ExportLogsServiceRequest`:
 /// every log record is kept as it is, then enriched and chained.
 pub fn log_events(policy: &Policy, request: &[u8], ctx: &Context) -> Result<Output, ProcessError> {
-    logs_through(Stages::EventsOnly, policy, request, ctx)
-}
-
-/// Runs an `ExportTraceServiceRequest` through `stages`.
-fn traces_through(stages: Stages, policy: &Policy, request: &[u8], ctx: &Context) -> Result<Output, ProcessError> {
-    run::<ExportTraceServiceRequest>(stages, Copies::Otlp, policy, request, ctx)
-}
-
-/// Runs an `ExportLogsServiceRequest` through `stages`.
-fn logs_through(stages: Stages, policy: &Policy, request: &[u8], ctx: &Context) -> Result<Output, ProcessError> {
-    run::<ExportLogsServiceRequest>(stages, Copies::Otlp, policy, request, ctx)
+    batch(crate::Signal::Logs, Stages::EventsOnly, Copies::Otlp, policy, request, ctx)
 }
 
 /// One walk for both signals: decode, check every record before any is

@@ -365,3 +365,20 @@ fn a_sender_is_recorded_in_canonical_order_and_makes_the_record_version_2() {
     let record = String::from_utf8(traces(&policy, &req, &ctx()).unwrap().records.remove(0)).unwrap();
     assert!(!record.contains("sender") && record.ends_with(r#","v":1}"#), "{record}");
 }
+
+#[test]
+fn without_forward_copies_only_the_otlp_copy_is_left_out() {
+    let mut processor = crate::Processor::new();
+    processor.configure(POLICY, &[]).unwrap();
+    let audited = Span { attributes: vec![kv("audit.action", "login")], ..Span::default() };
+    let req = request(vec![vec![audited]]);
+    let full = processor.process_traces(&req, &ctx()).unwrap();
+    processor.forward_copies(false);
+    let lean = processor.process_traces(&req, &ctx()).unwrap();
+    assert!(!full.otlp.is_empty() && lean.otlp.is_empty());
+    assert_eq!(lean, Output { otlp: Vec::new(), ..full.clone() });
+    let events = processor.chain_events(crate::Signal::Traces, &req, &ctx()).unwrap();
+    assert!(events.otlp.is_empty() && events.records.len() == 1);
+    processor.forward_copies(true);
+    assert_eq!(processor.process_traces(&req, &ctx()).unwrap(), full);
+}
