@@ -42,6 +42,9 @@ pub enum Command {
     Prove(ProveCommand),
     /// Check a proof offline, without the store (exit 0 valid, 1 invalid, 2 usage).
     VerifyProof(VerifyProofArgs),
+    /// Each chain as a C2SP tlog-tiles log in static files.
+    #[command(subcommand)]
+    Tiles(TilesCommand),
     /// Run a transparency log witness (C2SP tlog-witness): cosign the
     /// checkpoints signed by a --log-key that extend what it cosigned before.
     Witness(WitnessArgs),
@@ -140,6 +143,25 @@ pub enum VerifyFormat {
     Text,
     /// One JSON document for automation.
     Json,
+}
+
+#[derive(Subcommand)]
+pub enum TilesCommand {
+    /// Write every chain (or one) at its newest checkpoint as a tlog-tiles
+    /// log: `<DIR>/<chain dir>/checkpoint`, `tile/<L>/<N>[.p/<W>]` and
+    /// `tile/entries/<N>[.p/<W>]`, for any web server or object store.
+    Export(TilesExportArgs),
+}
+
+#[derive(Args)]
+pub struct TilesExportArgs {
+    /// The store directory (or one chain's directory).
+    pub store: PathBuf,
+    /// Where the logs are written (one directory per chain).
+    pub out: PathBuf,
+    /// Only this chain id.
+    #[arg(long)]
+    pub chain: Option<String>,
 }
 
 #[derive(Subcommand)]

@@ -57,6 +57,7 @@ pub mod serve;
 pub mod store;
 #[cfg(test)]
 mod testing;
+pub mod tlog;
 pub mod tls;
 pub mod verify;
 pub mod witness;

@@ -57,6 +57,7 @@ fn main() -> ExitCode {
         Command::Verify(args) => verify(args),
         Command::Prove(command) => prove(command),
         Command::VerifyProof(args) => verify_proof(args),
+        Command::Tiles(TilesCommand::Export(args)) => tiles_export(args),
         Command::Witness(args) => witness(args),
         Command::DeclareGap(args) => declare_gap(args),
         Command::Status(args) => status(args),
@@ -223,6 +224,21 @@ fn prove(command: ProveCommand) -> Result<(), Failure> {
     match &at.out {
         Some(path) => write_atomically(path, proof.to_json().as_bytes())?,
         None => print!("{}", proof.to_json()),
+    }
+    Ok(())
+}
+
+fn tiles_export(args: TilesExportArgs) -> Result<(), Failure> {
+    init_logging("warn");
+    for log in otel_audit::tlog::export(&args.store, &args.out, args.chain.as_deref())? {
+        println!(
+            "chain {}: {} entries at the newest checkpoint; {} hash tiles, {} entry bundles in {}",
+            log.chain_id,
+            log.size,
+            log.tiles,
+            log.bundles,
+            log.dir.display()
+        );
     }
     Ok(())
 }

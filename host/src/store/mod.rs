@@ -452,6 +452,11 @@ pub fn chain_id(chain_dir: &Path) -> Result<String, StoreError> {
     recovery::read_chain_id(chain_dir)
 }
 
+/// The segments of the chain in `chain_dir`, in order: each one's first seq and path.
+pub fn segments(chain_dir: &Path) -> Result<Vec<(u64, PathBuf)>, StoreError> {
+    Ok(segment::list(chain_dir)?.into_iter().map(|s| (s.first_seq, s.path)).collect())
+}
+
 /// The segment of the chain in `chain_dir` that holds `seq` if any: its
 /// first seq and path (the last segment starting at or before `seq`).
 pub fn segment_of(chain_dir: &Path, seq: u64) -> Result<Option<(u64, PathBuf)>, StoreError> {

@@ -187,8 +187,9 @@ impl TileReader {
         TileReader { files }
     }
 
-    /// `count` entries of `level` from `first`.
-    fn entries(&self, level: usize, first: u64, count: u64) -> Result<Vec<Hash>, TileError> {
+    /// `count` entries of `level` from `first`: level `L` holds the hashes of
+    /// the complete subtrees of `256^L` leaves, in order.
+    pub fn entries(&self, level: usize, first: u64, count: u64) -> Result<Vec<Hash>, TileError> {
         let (path, file) = &self.files[level];
         let missing = |entries| TileError::Missing {
             start: first * TILE_WIDTH.pow(level as u32),
