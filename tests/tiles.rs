@@ -36,10 +36,37 @@ fn index(n: u64) -> String {
         .join("/")
 }
 
-fn fetch(log: &Path, level: &str, n: u64, width: u64) -> Result<Vec<u8>, String> {
+/// Where a log's resources come from: `get("checkpoint")`,
+/// `get("tile/0/000")`, ...
+type Get<'a> = &'a dyn Fn(&str) -> Result<Vec<u8>, String>;
+
+fn fetch(get: Get, level: &str, n: u64, width: u64) -> Result<Vec<u8>, String> {
     let partial = if width < 256 { format!(".p/{width}") } else { String::new() };
-    let path = log.join(format!("tile/{level}/{}{partial}", index(n)));
-    std::fs::read(&path).map_err(|e| format!("cannot fetch {}: {e}", path.display()))
+    get(&format!("tile/{level}/{}{partial}", index(n)))
+}
+
+/// A log in a directory.
+fn files(log: &Path) -> impl Fn(&str) -> Result<Vec<u8>, String> + '_ {
+    move |path| std::fs::read(log.join(path)).map_err(|e| format!("cannot fetch {path}: {e}"))
+}
+
+/// A log over HTTP: `GET http://127.0.0.1:<port><prefix>/<path>` (HTTP/1.0).
+fn http(port: u16, prefix: &str) -> impl Fn(&str) -> Result<Vec<u8>, String> + '_ {
+    move |path| match http_get_bytes(port, &format!("{prefix}/{path}")) {
+        (200, body) => Ok(body),
+        (status, body) => Err(format!("GET {path}: {status} {}", String::from_utf8_lossy(&body))),
+    }
+}
+
+fn http_get_bytes(port: u16, path: &str) -> (u16, Vec<u8>) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").unwrap();
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).unwrap();
+    let end = answer.windows(4).position(|w| w == b"\r\n\r\n").expect("a header");
+    let status = String::from_utf8_lossy(&answer[9..12]).parse().unwrap();
+    (status, answer[end + 4..].to_vec())
 }
 
 fn leaf(entry: &[u8]) -> [u8; 32] {
@@ -63,12 +90,12 @@ fn mth(leaves: &[[u8; 32]]) -> [u8; 32] {
 }
 
 /// The hashes of level `level` in a tree of `size` entries, from its tiles.
-fn level_hashes(log: &Path, level: u32, size: u64) -> Result<Vec<[u8; 32]>, String> {
+fn level_hashes(get: Get, level: u32, size: u64) -> Result<Vec<[u8; 32]>, String> {
     let count = size / 256u64.pow(level);
     let mut hashes = Vec::new();
     for n in 0..count.div_ceil(256) {
         let width = (count - n * 256).min(256);
-        let tile = fetch(log, &level.to_string(), n, width)?;
+        let tile = fetch(get, &level.to_string(), n, width)?;
         if tile.len() as u64 != width * 32 {
             return Err(format!("tile {level}/{n} is {} bytes, not {}", tile.len(), width * 32));
         }
@@ -77,10 +104,10 @@ fn level_hashes(log: &Path, level: u32, size: u64) -> Result<Vec<[u8; 32]>, Stri
     Ok(hashes)
 }
 
-/// Checks the log at `log` against the signed-note verifier key `vkey`
+/// Checks the log `get` reads against the signed-note verifier key `vkey`
 /// (`name+hash+base64(0x01 || key)`); returns its entries.
-fn read_log(log: &Path, vkey: &str) -> Result<Vec<Vec<u8>>, String> {
-    let note = std::fs::read_to_string(log.join("checkpoint")).map_err(|e| e.to_string())?;
+fn read_log(get: Get, vkey: &str) -> Result<Vec<Vec<u8>>, String> {
+    let note = String::from_utf8(get("checkpoint")?).map_err(|e| e.to_string())?;
     let (body, signatures) = note.split_once("\n\n").ok_or("the checkpoint is not a signed note")?;
     let lines: Vec<&str> = body.lines().collect();
     let size: u64 = lines.get(1).and_then(|l| l.parse().ok()).ok_or("no tree size")?;
@@ -107,11 +134,11 @@ fn read_log(log: &Path, vkey: &str) -> Result<Vec<Vec<u8>>, String> {
     if !signed {
         return Err("the checkpoint has no valid signature by the log's key".into());
     }
-    let leaves = level_hashes(log, 0, size)?;
+    let leaves = level_hashes(get, 0, size)?;
     if mth(&leaves) != root {
         return Err("the level-0 tiles do not hash to the checkpoint's root".into());
     }
-    let level1 = level_hashes(log, 1, size)?;
+    let level1 = level_hashes(get, 1, size)?;
     for (n, hash) in level1.iter().enumerate() {
         if *hash != mth(&leaves[n * 256..(n + 1) * 256]) {
             return Err(format!("tile 1/{n} does not match level 0"));
@@ -120,7 +147,7 @@ fn read_log(log: &Path, vkey: &str) -> Result<Vec<Vec<u8>>, String> {
     let mut entries = Vec::new();
     for n in 0..size.div_ceil(256) {
         let width = (size - n * 256).min(256);
-        let bundle = fetch(log, "entries", n, width)?;
+        let bundle = fetch(get, "entries", n, width)?;
         let mut at = 0;
         while at < bundle.len() {
             let len =
@@ -170,7 +197,7 @@ fn an_exported_chain_is_a_tlog_tiles_log_a_client_checks_and_reads() {
     let log = out.join("test_traces_audit_0");
     let vkey = std::fs::read_to_string(setup.public_key()).unwrap();
 
-    let entries = read_log(&log, &vkey).unwrap();
+    let entries = read_log(&files(&log), &vkey).unwrap();
     let stored: Vec<Vec<u8>> =
         read_segments(&chain(&setup)).into_iter().flat_map(|(_, lines)| lines).map(String::into_bytes).collect();
     assert_eq!(entries, stored, "every record back byte for byte");
@@ -189,7 +216,7 @@ fn an_exported_chain_is_a_tlog_tiles_log_a_client_checks_and_reads() {
         let _ = std::fs::remove_dir_all(&tampered);
         assert!(Command::new("cp").arg("-r").arg(&log).arg(&tampered).status().unwrap().success());
         edit(&tampered);
-        let error = read_log(&tampered, &vkey).expect_err(what);
+        let error = read_log(&files(&tampered), &vkey).expect_err(what);
         eprintln!("{what}: {error}");
         error
     };
@@ -226,4 +253,30 @@ fn export_refuses_a_store_whose_records_do_not_match_their_leaves() {
     let stderr = String::from_utf8_lossy(&exported.stderr);
     assert_eq!(exported.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("test/traces/audit/0: the record at seq 1 does not hash to its leaf"), "{stderr}");
+}
+
+#[test]
+fn a_running_serve_serves_each_chain_as_a_tlog_tiles_log() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut setup = support::tamper::setup(&tmp);
+    let admin = support::server::free_port();
+    setup.admin = Some(admin);
+    let server = setup.start();
+    support::tamper::send(&setup, (0..10).map(|i| (i, 60)));
+    let vkey = std::fs::read_to_string(setup.public_key()).unwrap();
+    let live = http(admin, "/tiles/test_traces_audit_0");
+
+    // A client reads the live log: signed, complete up to its checkpoint.
+    let entries = read_log(&live, &vkey).unwrap();
+    assert!(entries.len() >= 590, "{} entries", entries.len());
+    let stored: Vec<Vec<u8>> =
+        read_segments(&chain(&setup)).into_iter().flat_map(|(_, lines)| lines).map(String::into_bytes).collect();
+    assert_eq!(entries, stored[..entries.len()], "every record back byte for byte");
+    // Nothing past the newest checkpoint, no other spelling of a path, no other chain.
+    for path in ["tile/0/003", "tile/0/002.p/255", "tile/0/0", "tile/00/000", "tile/0/000.p/0", "tile/0/x000/000", "x"]
+    {
+        assert_eq!(http_get_bytes(admin, &format!("/tiles/test_traces_audit_0/{path}")).0, 404, "{path}");
+    }
+    assert_eq!(http_get_bytes(admin, "/tiles/elsewhere/checkpoint").0, 404);
+    assert!(server.stop().success());
 }

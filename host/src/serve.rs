@@ -99,6 +99,8 @@ pub struct Server {
     runtime: Arc<Runtime>,
     /// Each processor and what serves it at start-up, for reloads.
     processors: Vec<(config::Processor, Serving)>,
+    /// Every chain's directory, for the tiles the admin endpoint serves.
+    chain_dirs: Vec<std::path::PathBuf>,
     /// SIGHUP, caught from the start: its default action would end the process.
     hangup: Option<tokio::signal::unix::Signal>,
     config: Config,
@@ -160,6 +162,7 @@ impl Server {
         let mut signers: BTreeMap<std::path::PathBuf, Arc<SignerKey>> = BTreeMap::new();
         let mut pipelines = Vec::new();
         let mut chains = Vec::new();
+        let mut chain_dirs = Vec::new();
         let mut exports = Vec::new();
         let mut witnessing = Vec::new();
         for pipeline in &config.pipelines {
@@ -220,6 +223,7 @@ impl Server {
             for shard in 0..pipeline.shards {
                 let chain_id = format!("{}/{}/{shard}", store.instance_id, pipeline.id);
                 let dir = store.directory.join(ChainStore::chain_dir_name(&chain_id));
+                chain_dirs.push(dir.clone());
                 let spec = ChainSpec {
                     chain_id: chain_id.clone(),
                     pipeline_id: pipeline.id.clone(),
@@ -328,6 +332,7 @@ impl Server {
             metrics,
             runtime,
             processors,
+            chain_dirs,
             hangup: Some(hangup),
             config,
         })
@@ -407,7 +412,7 @@ impl Server {
             let listener = to_tokio("admin", &endpoint.endpoint, listener)?;
             let mut hosts: Vec<String> = gethostname::gethostname().into_string().into_iter().collect();
             hosts.extend(endpoint.endpoint.rsplit_once(':').map(|(host, _)| host.to_owned()));
-            let app = admin::router(reloader.clone(), hosts);
+            let app = admin::router(reloader.clone(), hosts, self.chain_dirs.clone());
             admin.spawn(listener::serve(listener, app, spec, admin_stop.clone()));
         }
         let witnesses_stop = CancellationToken::new();

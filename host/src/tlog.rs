@@ -11,6 +11,7 @@ use std::collections::BTreeSet;
 use std::io::BufRead as _;
 use std::path::{Path, PathBuf};
 
+use audit_format::Hash;
 use audit_format::hash::leaf_hash;
 
 use crate::store::tiles::{TILE_WIDTH, TileError, TileReader};
@@ -185,17 +186,7 @@ fn export_chain(chain_dir: &Path, chain_id: &str, log: &Path) -> Result<Exported
             if line.pop() != Some(b'\n') {
                 return Err(failed(format!("seq {seq} is a torn line of {}", path.display())));
             }
-            if leaf_hash(&line) != level0[seq as usize] {
-                return Err(failed(format!("the record at seq {seq} does not hash to its leaf in the tiles")));
-            }
-            let Ok(length) = u16::try_from(line.len()) else {
-                return Err(failed(format!(
-                    "the record at seq {seq} is {} bytes: a tlog-tiles entry holds at most 65,535",
-                    line.len()
-                )));
-            };
-            bundle.extend_from_slice(&length.to_be_bytes());
-            bundle.extend_from_slice(&line);
+            push_entry(&mut bundle, seq, &line, &level0[seq as usize]).map_err(failed)?;
             ends.push(bundle.len());
             seq += 1;
             if ends.len() as u64 == TILE_WIDTH {
@@ -216,6 +207,111 @@ fn export_chain(chain_dir: &Path, chain_id: &str, log: &Path) -> Result<Exported
     }
     write(log, "checkpoint", newest.note.as_bytes())?;
     Ok(written)
+}
+
+/// Appends `record` (at `seq`, whose leaf hash in the tiles is `leaf`) to an
+/// entry bundle: a big-endian uint16 length, then the bytes.
+fn push_entry(bundle: &mut Vec<u8>, seq: u64, record: &[u8], leaf: &Hash) -> Result<(), String> {
+    if leaf_hash(record) != *leaf {
+        return Err(format!("the record at seq {seq} does not hash to its leaf in the tiles"));
+    }
+    let Ok(length) = u16::try_from(record.len()) else {
+        return Err(format!(
+            "the record at seq {seq} is {} bytes: a tlog-tiles entry holds at most 65,535",
+            record.len()
+        ));
+    };
+    bundle.extend_from_slice(&length.to_be_bytes());
+    bundle.extend_from_slice(record);
+    Ok(())
+}
+
+/// One resource of a chain's log, as `serve` answers it: the newest
+/// checkpoint (`checkpoint`), or a hash tile or entry bundle
+/// (`tile/<L>/<N>[.p/<W>]`, `tile/entries/<N>[.p/<W>]`) that the newest
+/// checkpoint covers. `None`: no such resource (yet).
+pub fn resource(chain_dir: &Path, path: &str) -> Result<Option<Vec<u8>>, ExportError> {
+    let chain_id = crate::store::chain_id(chain_dir)?;
+    let failed = |reason: String| ExportError::Chain { chain: chain_id.clone(), reason };
+    let (checkpoints, _) = CheckpointReader::new(chain_dir, 0).read(u64::MAX)?;
+    let Some(newest) = checkpoints.iter().max_by_key(|c| c.size) else { return Ok(None) };
+    if path == "checkpoint" {
+        return Ok(Some(newest.note.clone().into_bytes()));
+    }
+    let Some((level, index, width)) = parse_tile_path(path) else { return Ok(None) };
+    // Hashes at this level under the newest checkpoint: tile `index` of
+    // `width` must lie within them.
+    let hashes = newest.size / TILE_WIDTH.pow(level.unwrap_or(0) as u32);
+    if (index * TILE_WIDTH).saturating_add(width) > hashes {
+        return Ok(None);
+    }
+    let tiles = TileReader::open(chain_dir);
+    let first = index * TILE_WIDTH;
+    let Some(level) = level else {
+        let leaves = tiles.entries(0, first, width)?;
+        let mut bundle = Vec::new();
+        for (i, record) in read_records(chain_dir, first, width)?.iter().enumerate() {
+            push_entry(&mut bundle, first + i as u64, record, &leaves[i]).map_err(failed)?;
+        }
+        return Ok(Some(bundle));
+    };
+    Ok(Some(tiles.entries(level, first, width)?.concat()))
+}
+
+/// `tile/<L>/<N>[.p/<W>]` or `tile/entries/<N>[.p/<W>]` in its one
+/// canonical spelling: (level, `None` for entries; index; width).
+fn parse_tile_path(path: &str) -> Option<(Option<usize>, u64, u64)> {
+    let rest = path.strip_prefix("tile/")?;
+    let (level, rest) = rest.split_once('/')?;
+    let level = match level {
+        "entries" => None,
+        l => Some(l.parse::<usize>().ok().filter(|l| *l <= 63 && l.to_string() == level)?),
+    };
+    let (index, width) = match rest.split_once(".p/") {
+        Some((index, width)) => {
+            (index, width.parse::<u64>().ok().filter(|w| (1..TILE_WIDTH).contains(w) && w.to_string() == width)?)
+        }
+        None => (rest, TILE_WIDTH),
+    };
+    let mut n = 0u64;
+    let elements: Vec<&str> = index.split('/').collect();
+    for (i, element) in elements.iter().enumerate() {
+        let digits = if i + 1 < elements.len() { element.strip_prefix('x')? } else { element };
+        if digits.len() != 3 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        n = n.checked_mul(1000)?.checked_add(digits.parse::<u64>().ok()?)?;
+    }
+    (index_path(n) == index).then_some((level, n, width))
+}
+
+/// `count` records of the chain from seq `first`, as stored: from the
+/// segment that holds `first` on.
+fn read_records(chain_dir: &Path, first: u64, count: u64) -> Result<Vec<Vec<u8>>, ExportError> {
+    let segments = crate::store::segments(chain_dir)?;
+    let from = segments.iter().rposition(|(start, _)| *start <= first).unwrap_or(0);
+    let mut records = Vec::new();
+    for (start, path) in &segments[from..] {
+        let io = |source| ExportError::Io { path: path.clone(), source };
+        let mut reader = std::io::BufReader::new(std::fs::File::open(path).map_err(io)?);
+        let mut at = *start;
+        let mut line = Vec::new();
+        while (records.len() as u64) < count {
+            line.clear();
+            if reader.read_until(b'\n', &mut line).map_err(io)? == 0 || line.pop() != Some(b'\n') {
+                break;
+            }
+            if at >= first {
+                records.push(std::mem::take(&mut line));
+            }
+            at += 1;
+        }
+        if records.len() as u64 == count {
+            return Ok(records);
+        }
+    }
+    let chain = crate::store::chain_id(chain_dir)?;
+    Err(ExportError::Chain { chain, reason: format!("the segments do not hold seqs {first}..{}", first + count) })
 }
 
 /// The partial tiles of `level` that the checkpointed `sizes` need and

@@ -90,7 +90,12 @@ struct ReloadQuery {
 /// `Host` must be an IP address, `localhost` or one of `hosts` (so a DNS
 /// name rebound to this machine reaches nothing). When the listener checks
 /// tokens, reloading needs a token of `auth`, not only of `read_auth`.
-pub fn router(reloader: Arc<Reloader>, hosts: Vec<String>) -> axum::Router {
+///
+/// `GET /tiles/<chain dir>/<path>` serves each chain as a C2SP tlog-tiles
+/// log ([`crate::tlog::resource`]): `checkpoint`, `tile/<L>/<N>[.p/<W>]`
+/// and `tile/entries/<N>[.p/<W>]`, read-only principals included.
+/// `chain_dirs` are the chains this server writes.
+pub fn router(reloader: Arc<Reloader>, hosts: Vec<String>, chain_dirs: Vec<std::path::PathBuf>) -> axum::Router {
     async fn reload(State(reloader): State<Arc<Reloader>>, Query(query): Query<ReloadQuery>) -> Response {
         let (verdict, answer) = match reloader.reload(query.processor.as_deref(), Trigger::Admin).await {
             Ok(reloads) => (Verdict::of(&reloads), ReloadAnswer::Reloads { reloads }),
@@ -101,11 +106,41 @@ pub fn router(reloader: Arc<Reloader>, hosts: Vec<String>) -> axum::Router {
     async fn status(State(reloader): State<Arc<Reloader>>) -> axum::Json<Status> {
         axum::Json(reloader.status())
     }
+    let tiles =
+        axum::Router::new().route("/tiles/{chain}/{*path}", axum::routing::get(tile)).with_state(Arc::new(chain_dirs));
     axum::Router::new()
         .route("/admin/reload", axum::routing::post(reload))
         .route("/admin/status", axum::routing::get(status))
         .with_state(reloader)
+        .merge(tiles)
         .layer(axum::middleware::from_fn_with_state(Arc::new(hosts), same_origin))
+}
+
+/// One resource of a chain's tlog-tiles log, read from the store on a
+/// blocking thread. The checkpoint changes; tiles and bundles never do.
+async fn tile(
+    State(chain_dirs): State<Arc<Vec<std::path::PathBuf>>>,
+    axum::extract::Path((chain, path)): axum::extract::Path<(String, String)>,
+) -> Response {
+    let not_found = || (StatusCode::NOT_FOUND, format!("no {path} in the log of {chain}\n")).into_response();
+    let Some(dir) = chain_dirs.iter().find(|d| d.file_name().is_some_and(|n| n == chain.as_str())).cloned() else {
+        return not_found();
+    };
+    let wanted = path.clone();
+    let found = tokio::task::spawn_blocking(move || crate::tlog::resource(&dir, &wanted)).await;
+    let (content_type, cache) = if path == "checkpoint" {
+        ("text/plain; charset=utf-8", "no-store")
+    } else {
+        ("application/octet-stream", "public, max-age=31536000, immutable")
+    };
+    match found {
+        Ok(Ok(Some(bytes))) => {
+            ([(http::header::CONTENT_TYPE, content_type), (http::header::CACHE_CONTROL, cache)], bytes).into_response()
+        }
+        Ok(Ok(None)) => not_found(),
+        Ok(Err(error)) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{error}\n")).into_response(),
+        Err(error) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{error}\n")).into_response(),
+    }
 }
 
 /// Refuses foreign `Host`s, cross-origin browser requests and reloads by
