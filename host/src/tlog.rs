@@ -15,7 +15,7 @@ use audit_format::Hash;
 use audit_format::hash::leaf_hash;
 
 use crate::store::tiles::{TILE_WIDTH, TileError, TileReader};
-use crate::store::{ChainStore, CheckpointReader, StoreError};
+use crate::store::{ChainStore, CheckpointEntry, CheckpointReader, StoreError};
 
 /// Why a chain could not be exported.
 #[derive(Debug, thiserror::Error)]
@@ -205,8 +205,46 @@ fn export_chain(chain_dir: &Path, chain_id: &str, log: &Path) -> Result<Exported
         write(log, &tile_path(None, index, width), &bundle[..ends[width as usize - 1]])?;
         written.bundles += 1;
     }
-    write(log, "checkpoint", newest.note.as_bytes())?;
+    write(log, "checkpoint", cosigned_note(chain_dir, newest)?.as_bytes())?;
     Ok(written)
+}
+
+/// The checkpoint's signed note with the cosignatures the chain's witnesses
+/// gave it (`cosignatures-<key id>.jsonl`, docs/store-format.md §6) as
+/// further signature lines (c2sp.org/tlog-cosignature).
+fn cosigned_note(chain_dir: &Path, checkpoint: &CheckpointEntry) -> Result<String, ExportError> {
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| ExportError::Io { path, source }
+    };
+    let mut note = checkpoint.note.clone();
+    let root = audit_format::hash::to_hex(&checkpoint.root);
+    let mut files: Vec<PathBuf> = std::fs::read_dir(chain_dir)
+        .map_err(io(chain_dir))?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("cosignatures-") && n.ends_with(".jsonl"))
+        })
+        .collect();
+    files.sort();
+    for file in files {
+        let text = std::fs::read_to_string(&file).map_err(io(&file))?;
+        // The newest line for this checkpoint; lines that do not parse (a
+        // torn last line) are skipped: verify reports them.
+        let line = text
+            .lines()
+            .filter_map(|l| serde_json::from_str::<crate::witness::submit::CosignatureLine>(l).ok())
+            .filter(|l| l.size == checkpoint.size && l.root == root)
+            .last();
+        if let Some(line) = line {
+            note.push_str(&line.cosignature);
+            note.push('\n');
+        }
+    }
+    Ok(note)
 }
 
 /// Appends `record` (at `seq`, whose leaf hash in the tiles is `leaf`) to an
@@ -236,7 +274,7 @@ pub fn resource(chain_dir: &Path, path: &str) -> Result<Option<Vec<u8>>, ExportE
     let (checkpoints, _) = CheckpointReader::new(chain_dir, 0).read(u64::MAX)?;
     let Some(newest) = checkpoints.iter().max_by_key(|c| c.size) else { return Ok(None) };
     if path == "checkpoint" {
-        return Ok(Some(newest.note.clone().into_bytes()));
+        return Ok(Some(cosigned_note(chain_dir, newest)?.into_bytes()));
     }
     let Some((level, index, width)) = parse_tile_path(path) else { return Ok(None) };
     // Hashes at this level under the newest checkpoint: tile `index` of
@@ -340,6 +378,27 @@ fn write(log: &Path, relative: &str, bytes: &[u8]) -> Result<(), ExportError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_checkpoint_carries_the_cosignatures_of_its_size_and_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let note = "origin\n7\nroot=\n\n\u{2014} log AAAA\n".to_owned();
+        let checkpoint = CheckpointEntry { size: 7, root: [7; 32], time_unix_nano: 0, frontier: vec![], note };
+        let line = |size: u64, root: &[u8; 32], by: &str| {
+            format!(
+                "{{\"size\":{size},\"root\":\"{}\",\"cosignature\":\"\u{2014} {by} BBBB\"}}\n",
+                audit_format::hash::to_hex(root)
+            )
+        };
+        let a = format!("{}{}{}", line(5, &[5; 32], "a"), line(7, &[7; 32], "a"), "{\"torn");
+        std::fs::write(dir.path().join("cosignatures-aa.jsonl"), a).unwrap();
+        // Another root at the same size (another history) is not this checkpoint's.
+        std::fs::write(dir.path().join("cosignatures-bb.jsonl"), line(7, &[8; 32], "b")).unwrap();
+        assert_eq!(
+            cosigned_note(dir.path(), &checkpoint).unwrap(),
+            "origin\n7\nroot=\n\n\u{2014} log AAAA\n\u{2014} a BBBB\n"
+        );
+    }
 
     #[test]
     fn tile_paths_follow_the_spec() {
