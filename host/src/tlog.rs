@@ -236,9 +236,9 @@ fn cosigned_note(chain_dir: &Path, checkpoint: &CheckpointEntry) -> Result<Strin
         // torn last line) are skipped: verify reports them.
         let line = text
             .lines()
+            .rev()
             .filter_map(|l| serde_json::from_str::<crate::witness::submit::CosignatureLine>(l).ok())
-            .filter(|l| l.size == checkpoint.size && l.root == root)
-            .last();
+            .find(|l| l.size == checkpoint.size && l.root == root);
         if let Some(line) = line {
             note.push_str(&line.cosignature);
             note.push('\n');
