@@ -152,7 +152,6 @@ fn export_chain(chain_dir: &Path, chain_id: &str, log: &Path) -> Result<Exported
 
     // Hash tiles: the full ones, then the partial ones of each checkpointed
     // size whose tile is still partial at `size`.
-    let mut level0 = Vec::new();
     for LevelTiles { level, full, .. } in tiles_for(size) {
         for index in 0..full {
             let hashes = tiles.entries(level, index * TILE_WIDTH, TILE_WIDTH)?;
@@ -164,12 +163,11 @@ fn export_chain(chain_dir: &Path, chain_id: &str, log: &Path) -> Result<Exported
             write(log, &tile_path(Some(level), index, width), &hashes.concat())?;
             written.tiles += 1;
         }
-        if level == 0 {
-            level0 = tiles.entries(0, 0, size)?;
-        }
     }
 
-    // Entry bundles: the records, each checked against its leaf hash.
+    // Entry bundles: the records, each checked against its leaf hash (the
+    // leaves of one bundle in memory at a time).
+    let mut leaves = Vec::new();
     let mut bundle: Vec<u8> = Vec::new();
     let mut ends: Vec<usize> = Vec::new();
     let mut seq = 0u64;
@@ -186,7 +184,10 @@ fn export_chain(chain_dir: &Path, chain_id: &str, log: &Path) -> Result<Exported
             if line.pop() != Some(b'\n') {
                 return Err(failed(format!("seq {seq} is a torn line of {}", path.display())));
             }
-            push_entry(&mut bundle, seq, &line, &level0[seq as usize]).map_err(failed)?;
+            if ends.is_empty() {
+                leaves = tiles.entries(0, seq, (size - seq).min(TILE_WIDTH))?;
+            }
+            push_entry(&mut bundle, seq, &line, &leaves[ends.len()]).map_err(failed)?;
             ends.push(bundle.len());
             seq += 1;
             if ends.len() as u64 == TILE_WIDTH {

@@ -62,14 +62,7 @@ pub(super) fn merge(frames: &[Frame]) -> Vec<Merged> {
 /// that is never accepted would never be forwarded. A payload that does
 /// not decode goes as it is (the downstream says what is wrong with it).
 pub(crate) fn split(signal: Signal, payload: Bytes, max: usize) -> Vec<Bytes> {
-    if payload.len() <= max {
-        return vec![payload];
-    }
-    let pieces = match signal {
-        Signal::Traces => ExportTraceServiceRequest::decode(payload.clone()).map(|r| split_request(&r, max)),
-        Signal::Logs => ExportLogsServiceRequest::decode(payload.clone()).map(|r| split_request(&r, max)),
-    };
-    pieces.unwrap_or_else(|_| vec![payload])
+    split_checked(signal, payload.clone(), max, false).unwrap_or_else(|_| vec![payload])
 }
 
 /// [`split`] for a request the receivers took, before any of it is stored:
@@ -77,16 +70,26 @@ pub(crate) fn split(signal: Signal, payload: Bytes, max: usize) -> Vec<Bytes> {
 /// with the component's message, so that no part of it is stored. One that
 /// does not decode goes whole (the component says what is wrong with it).
 pub(crate) fn split_valid(signal: Signal, payload: Bytes, max: usize) -> Result<Vec<Bytes>, String> {
+    split_checked(signal, payload, max, true)
+}
+
+/// [`split`], first checking the request's validity if `check`.
+fn split_checked(signal: Signal, payload: Bytes, max: usize, check: bool) -> Result<Vec<Bytes>, String> {
+    fn pieces<R: Request>(payload: &Bytes, max: usize, check: bool) -> Option<Result<Vec<Bytes>, String>> {
+        let request = R::decode(payload.clone()).ok()?;
+        if check && let Err(invalid) = request.validate() {
+            return Some(Err(invalid));
+        }
+        Some(Ok(split_request(&request, max)))
+    }
     if payload.len() <= max {
         return Ok(vec![payload]);
     }
     let pieces = match signal {
-        Signal::Traces => ExportTraceServiceRequest::decode(payload.clone())
-            .map(|r| audit_format::validity::traces(&r).map(|_| split_request(&r, max))),
-        Signal::Logs => ExportLogsServiceRequest::decode(payload.clone())
-            .map(|r| audit_format::validity::logs(&r).map(|_| split_request(&r, max))),
+        Signal::Traces => pieces::<ExportTraceServiceRequest>(&payload, max, check),
+        Signal::Logs => pieces::<ExportLogsServiceRequest>(&payload, max, check),
     };
-    pieces.unwrap_or_else(|_| Ok(vec![payload]))
+    pieces.unwrap_or_else(|| Ok(vec![payload]))
 }
 
 /// Halves a request by its records (spans or log records), keeping each
@@ -118,6 +121,8 @@ trait Request: Message + Default {
 
     fn resources(&self) -> &[Self::Resource];
     fn resources_mut(&mut self) -> &mut Vec<Self::Resource>;
+    /// [`audit_format::validity`] of the request: its records, or what is wrong.
+    fn validate(&self) -> Result<u64, String>;
 }
 
 /// A resource or scope level of a request: a header (the resource or scope,
@@ -146,6 +151,10 @@ impl Request for ExportTraceServiceRequest {
     fn resources_mut(&mut self) -> &mut Vec<ResourceSpans> {
         &mut self.resource_spans
     }
+
+    fn validate(&self) -> Result<u64, String> {
+        audit_format::validity::traces(self)
+    }
 }
 
 impl Request for ExportLogsServiceRequest {
@@ -159,6 +168,10 @@ impl Request for ExportLogsServiceRequest {
 
     fn resources_mut(&mut self) -> &mut Vec<ResourceLogs> {
         &mut self.resource_logs
+    }
+
+    fn validate(&self) -> Result<u64, String> {
+        audit_format::validity::logs(self)
     }
 }
 
