@@ -82,12 +82,13 @@ test: lint wasm fixtures jco venv ## Everything: lint, unit, end-to-end (real .w
 	$(CARGO) test --release --workspace
 	$(BIN) test collector-config/policies --module $(WASM) --coverage --fail-uncovered
 
-bench: wasm fixtures venv ## Benchmarks: guest spans/s wasm vs native, empty-call cost; end to end OTLP -> store -> OK vs rotel; hot-swap latency and trigger -> serving time
+bench: wasm fixtures venv ## Benchmarks: guest spans/s wasm vs native, empty-call cost; end to end OTLP -> store -> OK vs rotel; hot-swap latency and trigger -> serving time; the seed SQL query on 10^6 records and evidence for 10^4
 	$(CARGO) build --release -p otel-audit
 	$(CARGO) bench -p otel-audit --bench guest
 	$(CARGO) bench -p otel-audit --bench e2e
 	$(CARGO) bench -p otel-audit --bench verify
 	$(CARGO) bench -p otel-audit --bench proofs
+	$(CARGO) bench -p otel-audit --bench sql
 	$(CARGO) bench -p otel-audit --bench reload
 
 clean: ## Remove build outputs

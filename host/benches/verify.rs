@@ -18,19 +18,12 @@ mod common;
 use std::path::Path;
 use std::time::Instant;
 
-use audit_processor::Processor;
-use audit_processor::api::{ChainHead, Context};
-use base64::Engine as _;
 use common::figures::thousands;
-use otel_audit::checkpoint::{Checkpoint, SignedNote, SignerKey};
-use otel_audit::loadgen::{self, BatchSpec};
-use otel_audit::store::{Append, ChainStore, CheckpointEntry, StoreOptions};
+use common::store::{EVERY_RECORDS, POLICY, build_store};
+use otel_audit::checkpoint::SignerKey;
+use otel_audit::store::ChainStore;
 use otel_audit::verify::{self, Options, TrustedKey};
-use prost::Message;
 use sha2::{Digest, Sha256};
-
-const POLICY: &str = "collector-config/policies/soc2-audit.yaml";
-const EVERY_RECORDS: u64 = 1000;
 
 fn main() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("host/ has a parent").to_path_buf();
@@ -43,7 +36,7 @@ fn main() {
     let signer = SignerKey::generate("bench-signer").expect("a key");
 
     let started = Instant::now();
-    let (records, bytes) = build_store(&dir, &policy, &signer, target_bytes);
+    let (records, bytes) = build_store(&dir, &policy, &signer, target_bytes, u64::MAX);
     println!("otel-audit verify benchmark (single-threaded, page cache warm)");
     println!(
         "  store: 1 chain, {records} records, {:.1} MB, checkpoint every {EVERY_RECORDS} records; built in {:.1} s",
@@ -109,68 +102,4 @@ fn main() {
     println!("{:<34} {:>10.0} {:>14} {:>10.3}", "SHA-256 of the segments (ceiling)", bytes as f64 / 1e6 / sha, "", sha);
     println!();
     println!("MB are 10^6 bytes of segment files; records average {} bytes.", bytes / records.max(1));
-}
-
-/// Chains audit spans with the native processor into a store of about
-/// `target` bytes, signing checkpoints as the host does. Returns records
-/// and segment bytes.
-fn build_store(dir: &Path, policy: &str, signer: &SignerKey, target: u64) -> (u64, u64) {
-    let mut processor = Processor::new();
-    processor.configure(policy, &[]).expect("the policy configures");
-    let options = StoreOptions { segment_size: 64 << 20, ..StoreOptions::default() };
-    let (mut store, _) = ChainStore::open(dir, "bench/traces/audit/0", options).expect("a store");
-    // The genesis checkpoint, as `serve` signs it before any record.
-    sign(&mut store, signer, otel_audit::clock::now_unix_nano());
-    let batches: Vec<Vec<u8>> = (0..16)
-        .map(|seed| {
-            let spec = BatchSpec { records: 1000, audit_ratio: 1.0, attributes: 10, varied: true, seed };
-            loadgen::traces(&spec).encode_to_vec()
-        })
-        .collect();
-    let mut head = ChainHead::genesis("bench/traces/audit/0");
-    let (mut bytes, mut received_at) = (0u64, otel_audit::clock::now_unix_nano());
-    let mut last_checkpoint = 0;
-    let mut i = 0;
-    while bytes < target {
-        let ctx = Context { received_at_unix_nano: received_at, head: head.clone(), sender: None };
-        let output = processor.process_traces(&batches[i % batches.len()], &ctx).expect("the batch processes");
-        let stats = store
-            .append(&[Append { records: &output.records, leaves: &output.leaves, outbox: None, continues: 0 }])
-            .expect("the store appends");
-        bytes += stats.bytes;
-        head = output.head;
-        received_at += 1_000;
-        i += 1;
-        if head.seq - last_checkpoint >= EVERY_RECORDS {
-            sign(&mut store, signer, received_at);
-            last_checkpoint = head.seq;
-        }
-    }
-    sign(&mut store, signer, received_at);
-    (head.seq, bytes)
-}
-
-/// A checkpoint as `serve` signs it: origin, size, root, time, prev, schedule.
-fn sign(store: &mut ChainStore, signer: &SignerKey, now: u64) {
-    let frontier = store.frontier().clone();
-    let mut extensions = vec![format!("time {}", audit_format::rfc3339_nanos(now))];
-    if let Some(last) = store.last_checkpoint() {
-        let text = SignedNote::parse(&last.note).unwrap().text;
-        extensions.push(format!(
-            "prev {}",
-            base64::engine::general_purpose::STANDARD.encode(Sha256::digest(text.as_bytes()))
-        ));
-    }
-    extensions.push(format!("schedule records={EVERY_RECORDS} interval_ms=10000 heartbeat_ms=3600000"));
-    let body =
-        Checkpoint { origin: store.origin().to_owned(), size: frontier.size(), root: frontier.root(), extensions }
-            .body();
-    let entry = CheckpointEntry {
-        size: frontier.size(),
-        root: frontier.root(),
-        time_unix_nano: now,
-        frontier: frontier.nodes().to_vec(),
-        note: signer.sign_note(&body).unwrap(),
-    };
-    store.append_checkpoint(&entry).expect("the checkpoint is stored");
 }

@@ -45,6 +45,13 @@ pub enum Command {
     /// Each chain as a C2SP tlog-tiles log in static files.
     #[command(subcommand)]
     Tiles(TilesCommand),
+    /// Query the store with SQL (Apache DataFusion): tables `audit_spans`
+    /// and `audit_logs`; an interactive prompt when no query is given.
+    Sql(SqlArgs),
+    /// Answer a query with evidence: its rows, the records behind them and
+    /// an inclusion proof of each against a signed checkpoint, in a
+    /// self-contained bundle; `evidence verify` checks one offline.
+    Evidence(EvidenceCommand),
     /// Run a transparency log witness (C2SP tlog-witness): cosign the
     /// checkpoints signed by a --log-key that extend what it cosigned before.
     Witness(WitnessArgs),
@@ -162,6 +169,61 @@ pub struct TilesExportArgs {
     /// Only this chain id.
     #[arg(long)]
     pub chain: Option<String>,
+}
+
+#[derive(Args)]
+pub struct SqlArgs {
+    /// The store directory (or one chain's directory).
+    pub store: PathBuf,
+    /// The query; without it, read statements ending in `;` from standard input.
+    pub query: Option<String>,
+    /// How the answer is written.
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: otel_audit::sql::output::Format,
+    /// Write the answer to this file (default: standard output).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Only records a checkpoint covers (default: every complete record;
+    /// the `sealed` column tells them apart).
+    #[arg(long)]
+    pub sealed_only: bool,
+}
+
+#[derive(Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub struct EvidenceCommand {
+    #[command(subcommand)]
+    pub verify: Option<EvidenceVerifyCommand>,
+    /// The store directory (or one chain's directory).
+    #[arg(required = true)]
+    pub store: Option<PathBuf>,
+    /// The query: a plain SELECT on `audit_spans` or `audit_logs` (as for
+    /// `sql`), run on the records checkpoints cover.
+    #[arg(long, required = true)]
+    pub sql: Option<String>,
+    /// The bundle's directory (created; must be empty if it exists).
+    #[arg(long, required = true)]
+    pub out: Option<PathBuf>,
+    /// The checkpoint signing key (`keygen`'s NAME.key) that signs the
+    /// bundle's manifest, so no row can be removed or added unnoticed.
+    #[arg(long, required = true)]
+    pub key: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+pub enum EvidenceVerifyCommand {
+    /// Check a bundle offline, without the store (exit 0 valid, 1 invalid,
+    /// 2 usage): each failure is named (RECORD_ALTERED, RECORD_MISSING, …).
+    Verify(EvidenceVerifyArgs),
+}
+
+#[derive(Args)]
+pub struct EvidenceVerifyArgs {
+    /// The bundle's directory.
+    pub dir: PathBuf,
+    /// A trusted checkpoint verifier key, as for `verify`.
+    #[arg(long = "public-key", value_name = "FILE[@[CHAIN:]FROM[..UNTIL]]", required = true)]
+    pub public_keys: Vec<String>,
 }
 
 #[derive(Subcommand)]

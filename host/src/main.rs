@@ -58,6 +58,11 @@ fn main() -> ExitCode {
         Command::Prove(command) => prove(command),
         Command::VerifyProof(args) => verify_proof(args),
         Command::Tiles(TilesCommand::Export(args)) => tiles_export(args),
+        Command::Sql(args) => sql(args),
+        Command::Evidence(EvidenceCommand { verify: Some(EvidenceVerifyCommand::Verify(args)), .. }) => {
+            evidence_verify(args)
+        }
+        Command::Evidence(args) => evidence(args),
         Command::Witness(args) => witness(args),
         Command::DeclareGap(args) => declare_gap(args),
         Command::Status(args) => status(args),
@@ -241,6 +246,117 @@ fn tiles_export(args: TilesExportArgs) -> Result<(), Failure> {
         );
     }
     Ok(())
+}
+
+fn sql(args: SqlArgs) -> Result<(), Failure> {
+    use otel_audit::sql::{self, Scope, output};
+    init_logging("warn");
+    let scope = if args.sealed_only { Scope::Sealed } else { Scope::All };
+    let ctx = sql::session(&args.store, scope)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let mut out: Box<dyn Write + Send> = match &args.out {
+        Some(path) => {
+            Box::new(std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?)
+        }
+        None if args.format == output::Format::Parquet && std::io::IsTerminal::is_terminal(&std::io::stdout()) => {
+            return Err(anyhow::anyhow!("Parquet is binary: give --out FILE or redirect standard output").into());
+        }
+        None => Box::new(std::io::stdout()),
+    };
+    let Some(query) = args.query else {
+        return sql_prompt(&runtime, &ctx, args.format, &mut *out);
+    };
+    let (schema, batches) = runtime.block_on(sql::query(&ctx, &query))?;
+    output::write(args.format, &schema, &batches, &mut *out)?;
+    Ok(())
+}
+
+/// Reads statements ending in `;` from standard input and answers each;
+/// a statement that fails prints the engine's message and the prompt goes on.
+fn sql_prompt(
+    runtime: &tokio::runtime::Runtime,
+    ctx: &datafusion::prelude::SessionContext,
+    format: otel_audit::sql::output::Format,
+    out: &mut (dyn Write + Send),
+) -> Result<(), Failure> {
+    use std::io::{BufRead as _, IsTerminal as _};
+    let interactive = std::io::stdin().is_terminal();
+    let prompt = |continued: bool| {
+        if interactive {
+            eprint!("{}", if continued { "         > " } else { "otel-audit> " });
+        }
+    };
+    let mut statement = String::new();
+    let mut failed = false;
+    prompt(false);
+    for line in std::io::stdin().lock().lines() {
+        let line = line?;
+        statement.push_str(&line);
+        statement.push('\n');
+        if !line.trim_end().ends_with(';') {
+            prompt(!statement.trim().is_empty());
+            continue;
+        }
+        match runtime.block_on(otel_audit::sql::query(ctx, &statement)) {
+            Ok((schema, batches)) => otel_audit::sql::output::write(format, &schema, &batches, out)?,
+            Err(e) => {
+                eprintln!("error: {e}");
+                failed = true;
+            }
+        }
+        statement.clear();
+        prompt(false);
+    }
+    if !statement.trim().is_empty() {
+        eprintln!("error: the input ended inside a statement (end it with `;`)");
+        failed = true;
+    }
+    if failed { Err(anyhow::anyhow!("a statement failed").into()) } else { Ok(()) }
+}
+
+fn evidence(args: EvidenceCommand) -> Result<(), Failure> {
+    init_logging("warn");
+    let (Some(store), Some(query), Some(out), Some(key)) = (args.store, args.sql, args.out, args.key) else {
+        unreachable!("clap requires STORE, --sql, --out and --key");
+    };
+    let text = std::fs::read_to_string(&key).with_context(|| format!("cannot read {}", key.display()))?;
+    let signer = checkpoint::SignerKey::parse(&text).with_context(|| format!("--key {}", key.display()))?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let made = runtime.block_on(otel_audit::evidence::make::make(&store, &query, &out, &signer))?;
+    println!("Evidence: {} row(s), each with its record and an inclusion proof, in {}", made.rows, out.display());
+    for c in &made.checkpoints {
+        let signers: Vec<&str> = c.signers.iter().map(|s| s.name.as_str()).collect();
+        println!("  chain {}: checkpoint of {} records signed by {}", c.chain, c.size, signers.join(", "));
+    }
+    Ok(())
+}
+
+fn evidence_verify(args: EvidenceVerifyArgs) -> Result<(), Failure> {
+    use otel_audit::verify::TrustedKey;
+    init_logging("warn");
+    let keys = args.public_keys.iter().map(|k| TrustedKey::from_arg(k)).collect::<Result<Vec<_>, _>>()?;
+    match otel_audit::evidence::check::check(&args.dir, &keys) {
+        Ok(checked) => {
+            let m = &checked.manifest;
+            println!(
+                "Evidence VALID: {} row(s), each record proven in its chain; manifest signed by {}",
+                m.rows.len(),
+                checked.manifest_signers.join(", ")
+            );
+            for c in &m.checkpoints {
+                let signers: Vec<&str> = c.signers.iter().map(|s| s.name.as_str()).collect();
+                println!("  chain {}: checkpoint of {} records signed by {}", c.chain, c.size, signers.join(", "));
+            }
+            Ok(())
+        }
+        Err(findings) => {
+            for finding in &findings {
+                println!("{finding}");
+            }
+            println!("Evidence INVALID: {} finding(s)", findings.len());
+            Err(rejected(anyhow::anyhow!("the evidence does not hold")))
+        }
+    }
 }
 
 fn verify_proof(args: VerifyProofArgs) -> Result<(), Failure> {

@@ -82,6 +82,7 @@ struct Listeners {
     metrics: Option<(std::net::TcpListener, ListenerSpec)>,
     health: Option<(std::net::TcpListener, ListenerSpec)>,
     admin: Option<(std::net::TcpListener, ListenerSpec)>,
+    read_api: Option<(std::net::TcpListener, ListenerSpec)>,
 }
 
 /// A chain worker's thread: says whether its final checkpoint was stored.
@@ -150,6 +151,11 @@ impl Server {
                     let limits = ServerLimits::with_in_flight(4);
                     secured("admin", &a.endpoint, &a.security, a.read_auth.as_ref(), limits)
                 })
+                .transpose()?,
+            read_api: config
+                .read_api
+                .as_ref()
+                .map(|r| secured("read_api", &r.endpoint, &r.security, None, ServerLimits::with_in_flight(8)))
                 .transpose()?,
         };
         separate_writers(&listeners)?;
@@ -415,6 +421,11 @@ impl Server {
             let app = admin::router(reloader.clone(), hosts, self.chain_dirs.clone());
             admin.spawn(listener::serve(listener, app, spec, admin_stop.clone()));
         }
+        if let (Some(endpoint), Some((listener, spec))) = (&self.config.read_api, listeners.read_api) {
+            let listener = to_tokio("read_api", &endpoint.endpoint, listener)?;
+            let app = crate::read_api::router(self.chain_dirs.clone());
+            admin.spawn(listener::serve(listener, app, spec, admin_stop.clone()));
+        }
         let witnesses_stop = CancellationToken::new();
         let mut witnesses = JoinSet::new();
         for submitter in std::mem::take(&mut self.witnessing) {
@@ -596,23 +607,35 @@ fn secured(
     Ok((listener, ListenerSpec { name: what, tls, guard: Arc::new(Guard::new(authenticators)), limits }))
 }
 
-/// The admin endpoint takes its own tokens: refuse to start when one of
-/// them is also a writer's (a token file may hold the same token as a
-/// variable, which the config check cannot see).
+/// The admin endpoint and the read API take their own tokens: refuse to
+/// start when one of them is also a writer's, or the read API's is the
+/// admin endpoint's (a token file may hold the same token as a variable,
+/// which the config check cannot see).
 fn separate_writers(listeners: &Listeners) -> Result<(), ServeError> {
     let guards = |l: &Option<(std::net::TcpListener, ListenerSpec)>| {
         l.as_ref().map(|(_, spec)| spec.guard.clone()).into_iter().collect::<Vec<_>>()
     };
     let writers: Vec<Arc<Guard>> = guards(&listeners.grpc).into_iter().chain(guards(&listeners.http)).collect();
-    for admin in guards(&listeners.admin) {
-        for token in admin.authenticators() {
-            for writer in writers.iter().flat_map(|w| w.authenticators()) {
-                if token.shares_token_with(writer) {
+    let admins = guards(&listeners.admin);
+    let checks: [(&str, &[Arc<Guard>], Vec<(&str, &Arc<Guard>)>); 2] = [
+        ("admin", &admins, writers.iter().map(|w| ("writers", w)).collect()),
+        (
+            "read_api",
+            &guards(&listeners.read_api),
+            writers.iter().map(|w| ("writers", w)).chain(admins.iter().map(|a| ("admin endpoint", a))).collect(),
+        ),
+    ];
+    for (name, own, others) in checks {
+        for token in own.iter().flat_map(|g| g.authenticators()) {
+            for (whose, other) in
+                others.iter().flat_map(|(whose, g)| g.authenticators().iter().map(move |a| (whose, a)))
+            {
+                if token.shares_token_with(other) {
                     return Err(ServeError::Setup(format!(
-                        "extensions.admin: `{}` shares a token with the writers' `{}`: give the admin endpoint its \
-                         own tokens",
+                        "extensions.{name}: `{}` shares a token with `{}` of the {whose}: give the {name} endpoint \
+                         its own tokens",
                         token.id(),
-                        writer.id()
+                        other.id()
                     )));
                 }
             }

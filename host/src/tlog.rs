@@ -213,7 +213,7 @@ fn export_chain(chain_dir: &Path, chain_id: &str, log: &Path) -> Result<Exported
 /// The checkpoint's signed note with the cosignatures the chain's witnesses
 /// gave it (`cosignatures-<key id>.jsonl`, docs/store-format.md §6) as
 /// further signature lines (c2sp.org/tlog-cosignature).
-fn cosigned_note(chain_dir: &Path, checkpoint: &CheckpointEntry) -> Result<String, ExportError> {
+pub fn cosigned_note(chain_dir: &Path, checkpoint: &CheckpointEntry) -> Result<String, ExportError> {
     let io = |path: &Path| {
         let path = path.to_path_buf();
         move |source| ExportError::Io { path, source }

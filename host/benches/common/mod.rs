@@ -8,6 +8,7 @@ pub mod cpu;
 pub mod figures;
 pub mod load;
 pub mod scratch;
+pub mod store;
 
 use std::time::Duration;
 

@@ -106,14 +106,18 @@ pub fn router(reloader: Arc<Reloader>, hosts: Vec<String>, chain_dirs: Vec<std::
     async fn status(State(reloader): State<Arc<Reloader>>) -> axum::Json<Status> {
         axum::Json(reloader.status())
     }
-    let tiles =
-        axum::Router::new().route("/tiles/{chain}/{*path}", axum::routing::get(tile)).with_state(Arc::new(chain_dirs));
     axum::Router::new()
         .route("/admin/reload", axum::routing::post(reload))
         .route("/admin/status", axum::routing::get(status))
         .with_state(reloader)
-        .merge(tiles)
+        .merge(tiles_router(chain_dirs))
         .layer(axum::middleware::from_fn_with_state(Arc::new(hosts), same_origin))
+}
+
+/// `GET /tiles/<chain dir>/<path>`: each of the chains in `chain_dirs` as
+/// a C2SP tlog-tiles log (the admin endpoint and the read API serve it).
+pub fn tiles_router(chain_dirs: Vec<std::path::PathBuf>) -> axum::Router {
+    axum::Router::new().route("/tiles/{chain}/{*path}", axum::routing::get(tile)).with_state(Arc::new(chain_dirs))
 }
 
 /// One resource of a chain's tlog-tiles log, read from the store on a

@@ -132,6 +132,10 @@ pub struct Config {
     /// `admin` is listed in `service.extensions` (`localhost:13134` by
     /// default: reloads are not for other hosts).
     pub admin: Option<Listener>,
+    /// Where the read API is served (tiles, records with proofs, SQL), when
+    /// `read_api` is listed in `service.extensions` (`localhost:13135` by
+    /// default), under its own read-only tokens.
+    pub read_api: Option<Listener>,
     /// `service.telemetry.logs.level`: `trace`, `debug`, `info` (default),
     /// `warn` or `error`.
     pub log_level: String,

@@ -51,7 +51,7 @@ pub fn chain_dir(store: &Path, chain_id: &str) -> Result<PathBuf, ProveError> {
 }
 
 /// The chain's checkpoints, in file order.
-fn checkpoints(chain_dir: &Path) -> Result<Vec<CheckpointEntry>, ProveError> {
+pub fn checkpoints(chain_dir: &Path) -> Result<Vec<CheckpointEntry>, ProveError> {
     let (entries, _) = CheckpointReader::new(chain_dir, 0).read(u64::MAX)?;
     Ok(entries)
 }
@@ -152,9 +152,15 @@ pub fn inclusion(chain_dir: &Path, seq: u64, size: Option<u64>) -> Result<Proof,
         )));
     }
     let record = read_record(chain_dir, seq)?;
-    let parsed = crate::verify::record::parse(&record, &mut Members::default())
+    inclusion_of(&TileReader::open(chain_dir), checkpoint.size, &checkpoint.note, seq, &record)
+}
+
+/// The inclusion proof of `record`, read as the line of `seq`, in the tree
+/// of the checkpoint `note` of `size` (which covers `seq`), from the chain's
+/// `tiles`.
+pub fn inclusion_of(tiles: &TileReader, size: u64, note: &str, seq: u64, record: &[u8]) -> Result<Proof, ProveError> {
+    let parsed = crate::verify::record::parse(record, &mut Members::default())
         .map_err(|e| ProveError::NotFound(format!("seq {seq} is not a readable record: {e}")))?;
-    let tiles = TileReader::open(chain_dir);
     if tiles.subtree_hash(seq, seq + 1)? != parsed.leaf {
         return Err(ProveError::NotFound(format!(
             "the record on the line of seq {seq} is not the tree's leaf {seq} (a seq a declared gap gave up, or a damaged store: run verify)"
@@ -164,10 +170,10 @@ pub fn inclusion(chain_dir: &Path, seq: u64, size: Option<u64>) -> Result<Proof,
         format: FORMAT,
         chain_id: parsed.chain_id.to_string(),
         leaf_index: seq,
-        tree_size: checkpoint.size,
-        record: String::from_utf8_lossy(&record).into_owned(),
-        audit_path: hex_all(audit_path(&tiles, seq, 0, checkpoint.size)?),
-        checkpoint: checkpoint.note.clone(),
+        tree_size: size,
+        record: String::from_utf8_lossy(record).into_owned(),
+        audit_path: hex_all(audit_path(tiles, seq, 0, size)?),
+        checkpoint: note.to_owned(),
     }))
 }
 

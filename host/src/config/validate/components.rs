@@ -430,6 +430,7 @@ impl Checker<'_> {
             let (kind, default) = match ty.as_str() {
                 "health_check" => (ExtensionType::HealthCheck, "localhost:13133"),
                 "admin" => (ExtensionType::Admin, "localhost:13134"),
+                "read_api" => (ExtensionType::ReadApi, "localhost:13135"),
                 "bearertokenauth" => {
                     let file: BearerTokenFile = self.de(body_of(body), &path)?;
                     let authenticator = self.bearer_token(&id, file, &path);
@@ -441,8 +442,8 @@ impl Checker<'_> {
                     self.problem(
                         &path,
                         format!(
-                            "unknown extension type `{ty}`: otel-audit has `health_check`, `admin` and \
-                             `bearertokenauth`"
+                            "unknown extension type `{ty}`: otel-audit has `health_check`, `admin`, `read_api` \
+                             and `bearertokenauth`"
                         ),
                     );
                     return None;

@@ -91,7 +91,7 @@ struct Checker<'a> {
 #[derive(Clone)]
 #[allow(clippy::large_enum_variant)] // a few per config, read once
 enum Extension {
-    /// `health_check` or `admin`: a listener (its `auth` unresolved).
+    /// `health_check`, `admin` or `read_api`: a listener (its `auth` unresolved).
     Listener(ExtensionType, HostPort, Listener),
     /// `bearertokenauth`: see [`Checker::authenticators`].
     Auth,
@@ -104,6 +104,8 @@ enum ExtensionType {
     HealthCheck,
     /// `admin`: `POST /admin/reload` and `GET /admin/status`.
     Admin,
+    /// `read_api`: tiles, records with proofs and SQL for auditors.
+    ReadApi,
 }
 
 /// Validates the substituted tree; `problems` holds substitution's.

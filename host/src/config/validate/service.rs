@@ -20,7 +20,7 @@ impl Checker<'_> {
             }
         }
 
-        let (mut health, mut admin) = (None, None);
+        let (mut health, mut admin, mut read_api) = (None, None, None);
         let listed = self.references(Kind::Extension, extensions.unwrap_or_default(), "service.extensions");
         let listed: Vec<String> = listed.into_iter().map(Option::unwrap_or_default).collect();
         for (i, id) in listed.iter().enumerate() {
@@ -34,6 +34,7 @@ impl Checker<'_> {
             let (slot, name) = match kind {
                 ExtensionType::HealthCheck => (&mut health, "health_check"),
                 ExtensionType::Admin => (&mut admin, "admin"),
+                ExtensionType::ReadApi => (&mut read_api, "read_api"),
             };
             if slot.replace((id.clone(), listen, listener)).is_some() {
                 self.problem(format!("service.extensions[{i}]"), format!("a second {name}: list one"));
@@ -105,7 +106,7 @@ impl Checker<'_> {
         if let Some((listen, _)) = &metrics {
             listens.push(("service.telemetry.metrics.address".to_owned(), listen.clone()));
         }
-        for (id, listen, _) in health.iter().chain(&admin) {
+        for (id, listen, _) in health.iter().chain(&admin).chain(&read_api) {
             listens.push((format!("extensions.{id}.endpoint"), listen.clone()));
         }
         self.clashes(&listens);
@@ -118,6 +119,7 @@ impl Checker<'_> {
             metrics: metrics.map(|(_, m)| m),
             health: health.map(|(_, _, h)| h),
             admin: admin.map(|(_, _, a)| a),
+            read_api: read_api.map(|(_, _, r)| r),
             log_level,
         };
         self.separate_writers(&config);
@@ -147,8 +149,9 @@ impl Checker<'_> {
         self.exporters = exporters;
     }
 
-    /// The admin endpoint takes its own tokens, never a writer's: one
-    /// authenticator may not serve both, nor may they share a token.
+    /// The admin endpoint and the read API take their own tokens, never a
+    /// writer's, and the read API's are not the admin endpoint's: one
+    /// authenticator may not serve two of them, nor may they share a token.
     fn separate_writers(&mut self, config: &Config) {
         let writers: Vec<&Authenticator> =
             [&config.grpc.as_ref().map(|g| &g.security), &config.http.as_ref().map(|h| &h.security)]
@@ -156,20 +159,33 @@ impl Checker<'_> {
                 .flatten()
                 .filter_map(|s| s.auth.as_ref())
                 .collect();
-        let Some(admin) = &config.admin else { return };
-        for (key, auth) in [("auth", &admin.security.auth), ("read_auth", &admin.read_auth)] {
-            let Some(auth) = auth else { continue };
-            let at = format!("extensions.admin.{key}.authenticator");
-            if writers.iter().any(|w| w.id == auth.id) {
-                self.problem(
-                    at,
-                    format!("`{}` authenticates writers: give the admin endpoint its own tokens", auth.id),
-                );
-            } else if writers
+        let admins: Vec<&Authenticator> =
+            config.admin.iter().flat_map(|a| [a.security.auth.as_ref(), a.read_auth.as_ref()]).flatten().collect();
+        let mut own: Vec<(String, &Authenticator, Vec<(&str, &Authenticator)>)> = Vec::new();
+        if let Some(admin) = &config.admin {
+            for (key, auth) in [("auth", &admin.security.auth), ("read_auth", &admin.read_auth)] {
+                if let Some(auth) = auth {
+                    let others = writers.iter().map(|w| ("writers", *w)).collect();
+                    own.push((format!("extensions.admin.{key}.authenticator"), auth, others));
+                }
+            }
+        }
+        if let Some(auth) = config.read_api.as_ref().and_then(|r| r.security.auth.as_ref()) {
+            let others = writers
                 .iter()
-                .any(|w| w.tokens.iter().any(|t| matches!(t, TokenSource::Env { .. }) && auth.tokens.contains(t)))
-            {
-                self.problem(at, format!("`{}` shares a token with a writers' authenticator", auth.id));
+                .map(|w| ("writers", *w))
+                .chain(admins.iter().map(|a| ("the admin endpoint", *a)))
+                .collect();
+            own.push(("extensions.read_api.auth.authenticator".to_owned(), auth, others));
+        }
+        for (at, auth, others) in own {
+            let shares = |o: &Authenticator| {
+                o.tokens.iter().any(|t| matches!(t, TokenSource::Env { .. }) && auth.tokens.contains(t))
+            };
+            if let Some((whose, _)) = others.iter().find(|(_, o)| o.id == auth.id) {
+                self.problem(at, format!("`{}` authenticates {whose}: give this endpoint its own tokens", auth.id));
+            } else if let Some((whose, o)) = others.iter().find(|(_, o)| shares(o)) {
+                self.problem(at, format!("`{}` shares a token with `{}` of {whose}", auth.id, o.id));
             }
         }
     }
