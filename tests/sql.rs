@@ -122,7 +122,7 @@ fn expected_role_changes() -> Vec<(i128, String, String, String, String, String)
         })
         .filter(|row| row.0 >= since)
         .collect();
-    rows.sort_by(|a, b| b.0.cmp(&a.0));
+    rows.sort_by_key(|row| std::cmp::Reverse(row.0));
     rows
 }
 
@@ -195,7 +195,7 @@ fn the_tables_have_the_columns_auditors_ask_about() {
     let logs = trail().report["logs"].as_array().unwrap();
     assert_eq!(rows.len(), logs.len());
     let mut times: Vec<i128> = logs.iter().map(|l| l["time_unix_nano"].as_i64().unwrap() as i128).collect();
-    times.sort_by(|a, b| b.cmp(a));
+    times.sort_by_key(|t| std::cmp::Reverse(*t));
     assert_eq!(rows.iter().map(|r| nanos(r["timestamp"].as_str().unwrap())).collect::<Vec<_>>(), times);
     for row in &rows {
         assert_eq!(row["body"], "login failed");

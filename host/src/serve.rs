@@ -617,27 +617,27 @@ fn separate_writers(listeners: &Listeners) -> Result<(), ServeError> {
     };
     let writers: Vec<Arc<Guard>> = guards(&listeners.grpc).into_iter().chain(guards(&listeners.http)).collect();
     let admins = guards(&listeners.admin);
-    let checks: [(&str, &[Arc<Guard>], Vec<(&str, &Arc<Guard>)>); 2] = [
-        ("admin", &admins, writers.iter().map(|w| ("writers", w)).collect()),
-        (
-            "read_api",
-            &guards(&listeners.read_api),
-            writers.iter().map(|w| ("writers", w)).chain(admins.iter().map(|a| ("admin endpoint", a))).collect(),
-        ),
-    ];
-    for (name, own, others) in checks {
-        for token in own.iter().flat_map(|g| g.authenticators()) {
-            for (whose, other) in
-                others.iter().flat_map(|(whose, g)| g.authenticators().iter().map(move |a| (whose, a)))
-            {
-                if token.shares_token_with(other) {
-                    return Err(ServeError::Setup(format!(
-                        "extensions.{name}: `{}` shares a token with `{}` of the {whose}: give the {name} endpoint \
-                         its own tokens",
-                        token.id(),
-                        other.id()
-                    )));
-                }
+    let writers_and_admins: Vec<(&str, Arc<Guard>)> = writers
+        .iter()
+        .map(|w| ("writers", w.clone()))
+        .chain(admins.iter().map(|a| ("admin endpoint", a.clone())))
+        .collect();
+    refuse_shared_tokens("admin", &admins, &writers_and_admins[..writers.len()])?;
+    refuse_shared_tokens("read_api", &guards(&listeners.read_api), &writers_and_admins)
+}
+
+/// Refuses to start when a token of the `name` endpoint's `own` guards is
+/// also one of the `others`' (each named by whose it is).
+fn refuse_shared_tokens(name: &str, own: &[Arc<Guard>], others: &[(&str, Arc<Guard>)]) -> Result<(), ServeError> {
+    for token in own.iter().flat_map(|g| g.authenticators()) {
+        for (whose, guard) in others {
+            if let Some(other) = guard.authenticators().iter().find(|o| token.shares_token_with(o)) {
+                return Err(ServeError::Setup(format!(
+                    "extensions.{name}: `{}` shares a token with `{}` of the {whose}: give the {name} endpoint its \
+                     own tokens",
+                    token.id(),
+                    other.id()
+                )));
             }
         }
     }

@@ -724,3 +724,44 @@ fn processor_limits_are_read_and_bounded() {
         "processors.wasm/p.limits.timeout",
     );
 }
+
+/// MINIMAL with writers' tokens on the receiver, an admin endpoint and a
+/// read API whose authenticator is `read_api_auth`; the auditors' token is
+/// the variable `auditors_token`.
+fn with_read_api(read_api_auth: &str, auditors_token: &str) -> String {
+    let text = with("      grpc:\n", "      grpc:\n        auth: {authenticator: bearertokenauth/writers}\n");
+    let listed =
+        "  extensions: [bearertokenauth/writers, bearertokenauth/admin, bearertokenauth/auditors, admin, read_api]";
+    text.replacen("service:\n", &format!("service:\n{listed}\n"), 1)
+        + &format!(
+            "extensions:
+  bearertokenauth/writers: {{token: \"${{env:WRITER}}\"}}
+  bearertokenauth/admin: {{token: \"${{env:ADMIN}}\"}}
+  bearertokenauth/auditors: {{token: \"${{env:{auditors_token}}}\"}}
+  admin: {{auth: {{authenticator: bearertokenauth/admin}}}}
+  read_api: {{auth: {{authenticator: {read_api_auth}}}}}
+"
+        )
+}
+
+#[test]
+fn the_read_api_has_its_own_listener_and_tokens() {
+    let vars = [("WRITER", "w-token"), ("ADMIN", "a-token"), ("AUDITOR", "r-token")];
+    let config =
+        parse_env(&with_read_api("bearertokenauth/auditors", "AUDITOR"), &vars).unwrap_or_else(|e| panic!("{e}"));
+    let read_api = config.read_api.expect("the read API is configured");
+    assert_eq!(read_api.endpoint, "localhost:13135", "loopback by default");
+    assert_eq!(read_api.security.auth.as_ref().map(|a| a.id.as_str()), Some("bearertokenauth/auditors"));
+
+    for (auth, token, expected) in [
+        ("bearertokenauth/writers", "AUDITOR", "authenticates writers"),
+        ("bearertokenauth/admin", "AUDITOR", "authenticates the admin endpoint"),
+        ("bearertokenauth/auditors", "ADMIN", "shares a token with `bearertokenauth/admin`"),
+        ("bearertokenauth/auditors", "WRITER", "shares a token with `bearertokenauth/writers`"),
+    ] {
+        let found = problems(&with_read_api(auth, token), &vars);
+        assert_eq!(found.len(), 1, "{auth} {token}: {found:#?}");
+        assert_eq!(found[0].0, "extensions.read_api.auth.authenticator");
+        assert!(found[0].1.contains(expected), "{auth} {token}: {}", found[0].1);
+    }
+}

@@ -161,7 +161,9 @@ impl Checker<'_> {
                 .collect();
         let admins: Vec<&Authenticator> =
             config.admin.iter().flat_map(|a| [a.security.auth.as_ref(), a.read_auth.as_ref()]).flatten().collect();
-        let mut own: Vec<(String, &Authenticator, Vec<(&str, &Authenticator)>)> = Vec::new();
+        // (where, the endpoint's authenticator, the ones it may not share with)
+        type Whose<'a> = Vec<(&'static str, &'a Authenticator)>;
+        let mut own: Vec<(String, &Authenticator, Whose)> = Vec::new();
         if let Some(admin) = &config.admin {
             for (key, auth) in [("auth", &admin.security.auth), ("read_auth", &admin.read_auth)] {
                 if let Some(auth) = auth {
