@@ -16,7 +16,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use sha2::{Digest, Sha256};
 use support::server::binary;
-use support::tamper::{build, chain, read_segments};
+use support::tamper::{build, chain, read_segments, send};
 
 // ------------------------------------------------ the independent client
 
@@ -178,6 +178,27 @@ fn export(store: &Path, out: &Path, chain: Option<&str>) -> std::process::Output
     command.output().unwrap()
 }
 
+/// The public URL prefix the tests' exported logs are served at.
+const PUBLIC_PREFIX: &str = "audit.example.test/logs";
+
+/// The one directory under `out` that holds a `checkpoint`.
+fn find_log(out: &Path) -> PathBuf {
+    let mut found = Vec::new();
+    let mut todo = vec![out.to_path_buf()];
+    while let Some(dir) = todo.pop() {
+        if dir.join("checkpoint").is_file() {
+            found.push(dir.clone());
+        }
+        for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+            if entry.file_type().unwrap().is_dir() && entry.file_name() != "tile" {
+                todo.push(entry.path());
+            }
+        }
+    }
+    assert_eq!(found.len(), 1, "{found:?}");
+    found.remove(0)
+}
+
 fn flip(path: PathBuf, at: usize) {
     let mut bytes = std::fs::read(&path).unwrap();
     bytes[at] ^= 1;
@@ -188,14 +209,28 @@ fn flip(path: PathBuf, at: usize) {
 fn an_exported_chain_is_a_tlog_tiles_log_a_client_checks_and_reads() {
     // 700 records (two full tiles and a partial one) with a checkpoint every
     // 10 records, so many partial tiles are needed.
-    let (tmp, setup) = build(700, 60);
+    // The store's origin prefix is the public URL prefix the export is
+    // served at.
+    let tmp = tempfile::tempdir().unwrap();
+    let mut setup = support::tamper::setup(&tmp);
+    setup.store_extra = format!("    origin: {PUBLIC_PREFIX}\n");
+    let server = setup.start();
+    send(&setup, (0..700u64 / 60 + 1).map(|i| (i, 60.min(700 - i as usize * 60))));
+    assert!(server.stop().success());
     let out = tmp.path().join("tiles");
     let exported = export(&setup.store, &out, Some("test/traces/audit/0"));
     let stdout = String::from_utf8_lossy(&exported.stdout);
     assert!(exported.status.success(), "{stdout}{}", String::from_utf8_lossy(&exported.stderr));
     assert!(stdout.contains("chain test/traces/audit/0: 700 entries"), "{stdout}");
-    let log = out.join("test_traces_audit_0");
     let vkey = std::fs::read_to_string(setup.public_key()).unwrap();
+
+    // tlog-tiles: the log at `https://<origin>/` (c2sp.org/tlog-tiles: the
+    // origin is the log's schema-less URL prefix). Served from `out` at
+    // `https://{PUBLIC_PREFIX}/`, the log's directory is its origin's path.
+    let log = find_log(&out);
+    let url = format!("{PUBLIC_PREFIX}/{}", log.strip_prefix(&out).unwrap().display());
+    let note = std::fs::read_to_string(log.join("checkpoint")).unwrap();
+    assert_eq!(note.lines().next().unwrap(), url, "the origin is the log's URL prefix");
 
     let entries = read_log(&files(&log), &vkey).unwrap();
     let stored: Vec<Vec<u8>> =

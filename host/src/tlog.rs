@@ -121,7 +121,21 @@ pub fn tiles_for(size: u64) -> Vec<LevelTiles> {
     levels
 }
 
-/// Exports every chain of `store` (or the one `chain` names) under `out`.
+/// Where a chain's log goes under an export directory: its origin without
+/// the origin prefix, `<chain id>/<nonce>`. So with the store's `origin`
+/// set to the public URL prefix the directory is served at
+/// (`audit.example.com/logs`), every log's URL is its origin, as
+/// c2sp.org/tlog-tiles asks (`https://audit.example.com/logs/<chain id>/<nonce>/checkpoint`).
+pub fn origin_path(origin: &str, chain_id: &str) -> String {
+    let marker = format!("/{chain_id}/");
+    match origin.find(&marker) {
+        Some(at) => origin[at + 1..].to_owned(),
+        None => ChainStore::chain_dir_name(chain_id),
+    }
+}
+
+/// Exports every chain of `store` (or the one `chain` names) under `out`,
+/// each at [`origin_path`].
 pub fn export(store: &Path, out: &Path, chain: Option<&str>) -> Result<Vec<Exported>, ExportError> {
     let dirs = crate::verify::chain_dirs(store)?;
     let mut exported = Vec::new();
@@ -130,7 +144,8 @@ pub fn export(store: &Path, out: &Path, chain: Option<&str>) -> Result<Vec<Expor
         if chain.is_some_and(|wanted| wanted != chain_id) {
             continue;
         }
-        exported.push(export_chain(&dir, &chain_id, &out.join(ChainStore::chain_dir_name(&chain_id)))?);
+        let log = out.join(origin_path(&crate::store::chain_origin(&dir)?, &chain_id));
+        exported.push(export_chain(&dir, &chain_id, &log)?);
     }
     if let Some(wanted) = chain
         && exported.is_empty()

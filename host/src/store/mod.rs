@@ -452,6 +452,12 @@ pub fn chain_id(chain_dir: &Path) -> Result<String, StoreError> {
     recovery::read_chain_id(chain_dir)
 }
 
+/// The checkpoint origin the `chain.json` of `chain_dir` names
+/// (`<origin prefix>/<chain id>/<nonce>`).
+pub fn chain_origin(chain_dir: &Path) -> Result<String, StoreError> {
+    recovery::read_chain_origin(chain_dir)
+}
+
 /// The segments of the chain in `chain_dir`, in order: each one's first seq and path.
 pub fn segments(chain_dir: &Path) -> Result<Vec<(u64, PathBuf)>, StoreError> {
     Ok(segment::list(chain_dir)?.into_iter().map(|s| (s.first_seq, s.path)).collect())

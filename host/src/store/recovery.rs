@@ -276,6 +276,10 @@ pub(super) fn read_chain_id(dir: &Path) -> Result<String, StoreError> {
     Ok(read_chain_file(&dir.join(CHAIN_FILE))?.chain_id)
 }
 
+pub(super) fn read_chain_origin(dir: &Path) -> Result<String, StoreError> {
+    Ok(read_chain_file(&dir.join(CHAIN_FILE))?.origin)
+}
+
 fn read_chain_file(path: &Path) -> Result<ChainFile, StoreError> {
     let bytes = fs::read(path).map_err(io("read", path))?;
     let format = |e: serde_json::Error| {
