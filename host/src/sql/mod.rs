@@ -1,7 +1,8 @@
-//! SQL on the store with Apache DataFusion (`otel-audit sql`): each chain
-//! directory is one partition of two tables, `audit_spans` and
-//! `audit_logs` ([`rows::schema`]), read record by record from the
-//! segments when a query runs, so a query sees what the store holds then.
+//! SQL on the store with Apache DataFusion (`otel-audit sql`): two tables,
+//! `audit_spans` and `audit_logs` ([`rows::schema`]), read record by record
+//! from the segments when a query runs (a partition per segment, in
+//! parallel; only the columns the query reads are built), so a query sees
+//! what the store holds then.
 //!
 //! It reads a store that `serve` is writing: a segment's last line without
 //! its newline (being written) is left for the next query. Every row says
@@ -17,13 +18,16 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
-use datafusion::catalog::streaming::StreamingTable;
+use datafusion::catalog::{Session, TableProvider};
 use datafusion::error::DataFusionError;
 use datafusion::execution::TaskContext;
 use datafusion::execution::context::SQLOptions;
 use datafusion::physical_plan::SendableRecordBatchStream;
 use datafusion::physical_plan::stream::RecordBatchReceiverStreamBuilder;
-use datafusion::physical_plan::streaming::PartitionStream;
+use datafusion::logical_expr::{Expr, TableType};
+use datafusion::physical_expr::LexOrdering;
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::streaming::{PartitionStream, StreamingTableExec};
 use datafusion::prelude::{DataFrame, SessionContext};
 
 pub use rows::Signal;
@@ -71,15 +75,8 @@ pub fn session(store: &Path, scope: Scope) -> Result<SessionContext, SqlError> {
 pub fn session_of(dirs: &[PathBuf], scope: Scope) -> Result<SessionContext, SqlError> {
     let ctx = SessionContext::new();
     for signal in [Signal::Spans, Signal::Logs] {
-        let schema = rows::schema(signal);
-        let partitions = dirs
-            .iter()
-            .map(|dir| {
-                Arc::new(ChainScan { dir: dir.clone(), signal, scope, schema: schema.clone() })
-                    as Arc<dyn PartitionStream>
-            })
-            .collect();
-        ctx.register_table(signal.table(), Arc::new(StreamingTable::try_new(schema, partitions)?))?;
+        let table = AuditTable { signal, dirs: dirs.to_vec(), scope, schema: rows::schema(signal) };
+        ctx.register_table(signal.table(), Arc::new(table))?;
     }
     Ok(ctx)
 }
@@ -98,16 +95,76 @@ pub async fn query(ctx: &SessionContext, sql: &str) -> Result<(SchemaRef, Vec<Re
     Ok((schema, frame.collect().await?))
 }
 
-/// One chain's records of one signal, read from its segments.
+/// A signal's table over chain directories: a partition per segment (read
+/// in parallel), each building only the columns the query reads.
 #[derive(Debug)]
-struct ChainScan {
-    dir: PathBuf,
+struct AuditTable {
     signal: Signal,
+    dirs: Vec<PathBuf>,
     scope: Scope,
     schema: SchemaRef,
 }
 
-impl PartitionStream for ChainScan {
+#[async_trait::async_trait]
+impl TableProvider for AuditTable {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    async fn scan(
+        &self,
+        _state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>, DataFusionError> {
+        let external = |message: String| DataFusionError::External(message.into());
+        let projection = projection.cloned();
+        let schema = rows::Rows::new(self.signal, projection.as_deref()).schema().clone();
+        let mut partitions: Vec<Arc<dyn PartitionStream>> = Vec::new();
+        for dir in &self.dirs {
+            let (checkpoints, _) = CheckpointReader::new(dir, 0)
+                .read(u64::MAX)
+                .map_err(|e| external(format!("{}: {e}", dir.display())))?;
+            let sealed_size = checkpoints.last().map_or(0, |c| c.size);
+            let segments = crate::store::segments(dir).map_err(|e| external(format!("{}: {e}", dir.display())))?;
+            for (_, path) in segments {
+                partitions.push(Arc::new(SegmentScan {
+                    path: Some(path),
+                    signal: self.signal,
+                    projection: projection.clone(),
+                    sealed_size,
+                    only_sealed: self.scope == Scope::Sealed,
+                    schema: schema.clone(),
+                }));
+            }
+        }
+        if partitions.is_empty() {
+            let (signal, projection, schema) = (self.signal, projection.clone(), schema.clone());
+            let none = SegmentScan { path: None, signal, projection, sealed_size: 0, only_sealed: false, schema };
+            partitions.push(Arc::new(none));
+        }
+        let exec = StreamingTableExec::try_new(schema, partitions, None, Vec::<LexOrdering>::new(), false, limit)?;
+        Ok(Arc::new(exec))
+    }
+}
+
+/// One segment's records of one signal (`path` none: an empty table).
+#[derive(Debug)]
+struct SegmentScan {
+    path: Option<PathBuf>,
+    signal: Signal,
+    projection: Option<Vec<usize>>,
+    sealed_size: u64,
+    only_sealed: bool,
+    schema: SchemaRef,
+}
+
+impl PartitionStream for SegmentScan {
     fn schema(&self) -> &SchemaRef {
         &self.schema
     }
@@ -115,44 +172,41 @@ impl PartitionStream for ChainScan {
     fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
         let mut builder = RecordBatchReceiverStreamBuilder::new(self.schema.clone(), 2);
         let tx = builder.tx();
-        let (dir, signal, only_sealed) = (self.dir.clone(), self.signal, self.scope == Scope::Sealed);
+        let Some(path) = self.path.clone() else { return builder.build() };
+        let mut rows = rows::Rows::new(self.signal, self.projection.as_deref());
+        let (sealed_size, only_sealed) = (self.sealed_size, self.only_sealed);
         builder.spawn_blocking(move || {
-            scan_chain(&dir, signal, only_sealed, &mut |batch| tx.blocking_send(Ok(batch)).is_ok())
+            scan_segment(&path, &mut rows, sealed_size, only_sealed, &mut |batch| tx.blocking_send(Ok(batch)).is_ok())
         });
         builder.build()
     }
 }
 
-/// Reads the records of `signal` in `dir`, handing `emit` a batch at a
-/// time; stops early when `emit` returns false (the query is done).
-fn scan_chain(
-    dir: &Path,
-    signal: Signal,
+/// Reads the records of a segment into `rows`, handing `emit` a batch at a
+/// time; stops early when `emit` returns false (the query is done). A last
+/// line without its newline (being written) is left for the next query.
+fn scan_segment(
+    path: &Path,
+    rows: &mut rows::Rows,
+    sealed_size: u64,
     only_sealed: bool,
     emit: &mut dyn FnMut(RecordBatch) -> bool,
 ) -> Result<(), DataFusionError> {
     let external = |message: String| DataFusionError::External(message.into());
-    let (checkpoints, _) =
-        CheckpointReader::new(dir, 0).read(u64::MAX).map_err(|e| external(format!("{}: {e}", dir.display())))?;
-    let sealed_size = checkpoints.last().map_or(0, |c| c.size);
-    let segments = crate::store::segments(dir).map_err(|e| external(format!("{}: {e}", dir.display())))?;
-    let mut rows = rows::Rows::new(signal);
-    for (_, path) in segments {
-        let io = |e: std::io::Error| external(format!("{}: {e}", path.display()));
-        let mut reader = std::io::BufReader::new(std::fs::File::open(&path).map_err(io)?);
-        let mut line = Vec::new();
-        let mut number = 0u64;
-        loop {
-            line.clear();
-            if reader.read_until(b'\n', &mut line).map_err(io)? == 0 || line.pop() != Some(b'\n') {
-                break; // the end, or a line still being written
-            }
-            number += 1;
-            rows.push(&line, sealed_size, only_sealed)
-                .map_err(|e| external(format!("{} line {number}: not a record: {e}", path.display())))?;
-            if rows.len() == BATCH_ROWS && !emit(rows.finish()) {
-                return Ok(());
-            }
+    let io = |e: std::io::Error| external(format!("{}: {e}", path.display()));
+    let mut reader = std::io::BufReader::with_capacity(1 << 20, std::fs::File::open(path).map_err(io)?);
+    let mut line = Vec::new();
+    let mut number = 0u64;
+    loop {
+        line.clear();
+        if reader.read_until(b'\n', &mut line).map_err(io)? == 0 || line.pop() != Some(b'\n') {
+            break;
+        }
+        number += 1;
+        rows.push(&line, sealed_size, only_sealed)
+            .map_err(|e| external(format!("{} line {number}: not a record: {e}", path.display())))?;
+        if rows.len() == BATCH_ROWS && !emit(rows.finish()) {
+            return Ok(());
         }
     }
     if !rows.is_empty() {

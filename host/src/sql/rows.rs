@@ -62,45 +62,106 @@ fn text(name: &str) -> Field {
     Field::new(name, DataType::Utf8, true)
 }
 
+/// A column of the tables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Col {
+    Timestamp,
+    ReceivedAt,
+    Chain,
+    Seq,
+    Leaf,
+    Sealed,
+    Name,
+    Attributes,
+    AttributesTyped,
+    Resource,
+    ResourceTyped,
+    ScopeName,
+    ScopeVersion,
+    TraceId,
+    SpanId,
+    Sender,
+    ParentSpanId,
+    Kind,
+    StatusCode,
+    StatusMessage,
+    StartTime,
+    EndTime,
+    SeverityNumber,
+    SeverityText,
+    Body,
+    BodyTyped,
+    ObservedTime,
+    Record,
+}
+
+impl Col {
+    fn field(self) -> Field {
+        match self {
+            Col::Timestamp => timestamp("timestamp"),
+            Col::ReceivedAt => timestamp("received_at"),
+            Col::Chain => Field::new("chain", DataType::Utf8, false),
+            Col::Seq => Field::new("seq", DataType::Int64, false),
+            Col::Leaf => Field::new("leaf", DataType::Utf8, false),
+            Col::Sealed => Field::new("sealed", DataType::Boolean, false),
+            Col::Name => text("name"),
+            Col::Attributes => string_map("attributes"),
+            Col::AttributesTyped => text("attributes_typed"),
+            Col::Resource => string_map("resource"),
+            Col::ResourceTyped => text("resource_typed"),
+            Col::ScopeName => text("scope_name"),
+            Col::ScopeVersion => text("scope_version"),
+            Col::TraceId => text("trace_id"),
+            Col::SpanId => text("span_id"),
+            Col::Sender => text("sender"),
+            Col::ParentSpanId => text("parent_span_id"),
+            Col::Kind => Field::new("kind", DataType::Int32, true),
+            Col::StatusCode => Field::new("status_code", DataType::Int32, true),
+            Col::StatusMessage => text("status_message"),
+            Col::StartTime => timestamp("start_time"),
+            Col::EndTime => timestamp("end_time"),
+            Col::SeverityNumber => Field::new("severity_number", DataType::Int32, true),
+            Col::SeverityText => text("severity_text"),
+            Col::Body => text("body"),
+            Col::BodyTyped => text("body_typed"),
+            Col::ObservedTime => timestamp("observed_time"),
+            Col::Record => Field::new("record", DataType::Utf8, false),
+        }
+    }
+}
+
 /// The columns of a signal's table, in order.
-pub fn schema(signal: Signal) -> SchemaRef {
-    let mut fields = vec![
-        timestamp("timestamp"),
-        timestamp("received_at"),
-        Field::new("chain", DataType::Utf8, false),
-        Field::new("seq", DataType::Int64, false),
-        Field::new("leaf", DataType::Utf8, false),
-        Field::new("sealed", DataType::Boolean, false),
-        text("name"),
-        string_map("attributes"),
-        text("attributes_typed"),
-        string_map("resource"),
-        text("resource_typed"),
-        text("scope_name"),
-        text("scope_version"),
-        text("trace_id"),
-        text("span_id"),
-        text("sender"),
+fn columns(signal: Signal) -> Vec<Col> {
+    use Col::*;
+    let mut cols = vec![
+        Timestamp,
+        ReceivedAt,
+        Chain,
+        Seq,
+        Leaf,
+        Sealed,
+        Name,
+        Attributes,
+        AttributesTyped,
+        Resource,
+        ResourceTyped,
+        ScopeName,
+        ScopeVersion,
+        TraceId,
+        SpanId,
+        Sender,
     ];
     match signal {
-        Signal::Spans => fields.extend([
-            text("parent_span_id"),
-            Field::new("kind", DataType::Int32, true),
-            Field::new("status_code", DataType::Int32, true),
-            text("status_message"),
-            timestamp("start_time"),
-            timestamp("end_time"),
-        ]),
-        Signal::Logs => fields.extend([
-            Field::new("severity_number", DataType::Int32, true),
-            text("severity_text"),
-            text("body"),
-            text("body_typed"),
-            timestamp("observed_time"),
-        ]),
+        Signal::Spans => cols.extend([ParentSpanId, Kind, StatusCode, StatusMessage, StartTime, EndTime]),
+        Signal::Logs => cols.extend([SeverityNumber, SeverityText, Body, BodyTyped, ObservedTime]),
     }
-    fields.push(Field::new("record", DataType::Utf8, false));
-    Arc::new(Schema::new(fields))
+    cols.push(Record);
+    cols
+}
+
+/// The columns of a signal's table, in order.
+pub fn schema(signal: Signal) -> SchemaRef {
+    Arc::new(Schema::new(columns(signal).into_iter().map(Col::field).collect::<Vec<_>>()))
 }
 
 /// Why a stored line is not a record the table can hold.
@@ -118,9 +179,11 @@ fn timestamp_builder() -> TimestampNanosecondBuilder {
     TimestampNanosecondBuilder::new().with_timezone(UTC)
 }
 
-/// Rows being collected into one batch of a signal's table.
+/// Rows being collected into one batch of a signal's table, with only the
+/// columns a query reads (the rest is never computed).
 pub struct Rows {
     signal: Signal,
+    cols: Vec<Col>,
     schema: SchemaRef,
     len: usize,
     timestamp: TimestampNanosecondBuilder,
@@ -156,12 +219,20 @@ pub struct Rows {
 }
 
 impl Rows {
-    /// No rows yet.
-    pub fn new(signal: Signal) -> Self {
+    /// No rows yet, of the columns `projection` picks from the signal's
+    /// schema (all of them with `None`).
+    pub fn new(signal: Signal, projection: Option<&[usize]>) -> Self {
+        let all = columns(signal);
+        let cols: Vec<Col> = match projection {
+            Some(indexes) => indexes.iter().map(|i| all[*i]).collect(),
+            None => all,
+        };
+        let schema = Arc::new(Schema::new(cols.iter().map(|c| c.field()).collect::<Vec<_>>()));
         let map = || MapBuilder::new(None, StringBuilder::new(), StringBuilder::new());
         Rows {
             signal,
-            schema: schema(signal),
+            cols,
+            schema,
             len: 0,
             timestamp: timestamp_builder(),
             received_at: timestamp_builder(),
@@ -192,6 +263,11 @@ impl Rows {
             observed_time: timestamp_builder(),
             record: StringBuilder::new(),
         }
+    }
+
+    /// The schema of the batches: the projected columns.
+    pub fn schema(&self) -> &SchemaRef {
+        &self.schema
     }
 
     /// Rows collected so far.
@@ -231,94 +307,96 @@ impl Rows {
             .and_then(Value::as_str)
             .ok_or_else(|| bad("no `received_at`"))
             .and_then(|s| rfc3339_nanos(s).ok_or_else(|| bad(format!("`received_at` {s:?} is not RFC 3339"))))?;
-
         let (event_time, name) = match self.signal {
             Signal::Spans => (nanos(body, "start_time_unix_nano")?, string(body, "name")),
-            Signal::Logs => {
-                (nanos(body, "time_unix_nano")?.or(nanos(body, "observed_time_unix_nano")?), string(body, "event_name"))
-            }
+            Signal::Logs => (
+                nanos(body, "time_unix_nano")?.or(nanos(body, "observed_time_unix_nano")?),
+                string(body, "event_name"),
+            ),
         };
-        self.timestamp.append_value(event_time.unwrap_or(received_at));
-        self.received_at.append_value(received_at);
-        self.chain.append_value(chain_id);
-        self.seq.append_value(seq);
-        self.leaf.append_value(hex::encode(audit_format::hash::leaf_hash(record)));
-        self.sealed.append_value(sealed);
-        self.name.append_option(name);
         let attributes = body.get("attributes").and_then(Value::as_object);
-        append_attributes(&mut self.attributes, &mut self.attributes_typed, attributes)?;
         let resource = top.get("resource").and_then(|r| r.get("attributes")).and_then(Value::as_object);
-        append_attributes(&mut self.resource, &mut self.resource_typed, resource)?;
         let scope = top.get("scope").and_then(Value::as_object);
-        self.scope_name.append_option(scope.and_then(|s| string(s, "name")));
-        self.scope_version.append_option(scope.and_then(|s| string(s, "version")));
-        self.trace_id.append_option(string(body, "trace_id"));
-        self.span_id.append_option(string(body, "span_id"));
-        self.sender.append_option(top.get("sender").map(Value::to_string));
-        match self.signal {
-            Signal::Spans => {
-                self.parent_span_id.append_option(string(body, "parent_span_id"));
-                self.kind.append_option(small(body, "kind"));
-                let status = body.get("status").and_then(Value::as_object);
-                self.status_code.append_option(status.and_then(|s| small(s, "code")));
-                self.status_message.append_option(status.and_then(|s| string(s, "message")));
-                self.start_time.append_option(event_time);
-                self.end_time.append_option(nanos(body, "end_time_unix_nano")?);
-            }
-            Signal::Logs => {
-                self.severity_number.append_option(small(body, "severity_number"));
-                self.severity_text.append_option(string(body, "severity_text"));
-                let value = body.get("body");
-                self.body.append_option(value.and_then(display));
-                self.body_typed.append_option(value.map(Value::to_string));
-                self.observed_time.append_option(nanos(body, "observed_time_unix_nano")?);
+        let status = body.get("status").and_then(Value::as_object);
+        for col in 0..self.cols.len() {
+            match self.cols[col] {
+                Col::Timestamp => self.timestamp.append_value(event_time.unwrap_or(received_at)),
+                Col::ReceivedAt => self.received_at.append_value(received_at),
+                Col::Chain => self.chain.append_value(chain_id),
+                Col::Seq => self.seq.append_value(seq),
+                Col::Leaf => self.leaf.append_value(hex::encode(audit_format::hash::leaf_hash(record))),
+                Col::Sealed => self.sealed.append_value(sealed),
+                Col::Name => self.name.append_option(name),
+                Col::Attributes => append_map(&mut self.attributes, attributes)?,
+                Col::AttributesTyped => self.attributes_typed.append_option(attributes.map(typed_json)),
+                Col::Resource => append_map(&mut self.resource, resource)?,
+                Col::ResourceTyped => self.resource_typed.append_option(resource.map(typed_json)),
+                Col::ScopeName => self.scope_name.append_option(scope.and_then(|s| string(s, "name"))),
+                Col::ScopeVersion => self.scope_version.append_option(scope.and_then(|s| string(s, "version"))),
+                Col::TraceId => self.trace_id.append_option(string(body, "trace_id")),
+                Col::SpanId => self.span_id.append_option(string(body, "span_id")),
+                Col::Sender => self.sender.append_option(top.get("sender").map(Value::to_string)),
+                Col::ParentSpanId => self.parent_span_id.append_option(string(body, "parent_span_id")),
+                Col::Kind => self.kind.append_option(small(body, "kind")),
+                Col::StatusCode => self.status_code.append_option(status.and_then(|s| small(s, "code"))),
+                Col::StatusMessage => self.status_message.append_option(status.and_then(|s| string(s, "message"))),
+                Col::StartTime => self.start_time.append_option(event_time),
+                Col::EndTime => self.end_time.append_option(nanos(body, "end_time_unix_nano")?),
+                Col::SeverityNumber => self.severity_number.append_option(small(body, "severity_number")),
+                Col::SeverityText => self.severity_text.append_option(string(body, "severity_text")),
+                Col::Body => self.body.append_option(body.get("body").and_then(display)),
+                Col::BodyTyped => self.body_typed.append_option(body.get("body").map(Value::to_string)),
+                Col::ObservedTime => self.observed_time.append_option(nanos(body, "observed_time_unix_nano")?),
+                Col::Record => self.record.append_value(text),
             }
         }
-        self.record.append_value(text);
         self.len += 1;
         Ok(true)
     }
 
     /// The rows collected as one batch; starts over empty.
     pub fn finish(&mut self) -> RecordBatch {
-        let mut columns: Vec<ArrayRef> = vec![
-            Arc::new(self.timestamp.finish()),
-            Arc::new(self.received_at.finish()),
-            Arc::new(self.chain.finish()),
-            Arc::new(self.seq.finish()),
-            Arc::new(self.leaf.finish()),
-            Arc::new(self.sealed.finish()),
-            Arc::new(self.name.finish()),
-            Arc::new(self.attributes.finish()),
-            Arc::new(self.attributes_typed.finish()),
-            Arc::new(self.resource.finish()),
-            Arc::new(self.resource_typed.finish()),
-            Arc::new(self.scope_name.finish()),
-            Arc::new(self.scope_version.finish()),
-            Arc::new(self.trace_id.finish()),
-            Arc::new(self.span_id.finish()),
-            Arc::new(self.sender.finish()),
-        ];
-        match self.signal {
-            Signal::Spans => columns.extend::<[ArrayRef; 6]>([
-                Arc::new(self.parent_span_id.finish()),
-                Arc::new(self.kind.finish()),
-                Arc::new(self.status_code.finish()),
-                Arc::new(self.status_message.finish()),
-                Arc::new(self.start_time.finish()),
-                Arc::new(self.end_time.finish()),
-            ]),
-            Signal::Logs => columns.extend::<[ArrayRef; 5]>([
-                Arc::new(self.severity_number.finish()),
-                Arc::new(self.severity_text.finish()),
-                Arc::new(self.body.finish()),
-                Arc::new(self.body_typed.finish()),
-                Arc::new(self.observed_time.finish()),
-            ]),
-        }
-        columns.push(Arc::new(self.record.finish()));
+        let columns: Vec<ArrayRef> = self
+            .cols
+            .clone()
+            .into_iter()
+            .map(|col| -> ArrayRef {
+                match col {
+                    Col::Timestamp => Arc::new(self.timestamp.finish()),
+                    Col::ReceivedAt => Arc::new(self.received_at.finish()),
+                    Col::Chain => Arc::new(self.chain.finish()),
+                    Col::Seq => Arc::new(self.seq.finish()),
+                    Col::Leaf => Arc::new(self.leaf.finish()),
+                    Col::Sealed => Arc::new(self.sealed.finish()),
+                    Col::Name => Arc::new(self.name.finish()),
+                    Col::Attributes => Arc::new(self.attributes.finish()),
+                    Col::AttributesTyped => Arc::new(self.attributes_typed.finish()),
+                    Col::Resource => Arc::new(self.resource.finish()),
+                    Col::ResourceTyped => Arc::new(self.resource_typed.finish()),
+                    Col::ScopeName => Arc::new(self.scope_name.finish()),
+                    Col::ScopeVersion => Arc::new(self.scope_version.finish()),
+                    Col::TraceId => Arc::new(self.trace_id.finish()),
+                    Col::SpanId => Arc::new(self.span_id.finish()),
+                    Col::Sender => Arc::new(self.sender.finish()),
+                    Col::ParentSpanId => Arc::new(self.parent_span_id.finish()),
+                    Col::Kind => Arc::new(self.kind.finish()),
+                    Col::StatusCode => Arc::new(self.status_code.finish()),
+                    Col::StatusMessage => Arc::new(self.status_message.finish()),
+                    Col::StartTime => Arc::new(self.start_time.finish()),
+                    Col::EndTime => Arc::new(self.end_time.finish()),
+                    Col::SeverityNumber => Arc::new(self.severity_number.finish()),
+                    Col::SeverityText => Arc::new(self.severity_text.finish()),
+                    Col::Body => Arc::new(self.body.finish()),
+                    Col::BodyTyped => Arc::new(self.body_typed.finish()),
+                    Col::ObservedTime => Arc::new(self.observed_time.finish()),
+                    Col::Record => Arc::new(self.record.finish()),
+                }
+            })
+            .collect();
+        let rows = self.len;
         self.len = 0;
-        RecordBatch::try_new(self.schema.clone(), columns).expect("the columns follow the schema")
+        let options = datafusion::arrow::array::RecordBatchOptions::new().with_row_count(Some(rows));
+        RecordBatch::try_new_with_options(self.schema.clone(), columns, &options).expect("the columns follow the schema")
     }
 }
 
@@ -360,16 +438,16 @@ fn display(typed: &Value) -> Option<String> {
     })
 }
 
-fn append_attributes(
-    map: &mut StringMapBuilder,
-    typed: &mut StringBuilder,
-    attributes: Option<&Map<String, Value>>,
-) -> Result<(), BadRecord> {
+/// An attribute object as a row of a string map column (empty when absent).
+fn append_map(map: &mut StringMapBuilder, attributes: Option<&Map<String, Value>>) -> Result<(), BadRecord> {
     for (key, value) in attributes.into_iter().flatten() {
         map.keys().append_value(key);
         map.values().append_option(display(value));
     }
-    map.append(true).map_err(|e| bad(e.to_string()))?;
-    typed.append_option(attributes.map(|a| Value::Object(a.clone()).to_string()));
-    Ok(())
+    map.append(true).map_err(|e| bad(e.to_string()))
+}
+
+/// An attribute object as its typed JSON.
+fn typed_json(attributes: &Map<String, Value>) -> String {
+    serde_json::to_string(attributes).expect("a JSON map serializes")
 }
