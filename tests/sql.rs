@@ -401,6 +401,48 @@ fn evidence_for_the_seed_query_verifies_offline_and_every_alteration_is_named() 
     let out = run(&["evidence", "verify", bundle.to_str().unwrap(), "--public-key", other.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(String::from_utf8_lossy(&out.stdout).contains("MANIFEST_UNSIGNED: "), "{}", text(&out));
+
+    // Witnesses: a checkpoint nobody cosigned does not meet a quorum; once
+    // a witness cosigns it (its line added to the checkpoint, as a chain
+    // with witnesses carries it), it does, and a forged cosignature is named.
+    let witness = otel_audit::cosignature::WitnessSigner::generate("witness.test/w1").unwrap();
+    let witness_pub = tmp.path().join("w1.pub");
+    std::fs::write(&witness_pub, witness.verifier().encode()).unwrap();
+    let verify_witnessed = |dir: &Path| {
+        let args = ["evidence", "verify", dir.to_str().unwrap(), "--public-key", &public];
+        run(&[&args[..], &["--witness", witness_pub.to_str().unwrap()]].concat())
+    };
+    let out = verify_witnessed(&bundle);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("WITNESS_QUORUM: "), "{}", text(&out));
+    let cosign = |dir: &Path, forge: bool| {
+        let checkpoint_file = dir.join(manifest["checkpoints"][0]["file"].as_str().unwrap());
+        let note = std::fs::read_to_string(&checkpoint_file).unwrap();
+        let text = otel_audit::checkpoint::SignedNote::parse(&note).unwrap().text;
+        let mut line = witness.cosign(&text, 1_796_000_000);
+        if forge {
+            line = witness.cosign(&text.replacen('\n', "x\n", 1), 1_796_000_000);
+        }
+        let cosigned = format!("{note}{line}");
+        std::fs::write(&checkpoint_file, &cosigned).unwrap();
+        for row in manifest["rows"].as_array().unwrap() {
+            let path = dir.join(row["proof"].as_str().unwrap());
+            let mut proof: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+            proof["checkpoint"] = Value::String(cosigned.clone());
+            std::fs::write(&path, serde_json::to_vec_pretty(&proof).unwrap()).unwrap();
+        }
+    };
+    let witnessed = tmp.path().join("witnessed");
+    copy_dir(&bundle, &witnessed);
+    cosign(&witnessed, false);
+    let out = verify_witnessed(&witnessed);
+    assert!(out.status.success(), "{}", text(&out));
+    let forged = tmp.path().join("forged-cosignature");
+    copy_dir(&bundle, &forged);
+    cosign(&forged, true);
+    let out = verify_witnessed(&forged);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("WITNESS_INVALID: "), "{}", text(&out));
 }
 
 /// RFC 9162 leaf hash of a record, lowercase hex.

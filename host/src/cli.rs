@@ -224,6 +224,14 @@ pub struct EvidenceVerifyArgs {
     /// A trusted checkpoint verifier key, as for `verify`.
     #[arg(long = "public-key", value_name = "FILE[@[CHAIN:]FROM[..UNTIL]]", required = true)]
     pub public_keys: Vec<String>,
+    /// A witness's cosignature verifier key (`keygen --witness`'s NAME.pub);
+    /// repeat. Every checkpoint of the bundle must carry a quorum of valid
+    /// cosignatures by them.
+    #[arg(long = "witness", value_name = "FILE")]
+    pub witnesses: Vec<PathBuf>,
+    /// How many of the --witness keys must have cosigned (default: all).
+    #[arg(long)]
+    pub quorum: Option<usize>,
 }
 
 #[derive(Subcommand)]

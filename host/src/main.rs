@@ -146,20 +146,7 @@ fn verify(args: VerifyArgs) -> Result<(), Failure> {
         .as_deref()
         .map(|h| config::parse_duration(h).map_err(|e| anyhow::anyhow!("--heartbeat {e}")))
         .transpose()?;
-    let witnesses = args
-        .witnesses
-        .iter()
-        .map(|path| {
-            let text =
-                std::fs::read_to_string(path).with_context(|| format!("--witness: cannot read {}", path.display()))?;
-            otel_audit::cosignature::WitnessKey::parse(text.trim())
-                .with_context(|| format!("--witness {}", path.display()))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    let quorum = args.quorum.unwrap_or(witnesses.len());
-    if quorum > witnesses.len() || (quorum == 0 && !witnesses.is_empty()) {
-        return Err(anyhow::anyhow!("--quorum {quorum}: between 1 and the {} --witness key(s)", witnesses.len()).into());
-    }
+    let (witnesses, quorum) = witness_keys(&args.witnesses, args.quorum)?;
     let options = Options {
         keys,
         witnesses,
@@ -331,11 +318,33 @@ fn evidence(args: EvidenceCommand) -> Result<(), Failure> {
     Ok(())
 }
 
+/// `--witness FILE...` and `--quorum N` (default: all of them).
+fn witness_keys(
+    files: &[PathBuf],
+    quorum: Option<usize>,
+) -> Result<(Vec<otel_audit::cosignature::WitnessKey>, usize), Failure> {
+    let witnesses = files
+        .iter()
+        .map(|path| {
+            let text =
+                std::fs::read_to_string(path).with_context(|| format!("--witness: cannot read {}", path.display()))?;
+            otel_audit::cosignature::WitnessKey::parse(text.trim())
+                .with_context(|| format!("--witness {}", path.display()))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let quorum = quorum.unwrap_or(witnesses.len());
+    if quorum > witnesses.len() || (quorum == 0 && !witnesses.is_empty()) {
+        return Err(anyhow::anyhow!("--quorum {quorum}: between 1 and the {} --witness key(s)", witnesses.len()).into());
+    }
+    Ok((witnesses, quorum))
+}
+
 fn evidence_verify(args: EvidenceVerifyArgs) -> Result<(), Failure> {
     use otel_audit::verify::TrustedKey;
     init_logging("warn");
     let keys = args.public_keys.iter().map(|k| TrustedKey::from_arg(k)).collect::<Result<Vec<_>, _>>()?;
-    match otel_audit::evidence::check::check(&args.dir, &keys) {
+    let (witnesses, quorum) = witness_keys(&args.witnesses, args.quorum)?;
+    match otel_audit::evidence::check::check(&args.dir, &keys, &witnesses, quorum) {
         Ok(checked) => {
             let m = &checked.manifest;
             println!(

@@ -7,6 +7,7 @@ use std::path::Path;
 
 use super::{FORMAT, Manifest, files, sha256_hex, signed_body};
 use crate::checkpoint::SignedNote;
+use crate::cosignature::WitnessKey;
 use crate::proof::{Proof, check};
 use crate::verify::TrustedKey;
 
@@ -15,8 +16,9 @@ use crate::verify::TrustedKey;
 pub struct Finding {
     /// `RECORD_ALTERED`, `RECORD_MISSING`, `RECORD_UNEXPECTED`,
     /// `RECORD_MOVED`, `PROOF_MISSING`, `PROOF_INVALID`,
-    /// `CHECKPOINT_MISMATCH`, `ANSWER_ALTERED`, `QUERY_ALTERED`,
-    /// `MANIFEST_ALTERED`, `MANIFEST_UNSIGNED` or `UNREADABLE`.
+    /// `CHECKPOINT_MISMATCH`, `WITNESS_QUORUM`, `WITNESS_INVALID`,
+    /// `ANSWER_ALTERED`, `QUERY_ALTERED`, `MANIFEST_ALTERED`,
+    /// `MANIFEST_UNSIGNED` or `UNREADABLE`.
     pub reason: &'static str,
     /// What, where.
     pub detail: String,
@@ -39,8 +41,15 @@ pub struct Checked {
 
 /// Checks the bundle in `dir` against the trusted checkpoint `keys`: the
 /// manifest's signature, the query and answer it names, every record
-/// against its row's leaf and proof, every proof against its checkpoint.
-pub fn check(dir: &Path, keys: &[TrustedKey]) -> Result<Checked, Vec<Finding>> {
+/// against its row's leaf and proof, every proof against its checkpoint,
+/// and every checkpoint for valid cosignatures by at least `quorum` of
+/// the `witnesses`.
+pub fn check(
+    dir: &Path,
+    keys: &[TrustedKey],
+    witnesses: &[WitnessKey],
+    quorum: usize,
+) -> Result<Checked, Vec<Finding>> {
     let mut findings = Vec::new();
     let mut found = |reason: &'static str, detail: String| findings.push(Finding { reason, detail });
     let read = |file: &str| std::fs::read(dir.join(file)).map_err(|e| format!("{file}: {e}"));
@@ -79,6 +88,11 @@ pub fn check(dir: &Path, keys: &[TrustedKey]) -> Result<Checked, Vec<Finding>> {
             }
         })
         .collect();
+    for (chain, note) in &checkpoints {
+        if let Err((reason, detail)) = witnessed(note, witnesses, quorum) {
+            found(reason, format!("chain {chain}: {detail}"));
+        }
+    }
 
     let records = match read(files::RECORDS) {
         Ok(bytes) => bytes,
@@ -156,6 +170,31 @@ pub fn check(dir: &Path, keys: &[TrustedKey]) -> Result<Checked, Vec<Finding>> {
         }
     }
     if findings.is_empty() { Ok(Checked { manifest, manifest_signers }) } else { Err(findings) }
+}
+
+/// Whether `quorum` of `witnesses` validly cosigned the checkpoint `note`.
+fn witnessed(note: &str, witnesses: &[WitnessKey], quorum: usize) -> Result<(), (&'static str, String)> {
+    if quorum == 0 {
+        return Ok(());
+    }
+    let note = SignedNote::parse(note).map_err(|e| ("UNREADABLE", format!("its checkpoint: {e}")))?;
+    let mut cosigned: Vec<&str> = Vec::new();
+    for signature in &note.signatures {
+        for witness in witnesses {
+            match witness.check(&note.text, signature) {
+                Some(Ok(_)) if !cosigned.contains(&witness.name()) => cosigned.push(witness.name()),
+                Some(Err(e)) => return Err(("WITNESS_INVALID", e)),
+                _ => {}
+            }
+        }
+    }
+    if cosigned.len() < quorum {
+        return Err((
+            "WITNESS_QUORUM",
+            format!("{} of the {} witnesses cosigned its checkpoint, {quorum} needed", cosigned.len(), witnesses.len()),
+        ));
+    }
+    Ok(())
 }
 
 fn finding(reason: &'static str, detail: String) -> Finding {

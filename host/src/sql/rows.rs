@@ -309,10 +309,9 @@ impl Rows {
             .and_then(|s| rfc3339_nanos(s).ok_or_else(|| bad(format!("`received_at` {s:?} is not RFC 3339"))))?;
         let (event_time, name) = match self.signal {
             Signal::Spans => (nanos(body, "start_time_unix_nano")?, string(body, "name")),
-            Signal::Logs => (
-                nanos(body, "time_unix_nano")?.or(nanos(body, "observed_time_unix_nano")?),
-                string(body, "event_name"),
-            ),
+            Signal::Logs => {
+                (nanos(body, "time_unix_nano")?.or(nanos(body, "observed_time_unix_nano")?), string(body, "event_name"))
+            }
         };
         let attributes = body.get("attributes").and_then(Value::as_object);
         let resource = top.get("resource").and_then(|r| r.get("attributes")).and_then(Value::as_object);
@@ -396,7 +395,8 @@ impl Rows {
         let rows = self.len;
         self.len = 0;
         let options = datafusion::arrow::array::RecordBatchOptions::new().with_row_count(Some(rows));
-        RecordBatch::try_new_with_options(self.schema.clone(), columns, &options).expect("the columns follow the schema")
+        RecordBatch::try_new_with_options(self.schema.clone(), columns, &options)
+            .expect("the columns follow the schema")
     }
 }
 
