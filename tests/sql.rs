@@ -13,6 +13,7 @@ use std::process::{Command, Output};
 use std::sync::OnceLock;
 
 use serde_json::Value;
+use support::copy_dir;
 use support::server::{Setup, binary, free_port, python};
 
 /// The query of the guide this project grew from, verbatim.
@@ -281,19 +282,6 @@ fn make_evidence(dir: &Path, query: &str) -> Output {
 fn verify_evidence(dir: &Path) -> Output {
     let public = trail().setup.public_key().display().to_string();
     run(&["evidence", "verify", dir.to_str().unwrap(), "--public-key", &public])
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
 }
 
 /// A copy of `bundle` with `edit` applied to it; `evidence verify` must

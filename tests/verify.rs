@@ -21,6 +21,7 @@ use otel_audit::loadgen::{self, BatchSpec};
 use otel_audit::verify::{self, Anchor, Options, Report, TrustedKey};
 use prost::Message;
 use serde_json::Value;
+use support::copy_dir;
 use support::server::{Server, Setup, binary, keygen};
 use support::tamper::*;
 use tempfile::TempDir;
@@ -315,19 +316,6 @@ fn deleting_the_newest_records_with_their_checkpoints_is_stale_or_with_an_anchor
     ]);
     assert_eq!(code, 1, "{text}");
     assert!(text.contains("Anchor test/traces/audit/0@40 INVALID: TRUNCATED"), "{text}");
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).unwrap();
-        }
-    }
 }
 
 #[test]

@@ -103,3 +103,17 @@ pub fn as_native_error(error: runtime::ProcessError) -> audit_processor::Process
         runtime::ProcessError::InvalidContext(m) => audit_processor::ProcessError::InvalidContext(m),
     }
 }
+
+/// Copies a directory tree (`from` into `to`, created).
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
