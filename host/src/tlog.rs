@@ -128,8 +128,11 @@ pub fn tiles_for(size: u64) -> Vec<LevelTiles> {
 /// c2sp.org/tlog-tiles asks (`https://audit.example.com/logs/<chain id>/<nonce>/checkpoint`).
 pub fn origin_path(origin: &str, chain_id: &str) -> String {
     let marker = format!("/{chain_id}/");
-    match origin.find(&marker) {
-        Some(at) => origin[at + 1..].to_owned(),
+    let path = origin.find(&marker).map(|at| &origin[at + 1..]);
+    // Only plain names: never a path that leaves the export directory.
+    let plain = |p: &&str| p.split('/').all(|c| !c.is_empty() && c != "." && c != ".." && !c.contains('\\'));
+    match path.filter(plain) {
+        Some(path) => path.to_owned(),
         None => ChainStore::chain_dir_name(chain_id),
     }
 }
@@ -420,6 +423,17 @@ mod tests {
     fn tile_paths_follow_the_spec() {
         // c2sp.org/tlog-tiles: "index 1234067 will be encoded as x001/x234/067".
         assert_eq!(index_path(1_234_067), "x001/x234/067");
+    }
+
+    #[test]
+    fn a_log_is_exported_at_its_origin_path() {
+        let origin = "audit.example.com/logs/host-1/traces/audit/0/5f0c2a91d3b84e17";
+        assert_eq!(origin_path(origin, "host-1/traces/audit/0"), "host-1/traces/audit/0/5f0c2a91d3b84e17");
+        assert_eq!(origin_path("otel-audit/h/logs/a/1/ab", "h/logs/a/1"), "h/logs/a/1/ab");
+        // A path that would leave the directory, or no chain id in the origin: the chain's directory name.
+        assert_eq!(origin_path("x/../../etc/ab", ".."), "__");
+        assert_eq!(origin_path("x/a/../ab", "a/.."), "a_..");
+        assert_eq!(origin_path("elsewhere/ab", "h/traces/audit/0"), "h_traces_audit_0");
         assert_eq!(index_path(0), "000");
         assert_eq!(index_path(999), "999");
         assert_eq!(index_path(1000), "x001/000");

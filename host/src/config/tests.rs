@@ -141,6 +141,7 @@ fn the_shipped_default_parses_with_its_defaults() {
     assert_eq!(config.metrics.as_ref().map(|m| m.endpoint.as_str()), Some("127.0.0.1:8888"));
     assert_eq!(config.health.as_ref().map(|h| h.endpoint.as_str()), Some("127.0.0.1:13133"));
     assert_eq!(config.admin.as_ref().map(|a| a.endpoint.as_str()), Some("127.0.0.1:13134"));
+    assert_eq!(config.read_api.as_ref().map(|r| r.endpoint.as_str()), Some("127.0.0.1:13135"));
     assert_eq!(config.log_level, "info");
     let ids: Vec<(&str, Signal)> = config.pipelines.iter().map(|p| (p.id.as_str(), p.signal)).collect();
     assert_eq!(ids, [("traces/audit", Signal::Traces), ("logs/audit", Signal::Logs)]);
