@@ -1,5 +1,5 @@
 //! Stored records as Arrow rows: the columns of `audit_spans` and
-//! `audit_logs` (README "Querying the trail"). A record is read as the
+//! `audit_logs` (docs/auditors.md lists them). A record is read as the
 //! chain format defines it (docs/chain-format.md): typed attribute values
 //! become strings in `attributes` (so `attributes['x']` compares with a
 //! string literal) and stay whole, as JSON, in `attributes_typed`.
