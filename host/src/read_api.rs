@@ -4,7 +4,7 @@
 //! admin endpoint's:
 //!
 //! - `GET /tiles/<chain dir>/…`: each chain as a C2SP tlog-tiles log
-//!   (as on the admin endpoint, [`crate::admin::tile`]);
+//!   (as on the admin endpoint, [`crate::admin::tiles_router`]);
 //! - `GET /v1/chains`: the chains and their newest checkpoints;
 //! - `GET /v1/records?actor=&action=&resource=&since=&until=&signal=&limit=`:
 //!   the records checkpoints cover that match, each with its inclusion proof;
