@@ -197,14 +197,17 @@ async fn sql(
     let _permit = api.queries.acquire().await;
     let answer = async {
         let ctx = crate::sql::session_of(&api.chain_dirs, Scope::All)?;
-        crate::sql::query(&ctx, &body).await
+        // One row past the maximum is enough to refuse: never more in memory.
+        let frame = crate::sql::plan(&ctx, &body).await?.limit(0, Some(MAX_ROWS + 1))?;
+        let schema = Arc::new(frame.schema().as_arrow().clone());
+        Ok::<_, SqlError>((schema, frame.collect().await?))
     }
     .await;
     match answer {
         Ok((schema, batches)) => {
             let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
             if rows > MAX_ROWS {
-                return error(StatusCode::BAD_REQUEST, format!("{rows} rows: more than {MAX_ROWS}; add a LIMIT"));
+                return error(StatusCode::BAD_REQUEST, format!("more than {MAX_ROWS} rows; add a LIMIT"));
             }
             match rows_json(&schema, &batches) {
                 Ok(rows) => axum::Json(json!({ "query": body, "rows": rows })).into_response(),
