@@ -92,29 +92,80 @@ fn run<R: Request>(
     let mut batch = Batch::new(stages, policy, ctx)?;
     let count = req.validate().map_err(ProcessError::Decode)?;
     check_room(ctx, count)?;
+    let traces = R::NAME == ExportTraceServiceRequest::NAME;
+    let hits = &mut batch.stats.rule_hits;
+    for (r, resource) in req.resources_mut().iter_mut().enumerate() {
+        let (resource, _, scopes) = R::resource_mut(resource);
+        if stages == Stages::Policy {
+            let at = |s: usize, i: usize, e: String| {
+                ProcessError::Policy(format!("{e} (resource {r}, scope {s}, record {i})"))
+            };
+            // filter, then attributes: they see the records as received.
+            for (s, scope) in scopes.iter_mut().enumerate() {
+                let (scope, _, items) = R::scope_mut(scope);
+                let scope = scope.as_ref();
+                let mut i = 0;
+                let mut failure = None;
+                items.retain_mut(|item| {
+                    i += 1;
+                    batch.stats.received += 1;
+                    if failure.is_some() {
+                        return true;
+                    }
+                    match item.keep(policy, resource.as_ref(), scope, hits) {
+                        Ok(true) => {
+                            item.apply_attributes(policy, resource.as_ref(), scope, ctx.sender.as_ref(), hits);
+                            true
+                        }
+                        Ok(false) => {
+                            batch.stats.dropped += 1;
+                            false
+                        }
+                        Err(e) => {
+                            failure = Some(at(s, i - 1, e));
+                            true
+                        }
+                    }
+                });
+                if let Some(e) = failure {
+                    return Err(e);
+                }
+            }
+            // transform: resource and scope groups once each, then the
+            // records' groups; then redaction.
+            let transform = &policy.transform;
+            transform
+                .resource(traces, resource, hits)
+                .map_err(|e| ProcessError::Policy(format!("{e} (resource {r})")))?;
+            for (s, scope) in scopes.iter_mut().enumerate() {
+                let (scope, _, items) = R::scope_mut(scope);
+                transform
+                    .scope(traces, resource.as_ref(), scope, hits)
+                    .map_err(|e| ProcessError::Policy(format!("{e} (resource {r}, scope {s})")))?;
+                for (i, item) in items.iter_mut().enumerate() {
+                    item.transform(policy, resource.as_ref(), scope.as_ref(), hits).map_err(|e| at(s, i, e))?;
+                    batch.stats.redacted += item.redact(policy, hits);
+                }
+            }
+            batch.stats.redacted += resource.as_mut().map_or(0, |r| policy.redaction.redact_resource(r, hits));
+        }
+    }
     req.resources_mut().retain_mut(|resource| {
         let (resource, schema_url, scopes) = R::resource_mut(resource);
-        let resource_member = record::resource_member(resource, schema_url);
+        let resource_member = record::resource_member(resource.as_ref(), schema_url);
         scopes.retain_mut(|scope| {
             let (scope, schema_url, items) = R::scope_mut(scope);
-            let scope_member = record::scope_member(scope, schema_url);
-            items.retain_mut(|item| {
-                batch.stats.received += 1;
-                if stages == Stages::Policy {
-                    if !item.keep(policy, resource, scope, &mut batch.stats.rule_hits) {
-                        batch.stats.dropped += 1;
-                        return false;
-                    }
-                    batch.stats.redacted +=
-                        item.transform(policy, resource, scope, ctx.sender.as_ref(), &mut batch.stats.rule_hits);
+            let scope_member = record::scope_member(scope.as_ref(), schema_url);
+            for item in items.iter_mut() {
+                if stages == Stages::EventsOnly {
+                    batch.stats.received += 1;
                 }
                 batch.enrich(item.attributes_mut());
                 let link = batch.chain(&resource_member, &scope_member, item.body());
                 if copies == Copies::Otlp {
                     batch.annotate(&link, item.attributes_mut());
                 }
-                true
-            });
+            }
             !items.is_empty()
         });
         !scopes.is_empty()
@@ -138,23 +189,40 @@ trait Request: Message + Default {
     /// Checks every record ([`audit_format::validity`]); how many there are.
     fn validate(&self) -> Result<u64, String>;
     fn resources_mut(&mut self) -> &mut Vec<Self::Resource>;
-    fn resource_mut(r: &mut Self::Resource) -> (Option<&Resource>, &str, &mut Vec<Self::Scope>);
-    fn scope_mut(s: &mut Self::Scope) -> (Option<&InstrumentationScope>, &str, &mut Vec<Self::Item>);
+    fn resource_mut(r: &mut Self::Resource) -> (&mut Option<Resource>, &str, &mut Vec<Self::Scope>);
+    fn scope_mut(s: &mut Self::Scope) -> (&mut Option<InstrumentationScope>, &str, &mut Vec<Self::Item>);
 }
 
 /// A span or a log record: what each policy stage does to it.
 trait Item {
-    fn keep(&self, policy: &Policy, r: Option<&Resource>, s: Option<&InstrumentationScope>, hits: &mut [u64]) -> bool;
-    /// The attributes actions (`sender` for `from_context`), then
-    /// redaction; returns the values redacted.
-    fn transform(
+    /// The filter: whether the record is kept (a span's dropped events are
+    /// removed); an error when a condition failed under `propagate`.
+    fn keep(
+        &mut self,
+        policy: &Policy,
+        r: Option<&Resource>,
+        s: Option<&InstrumentationScope>,
+        hits: &mut [u64],
+    ) -> Result<bool, String>;
+    /// The attributes actions (`sender` for `from_context`).
+    fn apply_attributes(
         &mut self,
         policy: &Policy,
         r: Option<&Resource>,
         s: Option<&InstrumentationScope>,
         sender: Option<&audit_format::Sender>,
         hits: &mut [u64],
-    ) -> u64;
+    );
+    /// The transform statements of the record's contexts.
+    fn transform(
+        &mut self,
+        policy: &Policy,
+        r: Option<&Resource>,
+        s: Option<&InstrumentationScope>,
+        hits: &mut [u64],
+    ) -> Result<(), String>;
+    /// Redaction; returns the values redacted.
+    fn redact(&mut self, policy: &Policy, hits: &mut [u64]) -> u64;
     fn attributes_mut(&mut self) -> &mut Vec<KeyValue>;
     fn body(&self) -> Body<'_>;
 }
@@ -171,11 +239,11 @@ impl Request for ExportTraceServiceRequest {
     fn resources_mut(&mut self) -> &mut Vec<ResourceSpans> {
         &mut self.resource_spans
     }
-    fn resource_mut(r: &mut ResourceSpans) -> (Option<&Resource>, &str, &mut Vec<ScopeSpans>) {
-        (r.resource.as_ref(), &r.schema_url, &mut r.scope_spans)
+    fn resource_mut(r: &mut ResourceSpans) -> (&mut Option<Resource>, &str, &mut Vec<ScopeSpans>) {
+        (&mut r.resource, &r.schema_url, &mut r.scope_spans)
     }
-    fn scope_mut(s: &mut ScopeSpans) -> (Option<&InstrumentationScope>, &str, &mut Vec<Span>) {
-        (s.scope.as_ref(), &s.schema_url, &mut s.spans)
+    fn scope_mut(s: &mut ScopeSpans) -> (&mut Option<InstrumentationScope>, &str, &mut Vec<Span>) {
+        (&mut s.scope, &s.schema_url, &mut s.spans)
     }
 }
 
@@ -191,27 +259,44 @@ impl Request for ExportLogsServiceRequest {
     fn resources_mut(&mut self) -> &mut Vec<ResourceLogs> {
         &mut self.resource_logs
     }
-    fn resource_mut(r: &mut ResourceLogs) -> (Option<&Resource>, &str, &mut Vec<ScopeLogs>) {
-        (r.resource.as_ref(), &r.schema_url, &mut r.scope_logs)
+    fn resource_mut(r: &mut ResourceLogs) -> (&mut Option<Resource>, &str, &mut Vec<ScopeLogs>) {
+        (&mut r.resource, &r.schema_url, &mut r.scope_logs)
     }
-    fn scope_mut(s: &mut ScopeLogs) -> (Option<&InstrumentationScope>, &str, &mut Vec<LogRecord>) {
-        (s.scope.as_ref(), &s.schema_url, &mut s.log_records)
+    fn scope_mut(s: &mut ScopeLogs) -> (&mut Option<InstrumentationScope>, &str, &mut Vec<LogRecord>) {
+        (&mut s.scope, &s.schema_url, &mut s.log_records)
     }
 }
 
 impl Item for Span {
-    fn keep(&self, policy: &Policy, r: Option<&Resource>, s: Option<&InstrumentationScope>, hits: &mut [u64]) -> bool {
+    fn keep(
+        &mut self,
+        policy: &Policy,
+        r: Option<&Resource>,
+        s: Option<&InstrumentationScope>,
+        hits: &mut [u64],
+    ) -> Result<bool, String> {
         policy.filter.keep_span(r, s, self, hits)
     }
-    fn transform(
+    fn apply_attributes(
         &mut self,
         policy: &Policy,
         r: Option<&Resource>,
         s: Option<&InstrumentationScope>,
         sender: Option<&audit_format::Sender>,
         hits: &mut [u64],
-    ) -> u64 {
+    ) {
         policy.attributes.apply_span(r, s, self, sender, hits);
+    }
+    fn transform(
+        &mut self,
+        policy: &Policy,
+        r: Option<&Resource>,
+        s: Option<&InstrumentationScope>,
+        hits: &mut [u64],
+    ) -> Result<(), String> {
+        policy.transform.span(r, s, self, hits)
+    }
+    fn redact(&mut self, policy: &Policy, hits: &mut [u64]) -> u64 {
         policy.redaction.redact_span(self, hits)
     }
     fn attributes_mut(&mut self) -> &mut Vec<KeyValue> {
@@ -223,18 +308,35 @@ impl Item for Span {
 }
 
 impl Item for LogRecord {
-    fn keep(&self, policy: &Policy, r: Option<&Resource>, s: Option<&InstrumentationScope>, hits: &mut [u64]) -> bool {
+    fn keep(
+        &mut self,
+        policy: &Policy,
+        r: Option<&Resource>,
+        s: Option<&InstrumentationScope>,
+        hits: &mut [u64],
+    ) -> Result<bool, String> {
         policy.filter.keep_log(r, s, self, hits)
     }
-    fn transform(
+    fn apply_attributes(
         &mut self,
         policy: &Policy,
         r: Option<&Resource>,
         s: Option<&InstrumentationScope>,
         sender: Option<&audit_format::Sender>,
         hits: &mut [u64],
-    ) -> u64 {
+    ) {
         policy.attributes.apply_log(r, s, self, sender, hits);
+    }
+    fn transform(
+        &mut self,
+        policy: &Policy,
+        r: Option<&Resource>,
+        s: Option<&InstrumentationScope>,
+        hits: &mut [u64],
+    ) -> Result<(), String> {
+        policy.transform.log(r, s, self, hits)
+    }
+    fn redact(&mut self, policy: &Policy, hits: &mut [u64]) -> u64 {
         policy.redaction.redact_log(self, hits)
     }
     fn attributes_mut(&mut self) -> &mut Vec<KeyValue> {

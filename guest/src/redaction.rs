@@ -1,6 +1,7 @@
 //! The redactionprocessor's key and value rules, applied to each kept
 //! record's attributes (span attributes and span event attributes, log
-//! record attributes and a string log body).
+//! record attributes and a string log body) and, once per resource, to the
+//! resource's attributes ([`Redaction::redact_resource`]).
 //!
 //! Per attribute, in the Collector's order: an `ignored_keys` key is left
 //! alone; a key that is not allowed (unless `allow_all_keys`) is removed; a
@@ -15,6 +16,7 @@
 
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value};
 use opentelemetry_proto::tonic::logs::v1::LogRecord;
+use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::Span;
 use regex::Regex;
 use sha2::Digest;
@@ -122,6 +124,37 @@ impl Redaction {
             count += 1;
         }
         count
+    }
+
+    /// Redacts a resource's attributes; returns how many values were
+    /// masked or removed.
+    ///
+    /// This is what the Collector's redactionprocessor does: its
+    /// `processResourceSpan` and `processResourceLog` pass
+    /// `Resource().Attributes()` to the same `processAttrs` as span and log
+    /// record attributes, so the same lists apply (`ignored_keys`,
+    /// `allowed_keys`/`allow_all_keys`, `allowed_values`,
+    /// `blocked_key_patterns`, `blocked_values`, `hash_function`) and the
+    /// `redaction.*` summary is written onto the resource itself. Hence
+    /// with `allow_all_keys: false`, resource keys such as `service.name`
+    /// are removed unless `allowed_keys` or `ignored_keys` lists them: the
+    /// list fails closed for resources as for records, and an audit policy
+    /// has to name the resource keys its records need.
+    ///
+    /// The caller runs this once per resource, before the resource's
+    /// record member is written; every record of the resource then carries
+    /// the redacted resource and its summary.
+    ///
+    /// One deliberate difference, the same as for records: the Collector
+    /// adds its counts to a `redaction.*.count` already on the map (and
+    /// merges key lists into an existing `redaction.*.keys`), so a value a
+    /// client sent under that key would be summed into the evidence of what
+    /// was redacted. Here the summary replaces any such value.
+    pub fn redact_resource(&self, resource: &mut Resource, hits: &mut [u64]) -> u64 {
+        if !self.active {
+            return 0;
+        }
+        self.redact_attributes(&mut resource.attributes, hits)
     }
 
     fn redact_attributes(&self, attributes: &mut Vec<KeyValue>, hits: &mut [u64]) -> u64 {
@@ -250,6 +283,99 @@ mod tests {
         assert_eq!(value(&attrs, "redaction.redacted.keys").as_deref(), Some("secret"));
         assert_eq!(value(&attrs, "redaction.masked.count").as_deref(), Some("1"));
         assert_eq!(hits, vec![1, 1]);
+    }
+
+    fn resource(attributes: Vec<KeyValue>) -> Resource {
+        Resource { attributes, ..Resource::default() }
+    }
+
+    fn int(k: &str, i: i64) -> KeyValue {
+        KeyValue { key: k.into(), value: Some(AnyValue { value: Some(Value::IntValue(i)) }), key_strindex: 0 }
+    }
+
+    /// Every list applies to resource attributes, and the summary lands on
+    /// the resource, as in the Collector's `processAttrs`.
+    #[test]
+    fn resource_attributes_get_the_record_rules_and_the_summary() {
+        let redaction = Redaction {
+            active: true,
+            allowed_keys: Some((
+                vec!["service.name".into(), "host.name".into(), "deploy.token".into(), "owner".into()],
+                0,
+            )),
+            ignored_keys: vec!["k8s.pod.uid".into()],
+            blocked_key_patterns: vec![(Regex::new(r"token").unwrap(), 1)],
+            blocked_values: vec![(Regex::new(r"4[0-9]{12}(?:[0-9]{3})?").unwrap(), 2)],
+            allowed_values: vec![Regex::new(r"@example\.com$").unwrap()],
+            summary: Summary::Debug,
+            ..Redaction::default()
+        };
+        let mut hits = vec![0; 3];
+        let mut r = resource(vec![
+            kv("service.name", "payments"),
+            kv("host.name", "card-4111111111111111-box"),
+            kv("deploy.token", "tok_live_abc"),
+            kv("k8s.pod.uid", "4111111111111111"),
+            kv("cloud.account.id", "123456"),
+            kv("owner", "4111111111111111@example.com"),
+        ]);
+        assert_eq!(redaction.redact_resource(&mut r, &mut hits), 3, "one removed, two masked");
+        assert_eq!(
+            r.attributes,
+            vec![
+                kv("service.name", "payments"),
+                kv("host.name", "card-****-box"),
+                kv("deploy.token", "****"),
+                kv("k8s.pod.uid", "4111111111111111"),
+                kv("owner", "4111111111111111@example.com"),
+                kv("redaction.redacted.keys", "cloud.account.id"),
+                int("redaction.redacted.count", 1),
+                kv("redaction.masked.keys", "deploy.token,host.name"),
+                int("redaction.masked.count", 2),
+                kv("redaction.allowed.keys", "owner"),
+                int("redaction.allowed.count", 1),
+                int("redaction.ignored.count", 1),
+            ],
+            "ignored and allowed values kept whole, the unlisted key removed, the summary on the resource"
+        );
+        assert_eq!(hits, vec![1, 1, 1], "allowed_keys, the key pattern and the value pattern each hit once");
+
+        // `info` writes only the counts. A count a client sent under a
+        // summary key is replaced, where the Collector would add to it (41).
+        let info = Redaction { summary: Summary::Info, allowed_keys: None, ..redaction };
+        let mut hits = vec![0; 3];
+        let mut r = resource(vec![
+            kv("service.name", "4111111111111111"),
+            int("redaction.masked.count", 40),
+            kv("secret", "x"),
+        ]);
+        assert_eq!(info.redact_resource(&mut r, &mut hits), 1);
+        assert_eq!(
+            r.attributes,
+            vec![kv("service.name", "****"), int("redaction.masked.count", 1), kv("secret", "x")],
+            "allow_all_keys keeps every key; the real count replaces the client's"
+        );
+        assert_eq!(hits, vec![0, 0, 1]);
+    }
+
+    #[test]
+    fn resource_attributes_with_all_keys_allowed_or_no_section() {
+        let redaction = Redaction {
+            active: true,
+            blocked_values: vec![(Regex::new(r"[0-9]{6}").unwrap(), 0)],
+            ..Redaction::default()
+        };
+        let mut hits = vec![0];
+        let mut r = resource(vec![kv("service.name", "svc"), kv("cloud.account.id", "acct 123456")]);
+        assert_eq!(redaction.redact_resource(&mut r, &mut hits), 1);
+        assert_eq!(r.attributes, vec![kv("service.name", "svc"), kv("cloud.account.id", "acct ****")]);
+        assert_eq!(hits, vec![1], "silent: no summary attribute, the hit still counted");
+
+        let before = resource(vec![kv("cloud.account.id", "acct 123456")]);
+        let mut r = before.clone();
+        assert_eq!(Redaction::default().redact_resource(&mut r, &mut hits), 0);
+        assert_eq!(r, before, "no redaction section: untouched");
+        assert_eq!(hits, vec![1]);
     }
 
     #[test]

@@ -382,3 +382,74 @@ fn without_forward_copies_only_the_otlp_copy_is_left_out() {
     processor.forward_copies(true);
     assert_eq!(processor.process_traces(&req, &ctx()).unwrap(), full);
 }
+
+/// Resource attributes are redacted once per resource, before the record's
+/// resource member is written: a kept span's record and its downstream copy
+/// carry the masked resource and the Collector's summary on it, while the
+/// filter still matched the resource as it was received.
+#[test]
+fn resource_attributes_are_redacted_in_the_record() {
+    let policy = Policy::parse(
+        "\
+filter:
+  spans:
+    include:
+      match_type: strict
+      resources: [{key: deployment.environment, value: prod}]
+redaction:
+  allowed_keys: [audit.action, service.name, billing.card]
+  blocked_values: ['4[0-9]{15}']
+  summary: debug
+audit:
+  pipeline: p
+",
+        &[],
+    )
+    .unwrap();
+    let mut req = ExportTraceServiceRequest::decode(
+        request(vec![vec![audit_span("charge"), audit_span("refund")], vec![audit_span("login")]]).as_slice(),
+    )
+    .unwrap();
+    req.resource_spans[0].resource = Some(Resource {
+        attributes: vec![
+            kv("service.name", "payments"),
+            kv("deployment.environment", "prod"),
+            kv("billing.card", "card 4111111111111111"),
+        ],
+        ..Resource::default()
+    });
+    req.resource_spans[1].resource =
+        Some(Resource { attributes: vec![kv("deployment.environment", "staging")], ..Resource::default() });
+    let out = traces(&policy, &req.encode_to_vec(), &ctx()).unwrap();
+
+    assert_eq!((out.stats.kept, out.stats.dropped), (2, 1), "the filter saw deployment.environment before redaction");
+    // Once per resource, not per span: 1 removed + 1 masked on the kept
+    // resource, and 1 removed on the staging one, whose span was dropped.
+    assert_eq!(out.stats.redacted, 3);
+    let hits = |path: &str| out.stats.rule_hits[policy.rules.iter().position(|r| r.id == path).unwrap()];
+    assert_eq!(hits("redaction.allowed_keys"), 2, "one removal per resource");
+    assert_eq!(hits("redaction.blocked_values[0]"), 1, "the card, once for both spans");
+
+    let expected = serde_json::json!({
+        "service.name": {"s": "payments"},
+        "billing.card": {"s": "card ****"},
+        "redaction.redacted.keys": {"s": "deployment.environment"},
+        "redaction.redacted.count": {"i": "1"},
+        "redaction.masked.keys": {"s": "billing.card"},
+        "redaction.masked.count": {"i": "1"},
+    });
+    for record in &out.records {
+        assert!(!String::from_utf8_lossy(record).contains("4111111111111111"));
+        let record: serde_json::Value = serde_json::from_slice(record).unwrap();
+        assert_eq!(record["resource"]["attributes"], expected, "{record}");
+    }
+    let kept = ExportTraceServiceRequest::decode(out.otlp.as_slice()).unwrap();
+    assert_eq!(kept.resource_spans.len(), 1);
+    let resource = kept.resource_spans[0].resource.as_ref().unwrap();
+    assert_eq!(string_attr(&resource.attributes, "billing.card"), Some("card ****"));
+    assert_eq!(string_attr(&resource.attributes, "deployment.environment"), None);
+
+    // The host's own events keep their resource as sent.
+    let out = trace_events(&policy, &req.encode_to_vec(), &ctx()).unwrap();
+    assert!(String::from_utf8_lossy(&out.records[0]).contains("card 4111111111111111"));
+}
