@@ -11,6 +11,9 @@
 //! - a record is kept when it matches `include` (if given) and does not match
 //!   `exclude` (if given).
 //!
+//! OTTL conditions (`traces.span`, `logs.log_record`, ...) drop a record
+//! when any holds, as the filterprocessor's OTTL form does.
+//!
 //! The matcher is shared with the `attributes:` section's own
 //! `include`/`exclude`, which applies to both signals: a block with a
 //! property of the other signal (`services` for a log record, `log_bodies`
@@ -22,6 +25,8 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::Span;
 use regex::Regex;
 
+use crate::ottl::context::Item;
+use crate::ottl::{Check, Context, ErrorMode, View};
 pub use audit_format::values::scalar_text;
 
 /// Patterns that match a string if any of them does.
@@ -234,6 +239,109 @@ impl IncludeExclude {
     }
 }
 
+/// One OTTL condition of the `filter:` section: a record is dropped when
+/// it holds.
+#[derive(Debug)]
+pub struct OttlCondition {
+    /// The compiled condition.
+    pub check: Check,
+    /// Its context: a `resource` or `scope` condition drops every record of
+    /// the resource or scope, a `spanevent` condition drops span events.
+    pub context: Context,
+    /// Its rule index (hits count the records it dropped).
+    pub rule: usize,
+    /// What an evaluation error does.
+    pub error_mode: ErrorMode,
+    /// Its policy key path, for errors.
+    pub id: String,
+}
+
+/// The OTTL conditions of one signal (the filterprocessor's `traces.span`,
+/// `traces.spanevent`, `logs.log_record`, `trace_conditions`,
+/// `log_conditions`): any true condition drops the record.
+#[derive(Debug, Default)]
+pub struct OttlConditions {
+    /// The conditions, in policy order.
+    pub conditions: Vec<OttlCondition>,
+    /// The rule counting evaluation errors that `ignore`/`silent` turned
+    /// into false.
+    pub error_rule: Option<usize>,
+}
+
+impl OttlConditions {
+    /// Whether any record-level condition (every context but `spanevent`)
+    /// drops the item `item` of `resource` and `scope`.
+    pub fn drops(
+        &self,
+        resource: Option<&Resource>,
+        scope: Option<&InstrumentationScope>,
+        item: Item,
+        hits: &mut [u64],
+    ) -> Result<bool, String> {
+        for c in &self.conditions {
+            let item = match c.context {
+                Context::Resource | Context::Scope => Item::None,
+                Context::Span | Context::Log => item,
+                Context::SpanEvent => continue,
+            };
+            match c.check.eval(&View { resource, scope, item, cache: &[] }) {
+                Ok(true) => {
+                    hits[c.rule] += 1;
+                    return Ok(true);
+                }
+                Ok(false) => {}
+                Err(e) => self.failed(c, &e, hits)?,
+            }
+        }
+        Ok(false)
+    }
+
+    /// Removes the span events a `spanevent` condition drops.
+    pub fn drop_events(
+        &self,
+        resource: Option<&Resource>,
+        scope: Option<&InstrumentationScope>,
+        span: &mut Span,
+        hits: &mut [u64],
+    ) -> Result<(), String> {
+        if !self.conditions.iter().any(|c| c.context == Context::SpanEvent) || span.events.is_empty() {
+            return Ok(());
+        }
+        let mut dropped = vec![false; span.events.len()];
+        for (i, drop) in dropped.iter_mut().enumerate() {
+            for c in self.conditions.iter().filter(|c| c.context == Context::SpanEvent) {
+                match c.check.eval(&View { resource, scope, item: Item::SpanEvent(span, i), cache: &[] }) {
+                    Ok(true) => {
+                        hits[c.rule] += 1;
+                        *drop = true;
+                        break;
+                    }
+                    Ok(false) => {}
+                    Err(e) => self.failed(c, &e, hits)?,
+                }
+            }
+        }
+        let mut i = 0;
+        span.events.retain(|_| {
+            i += 1;
+            !dropped[i - 1]
+        });
+        Ok(())
+    }
+
+    fn failed(&self, c: &OttlCondition, e: &crate::ottl::EvalError, hits: &mut [u64]) -> Result<(), String> {
+        match c.error_mode {
+            ErrorMode::Propagate => Err(format!("{} `{}` failed: {e}", c.id, c.check.text)),
+            ErrorMode::Ignore | ErrorMode::Silent => {
+                if let Some(rule) = self.error_rule {
+                    hits[rule] += 1;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
 /// The `filter:` section.
 #[derive(Debug, Default)]
 pub struct Filter {
@@ -241,18 +349,30 @@ pub struct Filter {
     pub spans: IncludeExclude,
     /// `filter.logs`.
     pub logs: IncludeExclude,
+    /// OTTL conditions on traces.
+    pub trace_conditions: OttlConditions,
+    /// OTTL conditions on logs.
+    pub log_conditions: OttlConditions,
 }
 
 impl Filter {
-    /// Whether a span is kept.
+    /// Whether a span is kept (its events dropped by `spanevent`
+    /// conditions are removed); an error when a condition failed under
+    /// `error_mode: propagate`.
     pub fn keep_span(
         &self,
         resource: Option<&Resource>,
         scope: Option<&InstrumentationScope>,
-        span: &Span,
+        span: &mut Span,
         hits: &mut [u64],
-    ) -> bool {
-        self.spans.passes_span(resource, scope, span, hits)
+    ) -> Result<bool, String> {
+        if !self.spans.passes_span(resource, scope, span, hits)
+            || self.trace_conditions.drops(resource, scope, Item::Span(span), hits)?
+        {
+            return Ok(false);
+        }
+        self.trace_conditions.drop_events(resource, scope, span, hits)?;
+        Ok(true)
     }
 
     /// Whether a log record is kept.
@@ -262,8 +382,9 @@ impl Filter {
         scope: Option<&InstrumentationScope>,
         log: &LogRecord,
         hits: &mut [u64],
-    ) -> bool {
-        self.logs.passes_log(resource, scope, log, hits)
+    ) -> Result<bool, String> {
+        Ok(self.logs.passes_log(resource, scope, log, hits)
+            && !self.log_conditions.drops(resource, scope, Item::Log(log), hits)?)
     }
 }
 
@@ -331,7 +452,7 @@ mod tests {
     fn keeps(policy: &str, resource: &Resource, scope: &InstrumentationScope, span: &Span) -> bool {
         let policy = Policy::parse(policy, &[]).unwrap();
         let mut hits = vec![0; policy.rules.len()];
-        policy.filter.keep_span(Some(resource), Some(scope), span, &mut hits)
+        policy.filter.keep_span(Some(resource), Some(scope), &mut span.clone(), &mut hits).unwrap()
     }
 
     #[test]
@@ -394,8 +515,9 @@ mod tests {
         .unwrap();
         let mut hits = vec![0; 2];
         let res = resource(Some("x"));
-        let keep =
-            |name: &str, hits: &mut Vec<u64>| policy.filter.keep_span(Some(&res), None, &span(name, vec![]), hits);
+        let keep = |name: &str, hits: &mut Vec<u64>| {
+            policy.filter.keep_span(Some(&res), None, &mut span(name, vec![]), hits).unwrap()
+        };
         assert!(keep("audit.login", &mut hits));
         assert!(!keep("audit.noise", &mut hits));
         assert!(!keep("GET /", &mut hits));
@@ -415,9 +537,9 @@ mod tests {
             ..LogRecord::default()
         };
         let mut hits = vec![0; 1];
-        assert!(policy.filter.keep_log(None, None, &log(17, "access denied"), &mut hits));
-        assert!(!policy.filter.keep_log(None, None, &log(9, "access denied"), &mut hits));
-        assert!(!policy.filter.keep_log(None, None, &log(0, "access denied"), &mut hits));
-        assert!(!policy.filter.keep_log(None, None, &log(17, "ok"), &mut hits));
+        assert!(policy.filter.keep_log(None, None, &log(17, "access denied"), &mut hits).unwrap());
+        assert!(!policy.filter.keep_log(None, None, &log(9, "access denied"), &mut hits).unwrap());
+        assert!(!policy.filter.keep_log(None, None, &log(0, "access denied"), &mut hits).unwrap());
+        assert!(!policy.filter.keep_log(None, None, &log(17, "ok"), &mut hits).unwrap());
     }
 }

@@ -24,10 +24,12 @@ pub mod enrich;
 pub mod filter;
 pub mod jcs;
 pub mod kv;
+pub mod ottl;
 pub mod policy;
 pub mod process;
 pub mod record;
 pub mod redaction;
+pub mod transform;
 
 #[cfg(target_arch = "wasm32")]
 mod component;

@@ -1,6 +1,10 @@
-//! One batch through the stages: decode -> filter -> attributes -> redaction
-//! -> enrich -> canonical record -> chain -> encode. The host's own events
-//! (`chain-events`) skip filter, attributes, redaction and `audit.require`.
+//! One batch through the stages: decode -> filter -> attributes -> transform
+//! -> redaction -> enrich -> canonical record -> chain -> encode, in the
+//! Collector's processor order: the filter and the attributes actions see
+//! the records as received, the transform's resource and scope statements
+//! run once per resource and scope, and the resource is redacted once,
+//! before its records are written. The host's own events (`chain-events`)
+//! skip filter, attributes, transform, redaction and `audit.require`.
 
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;

@@ -13,6 +13,8 @@ pub struct PolicyFile {
     pub filter: Option<FilterConfig>,
     /// attributesprocessor config.
     pub attributes: Option<AttributesConfig>,
+    /// transformprocessor config (OTTL statements).
+    pub transform: Option<TransformConfig>,
     /// redactionprocessor config.
     pub redaction: Option<RedactionConfig>,
     /// What no Collector processor does.
@@ -23,16 +25,83 @@ pub struct PolicyFile {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FilterConfig {
-    /// Accepted for compatibility; only OTTL conditions use it.
+    /// What a failing OTTL condition does: `propagate` (the default),
+    /// `ignore` or `silent`.
     pub error_mode: Option<String>,
     /// Legacy span matching.
     pub spans: Option<SpanFilters>,
     /// Legacy log matching (and OTTL `log_record`).
     pub logs: Option<LogFilters>,
-    /// OTTL conditions for traces.
-    pub traces: Option<Yaml>,
+    /// OTTL conditions for traces, by context.
+    pub traces: Option<TraceConditions>,
+    /// OTTL conditions for traces with inferred contexts: strings or
+    /// groups (`conditions:`, optional `context:` and `error_mode:`).
+    pub trace_conditions: Option<Vec<Yaml>>,
+    /// OTTL conditions for logs with inferred contexts.
+    pub log_conditions: Option<Vec<Yaml>>,
     /// Metrics are not audit records.
     pub metrics: Option<Yaml>,
+    /// Metrics are not audit records.
+    pub metric_conditions: Option<Yaml>,
+}
+
+/// `filter.traces` (OTTL).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TraceConditions {
+    /// Conditions on spans: a span is dropped when any is true.
+    #[serde(default)]
+    pub span: Vec<String>,
+    /// Conditions on span events: an event is dropped when any is true.
+    #[serde(default)]
+    pub spanevent: Vec<String>,
+}
+
+/// A group of OTTL conditions (`trace_conditions` / `log_conditions` entries).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConditionGroup {
+    /// The context; inferred from path prefixes when absent.
+    pub context: Option<String>,
+    /// The conditions.
+    pub conditions: Vec<String>,
+    /// Overrides the section's `error_mode`.
+    pub error_mode: Option<String>,
+}
+
+/// `transform:` (transformprocessor).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TransformConfig {
+    /// What a failing statement does: `propagate` (the default), `ignore`
+    /// or `silent`.
+    pub error_mode: Option<String>,
+    /// Statements for spans and span events: strings (context inferred
+    /// from prefixes) or groups.
+    #[serde(default)]
+    pub trace_statements: Vec<Yaml>,
+    /// Statements for log records.
+    #[serde(default)]
+    pub log_statements: Vec<Yaml>,
+    /// Metrics are not audit records.
+    pub metric_statements: Option<Yaml>,
+    /// Profiles are not audit records.
+    pub profile_statements: Option<Yaml>,
+}
+
+/// A group of OTTL statements.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatementGroup {
+    /// The context; inferred from path prefixes when absent.
+    pub context: Option<String>,
+    /// Conditions, any of which must hold for the statements to run.
+    #[serde(default)]
+    pub conditions: Vec<String>,
+    /// The statements, in order.
+    pub statements: Vec<String>,
+    /// Overrides the section's `error_mode`.
+    pub error_mode: Option<String>,
 }
 
 /// `filter.spans`.
@@ -53,8 +122,8 @@ pub struct LogFilters {
     pub include: Option<LogMatchProperties>,
     /// Drop matching log records.
     pub exclude: Option<LogMatchProperties>,
-    /// OTTL conditions.
-    pub log_record: Option<Yaml>,
+    /// OTTL conditions on log records: one is dropped when any is true.
+    pub log_record: Option<Vec<String>>,
 }
 
 /// `filterconfig.MatchProperties`: span matching, and the attributes

@@ -4,43 +4,50 @@
 use super::config::*;
 use super::matcher::{LogNames, Signal, matcher, span_matcher};
 use super::*;
+use crate::ottl::ErrorMode;
 
 impl Compiler<'_> {
-    pub(super) fn filter(&mut self, f: FilterConfig) -> Result<Filter, PolicyError> {
-        if let Some(mode) = &f.error_mode
-            && !["ignore", "silent", "propagate"].contains(&mode.as_str())
+    pub(super) fn filter(&mut self, mut f: FilterConfig) -> Result<Filter, PolicyError> {
+        let mode = match f.error_mode.as_deref() {
+            None => ErrorMode::Propagate,
+            Some(m) => ErrorMode::parse(m).ok_or_else(|| {
+                PolicyError::at("filter.error_mode", format!("'{m}' is not one of ignore, silent, propagate"))
+            })?,
+        };
+        for (set, key) in
+            [(f.metrics.is_some(), "filter.metrics"), (f.metric_conditions.is_some(), "filter.metric_conditions")]
         {
+            if set {
+                return Err(PolicyError::at(
+                    key,
+                    "metrics are not audit records; the audit processor handles traces and logs",
+                ));
+            }
+        }
+        // The Collector refuses a config mixing the two forms for a signal.
+        let ottl_spans = f.traces.is_some() || f.trace_conditions.is_some();
+        let ottl_logs = f.logs.as_ref().is_some_and(|l| l.log_record.is_some()) || f.log_conditions.is_some();
+        if ottl_spans && f.spans.is_some() {
             return Err(PolicyError::at(
-                "filter.error_mode",
-                format!("'{mode}' is not one of ignore, silent, propagate"),
+                "filter.spans",
+                "cannot use OTTL conditions (traces / trace_conditions) and include/exclude for spans at the same time",
             ));
         }
-        if f.traces.is_some() {
+        if ottl_logs && f.logs.as_ref().is_some_and(|l| l.include.is_some() || l.exclude.is_some()) {
             return Err(PolicyError::at(
-                "filter.traces",
-                "OTTL conditions are not supported yet; use filter.spans.include / filter.spans.exclude",
+                "filter.logs",
+                "cannot use OTTL conditions (log_record / log_conditions) and include/exclude for logs at the same time",
             ));
         }
-        if f.metrics.is_some() {
-            return Err(PolicyError::at(
-                "filter.metrics",
-                "metrics are not audit records; the audit processor handles traces and logs",
-            ));
-        }
-        let mut filter = Filter::default();
+        let (trace_conditions, log_conditions) = self.filter_ottl(&mut f, mode)?;
+        let mut filter = Filter { trace_conditions, log_conditions, ..Filter::default() };
         if let Some(spans) = f.spans {
             filter.spans = self.include_exclude_spans("filter.spans", spans.include, spans.exclude)?;
             if filter.spans.is_empty() {
                 return Err(PolicyError::at("filter.spans", "neither include nor exclude is set"));
             }
         }
-        if let Some(logs) = f.logs {
-            if logs.log_record.is_some() {
-                return Err(PolicyError::at(
-                    "filter.logs.log_record",
-                    "OTTL conditions are not supported yet; use filter.logs.include / filter.logs.exclude",
-                ));
-            }
+        if let Some(logs) = f.logs.filter(|l| l.include.is_some() || l.exclude.is_some() || !ottl_logs) {
             let include = logs.include.map(|m| (self.log_matcher("filter.logs.include", m), "filter.logs.include"));
             let exclude = logs.exclude.map(|m| (self.log_matcher("filter.logs.exclude", m), "filter.logs.exclude"));
             filter.logs = self.register(include, exclude)?;

@@ -6,6 +6,7 @@ mod attributes;
 pub mod config;
 mod filter;
 mod matcher;
+mod ottl;
 mod redaction;
 
 use regex::Regex;
@@ -18,6 +19,7 @@ use crate::api::{PolicyInfo, Rule};
 use crate::attributes::{Action, Attributes, ConvertTo, Source};
 use crate::filter::{AttributeMatch, Filter, IncludeExclude, LibraryMatch, Matcher, Patterns, SPAN_KINDS, ValueMatch};
 use crate::redaction::{Masking, Redaction, Summary};
+use crate::transform::Transform;
 use config::*;
 
 /// A policy that failed to parse or validate: what is wrong and where.
@@ -75,6 +77,8 @@ pub struct Policy {
     pub filter: Filter,
     /// `attributes:`.
     pub attributes: Attributes,
+    /// `transform:`.
+    pub transform: Transform,
     /// `redaction:`.
     pub redaction: Redaction,
     /// `audit:`.
@@ -149,12 +153,16 @@ impl Compiler<'_> {
             Some(a) => self.attributes(a)?,
             None => Attributes::default(),
         };
+        let transform = match file.transform {
+            Some(t) => self.transform(t)?,
+            None => Transform::default(),
+        };
         let redaction = match file.redaction {
             Some(r) => self.redaction(r)?,
             None => Redaction::default(),
         };
         let (audit, key) = self.audit(file.audit)?;
-        Ok(Policy { digest, filter, attributes, redaction, audit, key, rules: self.rules })
+        Ok(Policy { digest, filter, attributes, transform, redaction, audit, key, rules: self.rules })
     }
 
     fn audit(&mut self, a: Option<AuditConfig>) -> Result<(Audit, Option<ChainKey>), PolicyError> {

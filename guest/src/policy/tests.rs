@@ -173,8 +173,36 @@ fn validation_errors_name_the_key() {
             "filter.logs.include.severity_number.min",
             "not a valid severity",
         ),
-        ("filter:\n  traces:\n    span: ['attributes[\"x\"] == nil']\n", "filter.traces", "OTTL"),
-        ("filter:\n  logs:\n    log_record: ['true']\n", "filter.logs.log_record", "OTTL"),
+        (
+            "filter:\n  traces:\n    span: ['attributes[\"x\"] = nil']\n",
+            "filter.traces.span[0]",
+            "column 17: expected a comparison operator",
+        ),
+        (
+            "filter:\n  logs:\n    log_record: ['true', 'severity == 1']\n",
+            "filter.logs.log_record[1]",
+            "a log record has no path \"severity\"",
+        ),
+        (
+            "transform:\n  trace_statements: ['set(name, \"x\")']\n",
+            "transform.trace_statements[0]",
+            "context cannot be inferred",
+        ),
+        (
+            "transform:\n  trace_statements:\n    - context: span\n      statements: ['set(resource.attributes[\"a\"], \"b\")']\n",
+            "transform.trace_statements[0].statements[0]",
+            "read-only in the span context",
+        ),
+        (
+            "transform:\n  log_statements:\n    - context: span\n      statements: ['set(name, \"b\")']\n",
+            "transform.log_statements[0].context",
+            "not one of resource, scope, log",
+        ),
+        (
+            "filter:\n  spans: {include: {match_type: strict, span_names: [a]}}\n  traces: {span: ['true']}\n",
+            "filter.spans",
+            "at the same time",
+        ),
         ("filter:\n  metrics: {}\n", "filter.metrics", "not audit records"),
         ("filter:\n  spans: {}\n", "filter.spans", "neither include nor exclude"),
         (

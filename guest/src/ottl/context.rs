@@ -1,0 +1,711 @@
+//! OTTL contexts and their paths: what `name`, `attributes["k"]`,
+//! `resource.attributes["k"]` or `status.code` mean for the record a
+//! statement runs on, and how they are read and written.
+//!
+//! Contexts are the Collector's `ottlresource`, `ottlscope`, `ottlspan`,
+//! `ottlspanevent` and `ottllog`. A path may start with its context's name
+//! (`span.name`, the Collector's context prefix) or leave it out (`name`);
+//! the enclosing records are reached as `resource.…`,
+//! `instrumentation_scope.…` (or `scope.…`) and, from a span event,
+//! `span.…`. Only the context's own record is written: a span statement
+//! that sets `resource.attributes[…]` is refused, since one resource is
+//! shared by every span of the batch and is hashed into each record (use
+//! a `context: resource` group for that).
+
+use std::borrow::Cow;
+
+use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, KeyValueList, any_value};
+use opentelemetry_proto::tonic::logs::v1::LogRecord;
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::{Span, Status, span::Event};
+
+use super::value::Value;
+
+/// An OTTL context: which record a statement or condition runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Context {
+    /// `resource`
+    Resource,
+    /// `scope` (instrumentation scope)
+    Scope,
+    /// `span`
+    Span,
+    /// `spanevent`
+    SpanEvent,
+    /// `log`
+    Log,
+}
+
+impl Context {
+    /// The context named in a config (`context: span`).
+    pub fn parse(name: &str) -> Option<Context> {
+        match name {
+            "resource" => Some(Context::Resource),
+            "scope" | "instrumentation_scope" => Some(Context::Scope),
+            "span" => Some(Context::Span),
+            "spanevent" => Some(Context::SpanEvent),
+            "log" | "log_record" => Some(Context::Log),
+            _ => None,
+        }
+    }
+
+    /// The name as configs write it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Context::Resource => "resource",
+            Context::Scope => "scope",
+            Context::Span => "span",
+            Context::SpanEvent => "spanevent",
+            Context::Log => "log",
+        }
+    }
+}
+
+/// A field of a record that a path names (before any keys).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Field {
+    /// `resource.attributes`
+    ResourceAttributes,
+    /// `resource.dropped_attributes_count`
+    ResourceDropped,
+    /// `instrumentation_scope.name`
+    ScopeName,
+    /// `instrumentation_scope.version`
+    ScopeVersion,
+    /// `instrumentation_scope.attributes`
+    ScopeAttributes,
+    /// `instrumentation_scope.dropped_attributes_count`
+    ScopeDropped,
+    /// A span field.
+    Span(SpanField),
+    /// A span event field.
+    Event(EventField),
+    /// A log record field.
+    Log(LogField),
+    /// `cache`: a map living for one record's statements.
+    Cache,
+}
+
+/// Span fields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub enum SpanField {
+    TraceId,
+    TraceIdString,
+    SpanId,
+    SpanIdString,
+    ParentSpanId,
+    ParentSpanIdString,
+    TraceState,
+    Flags,
+    Name,
+    Kind,
+    KindString,
+    StartTimeUnixNano,
+    EndTimeUnixNano,
+    Attributes,
+    DroppedAttributesCount,
+    DroppedEventsCount,
+    DroppedLinksCount,
+    StatusCode,
+    StatusMessage,
+}
+
+/// Span event fields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub enum EventField {
+    Name,
+    TimeUnixNano,
+    Attributes,
+    DroppedAttributesCount,
+}
+
+/// Log record fields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub enum LogField {
+    TimeUnixNano,
+    ObservedTimeUnixNano,
+    SeverityNumber,
+    SeverityText,
+    Body,
+    BodyString,
+    Attributes,
+    DroppedAttributesCount,
+    Flags,
+    TraceId,
+    TraceIdString,
+    SpanId,
+    SpanIdString,
+    EventName,
+}
+
+/// Which record a field belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Owner {
+    /// The resource.
+    Resource,
+    /// The instrumentation scope.
+    Scope,
+    /// The span (or, from a span event, its span).
+    Span,
+    /// The span event.
+    Event,
+    /// The log record.
+    Log,
+    /// The cache.
+    Cache,
+}
+
+impl Field {
+    /// The record the field belongs to.
+    pub fn owner(self) -> Owner {
+        match self {
+            Field::ResourceAttributes | Field::ResourceDropped => Owner::Resource,
+            Field::ScopeName | Field::ScopeVersion | Field::ScopeAttributes | Field::ScopeDropped => Owner::Scope,
+            Field::Span(_) => Owner::Span,
+            Field::Event(_) => Owner::Event,
+            Field::Log(_) => Owner::Log,
+            Field::Cache => Owner::Cache,
+        }
+    }
+
+    /// Whether keys (`["k"]`, `[0]`) may follow the field.
+    pub fn indexable(self) -> bool {
+        matches!(
+            self,
+            Field::ResourceAttributes
+                | Field::ScopeAttributes
+                | Field::Span(SpanField::Attributes)
+                | Field::Event(EventField::Attributes)
+                | Field::Log(LogField::Attributes)
+                | Field::Log(LogField::Body)
+                | Field::Cache
+        )
+    }
+
+    /// Whether the field is a map (editors such as `delete_key` take one).
+    pub fn is_map(self) -> bool {
+        self.indexable() && self != Field::Log(LogField::Body)
+    }
+}
+
+/// Whether a statement in `context` may write fields of `owner`.
+pub fn writable(context: Context, owner: Owner) -> bool {
+    matches!(
+        (context, owner),
+        (_, Owner::Cache)
+            | (Context::Resource, Owner::Resource)
+            | (Context::Scope, Owner::Scope)
+            | (Context::Span, Owner::Span)
+            | (Context::SpanEvent, Owner::Event)
+            | (Context::Log, Owner::Log)
+    )
+}
+
+/// Resolves a path's field names (keys aside) in `context`; the error
+/// says what the context offers.
+pub fn resolve(context: Context, names: &[&str]) -> Result<Field, String> {
+    let (owner, rest) = split_prefix(context, names)?;
+    let unknown = |what: &str, known: &str| Err(format!("{what} has no path {:?}; it has {known}", rest.join(".")));
+    let one = |rest: &[&str]| -> Option<String> { Some(rest.join(".")) };
+    let path = one(rest).unwrap_or_default();
+    match owner {
+        Owner::Cache => Ok(Field::Cache),
+        Owner::Resource => match path.as_str() {
+            "attributes" => Ok(Field::ResourceAttributes),
+            "dropped_attributes_count" => Ok(Field::ResourceDropped),
+            _ => unknown("the resource", "attributes, dropped_attributes_count"),
+        },
+        Owner::Scope => match path.as_str() {
+            "name" => Ok(Field::ScopeName),
+            "version" => Ok(Field::ScopeVersion),
+            "attributes" => Ok(Field::ScopeAttributes),
+            "dropped_attributes_count" => Ok(Field::ScopeDropped),
+            _ => unknown("the instrumentation scope", "name, version, attributes, dropped_attributes_count"),
+        },
+        Owner::Span => {
+            use SpanField::*;
+            let f = match path.as_str() {
+                "trace_id" => TraceId,
+                "trace_id.string" => TraceIdString,
+                "span_id" => SpanId,
+                "span_id.string" => SpanIdString,
+                "parent_span_id" => ParentSpanId,
+                "parent_span_id.string" => ParentSpanIdString,
+                "trace_state" => TraceState,
+                "flags" => Flags,
+                "name" => Name,
+                "kind" => Kind,
+                "kind.string" => KindString,
+                "start_time_unix_nano" => StartTimeUnixNano,
+                "end_time_unix_nano" => EndTimeUnixNano,
+                "attributes" => Attributes,
+                "dropped_attributes_count" => DroppedAttributesCount,
+                "dropped_events_count" => DroppedEventsCount,
+                "dropped_links_count" => DroppedLinksCount,
+                "status.code" => StatusCode,
+                "status.message" => StatusMessage,
+                "start_time" | "end_time" => {
+                    return Err(format!(
+                        "span path {path:?} (a time.Time) is not supported; use {path}_unix_nano (an int)"
+                    ));
+                }
+                _ => {
+                    return unknown(
+                        "a span",
+                        "trace_id[.string], span_id[.string], parent_span_id[.string], trace_state, flags, name, \
+                         kind[.string], start_time_unix_nano, end_time_unix_nano, attributes, \
+                         dropped_attributes_count, dropped_events_count, dropped_links_count, status.code, \
+                         status.message",
+                    );
+                }
+            };
+            Ok(Field::Span(f))
+        }
+        Owner::Event => {
+            use EventField::*;
+            let f = match path.as_str() {
+                "name" => Name,
+                "time_unix_nano" => TimeUnixNano,
+                "attributes" => Attributes,
+                "dropped_attributes_count" => DroppedAttributesCount,
+                _ => return unknown("a span event", "name, time_unix_nano, attributes, dropped_attributes_count"),
+            };
+            Ok(Field::Event(f))
+        }
+        Owner::Log => {
+            use LogField::*;
+            let f = match path.as_str() {
+                "time_unix_nano" => TimeUnixNano,
+                "observed_time_unix_nano" => ObservedTimeUnixNano,
+                "severity_number" => SeverityNumber,
+                "severity_text" => SeverityText,
+                "body" => Body,
+                "body.string" => BodyString,
+                "attributes" => Attributes,
+                "dropped_attributes_count" => DroppedAttributesCount,
+                "flags" => Flags,
+                "trace_id" => TraceId,
+                "trace_id.string" => TraceIdString,
+                "span_id" => SpanId,
+                "span_id.string" => SpanIdString,
+                "event_name" => EventName,
+                "time" | "observed_time" => {
+                    return Err(format!(
+                        "log path {path:?} (a time.Time) is not supported; use {path}_unix_nano (an int)"
+                    ));
+                }
+                _ => {
+                    return unknown(
+                        "a log record",
+                        "time_unix_nano, observed_time_unix_nano, severity_number, severity_text, body[.string], \
+                         attributes, dropped_attributes_count, flags, trace_id[.string], span_id[.string], \
+                         event_name",
+                    );
+                }
+            };
+            Ok(Field::Log(f))
+        }
+    }
+}
+
+/// Splits a context prefix (`resource.`, `span.`, ...) off a path; no
+/// prefix means the context's own record.
+fn split_prefix<'n>(context: Context, names: &'n [&'n str]) -> Result<(Owner, &'n [&'n str]), String> {
+    let own = match context {
+        Context::Resource => Owner::Resource,
+        Context::Scope => Owner::Scope,
+        Context::Span => Owner::Span,
+        Context::SpanEvent => Owner::Event,
+        Context::Log => Owner::Log,
+    };
+    let Some((first, rest)) = names.split_first() else {
+        return Err("empty path".into());
+    };
+    let prefixed = match *first {
+        "cache" => return Ok((Owner::Cache, rest)),
+        "resource" => Some(Owner::Resource),
+        "instrumentation_scope" | "scope" => Some(Owner::Scope),
+        "span" => Some(Owner::Span),
+        "spanevent" => Some(Owner::Event),
+        "log" => Some(Owner::Log),
+        _ => None,
+    };
+    match prefixed {
+        // `resource` alone would be the whole resource: not a value here.
+        Some(_) if rest.is_empty() => Err(format!("path {first:?} names a whole record; name one of its fields")),
+        Some(owner) => {
+            let reachable = match (context, owner) {
+                (_, o) if o == own => true,
+                (Context::Resource, _) => false,
+                (Context::Scope, Owner::Resource) => true,
+                (Context::Span | Context::Log, Owner::Resource | Owner::Scope) => true,
+                (Context::SpanEvent, Owner::Resource | Owner::Scope | Owner::Span) => true,
+                _ => false,
+            };
+            if reachable {
+                Ok((owner, rest))
+            } else {
+                Err(format!("the {} context cannot reach {first:?} paths", context.name()))
+            }
+        }
+        None => Ok((own, names)),
+    }
+}
+
+/// The record a read sees.
+#[derive(Debug, Clone, Copy)]
+pub struct View<'r> {
+    /// The resource.
+    pub resource: Option<&'r Resource>,
+    /// The instrumentation scope.
+    pub scope: Option<&'r InstrumentationScope>,
+    /// The span or log record (none in the resource and scope contexts).
+    pub item: Item<'r>,
+    /// The record's cache.
+    pub cache: &'r [KeyValue],
+}
+
+/// The item a view sees.
+#[derive(Debug, Clone, Copy)]
+pub enum Item<'r> {
+    /// None (resource and scope contexts).
+    None,
+    /// A span.
+    Span(&'r Span),
+    /// A span's event, by index.
+    SpanEvent(&'r Span, usize),
+    /// A log record.
+    Log(&'r LogRecord),
+}
+
+/// A record a statement may change: its own part mutably, the enclosing
+/// records shared.
+pub struct Subject<'r> {
+    /// The resource.
+    pub resource: Slot<'r, Resource>,
+    /// The instrumentation scope.
+    pub scope: Slot<'r, InstrumentationScope>,
+    /// The item.
+    pub item: ItemMut<'r>,
+    /// The cache (empty at the start of each record's statements).
+    pub cache: Vec<KeyValue>,
+}
+
+/// A record a subject holds shared or mutably.
+pub enum Slot<'r, T> {
+    /// Read only.
+    Shared(Option<&'r T>),
+    /// Writable (created on first write when absent).
+    Mut(&'r mut Option<T>),
+}
+
+impl<T> Slot<'_, T> {
+    fn get(&self) -> Option<&T> {
+        match self {
+            Slot::Shared(r) => *r,
+            Slot::Mut(r) => r.as_ref(),
+        }
+    }
+}
+
+/// The item a subject holds mutably.
+pub enum ItemMut<'r> {
+    /// None (resource and scope contexts).
+    None,
+    /// A span.
+    Span(&'r mut Span),
+    /// A span's event, by index.
+    SpanEvent(&'r mut Span, usize),
+    /// A log record.
+    Log(&'r mut LogRecord),
+}
+
+impl Subject<'_> {
+    /// The subject as a read sees it.
+    pub fn view(&self) -> View<'_> {
+        let item = match &self.item {
+            ItemMut::None => Item::None,
+            ItemMut::Span(s) => Item::Span(s),
+            ItemMut::SpanEvent(s, i) => Item::SpanEvent(s, *i),
+            ItemMut::Log(l) => Item::Log(l),
+        };
+        View { resource: self.resource.get(), scope: self.scope.get(), item, cache: &self.cache }
+    }
+}
+
+static EMPTY_ANY: AnyValue = AnyValue { value: None };
+
+impl<'r> View<'r> {
+    fn span(&self) -> Option<&'r Span> {
+        match self.item {
+            Item::Span(s) | Item::SpanEvent(s, _) => Some(s),
+            _ => None,
+        }
+    }
+
+    fn event(&self) -> Option<&'r Event> {
+        match self.item {
+            Item::SpanEvent(s, i) => s.events.get(i),
+            _ => None,
+        }
+    }
+
+    fn log(&self) -> Option<&'r LogRecord> {
+        match self.item {
+            Item::Log(l) => Some(l),
+            _ => None,
+        }
+    }
+
+    /// The value of a field (before keys).
+    pub fn read(&self, field: Field) -> Value<'r> {
+        let map = |m: Option<&'r Vec<KeyValue>>| Value::Map(Cow::Borrowed(m.map_or(&[][..], |m| &m[..])));
+        let text = |s: Option<&'r String>| Value::Str(Cow::Borrowed(s.map_or("", |s| s.as_str())));
+        let int = |i: Option<i64>| Value::Int(i.unwrap_or(0));
+        match field {
+            Field::Cache => Value::Map(Cow::Borrowed(self.cache)),
+            Field::ResourceAttributes => map(self.resource.map(|r| &r.attributes)),
+            Field::ResourceDropped => int(self.resource.map(|r| r.dropped_attributes_count.into())),
+            Field::ScopeName => text(self.scope.map(|s| &s.name)),
+            Field::ScopeVersion => text(self.scope.map(|s| &s.version)),
+            Field::ScopeAttributes => map(self.scope.map(|s| &s.attributes)),
+            Field::ScopeDropped => int(self.scope.map(|s| s.dropped_attributes_count.into())),
+            Field::Span(f) => {
+                let Some(s) = self.span() else { return Value::Nil };
+                use SpanField::*;
+                match f {
+                    TraceId => Value::Bytes(Cow::Borrowed(&s.trace_id)),
+                    TraceIdString => Value::Str(Cow::Owned(hex::encode(&s.trace_id))),
+                    SpanId => Value::Bytes(Cow::Borrowed(&s.span_id)),
+                    SpanIdString => Value::Str(Cow::Owned(hex::encode(&s.span_id))),
+                    ParentSpanId => Value::Bytes(Cow::Borrowed(&s.parent_span_id)),
+                    ParentSpanIdString => Value::Str(Cow::Owned(hex::encode(&s.parent_span_id))),
+                    TraceState => Value::Str(Cow::Borrowed(&s.trace_state)),
+                    Flags => Value::Int(s.flags.into()),
+                    Name => Value::Str(Cow::Borrowed(&s.name)),
+                    Kind => Value::Int(s.kind.into()),
+                    KindString => Value::Str(Cow::Borrowed(kind_string(s.kind))),
+                    StartTimeUnixNano => Value::Int(s.start_time_unix_nano as i64),
+                    EndTimeUnixNano => Value::Int(s.end_time_unix_nano as i64),
+                    Attributes => map(Some(&s.attributes)),
+                    DroppedAttributesCount => Value::Int(s.dropped_attributes_count.into()),
+                    DroppedEventsCount => Value::Int(s.dropped_events_count.into()),
+                    DroppedLinksCount => Value::Int(s.dropped_links_count.into()),
+                    StatusCode => Value::Int(s.status.as_ref().map_or(0, |st| st.code.into())),
+                    StatusMessage => text(s.status.as_ref().map(|st| &st.message)),
+                }
+            }
+            Field::Event(f) => {
+                let Some(e) = self.event() else { return Value::Nil };
+                match f {
+                    EventField::Name => Value::Str(Cow::Borrowed(&e.name)),
+                    EventField::TimeUnixNano => Value::Int(e.time_unix_nano as i64),
+                    EventField::Attributes => map(Some(&e.attributes)),
+                    EventField::DroppedAttributesCount => Value::Int(e.dropped_attributes_count.into()),
+                }
+            }
+            Field::Log(f) => {
+                let Some(l) = self.log() else { return Value::Nil };
+                use LogField::*;
+                match f {
+                    TimeUnixNano => Value::Int(l.time_unix_nano as i64),
+                    ObservedTimeUnixNano => Value::Int(l.observed_time_unix_nano as i64),
+                    SeverityNumber => Value::Int(l.severity_number.into()),
+                    SeverityText => Value::Str(Cow::Borrowed(&l.severity_text)),
+                    Body => Value::of(l.body.as_ref().unwrap_or(&EMPTY_ANY)),
+                    BodyString => match l.body.as_ref() {
+                        None | Some(AnyValue { value: None }) => Value::Str(Cow::Borrowed("")),
+                        Some(b) => match Value::of(b) {
+                            Value::Str(s) => Value::Str(s),
+                            other => Value::Str(Cow::Owned(other.to_text().into_owned())),
+                        },
+                    },
+                    Attributes => map(Some(&l.attributes)),
+                    DroppedAttributesCount => Value::Int(l.dropped_attributes_count.into()),
+                    Flags => Value::Int(l.flags.into()),
+                    TraceId => Value::Bytes(Cow::Borrowed(&l.trace_id)),
+                    TraceIdString => Value::Str(Cow::Owned(hex::encode(&l.trace_id))),
+                    SpanId => Value::Bytes(Cow::Borrowed(&l.span_id)),
+                    SpanIdString => Value::Str(Cow::Owned(hex::encode(&l.span_id))),
+                    EventName => Value::Str(Cow::Borrowed(&l.event_name)),
+                }
+            }
+        }
+    }
+}
+
+/// The Collector's names for span kinds (`kind.string`).
+pub fn kind_string(kind: i32) -> &'static str {
+    match kind {
+        1 => "Internal",
+        2 => "Server",
+        3 => "Client",
+        4 => "Producer",
+        5 => "Consumer",
+        _ => "Unspecified",
+    }
+}
+
+/// Where a write lands: a map (attributes, cache) or a single value (the
+/// log body), or a scalar field.
+pub enum Root<'s> {
+    /// A map field.
+    Map(&'s mut Vec<KeyValue>),
+    /// The log body.
+    Body(&'s mut Option<AnyValue>),
+}
+
+impl Subject<'_> {
+    /// The map or body a keyed path starts from, for writing. `None` when
+    /// the field's record is not writable here (the compiler refuses such
+    /// paths, so this is defensive).
+    pub fn root_mut(&mut self, field: Field) -> Option<Root<'_>> {
+        match field {
+            Field::Cache => Some(Root::Map(&mut self.cache)),
+            Field::ResourceAttributes => match &mut self.resource {
+                Slot::Mut(r) => Some(Root::Map(&mut r.get_or_insert_with(Resource::default).attributes)),
+                Slot::Shared(_) => None,
+            },
+            Field::ScopeAttributes => match &mut self.scope {
+                Slot::Mut(s) => Some(Root::Map(&mut s.get_or_insert_with(InstrumentationScope::default).attributes)),
+                Slot::Shared(_) => None,
+            },
+            Field::Span(SpanField::Attributes) => match &mut self.item {
+                ItemMut::Span(s) => Some(Root::Map(&mut s.attributes)),
+                _ => None,
+            },
+            Field::Event(EventField::Attributes) => match &mut self.item {
+                ItemMut::SpanEvent(s, i) => s.events.get_mut(*i).map(|e| Root::Map(&mut e.attributes)),
+                _ => None,
+            },
+            Field::Log(LogField::Attributes) => match &mut self.item {
+                ItemMut::Log(l) => Some(Root::Map(&mut l.attributes)),
+                _ => None,
+            },
+            Field::Log(LogField::Body) => match &mut self.item {
+                ItemMut::Log(l) => Some(Root::Body(&mut l.body)),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
+    /// Sets a field that takes no keys. A value of the wrong type is
+    /// ignored, as the Collector's setters ignore it.
+    pub fn write_scalar(&mut self, field: Field, value: Value) {
+        let text = |v: &Value| v.as_str().map(str::to_owned);
+        let int = |v: &Value| match v {
+            Value::Int(i) => Some(*i),
+            _ => None,
+        };
+        let bytes = |v: &Value, len: usize| match v {
+            Value::Bytes(b) if b.len() == len => Some(b.to_vec()),
+            _ => None,
+        };
+        let hex_id = |v: &Value, len: usize| {
+            v.as_str().and_then(|s| hex::decode(s).ok()).filter(|b| b.len() == len || (b.is_empty() && len == 0))
+        };
+        match field {
+            Field::ResourceDropped => {
+                if let (Slot::Mut(r), Some(i)) = (&mut self.resource, int(&value)) {
+                    r.get_or_insert_with(Resource::default).dropped_attributes_count = i as u32;
+                }
+            }
+            Field::ScopeName | Field::ScopeVersion | Field::ScopeDropped => {
+                let Slot::Mut(s) = &mut self.scope else { return };
+                let s = s.get_or_insert_with(InstrumentationScope::default);
+                match field {
+                    Field::ScopeName => text(&value).map(|t| s.name = t),
+                    Field::ScopeVersion => text(&value).map(|t| s.version = t),
+                    _ => int(&value).map(|i| s.dropped_attributes_count = i as u32),
+                };
+            }
+            Field::Span(f) => {
+                let ItemMut::Span(s) = &mut self.item else { return };
+                use SpanField::*;
+                match f {
+                    TraceId => bytes(&value, 16).map(|b| s.trace_id = b),
+                    TraceIdString => hex_id(&value, 16).map(|b| s.trace_id = b),
+                    SpanId => bytes(&value, 8).map(|b| s.span_id = b),
+                    SpanIdString => hex_id(&value, 8).map(|b| s.span_id = b),
+                    ParentSpanId => bytes(&value, 8).map(|b| s.parent_span_id = b),
+                    ParentSpanIdString => hex_id(&value, 8).map(|b| s.parent_span_id = b),
+                    TraceState => text(&value).map(|t| s.trace_state = t),
+                    Flags => int(&value).map(|i| s.flags = i as u32),
+                    Name => text(&value).map(|t| s.name = t),
+                    Kind => int(&value).map(|i| s.kind = i as i32),
+                    KindString => text(&value).and_then(|t| (0..6).find(|k| kind_string(*k) == t)).map(|k| s.kind = k),
+                    StartTimeUnixNano => int(&value).map(|i| s.start_time_unix_nano = i as u64),
+                    EndTimeUnixNano => int(&value).map(|i| s.end_time_unix_nano = i as u64),
+                    Attributes => map_value(value).map(|m| s.attributes = m),
+                    DroppedAttributesCount => int(&value).map(|i| s.dropped_attributes_count = i as u32),
+                    DroppedEventsCount => int(&value).map(|i| s.dropped_events_count = i as u32),
+                    DroppedLinksCount => int(&value).map(|i| s.dropped_links_count = i as u32),
+                    StatusCode => int(&value).map(|i| s.status.get_or_insert_with(Status::default).code = i as i32),
+                    StatusMessage => text(&value).map(|t| s.status.get_or_insert_with(Status::default).message = t),
+                };
+            }
+            Field::Event(f) => {
+                let ItemMut::SpanEvent(s, i) = &mut self.item else { return };
+                let Some(e) = s.events.get_mut(*i) else { return };
+                match f {
+                    EventField::Name => text(&value).map(|t| e.name = t),
+                    EventField::TimeUnixNano => int(&value).map(|i| e.time_unix_nano = i as u64),
+                    EventField::Attributes => map_value(value).map(|m| e.attributes = m),
+                    EventField::DroppedAttributesCount => int(&value).map(|i| e.dropped_attributes_count = i as u32),
+                };
+            }
+            Field::Log(f) => {
+                let ItemMut::Log(l) = &mut self.item else { return };
+                use LogField::*;
+                match f {
+                    TimeUnixNano => int(&value).map(|i| l.time_unix_nano = i as u64),
+                    ObservedTimeUnixNano => int(&value).map(|i| l.observed_time_unix_nano = i as u64),
+                    SeverityNumber => int(&value).map(|i| l.severity_number = i as i32),
+                    SeverityText => text(&value).map(|t| l.severity_text = t),
+                    Body => Some(l.body = Some(value.into_any())),
+                    BodyString => text(&value).map(|t| {
+                        l.body = Some(AnyValue { value: Some(any_value::Value::StringValue(t)) });
+                    }),
+                    Attributes => map_value(value).map(|m| l.attributes = m),
+                    DroppedAttributesCount => int(&value).map(|i| l.dropped_attributes_count = i as u32),
+                    Flags => int(&value).map(|i| l.flags = i as u32),
+                    TraceId => bytes(&value, 16).map(|b| l.trace_id = b),
+                    TraceIdString => hex_id(&value, 16).map(|b| l.trace_id = b),
+                    SpanId => bytes(&value, 8).map(|b| l.span_id = b),
+                    SpanIdString => hex_id(&value, 8).map(|b| l.span_id = b),
+                    EventName => text(&value).map(|t| l.event_name = t),
+                };
+            }
+            Field::Cache | Field::ResourceAttributes | Field::ScopeAttributes => {
+                if let Some(m) = map_value(value)
+                    && let Some(Root::Map(target)) = self.root_mut(field)
+                {
+                    *target = m;
+                }
+            }
+        }
+    }
+}
+
+fn map_value(v: Value) -> Option<Vec<KeyValue>> {
+    match v {
+        Value::Map(m) => Some(m.into_owned()),
+        _ => None,
+    }
+}
+
+/// Makes an empty value into an empty map, so nested keys can be set
+/// under it (`set(attributes["a"]["b"], 1)` creates `a`).
+pub fn as_map_mut(v: &mut AnyValue) -> Option<&mut Vec<KeyValue>> {
+    if v.value.is_none() {
+        v.value = Some(any_value::Value::KvlistValue(KeyValueList::default()));
+    }
+    match &mut v.value {
+        Some(any_value::Value::KvlistValue(m)) => Some(&mut m.values),
+        _ => None,
+    }
+}

@@ -1,0 +1,833 @@
+//! OTTL's grammar: a lexer and a recursive-descent parser producing the
+//! syntax tree [`compile`](super::compile) turns into executable code.
+//!
+//! It follows the Collector's `pkg/ottl/grammar.go` (a participle grammar):
+//! a statement is an editor call (`lower_case(...)`) with an optional
+//! `where` condition; a condition is `or` of `and` of optionally negated
+//! comparisons, booleans, converter calls (`UpperCase(...)`) and
+//! parenthesised conditions; a value is `nil`, a string, an int, a float,
+//! bytes (`0x…`), a boolean, an enum (`SPAN_KIND_SERVER`), a path
+//! (`resource.attributes["k"][0]`), a converter call with optional keys, a
+//! list `[…]`, a map `{"k": v}`, or a math expression (`+ - * /`). Errors
+//! carry the 1-based column of the offending token.
+
+use std::fmt;
+
+/// A syntax error: the 1-based column and what was expected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyntaxError {
+    /// 1-based column (in characters) of the offending token.
+    pub column: usize,
+    /// What is wrong, e.g. `expected a value, found "=="`.
+    pub message: String,
+}
+
+impl fmt::Display for SyntaxError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "column {}: {}", self.column, self.message)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Tok {
+    /// `[a-z][A-Za-z0-9_]*`
+    Lower(String),
+    /// `[A-Z][A-Za-z0-9_]*`
+    Upper(String),
+    Str(String),
+    Int(i64),
+    Float(f64),
+    Bytes(Vec<u8>),
+    /// `== != < <= > >=`
+    Cmp(CompareOp),
+    Plus,
+    Minus,
+    Star,
+    Slash,
+    Equal,
+    LParen,
+    RParen,
+    LBracket,
+    RBracket,
+    LBrace,
+    RBrace,
+    Comma,
+    Dot,
+    Colon,
+    End,
+}
+
+impl fmt::Display for Tok {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Tok::Lower(s) | Tok::Upper(s) => write!(f, "{s:?}"),
+            Tok::Str(s) => write!(f, "string {s:?}"),
+            Tok::Int(i) => write!(f, "\"{i}\""),
+            Tok::Float(x) => write!(f, "\"{x}\""),
+            Tok::Bytes(b) => write!(f, "\"0x{}\"", hex::encode(b)),
+            Tok::Cmp(op) => write!(f, "\"{}\"", op.as_str()),
+            Tok::Plus => f.write_str("\"+\""),
+            Tok::Minus => f.write_str("\"-\""),
+            Tok::Star => f.write_str("\"*\""),
+            Tok::Slash => f.write_str("\"/\""),
+            Tok::Equal => f.write_str("\"=\""),
+            Tok::LParen => f.write_str("\"(\""),
+            Tok::RParen => f.write_str("\")\""),
+            Tok::LBracket => f.write_str("\"[\""),
+            Tok::RBracket => f.write_str("\"]\""),
+            Tok::LBrace => f.write_str("\"{\""),
+            Tok::RBrace => f.write_str("\"}\""),
+            Tok::Comma => f.write_str("\",\""),
+            Tok::Dot => f.write_str("\".\""),
+            Tok::Colon => f.write_str("\":\""),
+            Tok::End => f.write_str("the end of the statement"),
+        }
+    }
+}
+
+/// A comparison operator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CompareOp {
+    /// `==`
+    Eq,
+    /// `!=`
+    Ne,
+    /// `<`
+    Lt,
+    /// `<=`
+    Le,
+    /// `>`
+    Gt,
+    /// `>=`
+    Ge,
+}
+
+impl CompareOp {
+    /// The operator as written.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CompareOp::Eq => "==",
+            CompareOp::Ne => "!=",
+            CompareOp::Lt => "<",
+            CompareOp::Le => "<=",
+            CompareOp::Gt => ">",
+            CompareOp::Ge => ">=",
+        }
+    }
+}
+
+/// A math operator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MathOp {
+    /// `+`
+    Add,
+    /// `-`
+    Sub,
+    /// `*`
+    Mul,
+    /// `/`
+    Div,
+}
+
+/// A value expression.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    /// `nil`
+    Nil,
+    /// `true` / `false`
+    Bool(bool),
+    /// An integer literal.
+    Int(i64),
+    /// A float literal.
+    Float(f64),
+    /// A string literal (unescaped).
+    Str(String),
+    /// A bytes literal.
+    Bytes(Vec<u8>),
+    /// An upper-case symbol: an enum, or a function name where a function
+    /// is expected.
+    Enum(String, usize),
+    /// A path.
+    Path(Path),
+    /// A converter call.
+    Call(Call),
+    /// A list literal.
+    List(Vec<Value>),
+    /// A map literal.
+    Map(Vec<(String, Value)>),
+    /// A math expression.
+    Math(Box<Value>, MathOp, Box<Value>, usize),
+}
+
+/// A path: fields separated by dots, each with optional keys.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Path {
+    /// 1-based column of the path's start.
+    pub column: usize,
+    /// The fields (the first may name a context).
+    pub fields: Vec<Field>,
+}
+
+/// One field of a path.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Field {
+    /// The field name.
+    pub name: String,
+    /// Its keys (`["a"][0]`).
+    pub keys: Vec<Key>,
+}
+
+/// A key: `["string"]`, `[0]`, or `[expression]` (a path or converter).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Key {
+    /// A string key.
+    Str(String),
+    /// An integer index.
+    Int(i64),
+    /// A key computed per record.
+    Expr(Box<Value>),
+}
+
+/// A function call (an editor or a converter).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Call {
+    /// 1-based column of the function name.
+    pub column: usize,
+    /// The function name.
+    pub name: String,
+    /// The arguments, in order.
+    pub args: Vec<Arg>,
+    /// Keys indexing the result (converters only).
+    pub keys: Vec<Key>,
+}
+
+/// An argument, positional or named (`name = value`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Arg {
+    /// The name, for a named argument.
+    pub name: Option<String>,
+    /// 1-based column of the argument.
+    pub column: usize,
+    /// The value.
+    pub value: Value,
+}
+
+/// A boolean expression.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Condition {
+    /// Any is true.
+    Or(Vec<Condition>),
+    /// All are true.
+    And(Vec<Condition>),
+    /// `not …`
+    Not(Box<Condition>),
+    /// `true` / `false`
+    Const(bool),
+    /// `left op right`
+    Compare(Value, CompareOp, Value),
+    /// A converter returning a boolean.
+    Call(Call),
+}
+
+/// A statement: an editor call with an optional `where` clause.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Statement {
+    /// The editor.
+    pub editor: Call,
+    /// The `where` condition.
+    pub condition: Option<Condition>,
+}
+
+/// Parses a statement (`set(name, "x") where kind == SPAN_KIND_SERVER`).
+pub fn statement(text: &str) -> Result<Statement, SyntaxError> {
+    let mut p = Parser::new(text)?;
+    let editor = match p.peek() {
+        Tok::Lower(_) => p.call()?,
+        Tok::Upper(name) => {
+            return Err(p.error_here(format!(
+                "{name:?} is a converter (upper case); a statement starts with an editor (lower case), e.g. set(...)"
+            )));
+        }
+        _ => return Err(p.expected("an editor call, e.g. set(...)")),
+    };
+    if !editor.keys.is_empty() {
+        return Err(SyntaxError { column: editor.column, message: "an editor's result cannot be indexed".into() });
+    }
+    let condition = match p.peek() {
+        Tok::Lower(w) if w == "where" => {
+            p.next();
+            Some(p.condition()?)
+        }
+        _ => None,
+    };
+    p.end()?;
+    Ok(Statement { editor, condition })
+}
+
+/// Parses a condition (`attributes["x"] == "y" and not IsMatch(name, "^GET")`).
+pub fn condition(text: &str) -> Result<Condition, SyntaxError> {
+    let mut p = Parser::new(text)?;
+    let c = p.condition()?;
+    p.end()?;
+    Ok(c)
+}
+
+struct Parser {
+    toks: Vec<(Tok, usize)>,
+    at: usize,
+}
+
+impl Parser {
+    fn new(text: &str) -> Result<Parser, SyntaxError> {
+        Ok(Parser { toks: lex(text)?, at: 0 })
+    }
+
+    fn peek(&self) -> &Tok {
+        &self.toks[self.at].0
+    }
+
+    fn peek_at(&self, ahead: usize) -> &Tok {
+        &self.toks[(self.at + ahead).min(self.toks.len() - 1)].0
+    }
+
+    fn column(&self) -> usize {
+        self.toks[self.at].1
+    }
+
+    fn next(&mut self) -> Tok {
+        let t = self.toks[self.at].0.clone();
+        if self.at + 1 < self.toks.len() {
+            self.at += 1;
+        }
+        t
+    }
+
+    fn error_here(&self, message: String) -> SyntaxError {
+        SyntaxError { column: self.column(), message }
+    }
+
+    fn expected(&self, what: &str) -> SyntaxError {
+        self.error_here(format!("expected {what}, found {}", self.peek()))
+    }
+
+    fn expect(&mut self, tok: Tok) -> Result<(), SyntaxError> {
+        if *self.peek() == tok {
+            self.next();
+            Ok(())
+        } else {
+            Err(self.expected(&tok.to_string()))
+        }
+    }
+
+    fn end(&self) -> Result<(), SyntaxError> {
+        match self.peek() {
+            Tok::End => Ok(()),
+            t => Err(self.error_here(format!("unexpected {t} after a complete expression"))),
+        }
+    }
+
+    fn is_word(&self, word: &str) -> bool {
+        matches!(self.peek(), Tok::Lower(w) if w == word)
+    }
+
+    fn condition(&mut self) -> Result<Condition, SyntaxError> {
+        let mut any = vec![self.and_term()?];
+        while self.is_word("or") {
+            self.next();
+            any.push(self.and_term()?);
+        }
+        Ok(if any.len() == 1 { any.pop().expect("one term") } else { Condition::Or(any) })
+    }
+
+    fn and_term(&mut self) -> Result<Condition, SyntaxError> {
+        let mut all = vec![self.bool_value()?];
+        while self.is_word("and") {
+            self.next();
+            all.push(self.bool_value()?);
+        }
+        Ok(if all.len() == 1 { all.pop().expect("one term") } else { Condition::And(all) })
+    }
+
+    fn bool_value(&mut self) -> Result<Condition, SyntaxError> {
+        if self.is_word("not") {
+            self.next();
+            return Ok(Condition::Not(Box::new(self.bool_value()?)));
+        }
+        if *self.peek() == Tok::LParen {
+            // A parenthesised condition, or a parenthesised math
+            // expression starting a comparison: try the condition first.
+            let start = self.at;
+            self.next();
+            if let Ok(inner) = self.condition()
+                && *self.peek() == Tok::RParen
+            {
+                self.next();
+                if !matches!(self.peek(), Tok::Cmp(_) | Tok::Plus | Tok::Minus | Tok::Star | Tok::Slash) {
+                    return Ok(inner);
+                }
+            }
+            self.at = start;
+        }
+        let column = self.column();
+        let left = self.value()?;
+        if let Tok::Cmp(op) = *self.peek() {
+            self.next();
+            let right = self.value()?;
+            return Ok(Condition::Compare(left, op, right));
+        }
+        match left {
+            Value::Bool(b) => Ok(Condition::Const(b)),
+            Value::Call(call) => Ok(Condition::Call(call)),
+            _ if *self.peek() != Tok::End => {
+                Err(self.expected("a comparison operator (==, !=, <, <=, >, >=) after the value"))
+            }
+            _ => Err(SyntaxError {
+                column,
+                message: "expected a condition (a comparison, true/false or a converter call), found a value; \
+                          a comparison operator is missing"
+                    .into(),
+            }),
+        }
+    }
+
+    /// A value, with math (`+ -` over `* /`, left-associative).
+    fn value(&mut self) -> Result<Value, SyntaxError> {
+        let mut left = self.term()?;
+        loop {
+            let op = match self.peek() {
+                Tok::Plus => MathOp::Add,
+                Tok::Minus => MathOp::Sub,
+                _ => return Ok(left),
+            };
+            let column = self.column();
+            self.next();
+            let right = self.term()?;
+            check_math_operand(&left, column)?;
+            check_math_operand(&right, column)?;
+            left = Value::Math(Box::new(left), op, Box::new(right), column);
+        }
+    }
+
+    fn term(&mut self) -> Result<Value, SyntaxError> {
+        let mut left = self.factor()?;
+        loop {
+            let op = match self.peek() {
+                Tok::Star => MathOp::Mul,
+                Tok::Slash => MathOp::Div,
+                _ => return Ok(left),
+            };
+            let column = self.column();
+            self.next();
+            let right = self.factor()?;
+            check_math_operand(&left, column)?;
+            check_math_operand(&right, column)?;
+            left = Value::Math(Box::new(left), op, Box::new(right), column);
+        }
+    }
+
+    fn factor(&mut self) -> Result<Value, SyntaxError> {
+        let column = self.column();
+        match self.peek().clone() {
+            Tok::Lower(w) if w == "nil" => {
+                self.next();
+                Ok(Value::Nil)
+            }
+            Tok::Lower(w) if w == "true" || w == "false" => {
+                self.next();
+                Ok(Value::Bool(w == "true"))
+            }
+            Tok::Lower(w) if matches!(w.as_str(), "and" | "or" | "not" | "where") => {
+                Err(self.error_here(format!("expected a value, found the keyword {w:?}")))
+            }
+            Tok::Lower(_) => {
+                if *self.peek_at(1) == Tok::LParen {
+                    let call = self.call()?;
+                    return Err(SyntaxError {
+                        column: call.column,
+                        message: format!(
+                            "{:?} is an editor (lower case) and cannot be used as a value; converters start upper case",
+                            call.name
+                        ),
+                    });
+                }
+                Ok(Value::Path(self.path()?))
+            }
+            Tok::Upper(name) => {
+                if *self.peek_at(1) == Tok::LParen {
+                    return Ok(Value::Call(self.call()?));
+                }
+                self.next();
+                Ok(Value::Enum(name, column))
+            }
+            Tok::Str(s) => {
+                self.next();
+                Ok(Value::Str(s))
+            }
+            Tok::Int(i) => {
+                self.next();
+                Ok(Value::Int(i))
+            }
+            Tok::Float(x) => {
+                self.next();
+                Ok(Value::Float(x))
+            }
+            Tok::Bytes(b) => {
+                self.next();
+                Ok(Value::Bytes(b))
+            }
+            Tok::LBracket => {
+                self.next();
+                let mut items = Vec::new();
+                if *self.peek() != Tok::RBracket {
+                    loop {
+                        items.push(self.value()?);
+                        if *self.peek() == Tok::Comma {
+                            self.next();
+                            continue;
+                        }
+                        break;
+                    }
+                }
+                self.expect(Tok::RBracket)?;
+                Ok(Value::List(items))
+            }
+            Tok::LBrace => {
+                self.next();
+                let mut entries = Vec::new();
+                if *self.peek() != Tok::RBrace {
+                    loop {
+                        let Tok::Str(key) = self.peek().clone() else {
+                            return Err(self.expected("a string key of the map"));
+                        };
+                        self.next();
+                        self.expect(Tok::Colon)?;
+                        entries.push((key, self.value()?));
+                        if *self.peek() == Tok::Comma {
+                            self.next();
+                            continue;
+                        }
+                        break;
+                    }
+                }
+                self.expect(Tok::RBrace)?;
+                Ok(Value::Map(entries))
+            }
+            Tok::LParen => {
+                self.next();
+                let inner = self.value()?;
+                if !matches!(inner, Value::Math(..)) {
+                    check_math_operand(&inner, column)?;
+                }
+                self.expect(Tok::RParen)?;
+                Ok(inner)
+            }
+            _ => Err(self.expected("a value")),
+        }
+    }
+
+    fn path(&mut self) -> Result<Path, SyntaxError> {
+        let column = self.column();
+        let mut fields = vec![self.field()?];
+        while *self.peek() == Tok::Dot {
+            self.next();
+            fields.push(self.field()?);
+        }
+        Ok(Path { column, fields })
+    }
+
+    fn field(&mut self) -> Result<Field, SyntaxError> {
+        let Tok::Lower(name) = self.peek().clone() else {
+            return Err(self.expected("a lower-case path field"));
+        };
+        self.next();
+        Ok(Field { name, keys: self.keys()? })
+    }
+
+    fn keys(&mut self) -> Result<Vec<Key>, SyntaxError> {
+        let mut keys = Vec::new();
+        while *self.peek() == Tok::LBracket {
+            self.next();
+            let key = match self.peek().clone() {
+                Tok::Str(s) => {
+                    self.next();
+                    Key::Str(s)
+                }
+                Tok::Int(i) => {
+                    self.next();
+                    Key::Int(i)
+                }
+                Tok::Lower(_) => Key::Expr(Box::new(Value::Path(self.path()?))),
+                Tok::Upper(_) if *self.peek_at(1) == Tok::LParen => Key::Expr(Box::new(Value::Call(self.call()?))),
+                _ => return Err(self.expected("a key: a string, an integer, a path or a converter")),
+            };
+            self.expect(Tok::RBracket)?;
+            keys.push(key);
+        }
+        Ok(keys)
+    }
+
+    fn call(&mut self) -> Result<Call, SyntaxError> {
+        let column = self.column();
+        let name = match self.next() {
+            Tok::Lower(n) | Tok::Upper(n) => n,
+            _ => unreachable!("call() is entered on a name"),
+        };
+        self.expect(Tok::LParen)?;
+        let mut args = Vec::new();
+        if *self.peek() != Tok::RParen {
+            loop {
+                let column = self.column();
+                let name = match (self.peek().clone(), self.peek_at(1)) {
+                    (Tok::Lower(n), Tok::Equal) => {
+                        self.next();
+                        self.next();
+                        Some(n)
+                    }
+                    _ => None,
+                };
+                if name.is_none() && args.iter().any(|a: &Arg| a.name.is_some()) {
+                    return Err(self.error_here("a positional argument cannot follow a named one".into()));
+                }
+                args.push(Arg { name, column, value: self.value()? });
+                if *self.peek() == Tok::Comma {
+                    self.next();
+                    continue;
+                }
+                break;
+            }
+        }
+        if *self.peek() != Tok::RParen {
+            return Err(self.expected("\",\" or \")\" after an argument"));
+        }
+        self.next();
+        let keys = self.keys()?;
+        Ok(Call { column, name, args, keys })
+    }
+}
+
+/// Math applies to numbers (and what computes them): literals other than
+/// numbers are refused as the Collector's grammar does.
+fn check_math_operand(v: &Value, column: usize) -> Result<(), SyntaxError> {
+    match v {
+        Value::Int(_) | Value::Float(_) | Value::Path(_) | Value::Call(_) | Value::Math(..) => Ok(()),
+        other => Err(SyntaxError {
+            column,
+            message: format!("a math expression takes numbers, paths and converters, not {}", describe(other)),
+        }),
+    }
+}
+
+fn describe(v: &Value) -> &'static str {
+    match v {
+        Value::Nil => "nil",
+        Value::Bool(_) => "a boolean",
+        Value::Str(_) => "a string",
+        Value::Bytes(_) => "bytes",
+        Value::Enum(..) => "an enum",
+        Value::List(_) => "a list",
+        Value::Map(_) => "a map",
+        _ => "this value",
+    }
+}
+
+fn lex(text: &str) -> Result<Vec<(Tok, usize)>, SyntaxError> {
+    let chars: Vec<char> = text.chars().collect();
+    let mut out = Vec::new();
+    let mut i = 0;
+    let err = |i: usize, message: String| SyntaxError { column: i + 1, message };
+    while i < chars.len() {
+        let c = chars[i];
+        let start = i;
+        let column = i + 1;
+        if c.is_whitespace() {
+            i += 1;
+            continue;
+        }
+        let tok = match c {
+            '"' => {
+                i += 1;
+                let mut s = String::new();
+                loop {
+                    match chars.get(i) {
+                        None => return Err(err(start, "unterminated string".into())),
+                        Some('"') => {
+                            i += 1;
+                            break;
+                        }
+                        Some('\\') => {
+                            let e = chars.get(i + 1).copied();
+                            i += 2;
+                            match e {
+                                Some('"') => s.push('"'),
+                                Some('\\') => s.push('\\'),
+                                Some('n') => s.push('\n'),
+                                Some('t') => s.push('\t'),
+                                Some('r') => s.push('\r'),
+                                Some('a') => s.push('\x07'),
+                                Some('b') => s.push('\x08'),
+                                Some('f') => s.push('\x0c'),
+                                Some('v') => s.push('\x0b'),
+                                Some('\'') => s.push('\''),
+                                Some(q @ ('u' | 'U' | 'x')) => {
+                                    let n = match q {
+                                        'x' => 2,
+                                        'u' => 4,
+                                        _ => 8,
+                                    };
+                                    let digits: String = chars.iter().skip(i).take(n).collect();
+                                    let ch = (digits.len() == n)
+                                        .then(|| u32::from_str_radix(&digits, 16).ok())
+                                        .flatten()
+                                        .and_then(char::from_u32)
+                                        .ok_or_else(|| err(i - 2, format!("invalid escape \\{q}{digits}")))?;
+                                    s.push(ch);
+                                    i += n;
+                                }
+                                Some(other) => return Err(err(i - 2, format!("invalid escape \\{other} in a string"))),
+                                None => return Err(err(start, "unterminated string".into())),
+                            }
+                        }
+                        Some(ch) => {
+                            s.push(*ch);
+                            i += 1;
+                        }
+                    }
+                }
+                Tok::Str(s)
+            }
+            '0' if matches!(chars.get(i + 1), Some('x')) => {
+                i += 2;
+                let digits: String = chars[i..].iter().take_while(|c| c.is_ascii_hexdigit()).collect();
+                i += digits.len();
+                if digits.is_empty() || digits.len() % 2 == 1 {
+                    return Err(err(start, format!("bytes literal 0x{digits} needs an even number of hex digits")));
+                }
+                Tok::Bytes(hex::decode(&digits).map_err(|e| err(start, e.to_string()))?)
+            }
+            c if c.is_ascii_digit()
+                || ((c == '-' || c == '+' || c == '.')
+                    && chars.get(i + 1).is_some_and(|d| d.is_ascii_digit() || *d == '.')
+                    && signed_number_allowed(&out)) =>
+            {
+                i += 1;
+                while i < chars.len()
+                    && (chars[i].is_ascii_digit()
+                        || chars[i] == '.'
+                        || chars[i] == 'e'
+                        || chars[i] == 'E'
+                        || ((chars[i] == '-' || chars[i] == '+') && matches!(chars[i - 1], 'e' | 'E')))
+                {
+                    i += 1;
+                }
+                let text: String = chars[start..i].iter().collect();
+                if text.contains(['.', 'e', 'E']) {
+                    Tok::Float(text.parse().map_err(|_| err(start, format!("invalid number {text:?}")))?)
+                } else {
+                    Tok::Int(text.parse().map_err(|_| err(start, format!("integer {text} is out of range")))?)
+                }
+            }
+            c if c.is_ascii_alphabetic() => {
+                while i < chars.len() && (chars[i].is_ascii_alphanumeric() || chars[i] == '_') {
+                    i += 1;
+                }
+                let word: String = chars[start..i].iter().collect();
+                if c.is_ascii_uppercase() { Tok::Upper(word) } else { Tok::Lower(word) }
+            }
+            _ => {
+                let two: String = chars[i..(i + 2).min(chars.len())].iter().collect();
+                let (tok, len) = match two.as_str() {
+                    "==" => (Tok::Cmp(CompareOp::Eq), 2),
+                    "!=" => (Tok::Cmp(CompareOp::Ne), 2),
+                    "<=" => (Tok::Cmp(CompareOp::Le), 2),
+                    ">=" => (Tok::Cmp(CompareOp::Ge), 2),
+                    _ => match c {
+                        '<' => (Tok::Cmp(CompareOp::Lt), 1),
+                        '>' => (Tok::Cmp(CompareOp::Gt), 1),
+                        '+' => (Tok::Plus, 1),
+                        '-' => (Tok::Minus, 1),
+                        '*' => (Tok::Star, 1),
+                        '/' => (Tok::Slash, 1),
+                        '=' => (Tok::Equal, 1),
+                        '(' => (Tok::LParen, 1),
+                        ')' => (Tok::RParen, 1),
+                        '[' => (Tok::LBracket, 1),
+                        ']' => (Tok::RBracket, 1),
+                        '{' => (Tok::LBrace, 1),
+                        '}' => (Tok::RBrace, 1),
+                        ',' => (Tok::Comma, 1),
+                        '.' => (Tok::Dot, 1),
+                        ':' => (Tok::Colon, 1),
+                        other => return Err(err(start, format!("unexpected character {other:?}"))),
+                    },
+                };
+                i += len;
+                tok
+            }
+        };
+        out.push((tok, column));
+    }
+    out.push((Tok::End, chars.len() + 1));
+    Ok(out)
+}
+
+/// A `-` or `+` directly before a digit is a sign only where a value may
+/// start (after an operator, a comma, an opening bracket or at the start);
+/// after a value it is the operator (`x - 1`, `x -1`).
+fn signed_number_allowed(before: &[(Tok, usize)]) -> bool {
+    !matches!(
+        before.last().map(|(t, _)| t),
+        Some(
+            Tok::Lower(_)
+                | Tok::Upper(_)
+                | Tok::Str(_)
+                | Tok::Int(_)
+                | Tok::Float(_)
+                | Tok::Bytes(_)
+                | Tok::RParen
+                | Tok::RBracket
+                | Tok::RBrace
+        )
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statements_and_conditions_parse() {
+        let s = statement(r#"set(attributes["a"]["b"][0], Concat([name, "x"], "-")) where kind == SPAN_KIND_SERVER and not (attributes["x"] == nil or IsMatch(name, "^GET"))"#).unwrap();
+        assert_eq!(s.editor.name, "set");
+        assert_eq!(s.editor.args.len(), 2);
+        assert!(matches!(s.condition, Some(Condition::And(_))));
+        let c = condition("1 + 2 * 3 == 7").unwrap();
+        let Condition::Compare(Value::Math(l, MathOp::Add, r, _), CompareOp::Eq, Value::Int(7)) = c else {
+            panic!("{c:?}")
+        };
+        assert_eq!(*l, Value::Int(1));
+        assert!(matches!(*r, Value::Math(_, MathOp::Mul, _, _)));
+        assert!(condition("attributes[\"x\"] == -1").is_ok());
+        assert!(condition("start_time_unix_nano - 1 > 0").is_ok());
+        assert!(condition("(1 + 2) * 3 == 9").is_ok());
+        assert!(condition("trace_id == 0x0102").is_ok());
+        assert!(condition(r#"attributes == {"a": [1, 2.5, true, nil]}"#).is_ok());
+        assert!(
+            statement(r#"replace_pattern(target = name, regex = "a", replacement = "b", function = SHA256)"#).is_ok()
+        );
+    }
+
+    #[test]
+    fn errors_name_the_column() {
+        let e = statement("set(name, ) ").unwrap_err();
+        assert_eq!(e.column, 11, "{e}");
+        let e = condition("name = \"x\"").unwrap_err();
+        assert_eq!(e.column, 6, "{e}");
+        let e = condition("name == ").unwrap_err();
+        assert!(e.message.contains("expected a value"), "{e}");
+        assert!(statement("Set(name, \"x\")").unwrap_err().message.contains("converter"));
+        assert!(condition("name").unwrap_err().message.contains("comparison operator is missing"));
+        assert!(condition("\"abc").unwrap_err().message.contains("unterminated"));
+        assert!(condition("x == 0x123").is_err());
+        assert!(condition("\"a\" + 1 == 2").is_err());
+    }
+}

@@ -1,0 +1,202 @@
+use super::context::{ItemMut, Slot};
+use super::*;
+use opentelemetry_proto::tonic::common::v1::{
+    AnyValue, ArrayValue, InstrumentationScope, KeyValue, KeyValueList, any_value::Value as V,
+};
+use opentelemetry_proto::tonic::logs::v1::LogRecord;
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::{Span, span::Event};
+
+fn kv(key: &str, value: V) -> KeyValue {
+    KeyValue { key: key.into(), value: Some(AnyValue { value: Some(value) }), key_strindex: 0 }
+}
+
+fn s(x: &str) -> V {
+    V::StringValue(x.into())
+}
+
+fn span() -> Span {
+    Span {
+        name: "GET /users".into(),
+        kind: 2,
+        trace_id: vec![1; 16],
+        span_id: vec![2; 8],
+        start_time_unix_nano: 100,
+        attributes: vec![
+            kv("http.route", s("/users/{id}")),
+            kv("enduser.id", s("Alice")),
+            kv("code", V::IntValue(403)),
+            kv(
+                "nested",
+                V::KvlistValue(KeyValueList {
+                    values: vec![kv("a", V::ArrayValue(ArrayValue { values: vec![AnyValue { value: Some(s("x")) }] }))],
+                }),
+            ),
+        ],
+        events: vec![Event { name: "exception".into(), ..Event::default() }],
+        ..Span::default()
+    }
+}
+
+fn resource() -> Resource {
+    Resource { attributes: vec![kv("service.name", s("identity-api"))], ..Resource::default() }
+}
+
+fn holds(text: &str, span: &Span) -> Result<bool, EvalError> {
+    let check = Check::compile(Context::Span, text).unwrap_or_else(|e| panic!("{text}: {e}"));
+    let r = resource();
+    let scope = InstrumentationScope { name: "app.audit".into(), ..Default::default() };
+    check.eval(&View { resource: Some(&r), scope: Some(&scope), item: context::Item::Span(span), cache: &[] })
+}
+
+fn run(text: &str, span: &mut Span) -> Result<bool, EvalError> {
+    let st = Statement::compile(Context::Span, text).unwrap_or_else(|e| panic!("{text}: {e}"));
+    let r = resource();
+    let mut subject = Subject {
+        resource: Slot::Shared(Some(&r)),
+        scope: Slot::Shared(None),
+        item: ItemMut::Span(span),
+        cache: Vec::new(),
+    };
+    st.run(&mut subject)
+}
+
+fn attr<'s>(span: &'s Span, key: &str) -> Option<&'s V> {
+    span.attributes.iter().find(|kv| kv.key == key).and_then(|kv| kv.value.as_ref()).and_then(|v| v.value.as_ref())
+}
+
+#[test]
+fn conditions_read_paths_enums_and_converters() {
+    let sp = span();
+    for (text, expected) in [
+        (r#"name == "GET /users""#, true),
+        (r#"span.name == "GET /users""#, true),
+        ("kind == SPAN_KIND_SERVER", true),
+        ("kind == SPAN_KIND_CLIENT", false),
+        (r#"kind.string == "Server""#, true),
+        (r#"attributes["code"] == 403"#, true),
+        (r#"attributes["code"] == "403""#, false),
+        (r#"attributes["code"] >= 400 and attributes["code"] < 500"#, true),
+        (r#"attributes["missing"] == nil"#, true),
+        (r#"attributes["nested"]["a"][0] == "x""#, true),
+        (r#"resource.attributes["service.name"] == "identity-api""#, true),
+        (r#"instrumentation_scope.name == "app.audit""#, true),
+        (r#"IsMatch(attributes["http.route"], "^/users")"#, true),
+        (r#"not IsMatch(name, "^POST")"#, true),
+        (r#"trace_id.string == "01010101010101010101010101010101""#, true),
+        ("trace_id == 0x01010101010101010101010101010101", true),
+        ("start_time_unix_nano + 1 == 101", true),
+        (r#"Len(attributes) == 4"#, true),
+        (r#"ToLowerCase(attributes["enduser.id"]) == "alice""#, true),
+        (r#"Concat([name, attributes["code"]], "|") == "GET /users|403""#, true),
+        (r#"Split(name, " ")[1] == "/users""#, true),
+        (r#"Substring(name, 0, 3) == "GET""#, true),
+        (r#"SHA256("a") == "ca978112ca1bbdcafac231b39a23dc4da786eff8147c4e72b9807785afee48bb""#, true),
+        (r#"Int("12") == 12 and Int("x") == nil"#, true),
+        (r#"IsString(name) and IsInt(attributes["code"]) and IsMap(attributes["nested"])"#, true),
+        ("IsRootSpan()", true),
+        (r#"(name == "x" or kind == 2) and true"#, true),
+        ("status.code == STATUS_CODE_UNSET", true),
+    ] {
+        assert_eq!(holds(text, &sp), Ok(expected), "{text}");
+    }
+    // Indexing a string is an error, not false.
+    assert!(holds(r#"attributes["enduser.id"]["x"] == 1"#, &sp).is_err());
+    assert!(holds(r#"Substring(name, 5, 100) == "x""#, &sp).is_err());
+}
+
+#[test]
+fn editors_change_the_record() {
+    let mut sp = span();
+    assert_eq!(run(r#"set(attributes["audit.action"], "read") where kind == SPAN_KIND_SERVER"#, &mut sp), Ok(true));
+    assert_eq!(attr(&sp, "audit.action"), Some(&s("read")));
+    assert_eq!(run(r#"set(name, "x") where kind == SPAN_KIND_CLIENT"#, &mut sp), Ok(false));
+    run(r#"set(attributes["deep"]["er"], 1)"#, &mut sp).unwrap();
+    assert!(matches!(attr(&sp, "deep"), Some(V::KvlistValue(_))));
+    run(r#"set(attributes["nil"], attributes["missing"])"#, &mut sp).unwrap();
+    assert_eq!(attr(&sp, "nil"), None, "set with a nil value does nothing");
+    run(r#"delete_key(attributes, "code")"#, &mut sp).unwrap();
+    assert_eq!(attr(&sp, "code"), None);
+    run(r#"replace_pattern(attributes["enduser.id"], "^(A)lice$", "$1.")"#, &mut sp).unwrap();
+    assert_eq!(attr(&sp, "enduser.id"), Some(&s("A.")));
+    run(r#"replace_pattern(attributes["enduser.id"], ".*", "$0", SHA256, "sha256:%s")"#, &mut sp).unwrap();
+    let Some(V::StringValue(hashed)) = attr(&sp, "enduser.id") else { panic!() };
+    assert!(hashed.starts_with("sha256:") && hashed.len() == 7 + 64, "{hashed}");
+    run(r#"replace_match(attributes["http.route"], "/users/*", "/users/{userId}")"#, &mut sp).unwrap();
+    assert_eq!(attr(&sp, "http.route"), Some(&s("/users/{userId}")));
+    run(r#"truncate_all(attributes, 3)"#, &mut sp).unwrap();
+    assert_eq!(attr(&sp, "http.route"), Some(&s("/us")));
+    run(r#"keep_keys(attributes, ["http.route", "nested"])"#, &mut sp).unwrap();
+    assert_eq!(sp.attributes.len(), 2);
+    run(r#"flatten(attributes)"#, &mut sp).unwrap();
+    assert_eq!(attr(&sp, "nested.a.0"), Some(&s("x")));
+    run(r#"limit(attributes, 1, ["nested.a.0"])"#, &mut sp).unwrap();
+    assert_eq!(sp.attributes.len(), 1);
+    assert_eq!(sp.attributes[0].key, "nested.a.0");
+    run(r#"merge_maps(attributes, {"a": 1, "nested.a.0": "y"}, "insert")"#, &mut sp).unwrap();
+    assert_eq!(attr(&sp, "nested.a.0"), Some(&s("x")));
+    assert_eq!(attr(&sp, "a"), Some(&V::IntValue(1)));
+    run(r#"set(status.code, STATUS_CODE_ERROR)"#, &mut sp).unwrap();
+    assert_eq!(sp.status.as_ref().map(|s| s.code), Some(2));
+    assert!(run(r#"delete_key(attributes["a"], "x")"#, &mut sp).is_err(), "an int is not a map");
+}
+
+#[test]
+fn compile_errors_name_the_column_and_what_was_expected() {
+    let err = |ctx, text| Statement::compile(ctx, text).unwrap_err();
+    let e = err(Context::Span, r#"set(resource.attributes["x"], "y")"#);
+    assert!(e.message.contains("read-only in the span context"), "{e}");
+    assert_eq!(e.column, 5);
+    let e = err(Context::Span, r#"set(attributes["x"], Now())"#);
+    assert!(e.message.contains("no clock"), "{e}");
+    let e = err(Context::Span, r#"set(attributes["x"], Nope(1))"#);
+    assert!(e.message.contains("undefined function \"Nope\""), "{e}");
+    assert_eq!(e.column, 22);
+    let e = err(Context::Log, r#"set(severity_texts, "x")"#);
+    assert!(e.message.contains("has no path \"severity_texts\""), "{e}");
+    let e = err(Context::Span, r#"replace_pattern(name, "(", "x")"#);
+    assert!(e.message.contains("invalid regular expression"), "{e}");
+    let e = err(Context::Span, r#"limit(attributes, 1, ["a", "b"])"#);
+    assert!(e.message.contains("priority keys"), "{e}");
+    let e = err(Context::Span, "set(name)");
+    assert!(e.message.contains("value is missing"), "{e}");
+    let e = Check::compile(Context::Span, "kind == SPAN_KIND_NOPE").unwrap_err();
+    assert!(e.message.contains("unknown enum symbol SPAN_KIND_NOPE"), "{e}");
+    let e = Check::compile(Context::Span, r#"Len(name)"#).unwrap_err();
+    assert!(e.message.contains("does not return a boolean"), "{e}");
+}
+
+#[test]
+fn log_and_span_event_contexts() {
+    let log = LogRecord {
+        severity_number: 13,
+        severity_text: "WARN".into(),
+        body: Some(AnyValue { value: Some(s("login failed for bob")) }),
+        attributes: vec![kv("audit.action", s("login"))],
+        ..LogRecord::default()
+    };
+    let check = |text: &str| {
+        Check::compile(Context::Log, text).unwrap().eval(&View {
+            resource: None,
+            scope: None,
+            item: context::Item::Log(&log),
+            cache: &[],
+        })
+    };
+    assert_eq!(check("severity_number >= SEVERITY_NUMBER_WARN"), Ok(true));
+    assert_eq!(check("severity_number >= SEVERITY_NUMBER_ERROR"), Ok(false));
+    assert_eq!(check(r#"IsMatch(body, "failed")"#), Ok(true));
+    assert_eq!(check(r#"log.attributes["audit.action"] == "login""#), Ok(true));
+    let sp = span();
+    let ev = Check::compile(Context::SpanEvent, r#"name == "exception" and span.name == "GET /users""#).unwrap();
+    let view = View { resource: None, scope: None, item: context::Item::SpanEvent(&sp, 0), cache: &[] };
+    assert_eq!(ev.eval(&view), Ok(true));
+}
+
+#[test]
+fn contexts_are_inferred_from_prefixes() {
+    assert_eq!(infer_context(r#"set(span.attributes["a"], resource.attributes["b"])"#, true), Ok(Some(Context::Span)));
+    assert_eq!(infer_context(r#"set(resource.attributes["a"], "b")"#, true), Ok(Some(Context::Resource)));
+    assert_eq!(infer_context(r#"spanevent.name == "x" and span.name == "y""#, false), Ok(Some(Context::SpanEvent)));
+    assert_eq!(infer_context(r#"name == "x""#, false), Ok(None));
+}
