@@ -150,6 +150,7 @@ fn run<R: Request>(
                     item.transform(policy, resource.as_ref(), scope.as_ref(), hits).map_err(|e| at(s, i, e))?;
                     batch.stats.redacted += item.redact(policy, hits);
                 }
+                batch.stats.redacted += scope.as_mut().map_or(0, |s| policy.redaction.redact_scope(s, hits));
             }
             batch.stats.redacted += resource.as_mut().map_or(0, |r| policy.redaction.redact_resource(r, hits));
         }

@@ -14,7 +14,7 @@
 //! are reversible by brute force. `summary` adds the Collector's
 //! `redaction.*` attributes.
 
-use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value};
+use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value::Value};
 use opentelemetry_proto::tonic::logs::v1::LogRecord;
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::Span;
@@ -155,6 +155,17 @@ impl Redaction {
             return 0;
         }
         self.redact_attributes(&mut resource.attributes, hits)
+    }
+
+    /// Redacts an instrumentation scope's attributes, as
+    /// [`Redaction::redact_resource`] does a resource's (the Collector's
+    /// processor passes scope attributes to the same `processAttrs`); run
+    /// once per scope, before its member is written.
+    pub fn redact_scope(&self, scope: &mut InstrumentationScope, hits: &mut [u64]) -> u64 {
+        if !self.active {
+            return 0;
+        }
+        self.redact_attributes(&mut scope.attributes, hits)
     }
 
     fn redact_attributes(&self, attributes: &mut Vec<KeyValue>, hits: &mut [u64]) -> u64 {

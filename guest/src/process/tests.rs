@@ -453,3 +453,46 @@ audit:
     let out = trace_events(&policy, &req.encode_to_vec(), &ctx()).unwrap();
     assert!(String::from_utf8_lossy(&out.records[0]).contains("card 4111111111111111"));
 }
+
+#[test]
+fn scope_attributes_are_redacted_and_transform_runs_in_processor_order() {
+    let policy = Policy::parse(
+        r#"
+filter:
+  traces:
+    span: ['attributes["audit.action"] == "refund"']
+attributes:
+  actions:
+    - {key: copied, from_attribute: audit.action, action: insert}
+transform:
+  trace_statements:
+    - context: scope
+      statements: ['set(attributes["team"], "payments")']
+    - context: span
+      statements: ['set(attributes["card"], Concat([attributes["copied"], "4111111111111111"], " "))']
+redaction:
+  allow_all_keys: true
+  blocked_values: ['4[0-9]{15}']
+"#,
+        &[],
+    )
+    .unwrap();
+    let mut req =
+        ExportTraceServiceRequest::decode(request(vec![vec![audit_span("charge"), audit_span("refund")]]).as_slice())
+            .unwrap();
+    req.resource_spans[0].scope_spans[0].scope = Some(InstrumentationScope {
+        name: "billing".into(),
+        attributes: vec![kv("owner.card", "4111111111111111")],
+        ..InstrumentationScope::default()
+    });
+    let out = traces(&policy, &req.encode_to_vec(), &ctx()).unwrap();
+    assert_eq!((out.stats.kept, out.stats.dropped), (1, 1), "the OTTL condition dropped the refund");
+    let record: serde_json::Value = serde_json::from_slice(&out.records[0]).unwrap();
+    // The span statement saw the attributes action's result; redaction saw
+    // the span statement's result; the scope got its statement and was
+    // redacted once.
+    assert_eq!(record["span"]["attributes"]["card"], serde_json::json!({"s": "charge ****"}), "{record}");
+    assert_eq!(record["scope"]["attributes"]["owner.card"], serde_json::json!({"s": "****"}), "{record}");
+    assert_eq!(record["scope"]["attributes"]["team"], serde_json::json!({"s": "payments"}), "{record}");
+    assert_eq!(out.stats.redacted, 2);
+}

@@ -223,7 +223,8 @@ impl ChainWorker {
     /// tried once more on a fresh one: the component is a pure function, so
     /// a second trap means this request cannot be processed within the
     /// limits, and retrying it would only fail forever; it is refused as
-    /// too large. Anything else (output that does not continue the chain)
+    /// too large. A batch the policy refuses (an OTTL error under
+    /// `error_mode: propagate`) is unavailable: the sender keeps it. Anything else (output that does not continue the chain)
     /// is a retryable failure.
     fn process(&mut self, payload: &[u8], ctx: &Context) -> Result<Output, Rejection> {
         let mut trapped = String::new();
@@ -245,6 +246,15 @@ impl ChainWorker {
                 },
                 Err(RuntimeError::Process(ProcessError::Decode(message))) => {
                     return Err(Rejection::Invalid(format!("invalid OTLP request: {message}")));
+                }
+                // An OTTL condition or statement failed under `error_mode:
+                // propagate`: the batch is refused and stays with the sender,
+                // which retries; it goes through once the policy is fixed
+                // (hot swap). The instance is sound and is kept.
+                Err(RuntimeError::Process(ProcessError::Policy(message))) => {
+                    self.metrics.processor_failures.get_or_create(&metrics::pipeline(&self.spec.pipeline_id)).inc();
+                    tracing::warn!(chain = %self.spec.chain_id, seq = ctx.head.seq, %message, "the policy refused a batch");
+                    return Err(Rejection::Unavailable(format!("the audit policy refused this batch: {message}")));
                 }
                 Err(error @ RuntimeError::Trap(_)) => (error.to_string(), true),
                 Err(error) => (error.to_string(), false),
