@@ -456,6 +456,15 @@ impl Parser {
                 if *self.peek_at(1) == Tok::LParen {
                     return Ok(Value::Call(self.call()?));
                 }
+                if name.bytes().any(|b| b.is_ascii_lowercase()) {
+                    // The Collector's enum symbols are `[A-Z][A-Z0-9_]*`; a
+                    // mixed-case name is a function reference, which only a
+                    // whole argument may be (see `call`).
+                    return Err(self.error_here(format!(
+                        "{name:?} is neither an enum (all upper case, e.g. SPAN_KIND_SERVER) nor a converter call \
+                         (add parentheses: {name}(...))"
+                    )));
+                }
                 self.next();
                 Ok(Value::Enum(name, column))
             }
@@ -588,7 +597,19 @@ impl Parser {
                 if name.is_none() && args.iter().any(|a: &Arg| a.name.is_some()) {
                     return Err(self.error_here("a positional argument cannot follow a named one".into()));
                 }
-                args.push(Arg { name, column, value: self.value()? });
+                let value = match (self.peek().clone(), self.peek_at(1)) {
+                    // A mixed-case name alone is a function reference
+                    // (`replace_pattern(..., Sha256)`): the Collector's
+                    // argument takes a FunctionName where a value would not
+                    // parse. An all-upper-case name is an enum either way.
+                    (Tok::Upper(f), Tok::Comma | Tok::RParen) if f.bytes().any(|b| b.is_ascii_lowercase()) => {
+                        let at = self.column();
+                        self.next();
+                        Value::Enum(f, at)
+                    }
+                    _ => self.value()?,
+                };
+                args.push(Arg { name, column, value });
                 if *self.peek() == Tok::Comma {
                     self.next();
                     continue;

@@ -200,3 +200,22 @@ fn contexts_are_inferred_from_prefixes() {
     assert_eq!(infer_context(r#"spanevent.name == "x" and span.name == "y""#, false), Ok(Some(Context::SpanEvent)));
     assert_eq!(infer_context(r#"name == "x""#, false), Ok(None));
 }
+
+#[test]
+fn mixed_case_names_are_function_references_only_as_a_whole_argument() {
+    // The Collector's enum symbols are `[A-Z][A-Z0-9_]*`: `Foo` compared
+    // with a value is a syntax error (its parser_test: `"test" == Foo`).
+    let e = grammar::condition(r#""test" == Foo"#).unwrap_err();
+    assert_eq!(e.column, 11, "{e}");
+    assert!(e.message.contains("neither an enum"), "{e}");
+    assert!(grammar::condition("name == Foo_Bar").is_err());
+    assert!(grammar::statement(r#"set(attributes["x"], [Sha256])"#).is_err());
+    assert!(grammar::statement(r#"set(attributes["x"], Sha256 + 1)"#).is_err());
+    // As a whole argument it parses (a function name), and compiling says
+    // which function is unknown; all upper case stays an enum.
+    assert!(grammar::statement(r#"replace_pattern(attributes["message"], Sha256)"#).is_ok());
+    let e = Statement::compile(Context::Span, r#"replace_pattern(attributes["m"], "a", "b", Sha256)"#).unwrap_err();
+    assert_eq!(e.column, 44, "{e}");
+    assert!(grammar::condition("kind == SPAN_KIND_SERVER").is_ok());
+    assert!(Statement::compile(Context::Span, r#"replace_pattern(attributes["m"], "a", "b", SHA256)"#).is_ok());
+}
