@@ -211,11 +211,14 @@ impl Converter {
                 ))
             }
             Converter::IsRootSpan => Value::Bool(match v.item {
-                Item::Span(s) | Item::SpanEvent(s, _) => s.parent_span_id.is_empty(),
+                // An absent parent and an all-zero one are the same
+                // (pdata's empty SpanID).
+                Item::Span(s) | Item::SpanEvent(s, _) => s.parent_span_id.iter().all(|b| *b == 0),
                 _ => false,
             }),
             Converter::Len(e) => Value::Int(match e.eval(v)? {
-                Value::Str(s) => s.chars().count() as i64,
+                // Go's len: bytes.
+                Value::Str(s) => s.len() as i64,
                 Value::Bytes(b) => b.len() as i64,
                 Value::Map(m) => m.len() as i64,
                 Value::List(l) => l.len() as i64,
@@ -252,8 +255,12 @@ impl Converter {
                 if length <= 0 {
                     return Err(EvalError(format!("Substring: invalid length {length}")));
                 }
+                // Checked: usize is 32 bits in the component, 64 natively,
+                // and both must give the same answer.
+                let end =
+                    usize::try_from(start).ok().zip(usize::try_from(length).ok()).and_then(|(a, b)| a.checked_add(b));
                 let (start, length) = (start as usize, length as usize);
-                if start + length > s.len() {
+                if end.is_none_or(|end| end > s.len()) {
                     return Err(EvalError(format!(
                         "Substring: start {start} + length {length} is beyond the string's length {}",
                         s.len()

@@ -195,9 +195,8 @@ impl Editor {
             "truncate_all" => {
                 let a = Args::bind(call, &["target", "limit", "utf8_safe", "truncation_marker"], 2)?;
                 let limit = a.int_literal(1)?;
-                let limit = usize::try_from(limit).map_err(|_| {
-                    a.error(1, format!("invalid limit for truncate_all function, {limit} cannot be negative"))
-                })?;
+                let limit =
+                    size(limit).map_err(|_| a.error(1, format!("invalid limit for truncate_all function: {limit}")))?;
                 // Values are always cut at a character boundary: OTLP
                 // strings are UTF-8 and records are JSON, so `utf8_safe:
                 // false` (a cut mid-character) cannot be honoured.
@@ -215,8 +214,8 @@ impl Editor {
             "limit" => {
                 let a = Args::bind(call, &["target", "limit", "priority_keys"], 3)?;
                 let limit = a.int_literal(1)?;
-                let limit = usize::try_from(limit)
-                    .map_err(|_| a.error(1, format!("invalid limit for limit function, {limit} cannot be negative")))?;
+                let limit =
+                    size(limit).map_err(|_| a.error(1, format!("invalid limit for limit function: {limit}")))?;
                 let keys = a.string_list_literal(2)?;
                 if keys.len() > limit {
                     return Err(a.error(
@@ -245,10 +244,7 @@ impl Editor {
                     None => None,
                     Some(_) => {
                         let d = a.int_literal(2)?;
-                        Some(
-                            usize::try_from(d)
-                                .map_err(|_| a.error(2, format!("invalid depth {d} for flatten, must be >= 0")))?,
-                        )
+                        Some(size(d).map_err(|_| a.error(2, format!("invalid depth {d} for flatten")))?)
                     }
                 };
                 let resolve_conflicts = a.get(3).is_some() && a.bool_literal(3)?;
@@ -389,6 +385,12 @@ impl Editor {
         }
         Ok(())
     }
+}
+
+/// A count from a policy: not negative, and at most 2^32 - 1 so the
+/// component (32-bit) and native builds accept the same policies.
+fn size(n: i64) -> Result<usize, ()> {
+    u32::try_from(n).map(|n| n as usize).map_err(|_| ())
 }
 
 /// Evaluates an argument before the record is changed.

@@ -272,14 +272,26 @@ pub fn condition(text: &str) -> Result<Condition, SyntaxError> {
     Ok(c)
 }
 
+/// What a parenthesised part of a condition turned out to be.
+enum Atom {
+    Cond(Condition),
+    Val(Value),
+}
+
 struct Parser {
     toks: Vec<(Tok, usize)>,
     at: usize,
+    /// How deeply values and conditions nest here, bounded so a hostile
+    /// policy cannot exhaust the stack.
+    depth: usize,
 }
+
+/// The deepest nesting of parentheses, lists, maps and calls accepted.
+const MAX_DEPTH: usize = 64;
 
 impl Parser {
     fn new(text: &str) -> Result<Parser, SyntaxError> {
-        Ok(Parser { toks: lex(text)?, at: 0 })
+        Ok(Parser { toks: lex(text)?, at: 0, depth: 0 })
     }
 
     fn peek(&self) -> &Tok {
@@ -330,7 +342,21 @@ impl Parser {
         matches!(self.peek(), Tok::Lower(w) if w == word)
     }
 
+    fn nested<T>(&mut self, parse: impl FnOnce(&mut Self) -> Result<T, SyntaxError>) -> Result<T, SyntaxError> {
+        if self.depth >= MAX_DEPTH {
+            return Err(self.error_here(format!("nested more than {MAX_DEPTH} levels deep")));
+        }
+        self.depth += 1;
+        let result = parse(self);
+        self.depth -= 1;
+        result
+    }
+
     fn condition(&mut self) -> Result<Condition, SyntaxError> {
+        self.nested(Self::or_terms)
+    }
+
+    fn or_terms(&mut self) -> Result<Condition, SyntaxError> {
         let mut any = vec![self.and_term()?];
         while self.is_word("or") {
             self.next();
@@ -349,36 +375,20 @@ impl Parser {
     }
 
     fn bool_value(&mut self) -> Result<Condition, SyntaxError> {
-        if self.is_word("not") {
-            self.next();
-            return Ok(Condition::Not(Box::new(self.bool_value()?)));
-        }
-        if *self.peek() == Tok::LParen {
-            // A parenthesised condition, or a parenthesised math
-            // expression starting a comparison: try the condition first.
-            let start = self.at;
-            self.next();
-            if let Ok(inner) = self.condition()
-                && *self.peek() == Tok::RParen
-            {
-                self.next();
-                if !matches!(self.peek(), Tok::Cmp(_) | Tok::Plus | Tok::Minus | Tok::Star | Tok::Slash) {
-                    return Ok(inner);
-                }
-            }
-            self.at = start;
-        }
         let column = self.column();
-        let left = self.value()?;
-        if let Tok::Cmp(op) = *self.peek() {
-            self.next();
-            let right = self.value()?;
-            return Ok(Condition::Compare(left, op, right));
+        match self.bool_atom()? {
+            Atom::Cond(c) => Ok(c),
+            Atom::Val(v) => self.as_condition(v, column),
         }
-        match left {
+    }
+
+    /// A bare value where a condition is due: booleans and converter calls
+    /// are conditions, anything else lacks a comparison.
+    fn as_condition(&self, v: Value, column: usize) -> Result<Condition, SyntaxError> {
+        match v {
             Value::Bool(b) => Ok(Condition::Const(b)),
             Value::Call(call) => Ok(Condition::Call(call)),
-            _ if *self.peek() != Tok::End => {
+            _ if !matches!(self.peek(), Tok::End | Tok::RParen) => {
                 Err(self.expected("a comparison operator (==, !=, <, <=, >, >=) after the value"))
             }
             _ => Err(SyntaxError {
@@ -390,9 +400,82 @@ impl Parser {
         }
     }
 
+    /// A negation, a parenthesised condition or value, or a comparison; a
+    /// value with no comparison after it is returned as such, so the
+    /// caller decides (a parenthesised value may go on into math and a
+    /// comparison: `(1 + 2) * 3 == 9`). One pass, no backtracking.
+    fn bool_atom(&mut self) -> Result<Atom, SyntaxError> {
+        if self.is_word("not") {
+            self.next();
+            return Ok(Atom::Cond(Condition::Not(Box::new(self.nested(Self::bool_value)?))));
+        }
+        if *self.peek() == Tok::LParen {
+            self.next();
+            let inner = self.nested(Self::condition_or_value)?;
+            self.expect(Tok::RParen)?;
+            return match inner {
+                Atom::Cond(c) => {
+                    if matches!(self.peek(), Tok::Cmp(_) | Tok::Plus | Tok::Minus | Tok::Star | Tok::Slash) {
+                        return Err(self.error_here(format!("a condition cannot be an operand of {}", self.peek())));
+                    }
+                    Ok(Atom::Cond(c))
+                }
+                Atom::Val(v) => {
+                    let product = self.term_from(v)?;
+                    let left = self.sum_from(product)?;
+                    self.comparison_from(left)
+                }
+            };
+        }
+        let left = self.value()?;
+        self.comparison_from(left)
+    }
+
+    fn comparison_from(&mut self, left: Value) -> Result<Atom, SyntaxError> {
+        if let Tok::Cmp(op) = *self.peek() {
+            self.next();
+            let right = self.value()?;
+            return Ok(Atom::Cond(Condition::Compare(left, op, right)));
+        }
+        Ok(Atom::Val(left))
+    }
+
+    /// Inside parentheses: a condition (`a == 1 or b`), or a lone value.
+    fn condition_or_value(&mut self) -> Result<Atom, SyntaxError> {
+        let column = self.column();
+        let first = self.bool_atom()?;
+        if !self.is_word("and") && !self.is_word("or") {
+            return Ok(first);
+        }
+        let first = match first {
+            Atom::Cond(c) => c,
+            Atom::Val(v) => self.as_condition(v, column)?,
+        };
+        let mut all = vec![first];
+        while self.is_word("and") {
+            self.next();
+            all.push(self.bool_value()?);
+        }
+        let mut any = vec![if all.len() == 1 { all.pop().expect("one term") } else { Condition::And(all) }];
+        while self.is_word("or") {
+            self.next();
+            any.push(self.and_term()?);
+        }
+        Ok(Atom::Cond(if any.len() == 1 { any.pop().expect("one term") } else { Condition::Or(any) }))
+    }
+
     /// A value, with math (`+ -` over `* /`, left-associative).
     fn value(&mut self) -> Result<Value, SyntaxError> {
-        let mut left = self.term()?;
+        self.nested(Self::sum)
+    }
+
+    fn sum(&mut self) -> Result<Value, SyntaxError> {
+        let first = self.term()?;
+        self.sum_from(first)
+    }
+
+    /// `+ -` terms after `left`.
+    fn sum_from(&mut self, mut left: Value) -> Result<Value, SyntaxError> {
         loop {
             let op = match self.peek() {
                 Tok::Plus => MathOp::Add,
@@ -409,7 +492,12 @@ impl Parser {
     }
 
     fn term(&mut self) -> Result<Value, SyntaxError> {
-        let mut left = self.factor()?;
+        let first = self.factor()?;
+        self.term_from(first)
+    }
+
+    /// `* /` factors after `left`.
+    fn term_from(&mut self, mut left: Value) -> Result<Value, SyntaxError> {
         loop {
             let op = match self.peek() {
                 Tok::Star => MathOp::Mul,
@@ -850,5 +938,17 @@ mod tests {
         assert!(condition("\"abc").unwrap_err().message.contains("unterminated"));
         assert!(condition("x == 0x123").is_err());
         assert!(condition("\"a\" + 1 == 2").is_err());
+        let deep = format!("{}true{}", "(".repeat(100_000), ")".repeat(100_000));
+        assert!(condition(&deep).unwrap_err().message.contains("nested more than"));
+        let deep = format!("name == {}1{}", "[".repeat(100_000), "]".repeat(100_000));
+        assert!(condition(&deep).unwrap_err().message.contains("nested more than"));
+        // Parentheses around values inside a condition parse in one pass
+        // (a backtracking parser takes 2^depth here).
+        let deep = format!("{}1{} == 1", "(".repeat(60), ")".repeat(60));
+        assert!(condition(&deep).is_ok());
+        assert!(condition("((1 + 2) * 3) + 1 == 10 and (name == \"x\" or (kind) == 2)").is_ok());
+        assert!(condition("(name == \"x\") == true").is_err());
+        let deep = format!("{}true", "not ".repeat(100_000));
+        assert!(condition(&deep).unwrap_err().message.contains("nested more than"));
     }
 }
