@@ -273,7 +273,7 @@ impl Converter {
             }
             Converter::Hash(f, e) => match e.eval(v)? {
                 Value::Nil => Value::Nil,
-                value => Value::Str(Cow::Owned(f.digest(&string(&value, f.name())?))),
+                value => Value::Str(Cow::Owned(f.digest(string(&value, f.name())?))),
             },
             Converter::Split(e, delimiter) => {
                 let value = e.eval(v)?;
@@ -315,6 +315,9 @@ impl Converter {
                 Value::Int(i) => hex::encode(i.to_be_bytes()),
                 Value::Float(x) => hex::encode(x.to_bits().to_be_bytes()),
                 Value::Bool(b) => hex::encode([u8::from(b)]),
+                // A missing value is nil, not an error (the Collector's
+                // ByteSliceLikeGetter passes nil through).
+                Value::Nil => return Ok(Value::Nil),
                 other => return Err(EvalError(format!("Hex: unsupported type {}", other.type_name()))),
             })),
             Converter::Affix(target, affix, suffix) => {
