@@ -8,11 +8,17 @@
 //! Samples of the two engines alternate within one time budget, so load on
 //! the machine hits both alike; a row reports the median sample.
 //!
+//! Then the filter's two forms at the 5 % mix, in one run: soc2-audit.yaml
+//! (the legacy `include`), the same policy with the equivalent OTTL filter
+//! of soc2-audit-ottl.yaml in its place, and soc2-audit-ottl.yaml whole
+//! (OTTL filter and transform statements); the six engines' samples
+//! alternate, and the OTTL filter's cost over the legacy one is printed.
+//!
 //! Knobs: `OTEL_AUDIT_WASM` (the component), `OTEL_AUDIT_CACHE_DIR` (module
 //! cache), `BENCH_SECONDS` (measuring time per engine and row, default 2),
 //! `BENCH_MIX` (`5` or `100`: only the rows of that audit mix, e.g. under
-//! `perf record`). The "no copy" row runs with `forward-copies` off, as a
-//! pipeline without exporters does.
+//! `perf record`; `ottl`: only the filter comparison). The "no copy" row
+//! runs with `forward-copies` off, as a pipeline without exporters does.
 
 mod common;
 #[path = "../../tests/support/mod.rs"]
@@ -26,7 +32,7 @@ use audit_processor::Processor;
 use audit_processor::api::{ChainHead, Context, Output};
 use common::figures::thousands;
 use otel_audit::loadgen::{self, BatchSpec};
-use otel_audit::runtime::{Instance, Limits, Runtime};
+use otel_audit::runtime::{Instance, Limits, Module, Runtime};
 use prost::Message;
 
 /// Spans per batch.
@@ -37,6 +43,11 @@ const BATCHES: u64 = 8;
 const ATTRIBUTES: usize = 10;
 /// The shipped policy every row runs.
 const POLICY: &str = "collector-config/policies/soc2-audit.yaml";
+/// The same policy written with OTTL, whose filter the comparison rows
+/// put in the legacy filter's place.
+const OTTL_POLICY: &str = "collector-config/policies/soc2-audit-ottl.yaml";
+/// The most the OTTL filter may cost over the legacy one, per span.
+const OTTL_BUDGET: f64 = 0.15;
 /// Warm-up per engine and row.
 const WARMUP: Duration = Duration::from_millis(500);
 /// Calls per sample of the empty-call rows.
@@ -58,20 +69,17 @@ fn main() {
     }
     let cache_dir =
         std::env::var_os("OTEL_AUDIT_CACHE_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target/module-cache"));
-    let policy_path = root.join(POLICY);
-    let policy = std::fs::read_to_string(&policy_path)
-        .unwrap_or_else(|e| fail(&format!("cannot read the policy {}: {e}", policy_path.display())));
+    let read = |path: &str| {
+        let path = root.join(path);
+        std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| fail(&format!("cannot read the policy {}: {e}", path.display())))
+    };
+    let policy = read(POLICY);
+    let ottl_policy = read(OTTL_POLICY);
 
     let runtime = Runtime::new(Limits::default(), Some(cache_dir)).unwrap_or_else(|e| fail(&e.to_string()));
     let module = runtime.load(&wasm).unwrap_or_else(|e| fail(&e.to_string()));
-    let mut instance = module.instantiate().unwrap_or_else(|e| fail(&e.to_string()));
-    instance.configure(&policy, &[]).unwrap_or_else(|e| fail(&format!("wasm configure: {e}")));
-    let mut native = Processor::new();
-    native.configure(&policy, &[]).unwrap_or_else(|e| fail(&format!("native configure: {e}")));
-    let mut engines = [
-        Engine { name: "wasm", kind: Kind::Wasm(instance), ctx: genesis("bench-wasm") },
-        Engine { name: "native", kind: Kind::Native(Box::new(native)), ctx: genesis("bench-native") },
-    ];
+    let mut engines = pair(&module, &policy);
 
     println!("otel-audit guest benchmark (single-threaded)");
     println!("  component: {} ({})", wasm.display(), module.digest());
@@ -85,6 +93,10 @@ fn main() {
     println!();
 
     let only = std::env::var("BENCH_MIX").ok();
+    if only.as_deref() == Some("ottl") {
+        filter_forms(&module, &policy, &ottl_policy, budget);
+        return;
+    }
     let mut rows = Vec::new();
     // The rows: an audit mix, and whether the output carries the OTLP copy
     // of the kept records (a pipeline with exporters) or not (the store only).
@@ -103,7 +115,8 @@ fn main() {
             })
             .collect();
         same_output(&mut engines, &batches[0], label);
-        let [wasm, native] = throughput(&mut engines, &batches, budget);
+        let [wasm, native]: [Measured; 2] =
+            throughput(&mut engines, &batches, budget).try_into().unwrap_or_else(|_| unreachable!());
         rows.push((label, batches.iter().map(Vec::len).sum::<usize>() / batches.len(), wasm, native));
     }
 
@@ -116,6 +129,10 @@ fn main() {
                 thousands(n),
                 w / n
             );
+        }
+        if only.as_deref() == Some("5") {
+            println!();
+            filter_forms(&module, &policy, &ottl_policy, budget);
         }
         return;
     }
@@ -167,6 +184,98 @@ fn main() {
             thousands(native.max()),
         );
     }
+    println!();
+    filter_forms(&module, &policy, &ottl_policy, budget);
+}
+
+/// The 5 % rows of the legacy filter, the equivalent OTTL filter and the
+/// OTTL policy whole, their samples alternating in one time budget, with
+/// the OTTL filter's cost over the legacy one. Fails when the OTTL and
+/// legacy policies keep different records.
+fn filter_forms(module: &Module, policy: &str, ottl_policy: &str, budget: Duration) {
+    let ottl_filter = with_filter_of(policy, ottl_policy);
+    let forms = [
+        ("legacy filter", "soc2-audit.yaml", policy),
+        ("OTTL filter", "soc2-audit.yaml, soc2-audit-ottl.yaml's filter", ottl_filter.as_str()),
+        ("OTTL policy", "soc2-audit-ottl.yaml (filter and transform)", ottl_policy),
+    ];
+    let batches: Vec<Vec<u8>> = (1..=BATCHES)
+        .map(|seed| {
+            let spec = BatchSpec { records: BATCH, audit_ratio: 0.05, attributes: ATTRIBUTES, varied: false, seed };
+            loadgen::traces(&spec).encode_to_vec()
+        })
+        .collect();
+    let mut engines = Vec::new();
+    let mut kept = Vec::new();
+    for (label, _, text) in forms {
+        let mut pair = pair(module, text);
+        same_output(&mut pair, &batches[0], label);
+        kept.push(pair[0].call_fresh(&batches[0]).records.len());
+        engines.extend(pair);
+    }
+    if kept.iter().any(|k| *k != kept[0]) {
+        fail(&format!("the filter forms keep different numbers of records ({kept:?}); not benchmarking"));
+    }
+    let measured = throughput(&mut engines, &batches, budget);
+
+    println!("5 % audit, by filter form (samples of all six alternate)");
+    println!("{:<14} {:>13} {:>14} {:>11}  policy", "filter", "wasm spans/s", "native spans/s", "wasm/native");
+    println!("{}", "-".repeat(104));
+    for ((label, source, _), m) in forms.iter().zip(measured.chunks(2)) {
+        let (w, n) = (m[0].spans_per_sec(), m[1].spans_per_sec());
+        println!("{label:<14} {:>13} {:>14} {:>11.2}  {source}", thousands(w), thousands(n), w / n);
+    }
+    let rate = |form: usize, engine: usize| measured[form * 2 + engine].spans_per_sec();
+    for (form, what) in [(1, "OTTL filter / legacy filter"), (2, "OTTL policy / legacy policy")] {
+        let (w, n) = (rate(form, 0) / rate(0, 0), rate(form, 1) / rate(0, 1));
+        println!(
+            "{what}: spans/s wasm {w:.3}, native {n:.3}; cost per span wasm {:+.1} %, native {:+.1} %",
+            100.0 * (1.0 / w - 1.0),
+            100.0 * (1.0 / n - 1.0)
+        );
+    }
+    let cost = rate(0, 0) / rate(1, 0) - 1.0;
+    println!(
+        "OTTL filter cost in wasm: {:+.1} % (budget {:.0} %): {}",
+        100.0 * cost,
+        100.0 * OTTL_BUDGET,
+        if cost <= OTTL_BUDGET { "within" } else { "OVER" }
+    );
+    for ((label, _, _), m) in forms.iter().zip(measured.chunks(2)) {
+        println!(
+            "  {label}: {} + {} samples; spread (min..max spans/s) wasm {}..{}, native {}..{}",
+            m[0].rates.len(),
+            m[1].rates.len(),
+            thousands(m[0].min()),
+            thousands(m[0].max()),
+            thousands(m[1].min()),
+            thousands(m[1].max()),
+        );
+    }
+}
+
+/// `policy` with its `filter:` section replaced by `from`'s.
+fn with_filter_of(policy: &str, from: &str) -> String {
+    use serde_yaml_ng::Value;
+    let parse = |text: &str| -> serde_yaml_ng::Mapping {
+        serde_yaml_ng::from_str(text).unwrap_or_else(|e| fail(&format!("a policy does not parse: {e}")))
+    };
+    let mut policy = parse(policy);
+    let filter = parse(from).remove("filter").unwrap_or_else(|| fail("the OTTL policy has no filter section"));
+    policy.insert(Value::from("filter"), filter);
+    serde_yaml_ng::to_string(&policy).unwrap_or_else(|e| fail(&e.to_string()))
+}
+
+/// The component and the native processor, configured with `policy`.
+fn pair(module: &Module, policy: &str) -> [Engine; 2] {
+    let mut instance = module.instantiate().unwrap_or_else(|e| fail(&e.to_string()));
+    instance.configure(policy, &[]).unwrap_or_else(|e| fail(&format!("wasm configure: {e}")));
+    let mut native = Processor::new();
+    native.configure(policy, &[]).unwrap_or_else(|e| fail(&format!("native configure: {e}")));
+    [
+        Engine { name: "wasm", kind: Kind::Wasm(instance), ctx: genesis("bench-wasm") },
+        Engine { name: "native", kind: Kind::Native(Box::new(native)), ctx: genesis("bench-native") },
+    ]
 }
 
 fn fail(message: &str) -> ! {
@@ -199,6 +308,15 @@ impl Engine {
         }
     }
 
+    /// Processes one batch from a fresh chain, leaving this engine's chain
+    /// as it was.
+    fn call_fresh(&mut self, request: &[u8]) -> Output {
+        let saved = std::mem::replace(&mut self.ctx, genesis("bench-check"));
+        let out = self.call(request);
+        self.ctx = saved;
+        out
+    }
+
     /// Processes one batch and advances the chain head and clock as a host does.
     fn call(&mut self, request: &[u8]) -> Output {
         let out = match &mut self.kind {
@@ -218,19 +336,8 @@ impl Engine {
 /// Both engines give the same records from the same batch and head (the
 /// bench measures the same work on both).
 fn same_output(engines: &mut [Engine; 2], request: &[u8], label: &str) {
-    let saved: Vec<Context> = engines.iter().map(|e| e.ctx.clone()).collect();
-    let ctx = genesis("bench-check");
-    let outputs: Vec<Output> = engines
-        .iter_mut()
-        .map(|e| {
-            e.ctx = ctx.clone();
-            e.call(request)
-        })
-        .collect();
-    for (engine, ctx) in engines.iter_mut().zip(saved) {
-        engine.ctx = ctx;
-    }
-    if outputs[0] != outputs[1] {
+    let [wasm, native] = engines;
+    if wasm.call_fresh(request) != native.call_fresh(request) {
         fail(&format!("{label}: the wasm and native outputs differ for the same batch; not benchmarking"));
     }
 }
@@ -272,7 +379,7 @@ impl Measured {
 
 /// Alternates one sample (one pass over every batch) per engine until each
 /// has run for `budget`, after a warm-up.
-fn throughput(engines: &mut [Engine; 2], batches: &[Vec<u8>], budget: Duration) -> [Measured; 2] {
+fn throughput(engines: &mut [Engine], batches: &[Vec<u8>], budget: Duration) -> Vec<Measured> {
     let pass = |engine: &mut Engine, measured: Option<&mut Measured>| {
         let start = Instant::now();
         let (mut received, mut kept, mut record_bytes) = (0, 0, 0);
@@ -298,7 +405,7 @@ fn throughput(engines: &mut [Engine; 2], batches: &[Vec<u8>], budget: Duration) 
             pass(engine, None);
         }
     }
-    let mut measured = [Measured::default(), Measured::default()];
+    let mut measured: Vec<Measured> = engines.iter().map(|_| Measured::default()).collect();
     while measured.iter().any(|m| m.elapsed < budget) {
         for (engine, m) in engines.iter_mut().zip(measured.iter_mut()) {
             if m.elapsed < budget {
