@@ -259,13 +259,15 @@ impl Converter {
                 // and both must give the same answer.
                 let end =
                     usize::try_from(start).ok().zip(usize::try_from(length).ok()).and_then(|(a, b)| a.checked_add(b));
-                let (start, length) = (start as usize, length as usize);
                 if end.is_none_or(|end| end > s.len()) {
+                    // The i64s as written: `as usize` would differ between
+                    // the builds.
                     return Err(EvalError(format!(
                         "Substring: start {start} + length {length} is beyond the string's length {}",
                         s.len()
                     )));
                 }
+                let (start, length) = (start as usize, length as usize);
                 match s.get(start..start + length) {
                     Some(sub) => Value::Str(Cow::Owned(sub.to_owned())),
                     None => return Err(EvalError("Substring: the range splits a UTF-8 character".into())),

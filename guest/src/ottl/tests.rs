@@ -219,3 +219,15 @@ fn mixed_case_names_are_function_references_only_as_a_whole_argument() {
     assert!(grammar::condition("kind == SPAN_KIND_SERVER").is_ok());
     assert!(Statement::compile(Context::Span, r#"replace_pattern(attributes["m"], "a", "b", SHA256)"#).is_ok());
 }
+
+#[test]
+fn substring_errors_name_the_values_as_written_in_both_builds() {
+    // usize is 32 bits in the component: the message once said length
+    // 4294967295 there and 9223372036854775807 natively (found by
+    // tests/ottl_fuzz.rs).
+    let e = holds(r#"Substring(name, 1, 9223372036854775807) == "x""#, &span()).unwrap_err();
+    assert!(e.0.contains("start 1 + length 9223372036854775807 is beyond"), "{e}");
+    let e = holds(r#"Substring(name, 4294967296, 1) == "x""#, &span()).unwrap_err();
+    assert!(e.0.contains("start 4294967296 + length 1"), "{e}");
+    assert_eq!(holds(r#"Substring(name, 4, 6) == "/users""#, &span()), Ok(true));
+}
