@@ -78,7 +78,13 @@ fn the_cli_reports_each_test_and_the_totals() {
     // soc2-audit-ottl.yaml runs soc2-audit.yaml's tests, and every one of
     // its conditions and statements is exercised.
     assert!(text.contains("coverage: 11/11 rules exercised"), "{text}");
-    assert!(text.lines().last().unwrap().ends_with("18 passed, 0 failed"), "{text}");
+    // The Collector-docs conformance examples, with the rules no input can hit named apart.
+    assert!(text.contains("  PASS  every span of a localhost resource is dropped"), "{text}");
+    assert!(text.contains("unreachable: filter.error_mode  (no condition of this example can fail"), "{text}");
+    let files = policytest::discover(&[support::root().join("collector-config/policies")]).unwrap();
+    let total: usize = files.iter().map(|f| policytest::load(f).unwrap().tests.len()).sum();
+    assert!(total >= 18 + 54, "{total}");
+    assert!(text.lines().last().unwrap().ends_with(&format!("{total} passed, 0 failed")), "{text}");
 }
 
 const WRONG: &str = r#"
@@ -213,4 +219,122 @@ fn otlp_json_input_and_a_candidate_policy_for_the_swap_gate() {
     let keep_nothing = "filter:\n  spans:\n    include:\n      match_type: strict\n      span_names: [nothing]\n";
     let report = policytest::run_suite(&path, &file, support::module(), Some(keep_nothing)).unwrap();
     assert!(!report.results[0].passed(), "a candidate that drops audit records fails the gate");
+}
+
+const FIELDS_POLICY: &str = r#"
+transform:
+  trace_statements:
+    - set(span.name, "renamed") where span.name == "a"
+    - set(span.status.code, STATUS_CODE_ERROR) where span.name == "renamed"
+    - set(resource.attributes["r"], "x")
+    - set(scope.attributes["s"], 1)
+  log_statements:
+    - set(log.body, "replaced") where log.severity_number == SEVERITY_NUMBER_WARN
+filter:
+  traces:
+    spanevent:
+      - 'name == "noise"'
+"#;
+
+const FIELDS: &str = r#"
+policy: fields.yaml
+tests:
+  - name: span fields, events and the resource and scope attributes
+    input:
+      spans:
+        - name: a
+          parent_span_id: "0102030405060708"
+          trace_state: k=v
+          attributes: {a: 1, b: 2}
+          events: [{name: noise}, {name: kept, attributes: {e: true}}]
+    expect:
+      fields:
+        - record: a
+          equal: {name: renamed, status.code: 2, trace_state: k=v, parent_span_id: "0102030405060708", events: [kept]}
+      attributes:
+        - {record: a, keys: [a, b], count: 2}
+        - {record: a, event: kept, equal: {e: true}}
+        - {of: resource, keys: [r], equal: {r: x}}
+        - {of: scope, equal: {s: 1}}
+  - name: log bodies, typed, and a body that is absent
+    input:
+      logs:
+        - {name: warn, severity: WARN, body: {m: 1}}
+        - {name: info, severity: INFO}
+    expect:
+      fields:
+        - {record: warn, equal: {body: replaced, severity_number: 13, severity_text: WARN}}
+        - {record: info, absent: [body]}
+  - name: wrong
+    input:
+      spans: [{name: a, events: [{name: kept, attributes: {e: true}}]}]
+    expect:
+      fields:
+        - equal: {name: a, events: []}
+      attributes:
+        - {keys: [z], count: 3}
+        - {event: nope, present: [e]}
+        - {of: resource, equal: {r: y}}
+"#;
+
+#[test]
+fn fields_events_and_resource_and_scope_attributes_are_checked() {
+    let (_dir, root) = scratch(&[("fields.test.yaml", FIELDS), ("fields.yaml", FIELDS_POLICY)]);
+    let report = run(&root.join("fields.test.yaml"));
+    let by_name = |n: &str| &report.results.iter().find(|r| r.name == n).unwrap().failures;
+    assert_eq!(by_name("span fields, events and the resource and scope attributes"), &Vec::<String>::new());
+    assert_eq!(by_name("log bodies, typed, and a body that is absent"), &Vec::<String>::new());
+    let wrong = by_name("wrong");
+    let want = [
+        "record \"a\": field name\n  expected: \"a\"\n  got:      \"renamed\"",
+        "record \"a\": field events\n  expected: []\n  got:      [\"kept\"]",
+        "record \"a\": keys\n  expected: [\"z\"]\n  got:      []",
+        "record \"a\": expected 3 attributes, got 0: []",
+        "record \"a\": has no event \"nope\"",
+        "resource of record \"a\": r\n  expected: \"y\"\n  got:      \"x\"",
+    ];
+    for w in want {
+        assert!(wrong.iter().any(|f| f == w), "missing {w:?} in {wrong:#?}");
+    }
+    assert_eq!(wrong.len(), want.len(), "{wrong:#?}");
+
+    let unknown = FIELDS.replace("equal: {name: a, events: []}", "equal: {colour: red}");
+    let (_dir2, root2) = scratch(&[("fields.test.yaml", &unknown), ("fields.yaml", FIELDS_POLICY)]);
+    let path = root2.join("fields.test.yaml");
+    let err = policytest::run_suite(&path, &policytest::load(&path).unwrap(), support::module(), None).unwrap_err();
+    assert!(err.to_string().contains("unknown field \"colour\"; traces records have name, kind"), "{err}");
+}
+
+#[test]
+fn unreachable_rules_are_listed_apart_and_may_not_be_hit() {
+    let policy = "transform:\n  error_mode: ignore\n  trace_statements:\n    - set(span.attributes[\"x\"], Len(span.attributes[\"y\"]))\n";
+    let tests = |why: &str, input: &str| {
+        format!(
+            "policy: p.yaml\nunreachable:\n  transform.error_mode: {why}\ntests:\n  - name: t\n    input: {{spans: [{{name: a, attributes: {input}}}]}}\n    expect: {{kept: [a]}}\n"
+        )
+    };
+    // Len of a string cannot fail here: the error rule is declared unreachable.
+    let (_dir, root) = scratch(&[("u.test.yaml", &tests("y is always a string", "{y: abc}")), ("p.yaml", policy)]);
+    let report = run(&root.join("u.test.yaml"));
+    assert!(report.unexercised().is_empty(), "{:?}", report.unexercised().iter().map(|r| &r.id).collect::<Vec<_>>());
+    let out = otel_audit(&["test", root.join("u.test.yaml").to_str().unwrap(), "--fail-uncovered"]);
+    assert!(out.status.success(), "{}{}", stdout(&out), String::from_utf8_lossy(&out.stderr));
+    assert!(stdout(&out).contains("coverage: 1/1 rules exercised, 1 declared unreachable"), "{}", stdout(&out));
+    assert!(stdout(&out).contains("    unreachable: transform.error_mode  (y is always a string)"), "{}", stdout(&out));
+
+    // A test that does hit it (Len of an int fails) makes the declaration false: an error of the file.
+    let (_dir, root) = scratch(&[("u.test.yaml", &tests("y is always a string", "{y: 1}")), ("p.yaml", policy)]);
+    let path = root.join("u.test.yaml");
+    let err = policytest::run_suite(&path, &policytest::load(&path).unwrap(), support::module(), None).unwrap_err();
+    assert!(err.to_string().contains("unreachable.transform.error_mode: declared unreachable, but the tests hit it"));
+
+    // So is naming a rule the policy does not have, or giving no reason.
+    let text = tests("x", "{y: abc}").replace("transform.error_mode", "transform.nope");
+    let (_dir, root) = scratch(&[("u.test.yaml", &text), ("p.yaml", policy)]);
+    let path = root.join("u.test.yaml");
+    let err = policytest::run_suite(&path, &policytest::load(&path).unwrap(), support::module(), None).unwrap_err();
+    assert!(err.to_string().contains("the policy has no such rule"), "{err}");
+    let (_dir, root) = scratch(&[("u.test.yaml", &tests("''", "{y: abc}")), ("p.yaml", policy)]);
+    let err = policytest::load(&root.join("u.test.yaml")).unwrap_err();
+    assert!(err.to_string().contains("say why no input can hit the rule"), "{err}");
 }

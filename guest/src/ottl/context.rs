@@ -182,12 +182,13 @@ impl Field {
                 | Field::Log(LogField::Attributes)
                 | Field::Log(LogField::Body)
                 | Field::Cache
+                | Field::Span(SpanField::TraceState)
         )
     }
 
     /// Whether the field is a map (editors such as `delete_key` take one).
     pub fn is_map(self) -> bool {
-        self.indexable() && self != Field::Log(LogField::Body)
+        self.indexable() && !matches!(self, Field::Log(LogField::Body) | Field::Span(SpanField::TraceState))
     }
 }
 
@@ -336,6 +337,9 @@ fn split_prefix<'n>(context: Context, names: &'n [&'n str]) -> Result<(Owner, &'
     match prefixed {
         // `resource` alone would be the whole resource: not a value here.
         Some(_) if rest.is_empty() => Err(format!("path {first:?} names a whole record; name one of its fields")),
+        // The context's own cache may be named with its prefix
+        // (`resource.cache` in the resource context), as in the Collector.
+        Some(owner) if owner == own && rest[0] == "cache" => Ok((Owner::Cache, &rest[1..])),
         Some(owner) => {
             let reachable = match (context, owner) {
                 (_, o) if o == own => true,
@@ -708,4 +712,72 @@ pub fn as_map_mut(v: &mut AnyValue) -> Option<&mut Vec<KeyValue>> {
         Some(any_value::Value::KvlistValue(m)) => Some(&mut m.values),
         _ => None,
     }
+}
+
+/// One member of a W3C trace state (`trace_state["key"]`), as the
+/// Collector reads it (`trace.TraceState.Get`): `""` when the key is
+/// absent, `None` when the trace state does not parse.
+pub fn trace_state_get(raw: &str, key: &str) -> Option<String> {
+    let members = trace_state_members(raw)?;
+    Some(members.into_iter().find(|(k, _)| *k == key).map_or(String::new(), |(_, v)| v.to_owned()))
+}
+
+/// The trace state with `key` set to `value` and moved to the front, as
+/// the Collector writes `trace_state["key"]` (`trace.TraceState.Insert`);
+/// `None` (nothing written) when the trace state does not parse or the
+/// key or value is not valid W3C.
+pub fn trace_state_insert(raw: &str, key: &str, value: &str) -> Option<String> {
+    let members = trace_state_members(raw)?;
+    if !trace_state_key(key) || !trace_state_value(value) {
+        return None;
+    }
+    let mut out = vec![format!("{key}={value}")];
+    out.extend(members.into_iter().filter(|(k, _)| *k != key).map(|(k, v)| format!("{k}={v}")));
+    if out.len() > 32 {
+        return None;
+    }
+    Some(out.join(","))
+}
+
+fn trace_state_members(raw: &str) -> Option<Vec<(&str, &str)>> {
+    let mut members = Vec::new();
+    for member in raw.split(',') {
+        let member = member.trim_matches([' ', '\t']);
+        if member.is_empty() {
+            continue;
+        }
+        let (k, v) = member.split_once('=')?;
+        if !trace_state_key(k) || !trace_state_value(v) || members.iter().any(|(seen, _)| *seen == k) {
+            return None;
+        }
+        members.push((k, v));
+    }
+    (members.len() <= 32).then_some(members)
+}
+
+/// A W3C trace-state key: `[a-z0-9][_0-9a-z-*/]*`, optionally `tenant@system`.
+fn trace_state_key(k: &str) -> bool {
+    let part = |p: &str, max: usize| {
+        !p.is_empty()
+            && p.len() <= max
+            && p.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_-*/".contains(&b))
+    };
+    match k.split_once('@') {
+        Some((tenant, system)) => {
+            part(tenant, 241)
+                && part(system, 14)
+                && system.starts_with(|c: char| c.is_ascii_lowercase())
+                && tenant.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+        }
+        None => part(k, 256) && k.starts_with(|c: char| c.is_ascii_lowercase()),
+    }
+}
+
+/// A W3C trace-state value: up to 256 printable ASCII characters but `,`
+/// and `=`, not ending in a space.
+fn trace_state_value(v: &str) -> bool {
+    !v.is_empty()
+        && v.len() <= 256
+        && !v.ends_with(' ')
+        && v.bytes().all(|b| (0x20..=0x7e).contains(&b) && b != b',' && b != b'=')
 }

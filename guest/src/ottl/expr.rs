@@ -135,6 +135,9 @@ impl Compiler {
                 format!("{} is not a map or list and cannot take keys", names.join(".")),
             ));
         }
+        if field == context::Field::Span(context::SpanField::TraceState) && last.keys.len() > 1 {
+            return Err(CompileError::at(p.column, "must provide exactly 1 key when accessing trace_state"));
+        }
         let text = render_path(p);
         Ok(Path { field, keys: self.keys(&last.keys)?, text })
     }
@@ -390,10 +393,26 @@ impl Path {
     /// Reads the path.
     pub fn get<'a>(&'a self, v: &View<'a>) -> Result<Value<'a>, EvalError> {
         let mut value = v.read(self.field);
+        if let (Some(k), true) = (self.keys.first(), self.is_trace_state_key()) {
+            let KeyValueOf::Str(key) = k.eval(v)? else {
+                return Err(EvalError("trace_state indexing type must be a string".into()));
+            };
+            return Ok(match value {
+                Value::Str(raw) => {
+                    context::trace_state_get(&raw, &key).map_or(Value::Nil, |m| Value::Str(Cow::Owned(m)))
+                }
+                _ => Value::Nil,
+            });
+        }
         for k in &self.keys {
             value = index(value, k.eval(v)?)?;
         }
         Ok(value)
+    }
+
+    /// `trace_state["key"]`: one member of the W3C trace state.
+    fn is_trace_state_key(&self) -> bool {
+        !self.keys.is_empty() && self.field == context::Field::Span(context::SpanField::TraceState)
     }
 
     /// The keys' values for one record, owned (they are computed before
@@ -418,6 +437,22 @@ impl Path {
             return Ok(());
         }
         let keys = self.resolved_keys(s)?;
+        if self.is_trace_state_key() {
+            let KeyValueOf::Str(key) = &keys[0] else {
+                return Err(EvalError("trace_state indexing type must be a string".into()));
+            };
+            let Value::Str(member) = value else {
+                return Err(EvalError(format!("expected a string for {}, got {}", self.text, value.type_name())));
+            };
+            let updated = match s.view().read(self.field) {
+                Value::Str(raw) => context::trace_state_insert(&raw, key, &member),
+                _ => None,
+            };
+            if let Some(updated) = updated {
+                s.write_scalar(self.field, Value::Str(Cow::Owned(updated)));
+            }
+            return Ok(());
+        }
         if let Some(target) = self.slot_mut(s, &keys, true)? {
             *target = value.into_any();
         }

@@ -220,6 +220,73 @@ fn mixed_case_names_are_function_references_only_as_a_whole_argument() {
     assert!(Statement::compile(Context::Span, r#"replace_pattern(attributes["m"], "a", "b", SHA256)"#).is_ok());
 }
 
+// Found by the Collector-docs conformance corpus
+// (collector-config/policies/examples/ottl-conformance).
+
+#[test]
+fn a_context_names_its_own_cache_with_its_prefix() {
+    // transformprocessor README: set(resource.cache["attrs"], resource.attributes) in a resource group.
+    let mut resource = Some(resource());
+    let mut subject = Subject {
+        resource: Slot::Mut(&mut resource),
+        scope: Slot::Shared(None),
+        item: ItemMut::None,
+        cache: Vec::new(),
+    };
+    for text in [
+        r#"set(resource.cache["attrs"], resource.attributes)"#,
+        r#"keep_matching_keys(resource.cache["attrs"], "^service\\.")"#,
+        r#"set(resource.attributes["copy"], resource.cache["attrs"])"#,
+    ] {
+        Statement::compile(Context::Resource, text)
+            .unwrap_or_else(|e| panic!("{text}: {e}"))
+            .run(&mut subject)
+            .unwrap();
+    }
+    let attrs = &resource.as_ref().unwrap().attributes;
+    assert!(matches!(attrs.iter().find(|kv| kv.key == "copy").and_then(|kv| kv.value.as_ref()?.value.as_ref()),
+        Some(V::KvlistValue(m)) if m.values.len() == 1 && m.values[0].key == "service.name"));
+    // Only the context's own prefix: a span statement cannot name the resource's cache.
+    assert!(Statement::compile(Context::Span, r#"set(attributes["x"], resource.cache["a"])"#).is_err());
+    assert!(Statement::compile(Context::Span, r#"set(span.cache["a"], 1)"#).is_ok());
+}
+
+#[test]
+fn trace_state_members_are_read_and_written_by_key() {
+    // ottlfuncs README: set(span.trace_state["svc"], "example") and
+    // set(span.attributes["source"], span.trace_state["source"]).
+    let mut sp = Span { trace_state: "source=edge,vendor=x".into(), ..span() };
+    run(r#"set(span.trace_state["svc"], "example")"#, &mut sp).unwrap();
+    assert_eq!(sp.trace_state, "svc=example,source=edge,vendor=x", "a new member goes first");
+    run(r#"set(span.trace_state["vendor"], "y")"#, &mut sp).unwrap();
+    assert_eq!(sp.trace_state, "vendor=y,svc=example,source=edge", "an updated member moves first");
+    run(r#"set(span.attributes["source"], span.trace_state["source"])"#, &mut sp).unwrap();
+    assert_eq!(attr(&sp, "source"), Some(&s("edge")));
+    run(r#"set(span.attributes["absent"], span.trace_state["nope"])"#, &mut sp).unwrap();
+    assert_eq!(attr(&sp, "absent"), Some(&s("")), "an absent member reads as \"\", as trace.TraceState.Get");
+    run(r#"set(span.trace_state["Bad Key"], "v")"#, &mut sp).unwrap();
+    assert_eq!(sp.trace_state, "vendor=y,svc=example,source=edge", "an invalid key writes nothing");
+    assert!(Statement::compile(Context::Span, r#"set(trace_state["a"]["b"], "v")"#).is_err());
+    assert!(Statement::compile(Context::Span, r#"delete_key(trace_state, "a")"#).is_err(), "not a map");
+}
+
+#[test]
+fn is_root_span_takes_an_all_zero_parent_as_none() {
+    let with_parent = |parent: Vec<u8>| Span { parent_span_id: parent, ..span() };
+    assert_eq!(holds("IsRootSpan()", &with_parent(Vec::new())), Ok(true));
+    assert_eq!(holds("IsRootSpan()", &with_parent(vec![0; 8])), Ok(true));
+    assert_eq!(holds("IsRootSpan()", &with_parent(vec![0, 0, 0, 0, 0, 0, 0, 1])), Ok(false));
+}
+
+#[test]
+fn hex_of_nil_is_nil() {
+    let mut sp = span();
+    run(r#"set(attributes["h"], Hex(attributes["missing"]))"#, &mut sp).unwrap();
+    assert_eq!(attr(&sp, "h"), None);
+    run(r#"set(attributes["h"], Hex(2.0))"#, &mut sp).unwrap();
+    assert_eq!(attr(&sp, "h"), Some(&s("4000000000000000")));
+}
+
 #[test]
 fn substring_errors_name_the_values_as_written_in_both_builds() {
     // usize is 32 bits in the component: the message once said length

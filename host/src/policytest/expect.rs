@@ -8,14 +8,16 @@ use audit_format::values;
 use crate::runtime::Output;
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value};
+use opentelemetry_proto::tonic::common::v1::{AnyValue, ArrayValue, KeyValue, any_value::Value};
+use opentelemetry_proto::tonic::logs::v1::LogRecord;
+use opentelemetry_proto::tonic::trace::v1::Span;
 use prost::Message;
 use regex::Regex;
 
 use crate::otlp::Signal;
 
-use super::file::{Expect, RecordRef, TestFileError, file_error};
-use super::input::{Batch, log_key, logs_of, span_key, spans_of};
+use super::file::{AttributesOf, Expect, RecordRef, TestFileError, file_error};
+use super::input::{Batch, log_key, span_key};
 
 /// Compares what came out with what the test expects; returns one message
 /// per unmet expectation.
@@ -27,25 +29,41 @@ pub(super) fn check(
     out: &Output,
 ) -> Result<Vec<String>, TestFileError> {
     let mut failures = Vec::new();
-    // Which input records were kept, and their attributes.
-    let kept: Vec<(usize, Vec<KeyValue>)> = match batch.signal {
+    // Which input records were kept, with what they carry.
+    let kept: Vec<(usize, Kept)> = match batch.signal {
         Signal::Traces => {
             let req = ExportTraceServiceRequest::decode(out.otlp.as_slice())
                 .map_err(|e| file_error(path, place, e.to_string()))?;
-            spans_of(&req)
-                .into_iter()
-                .map(|s| (span_key(s), s.attributes.clone()))
-                .filter_map(|(k, a)| locate(batch, &k).map(|i| (i, a)))
-                .collect()
+            let mut kept = Vec::new();
+            for rs in &req.resource_spans {
+                let resource = rs.resource.as_ref().map(|r| r.attributes.clone()).unwrap_or_default();
+                for ss in &rs.scope_spans {
+                    let scope = ss.scope.as_ref().map(|s| s.attributes.clone()).unwrap_or_default();
+                    for s in &ss.spans {
+                        if let Some(i) = locate(batch, &span_key(s)) {
+                            kept.push((i, Kept::span(s, &resource, &scope)));
+                        }
+                    }
+                }
+            }
+            kept
         }
         Signal::Logs => {
             let req = ExportLogsServiceRequest::decode(out.otlp.as_slice())
                 .map_err(|e| file_error(path, place, e.to_string()))?;
-            logs_of(&req)
-                .into_iter()
-                .map(|l| (log_key(l), l.attributes.clone()))
-                .filter_map(|(k, a)| locate(batch, &k).map(|i| (i, a)))
-                .collect()
+            let mut kept = Vec::new();
+            for rl in &req.resource_logs {
+                let resource = rl.resource.as_ref().map(|r| r.attributes.clone()).unwrap_or_default();
+                for sl in &rl.scope_logs {
+                    let scope = sl.scope.as_ref().map(|s| s.attributes.clone()).unwrap_or_default();
+                    for l in &sl.log_records {
+                        if let Some(i) = locate(batch, &log_key(l)) {
+                            kept.push((i, Kept::log(l, &resource, &scope)));
+                        }
+                    }
+                }
+            }
+            kept
         }
     };
     let kept_indexes: Vec<usize> = kept.iter().map(|(i, _)| *i).collect();
@@ -99,7 +117,7 @@ pub(super) fn check(
     }
     for (n, condition) in expect.attributes.iter().enumerate() {
         let key = format!("attributes[{n}]");
-        let targets: Vec<&(usize, Vec<KeyValue>)> = match &condition.record {
+        let targets: Vec<&(usize, Kept)> = match &condition.record {
             Some(r) => {
                 let wanted = resolve(r, &format!("{key}.record"))?;
                 let targets: Vec<_> = kept.iter().filter(|(i, _)| wanted.contains(i)).collect();
@@ -133,49 +151,222 @@ pub(super) fn check(
                 .map_err(|e| file_error(path, format!("{place}.expect.{key}.equal.{k}"), e.message))?;
             equal.push((k, v));
         }
-        for (i, attrs) in targets {
+        for (i, record) in targets {
+            let attrs: &[KeyValue] = match (&condition.event, condition.of) {
+                (Some(name), AttributesOf::Record) => match record.events.iter().find(|(n, _)| n == name) {
+                    Some((_, attrs)) => attrs,
+                    None => {
+                        failures.push(format!("record {}: has no event {name:?}", label(*i)));
+                        continue;
+                    }
+                },
+                (Some(_), _) => {
+                    return Err(file_error(
+                        path,
+                        format!("{place}.expect.{key}.event"),
+                        "an event's attributes are the record's: drop `of`",
+                    ));
+                }
+                (None, AttributesOf::Record) => &record.attributes,
+                (None, AttributesOf::Resource) => &record.resource,
+                (None, AttributesOf::Scope) => &record.scope,
+            };
+            let whose = match (&condition.event, condition.of) {
+                (Some(name), _) => format!("event {name:?} of record {}", label(*i)),
+                (None, AttributesOf::Record) => format!("record {}", label(*i)),
+                (None, AttributesOf::Resource) => format!("resource of record {}", label(*i)),
+                (None, AttributesOf::Scope) => format!("scope of record {}", label(*i)),
+            };
+            let own: Vec<&str> = attrs
+                .iter()
+                .map(|kv| kv.key.as_str())
+                .filter(|k| !audit_format::keys::is_processor_key(k) && *k != audit_format::keys::DEFAULT_RECEIVED_AT)
+                .collect();
+            if let Some(want) = &condition.keys {
+                let (mut want, mut got) = (want.iter().map(String::as_str).collect::<Vec<_>>(), own.clone());
+                want.sort_unstable();
+                got.sort_unstable();
+                if want != got {
+                    failures.push(format!("{whose}: keys\n  expected: {want:?}\n  got:      {got:?}"));
+                }
+            }
+            if let Some(want) = condition.count
+                && want != own.len()
+            {
+                failures.push(format!("{whose}: expected {want} attributes, got {}: {own:?}", own.len()));
+            }
             let get = |k: &str| attrs.iter().find(|kv| kv.key == k).map(|kv| kv.value.clone().unwrap_or_default());
             for k in &condition.present {
                 if get(k).is_none() {
-                    failures.push(format!("record {}: expected attribute {k} to be present", label(*i)));
+                    failures.push(format!("{whose}: expected attribute {k} to be present"));
                 }
             }
             for k in &condition.absent {
                 if let Some(v) = get(k) {
-                    failures.push(format!(
-                        "record {}: expected attribute {k} to be absent, found {}",
-                        label(*i),
-                        show(&v)
-                    ));
+                    failures.push(format!("{whose}: expected attribute {k} to be absent, found {}", show(&v)));
                 }
             }
             for (k, want) in &equal {
                 match get(k) {
-                    Some(v) if v == *want => {}
-                    Some(v) => failures.push(format!(
-                        "record {}: {k}\n  expected: {}\n  got:      {}",
-                        label(*i),
-                        show(want),
-                        show(&v)
-                    )),
-                    None => failures.push(format!(
-                        "record {}: {k}\n  expected: {}\n  got:      (absent)",
-                        label(*i),
-                        show(want)
-                    )),
+                    Some(v) if same(&v, want) => {}
+                    Some(v) => {
+                        failures.push(format!("{whose}: {k}\n  expected: {}\n  got:      {}", show(want), show(&v)))
+                    }
+                    None => failures.push(format!("{whose}: {k}\n  expected: {}\n  got:      (absent)", show(want))),
                 }
             }
             for (k, re) in &matchers {
                 match get(k).as_ref().and_then(values::scalar_text) {
                     Some(text) if re.is_match(&text) => {}
-                    Some(text) => failures.push(format!("record {}: {k} = {text:?} does not match /{re}/", label(*i))),
-                    None => failures
-                        .push(format!("record {}: {k} is absent or not a scalar; expected to match /{re}/", label(*i))),
+                    Some(text) => failures.push(format!("{whose}: {k} = {text:?} does not match /{re}/")),
+                    None => failures.push(format!("{whose}: {k} is absent or not a scalar; expected to match /{re}/")),
+                }
+            }
+        }
+    }
+    for (n, condition) in expect.fields.iter().enumerate() {
+        let key = format!("fields[{n}]");
+        let targets: Vec<&(usize, Kept)> = match &condition.record {
+            Some(r) => {
+                let wanted = resolve(r, &format!("{key}.record"))?;
+                let targets: Vec<_> = kept.iter().filter(|(i, _)| wanted.contains(i)).collect();
+                if targets.is_empty() {
+                    failures.push(format!("{key}: {r} was not kept, so its fields cannot be checked"));
+                }
+                targets
+            }
+            None => {
+                if kept.is_empty() {
+                    failures.push(format!("{key}: no record was kept, so no field could be checked"));
+                }
+                kept.iter().collect()
+            }
+        };
+        let known = match batch.signal {
+            Signal::Traces => &SPAN_FIELDS[..],
+            Signal::Logs => &LOG_FIELDS[..],
+        };
+        let field_name = |k: &str, at: &str| -> Result<&'static str, TestFileError> {
+            known.iter().find(|f| **f == k).copied().ok_or_else(|| {
+                file_error(
+                    path,
+                    format!("{place}.expect.{key}.{at}"),
+                    format!("unknown field {k:?}; {} records have {}", batch.signal, known.join(", ")),
+                )
+            })
+        };
+        let mut equal = Vec::new();
+        for (k, v) in &condition.equal {
+            let k = k
+                .as_str()
+                .ok_or_else(|| file_error(path, format!("{place}.expect.{key}.equal"), "keys must be strings"))?;
+            let name = field_name(k, "equal")?;
+            let v = values::yaml_to_value(k, v)
+                .map_err(|e| file_error(path, format!("{place}.expect.{key}.equal.{k}"), e.message))?;
+            equal.push((name, v));
+        }
+        let absent = condition.absent.iter().map(|k| field_name(k, "absent")).collect::<Result<Vec<_>, _>>()?;
+        for (i, record) in targets {
+            let get = |k: &str| record.fields.iter().find(|(f, _)| *f == k).and_then(|(_, v)| v.clone());
+            for (k, want) in &equal {
+                match get(k) {
+                    Some(v) if same(&v, want) => {}
+                    Some(v) => failures.push(format!(
+                        "record {}: field {k}\n  expected: {}\n  got:      {}",
+                        label(*i),
+                        show(want),
+                        show(&v)
+                    )),
+                    None => failures.push(format!(
+                        "record {}: field {k}\n  expected: {}\n  got:      (absent)",
+                        label(*i),
+                        show(want)
+                    )),
+                }
+            }
+            for k in &absent {
+                if let Some(v) = get(k) {
+                    failures.push(format!("record {}: expected field {k} to be absent, found {}", label(*i), show(&v)));
                 }
             }
         }
     }
     Ok(failures)
+}
+
+/// The fields of a span `fields:` can check.
+const SPAN_FIELDS: [&str; 7] =
+    ["name", "kind", "trace_state", "parent_span_id", "status.code", "status.message", "events"];
+/// The fields of a log record `fields:` can check.
+const LOG_FIELDS: [&str; 3] = ["body", "severity_number", "severity_text"];
+
+/// A kept record as expectations see it: its attributes, its resource's
+/// and scope's, its span events' and its other fields (`None` = absent).
+pub(super) struct Kept {
+    attributes: Vec<KeyValue>,
+    resource: Vec<KeyValue>,
+    scope: Vec<KeyValue>,
+    events: Vec<(String, Vec<KeyValue>)>,
+    fields: Vec<(&'static str, Option<AnyValue>)>,
+}
+
+fn any(value: Value) -> Option<AnyValue> {
+    Some(AnyValue { value: Some(value) })
+}
+
+impl Kept {
+    fn span(s: &Span, resource: &[KeyValue], scope: &[KeyValue]) -> Kept {
+        let status = s.status.clone().unwrap_or_default();
+        let names = s.events.iter().map(|e| AnyValue { value: Some(Value::StringValue(e.name.clone())) }).collect();
+        Kept {
+            attributes: s.attributes.clone(),
+            resource: resource.to_vec(),
+            scope: scope.to_vec(),
+            events: s.events.iter().map(|e| (e.name.clone(), e.attributes.clone())).collect(),
+            fields: vec![
+                ("name", any(Value::StringValue(s.name.clone()))),
+                ("kind", any(Value::IntValue(s.kind.into()))),
+                ("trace_state", any(Value::StringValue(s.trace_state.clone()))),
+                ("parent_span_id", any(Value::StringValue(hex::encode(&s.parent_span_id)))),
+                ("status.code", any(Value::IntValue(status.code.into()))),
+                ("status.message", any(Value::StringValue(status.message))),
+                ("events", any(Value::ArrayValue(ArrayValue { values: names }))),
+            ],
+        }
+    }
+
+    fn log(l: &LogRecord, resource: &[KeyValue], scope: &[KeyValue]) -> Kept {
+        Kept {
+            attributes: l.attributes.clone(),
+            resource: resource.to_vec(),
+            scope: scope.to_vec(),
+            events: Vec::new(),
+            fields: vec![
+                ("body", l.body.clone().filter(|b| b.value.is_some())),
+                ("severity_number", any(Value::IntValue(l.severity_number.into()))),
+                ("severity_text", any(Value::StringValue(l.severity_text.clone()))),
+            ],
+        }
+    }
+}
+
+/// Typed equality where maps are equal whatever the order of their keys
+/// (OTLP key-value lists are ordered; OTTL maps are not).
+fn same(a: &AnyValue, b: &AnyValue) -> bool {
+    match (&a.value, &b.value) {
+        (Some(Value::KvlistValue(x)), Some(Value::KvlistValue(y))) => {
+            x.values.len() == y.values.len()
+                && x.values.iter().all(|kv| {
+                    y.values.iter().find(|other| other.key == kv.key).is_some_and(|other| {
+                        same(&kv.value.clone().unwrap_or_default(), &other.value.clone().unwrap_or_default())
+                    })
+                })
+        }
+        (Some(Value::ArrayValue(x)), Some(Value::ArrayValue(y))) => {
+            x.values.len() == y.values.len() && x.values.iter().zip(&y.values).all(|(a, b)| same(a, b))
+        }
+        _ => a == b,
+    }
 }
 
 pub(super) fn locate(batch: &Batch, key: &[u8]) -> Option<usize> {

@@ -32,6 +32,12 @@ pub struct TestFile {
     /// Test-only secrets by key id, as text (never real keys).
     #[serde(default)]
     pub secrets: BTreeMap<String, String>,
+    /// Rules of the policy no input can hit, by id, each with the reason
+    /// (`transform.error_mode` when no statement can fail): coverage
+    /// lists them apart and `--fail-uncovered` does not count them; a
+    /// test that hits one is an error of the file.
+    #[serde(default)]
+    pub unreachable: BTreeMap<String, String>,
     /// The tests.
     pub tests: Vec<TestCase>,
 }
@@ -120,6 +126,25 @@ pub struct SpanSpec {
     pub trace_id: Option<String>,
     /// Hex span id; default derived from the position (unique).
     pub span_id: Option<String>,
+    /// Hex parent span id; default none (a root span).
+    pub parent_span_id: Option<String>,
+    /// W3C trace state (`key=value,...`).
+    #[serde(default)]
+    pub trace_state: String,
+    /// Span events.
+    #[serde(default)]
+    pub events: Vec<EventSpec>,
+}
+
+/// A span event in compact form.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventSpec {
+    /// Event name; also how expectations refer to it.
+    pub name: String,
+    /// Attributes.
+    #[serde(default)]
+    pub attributes: Mapping,
 }
 
 /// `status:` of a span.
@@ -187,9 +212,13 @@ pub struct Expect {
     pub redacted: Option<u64>,
     /// How many kept records broke `audit.require`.
     pub violations: Option<u64>,
-    /// Conditions on kept records' attributes.
+    /// Conditions on kept records' attributes (or their resource's,
+    /// scope's or an event's).
     #[serde(default)]
     pub attributes: Vec<AttributeExpect>,
+    /// Conditions on kept records' other fields (name, body, status, ...).
+    #[serde(default)]
+    pub fields: Vec<FieldExpect>,
     /// The policy must fail to configure with a message containing this.
     pub configure_error: Option<String>,
 }
@@ -203,6 +232,7 @@ impl Expect {
             || self.redacted.is_some()
             || self.violations.is_some()
             || !self.attributes.is_empty()
+            || !self.fields.is_empty()
     }
 
     /// Whether the test states no expectation at all.
@@ -229,6 +259,45 @@ pub struct AttributeExpect {
     /// Keys whose value, as text, must match a regex (unanchored).
     #[serde(default)]
     pub matches: BTreeMap<String, String>,
+    /// Exactly these keys, besides the processor's own (`audit.policy.digest`, ...).
+    pub keys: Option<Vec<String>>,
+    /// How many keys, besides the processor's own.
+    pub count: Option<usize>,
+    /// Whose attributes: `record` (default), `resource` or `scope` (of the record).
+    #[serde(default)]
+    pub of: AttributesOf,
+    /// A span event of the record, by name: its attributes instead.
+    pub event: Option<String>,
+}
+
+/// Whose attributes an [`AttributeExpect`] checks.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AttributesOf {
+    /// The record's own.
+    #[default]
+    Record,
+    /// Its resource's.
+    Resource,
+    /// Its instrumentation scope's.
+    Scope,
+}
+
+/// Conditions on a kept record's fields other than attributes.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FieldExpect {
+    /// Which record; default every kept record.
+    pub record: Option<RecordRef>,
+    /// Fields whose value must equal (typed): spans `name`, `kind`,
+    /// `trace_state`, `parent_span_id` (hex), `status.code`,
+    /// `status.message`, `events` (the names, in order); logs `body`,
+    /// `severity_number`, `severity_text`.
+    #[serde(default)]
+    pub equal: Mapping,
+    /// Fields that must be absent (logs: `body`).
+    #[serde(default)]
+    pub absent: Vec<String>,
 }
 
 pub(super) fn file_error(file: &Path, place: impl Into<String>, message: impl Into<String>) -> TestFileError {
@@ -246,6 +315,9 @@ pub fn load(path: &Path) -> Result<TestFile, TestFileError> {
     })?;
     if file.tests.is_empty() {
         return Err(file_error(path, "tests", "the file has no tests"));
+    }
+    if let Some((id, _)) = file.unreachable.iter().find(|(_, why)| why.trim().is_empty()) {
+        return Err(file_error(path, format!("unreachable.{id}"), "say why no input can hit the rule"));
     }
     for (i, case) in file.tests.iter().enumerate() {
         let place = format!("test {:?} (tests[{i}].expect)", case.name);

@@ -11,7 +11,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{InstrumentationScope, KeyValue};
 use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
 use opentelemetry_proto::tonic::resource::v1::Resource;
-use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status, span::Event};
 use prost::Message;
 use serde_yaml_ng::{Mapping, Value as Yaml};
 
@@ -106,6 +106,25 @@ pub(super) fn build_input(path: &Path, place: &str, input: &InputSpec) -> Result
                         .map_err(|m| err(&format!("{at}.trace_id"), m))?,
                     span_id: hex_id(spec.span_id.as_deref(), 8, position)
                         .map_err(|m| err(&format!("{at}.span_id"), m))?,
+                    parent_span_id: match &spec.parent_span_id {
+                        Some(_) => hex_id(spec.parent_span_id.as_deref(), 8, 0)
+                            .map_err(|m| err(&format!("{at}.parent_span_id"), m))?,
+                        None => Vec::new(),
+                    },
+                    trace_state: spec.trace_state.clone(),
+                    events: spec
+                        .events
+                        .iter()
+                        .enumerate()
+                        .map(|(j, e)| {
+                            Ok(Event {
+                                name: e.name.clone(),
+                                time_unix_nano: BASE_TIME + position * 1_000_000 + j as u64 + 1,
+                                attributes: attributes(format!("spans[{i}].events[{j}].attributes"), &e.attributes)?,
+                                dropped_attributes_count: 0,
+                            })
+                        })
+                        .collect::<Result<_, TestFileError>>()?,
                     name: spec.name.clone(),
                     kind: span_kind(spec.kind.as_deref()).map_err(|m| err(&format!("{at}.kind"), m))?,
                     start_time_unix_nano: BASE_TIME + position * 1_000_000,

@@ -26,8 +26,8 @@ use crate::runtime::{Module, Rule, Runtime, RuntimeError};
 use expect::check;
 use file::file_error;
 pub use file::{
-    AttributeExpect, ContextSpec, Expect, InputSpec, LogSpec, RecordRef, ScopeSpec, SpanSpec, StatusSpec, TestCase,
-    TestFile, TestFileError, load,
+    AttributeExpect, AttributesOf, ContextSpec, EventSpec, Expect, FieldExpect, InputSpec, LogSpec, RecordRef,
+    ScopeSpec, SpanSpec, StatusSpec, TestCase, TestFile, TestFileError, load,
 };
 use input::{build_input, context};
 pub use report::{render_junit, render_text, totals};
@@ -68,12 +68,19 @@ pub struct SuiteReport {
     pub hits: Vec<u64>,
     /// Per test.
     pub results: Vec<TestResult>,
+    /// Rules the file declares no input can hit, with the reason.
+    pub unreachable: Vec<(String, String)>,
 }
 
 impl SuiteReport {
-    /// Rules no test hit.
+    /// Rules no test hit (but those the file declares unreachable).
     pub fn unexercised(&self) -> Vec<&Rule> {
-        self.rules.iter().zip(&self.hits).filter(|(_, h)| **h == 0).map(|(r, _)| r).collect()
+        self.rules
+            .iter()
+            .zip(&self.hits)
+            .filter(|(r, h)| **h == 0 && !self.unreachable.iter().any(|(id, _)| *id == r.id))
+            .map(|(r, _)| r)
+            .collect()
     }
 }
 
@@ -191,6 +198,7 @@ pub fn run_suite(
         rules: Vec::new(),
         hits: Vec::new(),
         results: Vec::new(),
+        unreachable: file.unreachable.iter().map(|(id, why)| (id.clone(), why.clone())).collect(),
     };
     for (i, case) in file.tests.iter().enumerate() {
         let place = format!("test {:?} (tests[{i}])", case.name);
@@ -223,6 +231,31 @@ pub fn run_suite(
             result.rules_hit = rules.iter().zip(&hits).filter(|(_, h)| **h > 0).map(|(r, _)| r.id.clone()).collect();
         }
         report.results.push(result);
+    }
+    // A rule declared unreachable must exist (in the file's own policy; a
+    // candidate's rules may differ) and must not have been hit.
+    if !report.rules.is_empty() {
+        for (id, _) in &report.unreachable {
+            match report.rules.iter().position(|r| r.id == *id) {
+                None if policy_text.is_some() => {}
+                None => {
+                    return Err(file_error(
+                        path,
+                        format!("unreachable.{id}"),
+                        "the policy has no such rule; its rules: ".to_owned()
+                            + &report.rules.iter().map(|r| r.id.as_str()).collect::<Vec<_>>().join(", "),
+                    ));
+                }
+                Some(at) if report.hits[at] > 0 => {
+                    return Err(file_error(
+                        path,
+                        format!("unreachable.{id}"),
+                        format!("declared unreachable, but the tests hit it {} time(s)", report.hits[at]),
+                    ));
+                }
+                Some(_) => {}
+            }
+        }
     }
     Ok(report)
 }

@@ -26,14 +26,19 @@ pub fn render_text(reports: &[SuiteReport], errors: &[TestFileError], coverage: 
         }
         if coverage {
             let missed = report.unexercised();
+            let unreachable = report.unreachable.len();
             let _ = writeln!(
                 out,
-                "  coverage: {}/{} rules exercised",
-                report.rules.len() - missed.len(),
-                report.rules.len()
+                "  coverage: {}/{} rules exercised{}",
+                report.rules.len() - missed.len() - unreachable,
+                report.rules.len() - unreachable,
+                if unreachable > 0 { format!(", {unreachable} declared unreachable") } else { String::new() }
             );
             for rule in missed {
                 let _ = writeln!(out, "    not exercised: {}  ({})", rule.id, rule.description);
+            }
+            for (id, why) in &report.unreachable {
+                let _ = writeln!(out, "    unreachable: {id}  ({why})");
             }
         }
     }
@@ -113,6 +118,7 @@ mod tests {
                 result("keeps audit spans", &[]),
                 result("drops health checks", &["expected 0 chained records, got 1"]),
             ],
+            unreachable: Vec::new(),
         }
     }
 
