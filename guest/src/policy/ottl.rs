@@ -54,6 +54,24 @@ fn error_mode(path: &str, mode: Option<&str>, default: ErrorMode) -> Result<Erro
     }
 }
 
+/// An OTTL text as the Collector's OTTL sees it after config expansion:
+/// `$$` is a literal `$` (the READMEs write `"$$1"` for a regex group), so
+/// processor blocks paste unchanged. `${...}` would be an environment or
+/// config reference, which a policy cannot make: refused, not kept literal.
+fn collector_text(path: &str, text: &str) -> Result<String, PolicyError> {
+    if let Some(at) = text.replace("$$", "\0\0").find("${") {
+        return Err(PolicyError::at(
+            path,
+            format!(
+                "column {}: `${{...}}` is a Collector config reference, which a policy cannot expand (secrets come \
+                 from the host); write `$${{` for a literal `${{`, in `{text}`",
+                text[..at].chars().count() + 1
+            ),
+        ));
+    }
+    Ok(text.replace("$$", "$"))
+}
+
 fn compile_error(path: &str, text: &str, e: CompileError) -> PolicyError {
     PolicyError::at(path, format!("{e}, in `{text}`"))
 }
@@ -70,6 +88,7 @@ fn context(path: &str, name: &str, signal: Signal) -> Result<Context, PolicyErro
 fn inferred(path: &str, texts: &[(String, String)], statements: bool, signal: Signal) -> Result<Context, PolicyError> {
     let mut found: Option<Context> = None;
     for (p, text) in texts {
+        let text = &collector_text(p, text)?;
         let c = ottl::infer_context(text, statements).map_err(|e| compile_error(p, text, e))?;
         found = match (found, c) {
             (None, c) | (c, None) => c,
@@ -172,6 +191,7 @@ impl Compiler<'_> {
         text: &str,
         error_mode: ErrorMode,
     ) -> Result<(), PolicyError> {
+        let text = &collector_text(&path, text)?;
         let check = Check::compile(context, text).map_err(|e| compile_error(&path, text, e))?;
         let rule = self.rule(path.clone(), format!("drop {} where {text}", Signal::records(context)));
         out.conditions.push(OttlCondition { check, context, rule, error_mode, id: path });
@@ -261,10 +281,14 @@ impl Compiler<'_> {
     ) -> Result<Group, PolicyError> {
         let conditions = conditions
             .into_iter()
-            .map(|(p, text)| Check::compile(context, &text).map_err(|e| compile_error(&p, &text, e)))
+            .map(|(p, text)| {
+                let text = collector_text(&p, &text)?;
+                Check::compile(context, &text).map_err(|e| compile_error(&p, &text, e))
+            })
             .collect::<Result<Vec<_>, _>>()?;
         let mut compiled = Vec::with_capacity(statements.len());
         for (p, text) in statements {
+            let text = collector_text(&p, &text)?;
             let statement = Statement::compile(context, &text).map_err(|e| compile_error(&p, &text, e))?;
             let rule = self.rule(p, format!("{} statement: {text}", context.name()));
             compiled.push((statement, rule));

@@ -203,6 +203,11 @@ fn validation_errors_name_the_key() {
             "filter.spans",
             "at the same time",
         ),
+        (
+            "transform:\n  trace_statements: ['set(span.name, \"${env:NAME}\")']\n",
+            "transform.trace_statements[0]",
+            "column 17: `${...}` is a Collector config reference",
+        ),
         ("filter:\n  metrics: {}\n", "filter.metrics", "not audit records"),
         ("filter:\n  spans: {}\n", "filter.spans", "neither include nor exclude"),
         (
@@ -290,4 +295,16 @@ fn yaml_values_keep_their_types() {
     assert_eq!(y("'42'"), Value::StringValue("42".into()));
     assert!(matches!(y("[1, a]"), Value::ArrayValue(a) if a.values.len() == 2));
     assert!(yaml_to_value("p", &serde_yaml_ng::from_str("18446744073709551615").unwrap()).is_err());
+}
+
+#[test]
+fn ottl_text_takes_dollars_as_a_collector_config_does() {
+    // `$$` is a literal `$` after the Collector's config expansion, so the
+    // README's `"$$1"` is the regex group 1 here too.
+    let policy = Policy::parse(
+        "transform:\n  trace_statements:\n    - 'replace_pattern(span.name, \"^(GET) .*$\", \"$$1 $$$$\")'\n",
+        &[],
+    )
+    .unwrap();
+    assert_eq!(policy.rules[0].description, r#"span statement: replace_pattern(span.name, "^(GET) .*$", "$1 $$")"#);
 }
