@@ -670,7 +670,10 @@ impl Subject<'_> {
                     ObservedTimeUnixNano => int(&value).map(|i| l.observed_time_unix_nano = i as u64),
                     SeverityNumber => int(&value).map(|i| l.severity_number = i as i32),
                     SeverityText => text(&value).map(|t| l.severity_text = t),
-                    Body => Some(l.body = Some(value.into_any())),
+                    Body => {
+                        l.body = Some(value.into_any());
+                        Some(())
+                    }
                     BodyString => text(&value).map(|t| {
                         l.body = Some(AnyValue { value: Some(any_value::Value::StringValue(t)) });
                     }),
