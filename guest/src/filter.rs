@@ -330,15 +330,7 @@ impl OttlConditions {
     }
 
     fn failed(&self, c: &OttlCondition, e: &crate::ottl::EvalError, hits: &mut [u64]) -> Result<(), String> {
-        match c.error_mode {
-            ErrorMode::Propagate => Err(format!("{} `{}` failed: {e}", c.id, c.check.text)),
-            ErrorMode::Ignore | ErrorMode::Silent => {
-                if let Some(rule) = self.error_rule {
-                    hits[rule] += 1;
-                }
-                Ok(())
-            }
-        }
+        c.error_mode.on_error(self.error_rule, hits, || format!("{} `{}` failed: {e}", c.id, c.check.text))
     }
 }
 

@@ -46,14 +46,8 @@ pub struct Transform {
 
 impl Group {
     fn run(&self, subject: &mut Subject, error_rule: Option<usize>, hits: &mut [u64]) -> Result<(), String> {
-        let failed = |text: &str, e: EvalError, hits: &mut [u64]| match self.error_mode {
-            ErrorMode::Propagate => Err(format!("{} `{text}` failed: {e}", self.id)),
-            ErrorMode::Ignore | ErrorMode::Silent => {
-                if let Some(rule) = error_rule {
-                    hits[rule] += 1;
-                }
-                Ok(())
-            }
+        let failed = |text: &str, e: EvalError, hits: &mut [u64]| {
+            self.error_mode.on_error(error_rule, hits, || format!("{} `{text}` failed: {e}", self.id))
         };
         if !self.conditions.is_empty() {
             let mut any = false;

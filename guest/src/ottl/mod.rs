@@ -82,6 +82,26 @@ impl ErrorMode {
             _ => None,
         }
     }
+
+    /// What a failed evaluation does: under `propagate` it is the error
+    /// (`describe` says which and why); otherwise it counts under
+    /// `error_rule` and processing goes on.
+    pub fn on_error(
+        self,
+        error_rule: Option<usize>,
+        hits: &mut [u64],
+        describe: impl FnOnce() -> String,
+    ) -> Result<(), String> {
+        match self {
+            ErrorMode::Propagate => Err(describe()),
+            ErrorMode::Ignore | ErrorMode::Silent => {
+                if let Some(rule) = error_rule {
+                    hits[rule] += 1;
+                }
+                Ok(())
+            }
+        }
+    }
 }
 
 /// A compiled condition, with its text for messages.

@@ -172,19 +172,9 @@ fn json(v: &Value, out: &mut String) {
 }
 
 fn json_string(s: &str, out: &mut String) {
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
+    let mut bytes = Vec::with_capacity(s.len() + 2);
+    crate::jcs::write_str(&mut bytes, s);
+    out.push_str(&String::from_utf8(bytes).expect("JSON text of a str is UTF-8"));
 }
 
 /// OTTL's comparison rules (the Collector's `pkg/ottl/compare.go`): `nil`
