@@ -2,7 +2,8 @@
 //! a corpus of 1,000 generated batches (traces and logs, every value kind,
 //! keyed and unkeyed chains) through both, one continuous chain each; and
 //! the host's own events (`chain-events`, no policy stage) interleaved with
-//! ordinary batches on one chain.
+//! ordinary batches on one chain; and records written through OTTL
+//! (tests/fixtures/ottl-differential.yaml), with what the policy did checked.
 
 mod support;
 
@@ -11,6 +12,7 @@ use audit_processor::api::{ChainHead, Context, Output, ProcessError, Signal};
 use otel_audit::loadgen::{self, BatchSpec};
 use otel_audit::runtime::{self, RuntimeError};
 use prost::Message;
+use serde_json::json;
 
 const BATCHES: u64 = 1_000;
 
@@ -135,4 +137,131 @@ fn wasm_and_native_agree_on_chained_host_events() {
     }
     assert!(events > 1_000, "only {events} events were chained");
     assert!(dropped_by_policy > 100, "the policies would have dropped only {dropped_by_policy} of the events");
+}
+
+/// tests/fixtures/ottl-differential.yaml: OTTL filter conditions and a
+/// transform in every context.
+fn ottl_policy() -> String {
+    let path = support::fixture("ottl-differential.yaml");
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn fixture_request(name: &str, signal: Signal) -> Vec<u8> {
+    let bytes = std::fs::read(support::fixture(name)).unwrap();
+    let signal = match signal {
+        Signal::Traces => otel_audit::otlp::Signal::Traces,
+        Signal::Logs => otel_audit::otlp::Signal::Logs,
+    };
+    otel_audit::otlp::to_protobuf(signal, &bytes, otel_audit::otlp::Encoding::Json).unwrap()
+}
+
+/// Records through OTTL are the same bytes natively and in the component:
+/// the fixtures (whose records are checked for what the policy does) and
+/// 300 generated batches of every value kind on one chain, every
+/// statement and condition of the policy taking effect somewhere.
+#[test]
+fn wasm_and_native_agree_under_ottl_policies() {
+    let policy = ottl_policy();
+    let mut native = Processor::new();
+    let info = native.configure(&policy, &[]).unwrap_or_else(|e| panic!("ottl-differential.yaml: {e}"));
+    let mut wasm = support::module().instantiate().unwrap();
+    wasm.configure(&policy, &[]).unwrap();
+
+    let ctx = support::genesis("ottl-fixtures");
+    let traces = fixture_request("mixed-traces.json", Signal::Traces);
+    let t = agree("ottl mixed-traces.json", native.process_traces(&traces, &ctx), wasm.process_traces(&traces, &ctx));
+    let logs = fixture_request("mixed-logs.json", Signal::Logs);
+    let l = agree("ottl mixed-logs.json", native.process_logs(&logs, &ctx), wasm.process_logs(&logs, &ctx));
+    // What the policy does, so agreeing cannot be vacuous.
+    let json = |r: &[u8]| serde_json::from_slice::<serde_json::Value>(r).unwrap();
+    let (role, refund, other) = (json(&t.records[0]), json(&t.records[1]), json(&t.records[2]));
+    assert_eq!((t.stats.received, t.stats.kept, t.stats.dropped), (4, 3, 1), "GET /healthz dropped");
+    let sha256_hex = |s: &str| hex::encode(<sha2::Sha256 as sha2::Digest>::digest(s.as_bytes()));
+    for (path, expected) in [
+        ("/resource/attributes/service.name/s", json!("IDENTITY-API")),
+        ("/resource/attributes/deployment.tier/s", json!("prod")),
+        ("/scope/attributes/scope.id/s", json!("identity.audit@1.4.0")),
+        ("/span/attributes/enduser.id/s", json!(sha256_hex("alice")[..48])),
+        ("/span/attributes/audit.summary/s", json!("user.role.update | Server | 1")),
+        ("/span/attributes/name.parts/a", json!([{"s": "user"}, {"s": "role"}, {"s": "update"}])),
+        ("/span/attributes/name.head/s", json!("user.")),
+        ("/span/attributes/duration.ms/d", json!(4.2)),
+        ("/span/attributes/trace.hex/s", json!("5b8efff798038103d269b633813fc60c")),
+        ("/span/attributes/x/m/flat.z.1/d", json!(2.5)),
+        ("/span/attributes/enduser.role/s", json!("admin")),
+    ] {
+        assert_eq!(role.pointer(path), Some(&expected), "user.role.update {path}: {role}");
+    }
+    assert_eq!(refund.pointer("/span/attributes/audit.note/s"), Some(&json!("card 4111111111111111 refunded")));
+    assert_eq!(other.pointer("/span/name"), Some(&json!("GET /api/users")));
+    assert_eq!(other.pointer("/span/attributes/audit.summary"), None, "the group's condition excludes it");
+    assert_eq!(other.pointer("/scope/attributes/scope.id/s"), Some(&json!("opentelemetry.instrumentation.flask@")));
+    let (change, login) = (json(&l.records[0]), json(&l.records[1]));
+    assert_eq!((l.stats.received, l.stats.kept, l.stats.dropped), (3, 2, 1), "the cache-miss log dropped");
+    for (record, path, expected) in [
+        (&change, "/log/body/s", json!("retention changed from 90 days to 365 days")),
+        (&change, "/log/attributes/body.text/s", json!("retention changed from 90d to 36")), // truncate_all 32
+        (&change, "/log/attributes/severity.x10/i", json!("91")),
+        (&change, "/resource/attributes/service.name/s", json!("config-service/logs")),
+        (&login, "/log/body/m", json!({"body.reason": {"s": "denied"}})),
+        (&login, "/log/attributes/body.text/s", json!("{\"reason\":\"denied\"}")),
+    ] {
+        assert_eq!(record.pointer(path), Some(&expected), "{path}: {record}");
+    }
+
+    let mut hits = vec![0u64; info.rules.len()];
+    let mut head = ChainHead::genesis("ottl-generated");
+    let (mut received, mut kept) = (0, 0);
+    for i in 0..300u64 {
+        let seed = 0x0771_0000 | i;
+        let spec = spec(seed, i);
+        let ctx = Context { received_at_unix_nano: 1_795_000_000_000_000_000 + seed, head: head.clone(), sender: None };
+        let signal = if i % 2 == 0 { Signal::Traces } else { Signal::Logs };
+        let request = request(signal, &spec);
+        let (n, w) = match signal {
+            Signal::Traces => (native.process_traces(&request, &ctx), wasm.process_traces(&request, &ctx)),
+            Signal::Logs => (native.process_logs(&request, &ctx), wasm.process_logs(&request, &ctx)),
+        };
+        let out = agree(&format!("ottl batch {i} ({signal:?})"), n, w);
+        hits.iter_mut().zip(&out.stats.rule_hits).for_each(|(h, n)| *h += n);
+        (received, kept) = (received + out.stats.received, kept + out.stats.kept);
+        head = out.head;
+    }
+    // Every condition and statement took effect somewhere in the corpus,
+    // and none failed (error_mode ignore would have hidden it).
+    for (rule, h) in info.rules.iter().zip(&hits) {
+        if rule.id.ends_with("error_mode") {
+            assert_eq!(*h, 0, "{}: evaluation errors", rule.id);
+        } else {
+            assert!(*h > 0, "{} never took effect in 300 batches", rule.id);
+        }
+    }
+    assert!(info.rules.len() > 30, "{} rules", info.rules.len());
+    assert!(kept > 1_000 && kept < received, "kept {kept} of {received}");
+
+    // A statement failing on one span: under error_mode propagate both
+    // refuse the batch with the same message; under ignore both keep it
+    // and count the error.
+    let failing = |mode: &str| {
+        format!(
+            "transform:\n  error_mode: {mode}\n  trace_statements:\n    - context: span\n      statements:\n        \
+             - set(attributes[\"head\"], Substring(name, 0, 15))\n"
+        )
+    };
+    native.configure(&failing("propagate"), &[]).unwrap();
+    wasm.configure(&failing("propagate"), &[]).unwrap();
+    let n = native.process_traces(&traces, &ctx).expect_err("payment.refund is 14 characters");
+    let w = wasm.process_traces(&traces, &ctx).map_err(|e| match e {
+        RuntimeError::Process(e) => support::as_native_error(e),
+        e => panic!("wasm: {e}"),
+    });
+    assert!(matches!(&n, ProcessError::Policy(m) if m.contains("Substring")), "{n}");
+    assert_eq!(w.expect_err("wasm refuses too"), n);
+    let rules = native.configure(&failing("ignore"), &[]).unwrap().rules;
+    wasm.configure(&failing("ignore"), &[]).unwrap();
+    let out = agree("ottl error_mode ignore", native.process_traces(&traces, &ctx), wasm.process_traces(&traces, &ctx));
+    let hits = |id: &str| out.stats.rule_hits[rules.iter().position(|r| r.id == id).expect(id)];
+    assert_eq!(out.stats.kept, 4);
+    assert_eq!(hits("transform.trace_statements[0].statements[0]"), 1, "user.role.update is long enough");
+    assert_eq!(hits("transform.error_mode"), 3, "three spans' errors ignored and counted");
 }

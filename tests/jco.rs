@@ -1,7 +1,8 @@
 //! The component runs unchanged under a second component host: jco, on
 //! Node. The same cases (the shipped fixtures, 120 generated batches of
-//! every value kind under three policies, keyed and unkeyed, the host's own
-//! events through `chain-events`, and the error paths) go through wasmtime
+//! every value kind under three policies, keyed and unkeyed, an OTTL policy
+//! over the fixtures and 40 more, the host's own events through
+//! `chain-events`, and the error paths) go through wasmtime
 //! and through `node tests/jco/run.mjs`, and
 //! every byte must agree: the OTLP output, each canonical record, the
 //! leaves, the head, the stats, the policy info, and the error variants
@@ -27,11 +28,17 @@ use serde_json::{Value, json};
 /// Generated batches (on top of the fixtures and the error cases).
 const GENERATED: u64 = 120;
 
+/// Generated batches under the OTTL policy.
+const OTTL_GENERATED: u64 = 40;
+
 /// What a case is meant to show, besides both hosts agreeing on it.
 #[derive(Debug, Clone, Copy)]
 enum Expect {
     /// Processed, keeping at least this many records.
     Kept(u64),
+    /// Processed, keeping at least this many records, which between them
+    /// contain each of these strings (what an OTTL policy wrote).
+    KeptWith(u64, &'static [&'static str]),
     /// Refused with this error tag (`configure` for a rejected policy).
     Err(&'static str),
     /// Only the agreement matters.
@@ -137,7 +144,7 @@ fn jco_and_wasmtime_agree_byte_for_byte() {
     let with_sender =
         processed.iter().flat_map(|p| &p.records).filter(|r| r.windows(10).any(|w| w == b"\"sender\":{")).count();
     assert!(with_sender > 100, "only {with_sender} records name their sender");
-    for tag in ["decode", "invalid-context", "configure"] {
+    for tag in ["decode", "invalid-context", "configure", "policy"] {
         assert!(expected.iter().any(|o| o.tag() == tag), "no case produced a {tag} error");
     }
     let richest = expected.iter().position(|o| matches!(o, Outcome::Ok(p) if p.records.len() > 1)).unwrap();
@@ -447,6 +454,74 @@ fn build_cases(wasmtime: &mut Wasmtime) -> Vec<Case> {
         logs.clone(),
         &no_chain,
         Expect::Err("invalid-context"),
+    ));
+
+    // OTTL (tests/fixtures/ottl-differential.yaml: filter conditions, a
+    // transform in every context): the fixtures, with what the policy
+    // writes, then generated batches of every value kind, on one chain; and
+    // a statement failing under error_mode propagate, whose refusal must
+    // agree too.
+    let ottl = std::fs::read_to_string(support::fixture("ottl-differential.yaml")).expect("ottl-differential.yaml");
+    let mut ottl_head = ChainHead::genesis("jco-ottl");
+    let ottl_fixtures: [(&str, Signal, &Vec<u8>, &'static [&'static str]); 2] = [
+        (
+            "mixed-traces.json",
+            Signal::Traces,
+            &traces,
+            &["\"IDENTITY-API\"", "\"user.role.update | Server | 1\"", "\"flat.z.1\"", "\"identity.audit@1.4.0\""],
+        ),
+        (
+            "mixed-logs.json",
+            Signal::Logs,
+            &logs,
+            &["\"retention changed from 90 days to 365 days\"", "\"config-service/logs\"", "\"body.reason\""],
+        ),
+    ];
+    for (name, signal, request, needles) in ottl_fixtures {
+        let c = case(format!("ottl {name}"), &ottl, signal, request.clone(), &ottl_head, Expect::KeptWith(2, needles));
+        if let Outcome::Ok(out) = wasmtime.run(&c) {
+            ottl_head = ChainHead {
+                chain_id: out.head.chain_id.clone(),
+                seq: out.head.seq,
+                prev: out.head.prev.as_slice().try_into().expect("a 32-byte head"),
+            };
+        }
+        cases.push(c);
+    }
+    for i in 0..OTTL_GENERATED {
+        let spec = BatchSpec {
+            records: 1 + (i as usize * 29) % 50,
+            audit_ratio: [0.2, 0.6, 1.0][(i % 3) as usize],
+            attributes: 5 + (i as usize % 8),
+            varied: true,
+            seed: 0x006f_7474_6c00 + i,
+        };
+        let signal = if i % 2 == 0 { Signal::Traces } else { Signal::Logs };
+        let request = match signal {
+            Signal::Traces => loadgen::traces(&spec).encode_to_vec(),
+            Signal::Logs => loadgen::logs(&spec).encode_to_vec(),
+        };
+        let name = format!("ottl generated {signal:?} #{i}, seed {:#x}, {} records", spec.seed, spec.records);
+        let mut c = case(name, &ottl, signal, request, &ottl_head, Expect::Either);
+        c.sender = (i % 3 == 1).then(|| sender(i));
+        if let Outcome::Ok(out) = wasmtime.run(&c) {
+            ottl_head = ChainHead {
+                chain_id: out.head.chain_id.clone(),
+                seq: out.head.seq,
+                prev: out.head.prev.as_slice().try_into().expect("a 32-byte head"),
+            };
+        }
+        cases.push(c);
+    }
+    let failing = "transform:\n  error_mode: propagate\n  trace_statements:\n    - context: span\n      statements:\n        \
+                   - set(attributes[\"head\"], Substring(name, 0, 15))\n";
+    cases.push(case(
+        "ottl: Substring past the end, error_mode propagate".into(),
+        failing,
+        Signal::Traces,
+        traces.clone(),
+        &genesis,
+        Expect::Err("policy"),
     ));
 
     // Rejected policies.
@@ -766,7 +841,16 @@ fn check_expectation(case: &Case, outcome: &Outcome) -> Result<(), String> {
     match (case.expect, outcome) {
         (Expect::Either, _) => Ok(()),
         (Expect::Kept(min), Outcome::Ok(p)) if p.stats.kept >= min => Ok(()),
-        (Expect::Kept(min), Outcome::Ok(p)) => Err(format!("kept {} records, expected at least {min}", p.stats.kept)),
+        (Expect::Kept(min) | Expect::KeptWith(min, _), Outcome::Ok(p)) if p.stats.kept < min => {
+            Err(format!("kept {} records, expected at least {min}", p.stats.kept))
+        }
+        (Expect::KeptWith(_, needles), Outcome::Ok(p)) => {
+            let records: Vec<String> = p.records.iter().map(|r| String::from_utf8_lossy(r).into_owned()).collect();
+            match needles.iter().find(|n| !records.iter().any(|r| r.contains(*n))) {
+                None => Ok(()),
+                Some(n) => Err(format!("no record contains {n:?}")),
+            }
+        }
         (Expect::Err(tag), Outcome::Err { tag: got, val }) if got == tag => {
             if val.is_empty() {
                 Err(format!("{tag} error with an empty message"))
