@@ -377,36 +377,10 @@ impl Gen<'_> {
 
     /// A converter call, usually with the arguments it takes.
     fn converter(&mut self, ctx: Ctx) -> String {
-        let name = self.rng.pick(&[
-            "Concat",
-            "Double",
-            "HasPrefix",
-            "HasSuffix",
-            "Hex",
-            "Int",
-            "IsBool",
-            "IsDouble",
-            "IsInt",
-            "IsList",
-            "IsMap",
-            "IsMatch",
-            "IsRootSpan",
-            "IsString",
-            "Len",
-            "MD5",
-            "SHA1",
-            "SHA256",
-            "SHA512",
-            "Split",
-            "String",
-            "Substring",
-            "ToLowerCase",
-            "ToUpperCase",
-            "Trim",
-            "Now",
-            "UUID",
-            "Nope",
-        ]);
+        // Every converter this build knows, and names it refuses.
+        let names: Vec<&str> =
+            audit_processor::ottl::converters::NAMES.iter().copied().chain(["Now", "UUID", "Nope"]).collect();
+        let name = self.rng.pick(&names);
         let keys = if self.rng.chance(8) { self.keys(2) } else { String::new() };
         if self.rng.chance(20) {
             // Any number of arguments of any kind.
