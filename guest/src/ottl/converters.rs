@@ -18,10 +18,12 @@ use super::{CompileError, EvalError};
 /// The converters this build knows, for messages.
 pub const NAMES: &[&str] = &[
     "Concat",
+    "ContainsValue",
     "Double",
     "HasPrefix",
     "HasSuffix",
     "Hex",
+    "Index",
     "Int",
     "IsBool",
     "IsDouble",
@@ -31,8 +33,10 @@ pub const NAMES: &[&str] = &[
     "IsMatch",
     "IsRootSpan",
     "IsString",
+    "Keys",
     "Len",
     "MD5",
+    "ParseJSON",
     "SHA1",
     "SHA256",
     "SHA512",
@@ -42,6 +46,7 @@ pub const NAMES: &[&str] = &[
     "ToLowerCase",
     "ToUpperCase",
     "Trim",
+    "Values",
 ];
 
 /// Whether `name` is a converter this build knows.
@@ -99,6 +104,16 @@ pub enum Converter {
     Affix(Expr, Expr, bool),
     /// `Trim(target, Optional[replacement])`
     Trim(Expr, String),
+    /// `ParseJSON(target)`
+    ParseJson(Expr),
+    /// `Keys(target)`
+    Keys(Expr),
+    /// `Values(target)`
+    Values(Expr),
+    /// `ContainsValue(target, item)`
+    ContainsValue(Expr, Expr),
+    /// `Index(target, value)`
+    Index(Expr, Expr),
 }
 
 impl Converter {
@@ -163,6 +178,17 @@ impl Converter {
                 let cut = if a.get(1).is_some() { a.string_literal(1)? } else { " ".to_owned() };
                 Converter::Trim(a.expr(c, 0)?, cut)
             }
+            "ParseJSON" => Converter::ParseJson(one("target")?),
+            "Keys" => Converter::Keys(one("target")?),
+            "Values" => Converter::Values(one("target")?),
+            "ContainsValue" => {
+                let a = Args::bind(call, &["target", "item"], 2)?;
+                Converter::ContainsValue(a.expr(c, 0)?, a.expr(c, 1)?)
+            }
+            "Index" => {
+                let a = Args::bind(call, &["target", "value"], 2)?;
+                Converter::Index(a.expr(c, 0)?, a.expr(c, 1)?)
+            }
             "Now" => {
                 return Err(CompileError::at(
                     call.column,
@@ -187,7 +213,14 @@ impl Converter {
 
     /// Whether the converter can return a boolean (to be a condition).
     pub fn may_return_bool(&self) -> bool {
-        matches!(self, Converter::IsMatch(..) | Converter::Is(..) | Converter::IsRootSpan | Converter::Affix(..))
+        matches!(
+            self,
+            Converter::IsMatch(..)
+                | Converter::Is(..)
+                | Converter::IsRootSpan
+                | Converter::Affix(..)
+                | Converter::ContainsValue(..)
+        )
     }
 
     /// Calls the converter for one record.
@@ -328,6 +361,62 @@ impl Converter {
                 let (t, a) = (string(&t, name)?, string(&a, name)?);
                 Value::Bool(if *suffix { t.ends_with(a) } else { t.starts_with(a) })
             }
+            Converter::ParseJson(e) => {
+                let value = e.eval(v)?;
+                let text = string(&value, "ParseJSON")?;
+                let parsed: serde_json::Value =
+                    serde_json::from_str(text).map_err(|err| EvalError(format!("ParseJSON: {err}")))?;
+                match parsed {
+                    serde_json::Value::Object(_) | serde_json::Value::Array(_) => {
+                        super::expr::owned(json_to_any(parsed))
+                    }
+                    _ => return Err(EvalError("ParseJSON: the JSON is neither an object nor an array".into())),
+                }
+            }
+            Converter::Keys(e) => match e.eval(v)? {
+                Value::Map(m) => Value::List(Cow::Owned(
+                    m.iter().map(|kv| Value::Str(Cow::Owned(kv.key.clone())).into_any()).collect(),
+                )),
+                other => return Err(EvalError(format!("Keys: expected a map but got {}", other.type_name()))),
+            },
+            Converter::Values(e) => match e.eval(v)? {
+                Value::Map(m) => {
+                    Value::List(Cow::Owned(m.iter().map(|kv| kv.value.clone().unwrap_or_default()).collect()))
+                }
+                other => return Err(EvalError(format!("Values: expected a map but got {}", other.type_name()))),
+            },
+            Converter::ContainsValue(target, item) => {
+                let item = item.eval(v)?;
+                match target.eval(v)? {
+                    Value::List(l) => Value::Bool(l.iter().any(|x| compare(&Value::of(x), CompareOp::Eq, &item))),
+                    other => {
+                        return Err(EvalError(format!("ContainsValue: expected a list but got {}", other.type_name())));
+                    }
+                }
+            }
+            Converter::Index(target, needle) => {
+                let needle = needle.eval(v)?;
+                Value::Int(match target.eval(v)? {
+                    Value::Str(s) => match &needle {
+                        Value::Str(n) => s.find(n.as_ref()).map_or(-1, |i| i as i64),
+                        other => {
+                            return Err(EvalError(format!(
+                                "Index: a string is searched for a string, not {}",
+                                other.type_name()
+                            )));
+                        }
+                    },
+                    Value::List(l) => {
+                        l.iter().position(|x| compare(&Value::of(x), CompareOp::Eq, &needle)).map_or(-1, |i| i as i64)
+                    }
+                    other => {
+                        return Err(EvalError(format!(
+                            "Index: expected a string or a list but got {}",
+                            other.type_name()
+                        )));
+                    }
+                })
+            }
             Converter::Trim(e, cut) => {
                 let value = e.eval(v)?;
                 let s = string(&value, "Trim")?;
@@ -339,6 +428,32 @@ impl Converter {
 }
 
 use super::context::View;
+use super::grammar::CompareOp;
+use super::value::compare;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, ArrayValue, KeyValue, KeyValueList, any_value};
+
+/// A parsed JSON value as OTLP, the way pdata's `FromRaw` takes what
+/// jsoniter decodes: objects become maps, arrays lists, numbers doubles,
+/// `null` an empty value.
+fn json_to_any(v: serde_json::Value) -> AnyValue {
+    use serde_json::Value as J;
+    let value = match v {
+        J::Null => None,
+        J::Bool(b) => Some(any_value::Value::BoolValue(b)),
+        J::Number(n) => Some(any_value::Value::DoubleValue(n.as_f64().unwrap_or(f64::NAN))),
+        J::String(s) => Some(any_value::Value::StringValue(s)),
+        J::Array(items) => {
+            Some(any_value::Value::ArrayValue(ArrayValue { values: items.into_iter().map(json_to_any).collect() }))
+        }
+        J::Object(map) => Some(any_value::Value::KvlistValue(KeyValueList {
+            values: map
+                .into_iter()
+                .map(|(key, v)| KeyValue { key, value: Some(json_to_any(v)), key_strindex: 0 })
+                .collect(),
+        })),
+    };
+    AnyValue { value }
+}
 
 /// A `StringGetter` argument: the value must be a string.
 pub fn string<'v>(value: &'v Value, function: &str) -> Result<&'v str, EvalError> {

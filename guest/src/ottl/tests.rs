@@ -298,3 +298,29 @@ fn substring_errors_name_the_values_as_written_in_both_builds() {
     assert!(e.0.contains("start 4294967296 + length 1"), "{e}");
     assert_eq!(holds(r#"Substring(name, 4, 6) == "/users""#, &span()), Ok(true));
 }
+
+#[test]
+fn parse_json_keys_values_contains_and_index() {
+    let mut sp = span();
+    sp.attributes
+        .push(kv("payload", s(r#"{"user": {"id": "bob", "roles": ["admin", "dev"]}, "n": 3, "ok": true, "z": null}"#)));
+    for (text, expected) in [
+        (r#"ParseJSON(attributes["payload"])["user"]["id"] == "bob""#, true),
+        (r#"ParseJSON(attributes["payload"])["n"] == 3.0"#, true),
+        (r#"IsDouble(ParseJSON(attributes["payload"])["n"])"#, true),
+        (r#"ParseJSON(attributes["payload"])["z"] == nil"#, true),
+        (r#"ContainsValue(ParseJSON(attributes["payload"])["user"]["roles"], "admin")"#, true),
+        (r#"Index(ParseJSON(attributes["payload"])["user"]["roles"], "dev") == 1"#, true),
+        (r#"Index(name, "/users") == 4 and Index(name, "nope") == -1"#, true),
+        (r#"Len(Keys(attributes)) == 5 and Keys(attributes)[0] == "http.route""#, true),
+        (r#"ContainsValue(Values(resource.attributes), "identity-api")"#, true),
+        (r#"ParseJSON("[1, 2]")[1] == 2.0"#, true),
+    ] {
+        assert_eq!(holds(text, &sp), Ok(expected), "{text}");
+    }
+    assert!(holds(r#"ParseJSON(name) == nil"#, &sp).is_err(), "not JSON");
+    assert!(holds(r#"ParseJSON("3") == nil"#, &sp).is_err(), "neither an object nor an array");
+    assert!(holds(r#"Keys(name) == nil"#, &sp).is_err());
+    run(r#"merge_maps(attributes, ParseJSON(attributes["payload"])["user"], "upsert")"#, &mut sp).unwrap();
+    assert_eq!(attr(&sp, "id"), Some(&s("bob")));
+}
