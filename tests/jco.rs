@@ -71,6 +71,17 @@ struct Head {
     prev: Vec<u8>,
 }
 
+impl Head {
+    /// The head as the next case's context takes it.
+    fn chain_head(&self) -> ChainHead {
+        ChainHead {
+            chain_id: self.chain_id.clone(),
+            seq: self.seq,
+            prev: self.prev.as_slice().try_into().expect("a 32-byte head"),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Processed {
     info: runtime::PolicyInfo,
@@ -326,11 +337,7 @@ fn build_cases(wasmtime: &mut Wasmtime) -> Vec<Case> {
         c.received_at_unix_nano = RECEIVED_AT + i * 1_000_003;
         c.sender = (i % 2 == 1).then(|| sender(i));
         if let Outcome::Ok(out) = wasmtime.run(&c) {
-            heads[p] = ChainHead {
-                chain_id: out.head.chain_id.clone(),
-                seq: out.head.seq,
-                prev: out.head.prev.as_slice().try_into().expect("a 32-byte head"),
-            };
+            heads[p] = out.head.chain_head();
         }
         cases.push(c);
     }
@@ -371,11 +378,7 @@ fn build_cases(wasmtime: &mut Wasmtime) -> Vec<Case> {
             let mut c = case(name, policy, signal, request, &heads[p], Expect::Kept(spec.records as u64));
             c.events = true;
             if let Outcome::Ok(out) = wasmtime.run(&c) {
-                heads[p] = ChainHead {
-                    chain_id: out.head.chain_id.clone(),
-                    seq: out.head.seq,
-                    prev: out.head.prev.as_slice().try_into().expect("a 32-byte head"),
-                };
+                heads[p] = out.head.chain_head();
             }
             cases.push(c);
         }
@@ -480,11 +483,7 @@ fn build_cases(wasmtime: &mut Wasmtime) -> Vec<Case> {
     for (name, signal, request, needles) in ottl_fixtures {
         let c = case(format!("ottl {name}"), &ottl, signal, request.clone(), &ottl_head, Expect::KeptWith(2, needles));
         if let Outcome::Ok(out) = wasmtime.run(&c) {
-            ottl_head = ChainHead {
-                chain_id: out.head.chain_id.clone(),
-                seq: out.head.seq,
-                prev: out.head.prev.as_slice().try_into().expect("a 32-byte head"),
-            };
+            ottl_head = out.head.chain_head();
         }
         cases.push(c);
     }
@@ -505,11 +504,7 @@ fn build_cases(wasmtime: &mut Wasmtime) -> Vec<Case> {
         let mut c = case(name, &ottl, signal, request, &ottl_head, Expect::Either);
         c.sender = (i % 3 == 1).then(|| sender(i));
         if let Outcome::Ok(out) = wasmtime.run(&c) {
-            ottl_head = ChainHead {
-                chain_id: out.head.chain_id.clone(),
-                seq: out.head.seq,
-                prev: out.head.prev.as_slice().try_into().expect("a 32-byte head"),
-            };
+            ottl_head = out.head.chain_head();
         }
         cases.push(c);
     }

@@ -25,7 +25,7 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::Span;
 use regex::Regex;
 
-use crate::ottl::context::Item;
+use crate::ottl::record::Item;
 use crate::ottl::{Check, Context, ErrorMode, View};
 pub use audit_format::values::scalar_text;
 

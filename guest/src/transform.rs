@@ -14,7 +14,7 @@ use opentelemetry_proto::tonic::logs::v1::LogRecord;
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::Span;
 
-use crate::ottl::context::{ItemMut, Slot};
+use crate::ottl::record::{ItemMut, Slot};
 use crate::ottl::{Check, Context, ErrorMode, EvalError, Statement, Subject};
 
 /// One group of statements.

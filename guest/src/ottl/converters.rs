@@ -9,9 +9,9 @@ use regex::Regex;
 use sha2::Digest;
 
 use super::args::{Args, HashFn};
-use super::context::Item;
 use super::expr::{Compiler, Expr};
 use super::grammar;
+use super::record::Item;
 use super::value::Value;
 use super::{CompileError, EvalError};
 
@@ -427,8 +427,8 @@ impl Converter {
     }
 }
 
-use super::context::View;
 use super::grammar::CompareOp;
+use super::record::View;
 use super::value::compare;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, ArrayValue, KeyValue, KeyValueList, any_value};
 

@@ -7,9 +7,9 @@ use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use regex::Regex;
 
 use super::args::{Args, HashFn};
-use super::context::Subject;
 use super::expr::{Compiler, Expr, Path};
 use super::grammar;
+use super::record::Subject;
 use super::value::Value;
 use super::{CompileError, EvalError};
 

@@ -6,9 +6,10 @@ use std::borrow::Cow;
 
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 
-use super::context::{self, Context, Field, Root, Subject, View};
+use super::context::{self, Context, Field};
 use super::converters::Converter;
 use super::grammar::{self, MathOp};
+use super::record::{self, Root, Subject, View};
 use super::value::{Value, compare};
 use super::{CompileError, EvalError};
 
@@ -399,7 +400,7 @@ impl Path {
             };
             return Ok(match value {
                 Value::Str(raw) => {
-                    context::trace_state_get(&raw, &key).map_or(Value::Nil, |m| Value::Str(Cow::Owned(m)))
+                    record::trace_state_get(&raw, &key).map_or(Value::Nil, |m| Value::Str(Cow::Owned(m)))
                 }
                 _ => Value::Nil,
             });
@@ -445,7 +446,7 @@ impl Path {
                 return Err(EvalError(format!("expected a string for {}, got {}", self.text, value.type_name())));
             };
             let updated = match s.view().read(self.field) {
-                Value::Str(raw) => context::trace_state_insert(&raw, key, &member),
+                Value::Str(raw) => record::trace_state_insert(&raw, key, &member),
                 _ => None,
             };
             if let Some(updated) = updated {
@@ -513,7 +514,7 @@ impl Path {
             current = match key {
                 KeyValueOf::Str(k) => {
                     let map = if create {
-                        context::as_map_mut(current)
+                        record::as_map_mut(current)
                     } else {
                         match &mut current.value {
                             Some(any_value::Value::KvlistValue(m)) => Some(&mut m.values),

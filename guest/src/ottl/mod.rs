@@ -3,23 +3,28 @@
 //! are parsed and compiled once, at `configure`, and evaluated per record
 //! reading the record in place (a path or a literal allocates nothing).
 //!
-//! [`grammar`] parses, [`expr`] compiles and evaluates values and
-//! conditions over the paths of a [`Context`] ([`context`]),
+//! [`grammar`] parses (over `lexer`'s tokens) into an [`ast`], [`expr`]
+//! compiles and evaluates values and conditions over the paths of a
+//! [`Context`] ([`context`]) on a [`record`] it reads or writes,
 //! [`converters`] and [`editors`] are the functions. What the Collector
 //! does and this does not (`Now()`, time paths, writes to a resource from
 //! a span statement) is refused at configure time with the reason.
 
 mod args;
+pub mod ast;
 pub mod context;
 pub mod converters;
 pub mod editors;
 pub mod expr;
 pub mod grammar;
+mod lexer;
+pub mod record;
 pub mod value;
 
-pub use context::{Context, Subject, View};
+pub use context::Context;
 use editors::Editor;
 use expr::{Compiler, Condition};
+pub use record::{Subject, View};
 
 /// A statement or condition that does not compile: the 1-based column and
 /// what was expected.

@@ -1,4 +1,4 @@
-use super::context::{ItemMut, Slot};
+use super::record::{ItemMut, Slot};
 use super::*;
 use opentelemetry_proto::tonic::common::v1::{
     AnyValue, ArrayValue, InstrumentationScope, KeyValue, KeyValueList, any_value::Value as V,
@@ -46,7 +46,7 @@ fn holds(text: &str, span: &Span) -> Result<bool, EvalError> {
     let check = Check::compile(Context::Span, text).unwrap_or_else(|e| panic!("{text}: {e}"));
     let r = resource();
     let scope = InstrumentationScope { name: "app.audit".into(), ..Default::default() };
-    check.eval(&View { resource: Some(&r), scope: Some(&scope), item: context::Item::Span(span), cache: &[] })
+    check.eval(&View { resource: Some(&r), scope: Some(&scope), item: record::Item::Span(span), cache: &[] })
 }
 
 fn run(text: &str, span: &mut Span) -> Result<bool, EvalError> {
@@ -179,7 +179,7 @@ fn log_and_span_event_contexts() {
         Check::compile(Context::Log, text).unwrap().eval(&View {
             resource: None,
             scope: None,
-            item: context::Item::Log(&log),
+            item: record::Item::Log(&log),
             cache: &[],
         })
     };
@@ -189,7 +189,7 @@ fn log_and_span_event_contexts() {
     assert_eq!(check(r#"log.attributes["audit.action"] == "login""#), Ok(true));
     let sp = span();
     let ev = Check::compile(Context::SpanEvent, r#"name == "exception" and span.name == "GET /users""#).unwrap();
-    let view = View { resource: None, scope: None, item: context::Item::SpanEvent(&sp, 0), cache: &[] };
+    let view = View { resource: None, scope: None, item: record::Item::SpanEvent(&sp, 0), cache: &[] };
     assert_eq!(ev.eval(&view), Ok(true));
 }
 
