@@ -26,6 +26,7 @@ pub mod jcs;
 pub mod kv;
 pub mod ottl;
 pub mod policy;
+mod prefilter;
 pub mod process;
 pub mod record;
 pub mod redaction;

@@ -20,6 +20,7 @@ use audit_format::keys;
 
 use crate::enrich;
 use crate::policy::Policy;
+use crate::prefilter::{self, Assemble};
 use crate::record::{self, Body, Position};
 
 /// Which stages a batch's records go through. Decoding, validation,
@@ -85,16 +86,31 @@ pub fn log_events(policy: &Policy, request: &[u8], ctx: &Context) -> Result<Outp
 /// One walk for both signals: decode, check every record before any is
 /// processed (a refused batch leaves no partial output), then each record
 /// through the stages in order; empty scopes and resources are dropped.
-fn run<R: Request>(
+fn run<R: Request + Assemble>(
     stages: Stages,
     copies: Copies,
     policy: &Policy,
     request: &[u8],
     ctx: &Context,
 ) -> Result<Output, ProcessError> {
-    let mut req = R::decode(request).map_err(|e| decode_error(R::NAME, e))?;
+    // The records the filter drops are recognised without being decoded
+    // when it can tell from a scan (crate::prefilter).
+    let prefiltered = match stages {
+        Stages::Policy => prefilter::decode::<R>(request, &policy.filter, policy.rules.len()),
+        Stages::EventsOnly => None,
+    };
+    let (mut req, dropped) = match prefiltered {
+        Some(p) => (p.request, Some((p.dropped, p.hits))),
+        None => (R::decode(request).map_err(|e| decode_error(R::NAME, e))?, None),
+    };
     let mut batch = Batch::new(stages, policy, ctx)?;
-    let count = req.validate().map_err(ProcessError::Decode)?;
+    let mut count = req.validate().map_err(ProcessError::Decode)?;
+    if let Some((dropped, hits)) = dropped {
+        count += dropped;
+        batch.stats.received += dropped;
+        batch.stats.dropped += dropped;
+        batch.stats.rule_hits.iter_mut().zip(hits).for_each(|(total, h)| *total += h);
+    }
     check_room(ctx, count)?;
     let traces = R::NAME == ExportTraceServiceRequest::NAME;
     let hits = &mut batch.stats.rule_hits;

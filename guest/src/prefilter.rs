@@ -1,0 +1,490 @@
+//! The filter before decoding: records the `filter:` section drops are
+//! recognised from a scan of their protobuf bytes and never decoded.
+//!
+//! Behind an upstream Collector, or with a typical audit mix, most records
+//! of a batch are dropped; decoding each (a `String` per attribute key and
+//! value) only to throw it away was most of their cost. When a signal's
+//! filter is the include/exclude form (no OTTL condition), whether a record
+//! passes depends only on its resource and scope, which are decoded as
+//! usual, and on a few of its own fields: the attributes the match blocks
+//! name, the span name and kind, the log body and severity. The scan checks
+//! each record's bytes as thoroughly as decoding and
+//! [`audit_format::validity`] would, builds a slim record of just those
+//! fields and asks the same filter code; a record it drops is counted (the
+//! rule hits included) exactly as the full walk would count it, and a
+//! record it keeps is decoded whole.
+//!
+//! Anything the scan does not take as certainly valid (a malformed field, an
+//! id of a wrong length, a profiles-only string-table reference, a group,
+//! deep nesting) abandons it for the whole request: the request is decoded
+//! as before, so its errors and results are the full walk's, byte for byte.
+
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{InstrumentationScope, KeyValue};
+use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+use prost::Message as _;
+
+use crate::filter::{Filter, IncludeExclude, Matcher};
+
+/// A request decoded with only the records the filter may keep, and what
+/// the scan dropped.
+pub(crate) struct Prefiltered<R> {
+    /// The request; its records are decoded whole.
+    pub request: R,
+    /// Records dropped without being decoded.
+    pub dropped: u64,
+    /// The rule hits of those drops, indexed like the policy's rules.
+    pub hits: Vec<u64>,
+}
+
+/// Decodes `request` with the records the filter drops left out, when the
+/// filter of this signal can be decided from a scan; `None` when it cannot
+/// or the scan met anything it does not take as certainly valid (then the
+/// caller decodes the request whole).
+pub(crate) fn decode<R: Assemble>(request: &[u8], filter: &Filter, rules: usize) -> Option<Prefiltered<R>> {
+    let blocks = R::blocks(filter);
+    if blocks.is_empty() || !R::scannable(filter) {
+        return None;
+    }
+    let wants = Wants::of(blocks);
+    let mut out = Prefiltered { request: R::default(), dropped: 0, hits: vec![0; rules] };
+    let mut scratch = vec![0; rules];
+    let mut top = Reader::new(request);
+    while let Some((tag, wire)) = top.key()? {
+        if tag != 1 {
+            top.skip(wire)?;
+            continue;
+        }
+        let mut r = Reader::new(top.len_delimited(wire)?);
+        let mut resource: Option<Resource> = None;
+        let mut schema_url = String::new();
+        let mut scopes = Vec::new();
+        while let Some((tag, wire)) = r.key()? {
+            match tag {
+                1 if resource.is_none() => {
+                    let bytes = r.len_delimited(wire)?;
+                    check(bytes, Part::Resource, 0)?;
+                    resource = Some(Resource::decode(bytes).ok()?);
+                }
+                2 => scopes.push(r.len_delimited(wire)?),
+                3 => schema_url = r.string(wire)?.to_owned(),
+                1 => return None,
+                _ => r.skip(wire)?,
+            }
+        }
+        out.request.push_resource(resource.clone(), schema_url);
+        for bytes in scopes {
+            let mut s = Reader::new(bytes);
+            let mut scope: Option<InstrumentationScope> = None;
+            let mut schema_url = String::new();
+            let mut items = Vec::new();
+            while let Some((tag, wire)) = s.key()? {
+                match tag {
+                    1 if scope.is_none() => {
+                        let bytes = s.len_delimited(wire)?;
+                        check(bytes, Part::Scope, 0)?;
+                        scope = Some(InstrumentationScope::decode(bytes).ok()?);
+                    }
+                    2 => items.push(s.len_delimited(wire)?),
+                    3 => schema_url = s.string(wire)?.to_owned(),
+                    1 => return None,
+                    _ => s.skip(wire)?,
+                }
+            }
+            out.request.push_scope(scope.clone(), schema_url);
+            for bytes in items {
+                let slim = R::slim(bytes, &wants)?;
+                scratch.fill(0);
+                if R::passes(blocks, resource.as_ref(), scope.as_ref(), &slim, &mut scratch) {
+                    out.request.push_item(R::Item::decode(bytes).ok()?);
+                } else {
+                    out.dropped += 1;
+                    out.hits.iter_mut().zip(&scratch).for_each(|(h, s)| *h += s);
+                }
+            }
+        }
+    }
+    Some(out)
+}
+
+/// What the scan must take from a record for the match blocks.
+pub(crate) struct Wants<'f> {
+    /// Attribute keys the blocks name.
+    keys: Vec<&'f str>,
+    /// The span name (`span_names`).
+    name: bool,
+    /// The log body (`bodies`).
+    body: bool,
+    /// The log severity text (`severity_texts`).
+    severity_text: bool,
+}
+
+impl<'f> Wants<'f> {
+    fn of(blocks: &'f IncludeExclude) -> Self {
+        let mut wants = Wants { keys: Vec::new(), name: false, body: false, severity_text: false };
+        for (m, _) in blocks.include.iter().chain(&blocks.exclude) {
+            let m: &Matcher = m;
+            wants.keys.extend(m.attributes.iter().map(|a| a.key.as_str()));
+            wants.name |= m.span_names.is_some();
+            wants.body |= m.bodies.is_some();
+            wants.severity_text |= m.severity_texts.is_some();
+        }
+        wants
+    }
+}
+
+/// A signal's export request as the scan assembles it.
+pub(crate) trait Assemble: Default {
+    /// A span or a log record.
+    type Item: prost::Message + Default;
+    /// The include/exclude blocks of this signal.
+    fn blocks(filter: &Filter) -> &IncludeExclude;
+    /// Whether this signal's filter is decided by the blocks alone (no OTTL).
+    fn scannable(filter: &Filter) -> bool;
+    /// Checks a record's bytes and takes the fields the blocks read;
+    /// `None` when they are not certainly valid.
+    fn slim(bytes: &[u8], wants: &Wants) -> Option<Self::Item>;
+    /// Whether the blocks keep the slim record.
+    fn passes(
+        blocks: &IncludeExclude,
+        r: Option<&Resource>,
+        s: Option<&InstrumentationScope>,
+        item: &Self::Item,
+        hits: &mut [u64],
+    ) -> bool;
+    fn push_resource(&mut self, resource: Option<Resource>, schema_url: String);
+    fn push_scope(&mut self, scope: Option<InstrumentationScope>, schema_url: String);
+    fn push_item(&mut self, item: Self::Item);
+}
+
+impl Assemble for ExportTraceServiceRequest {
+    type Item = Span;
+    fn blocks(filter: &Filter) -> &IncludeExclude {
+        &filter.spans
+    }
+    fn scannable(filter: &Filter) -> bool {
+        filter.trace_conditions.conditions.is_empty()
+    }
+    fn slim(bytes: &[u8], wants: &Wants) -> Option<Span> {
+        let mut span = Span::default();
+        let mut r = Reader::new(bytes);
+        while let Some((tag, wire)) = r.key()? {
+            match tag {
+                5 if wants.name => span.name = r.string(wire)?.to_owned(),
+                6 => span.kind = r.varint_field(wire)? as i32,
+                9 => attribute(&mut r, wire, wants, &mut span.attributes)?,
+                _ => check_field(&mut r, Part::Span, tag, wire, 0)?,
+            }
+        }
+        Some(span)
+    }
+    fn passes(
+        blocks: &IncludeExclude,
+        r: Option<&Resource>,
+        s: Option<&InstrumentationScope>,
+        span: &Span,
+        hits: &mut [u64],
+    ) -> bool {
+        blocks.passes_span(r, s, span, hits)
+    }
+    fn push_resource(&mut self, resource: Option<Resource>, schema_url: String) {
+        self.resource_spans.push(ResourceSpans { resource, scope_spans: Vec::new(), schema_url });
+    }
+    fn push_scope(&mut self, scope: Option<InstrumentationScope>, schema_url: String) {
+        let resource = self.resource_spans.last_mut().expect("a scope is pushed into its resource");
+        resource.scope_spans.push(ScopeSpans { scope, spans: Vec::new(), schema_url });
+    }
+    fn push_item(&mut self, span: Span) {
+        let resource = self.resource_spans.last_mut().expect("a span is pushed into its resource");
+        resource.scope_spans.last_mut().expect("a span is pushed into its scope").spans.push(span);
+    }
+}
+
+impl Assemble for ExportLogsServiceRequest {
+    type Item = LogRecord;
+    fn blocks(filter: &Filter) -> &IncludeExclude {
+        &filter.logs
+    }
+    fn scannable(filter: &Filter) -> bool {
+        filter.log_conditions.conditions.is_empty()
+    }
+    fn slim(bytes: &[u8], wants: &Wants) -> Option<LogRecord> {
+        let mut log = LogRecord::default();
+        let mut r = Reader::new(bytes);
+        while let Some((tag, wire)) = r.key()? {
+            match tag {
+                2 => log.severity_number = r.varint_field(wire)? as i32,
+                3 if wants.severity_text => log.severity_text = r.string(wire)?.to_owned(),
+                5 if wants.body => {
+                    let bytes = r.len_delimited(wire)?;
+                    check(bytes, Part::AnyValue, 1)?;
+                    // A repeated message field merges, as decoding does.
+                    log.body.get_or_insert_default().merge(bytes).ok()?;
+                }
+                6 => attribute(&mut r, wire, wants, &mut log.attributes)?,
+                _ => check_field(&mut r, Part::Log, tag, wire, 0)?,
+            }
+        }
+        Some(log)
+    }
+    fn passes(
+        blocks: &IncludeExclude,
+        r: Option<&Resource>,
+        s: Option<&InstrumentationScope>,
+        log: &LogRecord,
+        hits: &mut [u64],
+    ) -> bool {
+        blocks.passes_log(r, s, log, hits)
+    }
+    fn push_resource(&mut self, resource: Option<Resource>, schema_url: String) {
+        self.resource_logs.push(ResourceLogs { resource, scope_logs: Vec::new(), schema_url });
+    }
+    fn push_scope(&mut self, scope: Option<InstrumentationScope>, schema_url: String) {
+        let resource = self.resource_logs.last_mut().expect("a scope is pushed into its resource");
+        resource.scope_logs.push(ScopeLogs { scope, log_records: Vec::new(), schema_url });
+    }
+    fn push_item(&mut self, log: LogRecord) {
+        let resource = self.resource_logs.last_mut().expect("a log record is pushed into its resource");
+        resource.scope_logs.last_mut().expect("a log record is pushed into its scope").log_records.push(log);
+    }
+}
+
+/// Checks one attribute (a `KeyValue`) of a record and, when the blocks
+/// name its key, decodes it into `attributes` (in record order, so the
+/// first of a repeated key stays first).
+fn attribute(r: &mut Reader, wire: u8, wants: &Wants, attributes: &mut Vec<KeyValue>) -> Option<()> {
+    let bytes = r.len_delimited(wire)?;
+    let mut kv = Reader::new(bytes);
+    let mut key = "";
+    while let Some((tag, wire)) = kv.key()? {
+        match tag {
+            1 => key = kv.string(wire)?,
+            _ => check_field(&mut kv, Part::KeyValue, tag, wire, 1)?,
+        }
+    }
+    if wants.keys.contains(&key) {
+        attributes.push(KeyValue::decode(bytes).ok()?);
+    }
+    Some(())
+}
+
+/// The messages a record is made of, for the scan's checks.
+#[derive(Debug, Clone, Copy)]
+enum Part {
+    Resource,
+    EntityRef,
+    Scope,
+    Span,
+    Event,
+    Link,
+    Status,
+    Log,
+    KeyValue,
+    AnyValue,
+    ArrayValue,
+    KeyValueList,
+}
+
+/// What a known field holds, as decoding and the validity rules read it.
+#[derive(Debug, Clone, Copy)]
+enum Field {
+    /// Any bytes.
+    Bytes,
+    /// An id: empty or exactly this many bytes.
+    Id(usize),
+    /// UTF-8 text.
+    Str,
+    /// A varint of any value.
+    Varint,
+    /// A varint that must be zero (`key_strindex`).
+    Zero,
+    Fixed32,
+    Fixed64,
+    /// A nested message.
+    Nested(Part),
+    /// Allowed only in profiles (`string_value_strindex`).
+    Refused,
+}
+
+/// The fields of each message (docs: opentelemetry-proto); `None` for an
+/// unknown field, which decoding skips.
+fn schema(message: Part, tag: u32) -> Option<Field> {
+    use Field::*;
+    Some(match (message, tag) {
+        (Part::Resource, 1) => Nested(Part::KeyValue),
+        (Part::Resource, 2) => Varint,
+        (Part::Resource, 3) => Nested(Part::EntityRef),
+        (Part::EntityRef, 1..=4) => Str,
+        (Part::Scope, 1 | 2) => Str,
+        (Part::Scope, 3) => Nested(Part::KeyValue),
+        (Part::Scope, 4) => Varint,
+        (Part::Span, 1) => Id(16),
+        (Part::Span, 2 | 4) => Id(8),
+        (Part::Span, 3 | 5) => Str,
+        (Part::Span, 6 | 10 | 12 | 14) => Varint,
+        (Part::Span, 7 | 8) => Fixed64,
+        (Part::Span, 9) => Nested(Part::KeyValue),
+        (Part::Span, 11) => Nested(Part::Event),
+        (Part::Span, 13) => Nested(Part::Link),
+        (Part::Span, 15) => Nested(Part::Status),
+        (Part::Span, 16) => Fixed32,
+        (Part::Event, 1) => Fixed64,
+        (Part::Event, 2) => Str,
+        (Part::Event, 3) => Nested(Part::KeyValue),
+        (Part::Event, 4) => Varint,
+        (Part::Link, 1) => Id(16),
+        (Part::Link, 2) => Id(8),
+        (Part::Link, 3) => Str,
+        (Part::Link, 4) => Nested(Part::KeyValue),
+        (Part::Link, 5) => Varint,
+        (Part::Link, 6) => Fixed32,
+        (Part::Status, 2) => Str,
+        (Part::Status, 3) => Varint,
+        (Part::Log, 1 | 11) => Fixed64,
+        (Part::Log, 2 | 7) => Varint,
+        (Part::Log, 3 | 12) => Str,
+        (Part::Log, 5) => Nested(Part::AnyValue),
+        (Part::Log, 6) => Nested(Part::KeyValue),
+        (Part::Log, 8) => Fixed32,
+        (Part::Log, 9) => Id(16),
+        (Part::Log, 10) => Id(8),
+        (Part::KeyValue, 1) => Str,
+        (Part::KeyValue, 2) => Nested(Part::AnyValue),
+        (Part::KeyValue, 3) => Zero,
+        (Part::AnyValue, 1) => Str,
+        (Part::AnyValue, 2 | 3) => Varint,
+        (Part::AnyValue, 4) => Fixed64,
+        (Part::AnyValue, 5) => Nested(Part::ArrayValue),
+        (Part::AnyValue, 6) => Nested(Part::KeyValueList),
+        (Part::AnyValue, 7) => Bytes,
+        (Part::AnyValue, 8) => Refused,
+        (Part::ArrayValue, 1) => Nested(Part::AnyValue),
+        (Part::KeyValueList, 1) => Nested(Part::KeyValue),
+        _ => return None,
+    })
+}
+
+/// Nesting below a record the scan follows; deeper values are left to
+/// decoding (whose own limit is 100 levels from the request).
+const MAX_DEPTH: u32 = 32;
+
+/// Checks a whole message.
+fn check(bytes: &[u8], message: Part, depth: u32) -> Option<()> {
+    if depth > MAX_DEPTH {
+        return None;
+    }
+    let mut r = Reader::new(bytes);
+    while let Some((tag, wire)) = r.key()? {
+        check_field(&mut r, message, tag, wire, depth)?;
+    }
+    Some(())
+}
+
+/// Checks the field whose key was just read, and moves past it.
+fn check_field(r: &mut Reader, message: Part, tag: u32, wire: u8, depth: u32) -> Option<()> {
+    match schema(message, tag) {
+        None => r.skip(wire),
+        Some(Field::Bytes) => r.len_delimited(wire).map(drop),
+        Some(Field::Id(len)) => r.len_delimited(wire).filter(|id| id.is_empty() || id.len() == len).map(drop),
+        Some(Field::Str) => r.string(wire).map(drop),
+        Some(Field::Varint) => r.varint_field(wire).map(drop),
+        Some(Field::Zero) => r.varint_field(wire).filter(|v| *v == 0).map(drop),
+        Some(Field::Fixed32) => r.fixed(wire, WIRE_FIXED32, 4),
+        Some(Field::Fixed64) => r.fixed(wire, WIRE_FIXED64, 8),
+        Some(Field::Nested(nested)) => check(r.len_delimited(wire)?, nested, depth + 1),
+        Some(Field::Refused) => None,
+    }
+}
+
+const WIRE_VARINT: u8 = 0;
+const WIRE_FIXED64: u8 = 1;
+const WIRE_LEN: u8 = 2;
+const WIRE_FIXED32: u8 = 5;
+
+/// Reads protobuf wire format from a byte slice; every method returns
+/// `None` on anything malformed (or a group, which the scan leaves to
+/// decoding).
+struct Reader<'a> {
+    bytes: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    fn new(bytes: &'a [u8]) -> Self {
+        Reader { bytes }
+    }
+
+    /// The next field's tag and wire type; `Some(None)` at the end.
+    fn key(&mut self) -> Option<Option<(u32, u8)>> {
+        if self.bytes.is_empty() {
+            return Some(None);
+        }
+        let key = u32::try_from(self.varint()?).ok()?;
+        let (tag, wire) = (key >> 3, (key & 7) as u8);
+        (tag != 0).then_some(Some((tag, wire)))
+    }
+
+    fn varint(&mut self) -> Option<u64> {
+        let mut value = 0u64;
+        for (i, &b) in self.bytes.iter().enumerate().take(10) {
+            // The tenth byte may only carry the 64th bit.
+            if i == 9 && b > 1 {
+                return None;
+            }
+            value |= u64::from(b & 0x7f) << (7 * i);
+            if b < 0x80 {
+                self.bytes = &self.bytes[i + 1..];
+                return Some(value);
+            }
+        }
+        None
+    }
+
+    fn varint_field(&mut self, wire: u8) -> Option<u64> {
+        if wire != WIRE_VARINT {
+            return None;
+        }
+        self.varint()
+    }
+
+    fn take(&mut self, len: usize) -> Option<&'a [u8]> {
+        let (taken, rest) = self.bytes.split_at_checked(len)?;
+        self.bytes = rest;
+        Some(taken)
+    }
+
+    fn len_delimited(&mut self, wire: u8) -> Option<&'a [u8]> {
+        if wire != WIRE_LEN {
+            return None;
+        }
+        let len = usize::try_from(self.varint()?).ok()?;
+        self.take(len)
+    }
+
+    fn string(&mut self, wire: u8) -> Option<&'a str> {
+        std::str::from_utf8(self.len_delimited(wire)?).ok()
+    }
+
+    fn fixed(&mut self, wire: u8, expected: u8, len: usize) -> Option<()> {
+        if wire != expected {
+            return None;
+        }
+        self.take(len).map(drop)
+    }
+
+    /// Moves past an unknown field.
+    fn skip(&mut self, wire: u8) -> Option<()> {
+        match wire {
+            WIRE_VARINT => self.varint().map(drop),
+            WIRE_FIXED64 => self.take(8).map(drop),
+            WIRE_LEN => self.len_delimited(wire).map(drop),
+            WIRE_FIXED32 => self.take(4).map(drop),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,329 @@
+//! The scan against the full walk: the same records kept, the same drops
+//! and rule hits counted, and anything decoding or the validity rules would
+//! refuse left to them.
+
+use super::*;
+use crate::policy::Policy;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, ArrayValue, KeyValueList, any_value::Value};
+use opentelemetry_proto::tonic::trace::v1::{Status, span};
+
+/// Policies whose filters the scan decides, covering every property a
+/// match block reads.
+const SCANNED: [&str; 6] = [
+    "filter:\n  spans:\n    include:\n      match_type: regexp\n      attributes: [{key: audit.action, value: '.*'}]\n",
+    "filter:\n  spans:\n    include:\n      match_type: strict\n      attributes: [{key: audit.action}, {key: n, value: 7}]\n    exclude:\n      match_type: regexp\n      span_names: ['^GET']\n",
+    "filter:\n  spans:\n    exclude:\n      match_type: strict\n      span_kinds: [SPAN_KIND_CLIENT]\n      services: [billing]\n",
+    "filter:\n  spans:\n    include:\n      match_type: regexp\n      resources: [{key: env, value: prod}]\n      libraries: [{name: '^audit'}]\n",
+    "filter:\n  logs:\n    include:\n      match_type: regexp\n      bodies: ['denied']\n      record_attributes: [{key: audit.action}]\n",
+    "filter:\n  logs:\n    exclude:\n      match_type: strict\n      severity_texts: [DEBUG]\n      severity_number: {min: WARN, match_undefined: false}\n",
+];
+
+/// A small deterministic generator (xorshift64*).
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+    fn pick<'a>(&mut self, from: &[&'a str]) -> &'a str {
+        from[self.below(from.len() as u64) as usize]
+    }
+}
+
+fn value(rng: &mut Rng, depth: u32) -> AnyValue {
+    let value = match rng.below(if depth > 2 { 5 } else { 7 }) {
+        0 => Value::StringValue(rng.pick(&["prod", "login", "denied here", "", "é"]).into()),
+        1 => Value::BoolValue(rng.below(2) == 0),
+        2 => Value::IntValue(rng.below(10) as i64),
+        3 => Value::DoubleValue(rng.below(10) as f64 / 2.0),
+        4 => Value::BytesValue(vec![7; rng.below(3) as usize]),
+        5 => Value::ArrayValue(ArrayValue { values: (0..rng.below(3)).map(|_| value(rng, depth + 1)).collect() }),
+        _ => Value::KvlistValue(KeyValueList { values: attributes(rng, depth + 1) }),
+    };
+    AnyValue { value: Some(value) }
+}
+
+fn attributes(rng: &mut Rng, depth: u32) -> Vec<KeyValue> {
+    (0..rng.below(5))
+        .map(|_| KeyValue {
+            key: rng.pick(&["audit.action", "n", "env", "user", "audit.action"]).into(),
+            value: (rng.below(8) != 0).then(|| value(rng, depth)),
+            key_strindex: 0,
+        })
+        .collect()
+}
+
+fn id(rng: &mut Rng, len: usize) -> Vec<u8> {
+    if rng.below(4) == 0 { Vec::new() } else { (0..len).map(|_| rng.next() as u8).collect() }
+}
+
+fn span(rng: &mut Rng) -> Span {
+    Span {
+        trace_id: id(rng, 16),
+        span_id: id(rng, 8),
+        parent_span_id: id(rng, 8),
+        name: rng.pick(&["GET /", "login", "GET /admin", ""]).into(),
+        kind: rng.below(6) as i32,
+        start_time_unix_nano: rng.next(),
+        attributes: attributes(rng, 0),
+        events: (0..rng.below(2))
+            .map(|_| span::Event { name: "e".into(), attributes: attributes(rng, 1), ..Default::default() })
+            .collect(),
+        links: (0..rng.below(2))
+            .map(|_| span::Link { trace_id: id(rng, 16), span_id: id(rng, 8), ..Default::default() })
+            .collect(),
+        status: (rng.below(2) == 0).then(|| Status { message: "m".into(), code: 2 }),
+        ..Default::default()
+    }
+}
+
+fn log(rng: &mut Rng) -> LogRecord {
+    LogRecord {
+        time_unix_nano: rng.next(),
+        severity_number: rng.below(25) as i32,
+        severity_text: rng.pick(&["DEBUG", "INFO", "WARN", ""]).into(),
+        body: (rng.below(4) != 0).then(|| value(rng, 1)),
+        attributes: attributes(rng, 0),
+        trace_id: id(rng, 16),
+        span_id: id(rng, 8),
+        ..Default::default()
+    }
+}
+
+fn resource(rng: &mut Rng) -> Option<Resource> {
+    let env = KeyValue {
+        key: "env".into(),
+        value: Some(AnyValue { value: Some(Value::StringValue(rng.pick(&["prod", "dev"]).into())) }),
+        key_strindex: 0,
+    };
+    let service = KeyValue {
+        key: "service.name".into(),
+        value: Some(AnyValue { value: Some(Value::StringValue(rng.pick(&["billing", "web"]).into())) }),
+        key_strindex: 0,
+    };
+    (rng.below(4) != 0).then(|| Resource { attributes: vec![env, service], ..Default::default() })
+}
+
+fn scope(rng: &mut Rng) -> Option<InstrumentationScope> {
+    (rng.below(4) != 0)
+        .then(|| InstrumentationScope { name: rng.pick(&["audit-lib", "http"]).into(), ..Default::default() })
+}
+
+fn traces(rng: &mut Rng) -> ExportTraceServiceRequest {
+    let resource_spans = (0..1 + rng.below(3))
+        .map(|_| ResourceSpans {
+            resource: resource(rng),
+            scope_spans: (0..1 + rng.below(2))
+                .map(|_| ScopeSpans {
+                    scope: scope(rng),
+                    spans: (0..rng.below(6)).map(|_| span(rng)).collect(),
+                    schema_url: "s".into(),
+                })
+                .collect(),
+            schema_url: String::new(),
+        })
+        .collect();
+    ExportTraceServiceRequest { resource_spans }
+}
+
+fn logs(rng: &mut Rng) -> ExportLogsServiceRequest {
+    let resource_logs = (0..1 + rng.below(3))
+        .map(|_| ResourceLogs {
+            resource: resource(rng),
+            scope_logs: (0..1 + rng.below(2))
+                .map(|_| ScopeLogs {
+                    scope: scope(rng),
+                    log_records: (0..rng.below(6)).map(|_| log(rng)).collect(),
+                    schema_url: String::new(),
+                })
+                .collect(),
+            schema_url: "r".into(),
+        })
+        .collect();
+    ExportLogsServiceRequest { resource_logs }
+}
+
+/// What the full walk makes of a request: decoded whole, checked, then
+/// each record through the filter (with the rule hits of the dropped
+/// ones); `None` when it refuses the request.
+fn full_walk<R: Assemble + Reference>(bytes: &[u8], policy: &Policy) -> Option<Prefiltered<R>> {
+    let mut request = R::decode(bytes).ok()?;
+    request.check().ok()?;
+    let mut hits = vec![0; policy.rules.len()];
+    let dropped = request.keep(policy, &mut hits);
+    Some(Prefiltered { request, dropped, hits })
+}
+
+/// The full walk's side of each signal.
+trait Reference: prost::Message + Sized {
+    fn check(&self) -> Result<u64, String>;
+    /// Keeps the records the filter keeps; how many it dropped.
+    fn keep(&mut self, policy: &Policy, hits: &mut [u64]) -> u64;
+}
+
+impl Reference for ExportTraceServiceRequest {
+    fn check(&self) -> Result<u64, String> {
+        audit_format::validity::traces(self)
+    }
+    fn keep(&mut self, policy: &Policy, hits: &mut [u64]) -> u64 {
+        let mut dropped = 0;
+        for r in &mut self.resource_spans {
+            for s in &mut r.scope_spans {
+                s.spans.retain_mut(|span| {
+                    let mut own = vec![0; hits.len()];
+                    let kept = policy.filter.keep_span(r.resource.as_ref(), s.scope.as_ref(), span, &mut own).unwrap();
+                    count_drop(kept, &own, hits, &mut dropped)
+                });
+            }
+        }
+        dropped
+    }
+}
+
+impl Reference for ExportLogsServiceRequest {
+    fn check(&self) -> Result<u64, String> {
+        audit_format::validity::logs(self)
+    }
+    fn keep(&mut self, policy: &Policy, hits: &mut [u64]) -> u64 {
+        let mut dropped = 0;
+        for r in &mut self.resource_logs {
+            for s in &mut r.scope_logs {
+                s.log_records.retain(|log| {
+                    let mut own = vec![0; hits.len()];
+                    let kept = policy.filter.keep_log(r.resource.as_ref(), s.scope.as_ref(), log, &mut own).unwrap();
+                    count_drop(kept, &own, hits, &mut dropped)
+                });
+            }
+        }
+        dropped
+    }
+}
+
+/// Counts a dropped record and its rule hits (a kept record's hits are
+/// counted when the batch walks it); whether it was kept.
+fn count_drop(kept: bool, own: &[u64], hits: &mut [u64], dropped: &mut u64) -> bool {
+    if !kept {
+        *dropped += 1;
+        hits.iter_mut().zip(own).for_each(|(h, o)| *h += o);
+    }
+    kept
+}
+
+/// The scan either leaves the request to the full walk or agrees with it.
+fn agrees<R: Assemble + Reference + std::fmt::Debug + PartialEq>(bytes: &[u8], policy: &Policy) -> bool {
+    let Some(scanned) = decode::<R>(bytes, &policy.filter, policy.rules.len()) else {
+        return false;
+    };
+    let full = full_walk::<R>(bytes, policy).expect("the scan took a request the full walk refuses");
+    assert_eq!(scanned.request, full.request);
+    assert_eq!((scanned.dropped, &scanned.hits), (full.dropped, &full.hits));
+    true
+}
+
+#[test]
+fn the_scan_keeps_and_counts_what_the_full_walk_does() {
+    let mut rng = Rng(0x5eed);
+    for text in SCANNED {
+        let policy = Policy::parse(text, &[]).unwrap();
+        let mut dropped = 0;
+        for _ in 0..300 {
+            let scanned = if text.contains("logs:") {
+                let request = logs(&mut rng);
+                dropped += full_walk::<ExportLogsServiceRequest>(&request.encode_to_vec(), &policy).unwrap().dropped;
+                agrees::<ExportLogsServiceRequest>(&request.encode_to_vec(), &policy)
+            } else {
+                let request = traces(&mut rng);
+                dropped += full_walk::<ExportTraceServiceRequest>(&request.encode_to_vec(), &policy).unwrap().dropped;
+                agrees::<ExportTraceServiceRequest>(&request.encode_to_vec(), &policy)
+            };
+            assert!(scanned, "a valid request is scanned under {text}");
+        }
+        assert!(dropped > 50, "the generated records exercise the filter of {text}: {dropped} dropped");
+    }
+}
+
+#[test]
+fn damaged_requests_are_left_to_the_full_walk() {
+    let mut rng = Rng(0xbad);
+    let policy = Policy::parse(SCANNED[0], &[]).unwrap();
+    let (mut scanned, mut refused) = (0, 0);
+    for _ in 0..3000 {
+        let mut bytes = traces(&mut rng).encode_to_vec();
+        if bytes.is_empty() {
+            continue;
+        }
+        for _ in 0..1 + rng.below(3) {
+            let at = rng.below(bytes.len() as u64) as usize;
+            match rng.below(3) {
+                0 => bytes[at] ^= 1 << rng.below(8),
+                1 => bytes[at] = rng.next() as u8,
+                _ => bytes.truncate(at),
+            }
+            if bytes.is_empty() {
+                break;
+            }
+        }
+        // Whatever the scan takes, the full walk takes alike.
+        if agrees::<ExportTraceServiceRequest>(&bytes, &policy) {
+            scanned += 1;
+        } else if full_walk::<ExportTraceServiceRequest>(&bytes, &policy).is_none() {
+            refused += 1;
+        }
+    }
+    assert!(scanned > 300 && refused > 300, "both outcomes exercised: {scanned} scanned, {refused} refused");
+}
+
+#[test]
+fn what_decoding_or_the_validity_rules_refuse_is_never_scanned_past() {
+    let policy = Policy::parse(SCANNED[0], &[]).unwrap();
+    let dropped = |span: Span| {
+        let request = ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                scope_spans: vec![ScopeSpans { spans: vec![span], ..Default::default() }],
+                ..Default::default()
+            }],
+        };
+        decode::<ExportTraceServiceRequest>(&request.encode_to_vec(), &policy.filter, policy.rules.len())
+    };
+    assert_eq!(dropped(Span::default()).map(|p| p.dropped), Some(1));
+    assert!(dropped(Span { trace_id: vec![1; 15], ..Default::default() }).is_none(), "a short trace id");
+    let link = span::Link { span_id: vec![1; 9], ..Default::default() };
+    assert!(dropped(Span { links: vec![link], ..Default::default() }).is_none(), "a long link span id");
+    let strindex = AnyValue { value: Some(Value::StringValueStrindex(3)) };
+    let kv = KeyValue { key: "k".into(), value: Some(strindex), key_strindex: 0 };
+    assert!(dropped(Span { attributes: vec![kv], ..Default::default() }).is_none(), "a string-table value");
+    let kv = KeyValue { key: "k".into(), value: None, key_strindex: 2 };
+    let event = span::Event { attributes: vec![kv], ..Default::default() };
+    assert!(dropped(Span { events: vec![event], ..Default::default() }).is_none(), "a string-table key");
+    let mut deep = AnyValue { value: Some(Value::IntValue(1)) };
+    for _ in 0..40 {
+        deep = AnyValue { value: Some(Value::ArrayValue(ArrayValue { values: vec![deep] })) };
+    }
+    let kv = KeyValue { key: "k".into(), value: Some(deep), key_strindex: 0 };
+    assert!(dropped(Span { attributes: vec![kv], ..Default::default() }).is_none(), "deep nesting");
+    // A group (wire type 3) in a span: decoding knows how to skip it, the
+    // scan leaves it to decoding.
+    let mut request = ExportTraceServiceRequest::default().encode_to_vec();
+    request.extend_from_slice(&[0x0a, 0x08, 0x12, 0x06, 0x12, 0x04, 0x8b, 0x01, 0x8c, 0x01]);
+    assert!(ExportTraceServiceRequest::decode(request.as_slice()).is_ok());
+    assert!(decode::<ExportTraceServiceRequest>(&request, &policy.filter, policy.rules.len()).is_none());
+}
+
+#[test]
+fn filters_the_scan_cannot_decide_are_not_scanned() {
+    let request = traces(&mut Rng(7)).encode_to_vec();
+    for text in [
+        "audit:\n  pipeline: p\n",
+        "filter:\n  traces:\n    span: ['attributes[\"audit.action\"] == nil']\n",
+        "filter:\n  logs:\n    include:\n      match_type: strict\n      record_attributes: [{key: a}]\n",
+    ] {
+        let policy = Policy::parse(text, &[]).unwrap();
+        assert!(decode::<ExportTraceServiceRequest>(&request, &policy.filter, policy.rules.len()).is_none(), "{text}");
+    }
+}
