@@ -3,11 +3,13 @@
 //!
 //! Behind an upstream Collector, or with a typical audit mix, most records
 //! of a batch are dropped; decoding each (a `String` per attribute key and
-//! value) only to throw it away was most of their cost. When a signal's
-//! filter is the include/exclude form (no OTTL condition), whether a record
-//! passes depends only on its resource and scope, which are decoded as
-//! usual, and on a few of its own fields: the attributes the match blocks
-//! name, the span name and kind, the log body and severity. The scan checks
+//! value) only to throw it away was most of their cost. Whether a record
+//! passes the include/exclude blocks depends only on its resource and
+//! scope, which are decoded as usual, and on a few of its own fields: the
+//! attributes the blocks name, the span name and kind, the log body and
+//! severity; so does an OTTL condition that reads no more than these
+//! (`attributes["k"]` with a literal key, `name`, `kind`, `body`,
+//! `severity_*`, anything of the resource or scope). The scan checks
 //! each record's bytes as thoroughly as decoding and
 //! [`audit_format::validity`] would, builds a slim record of just those
 //! fields and asks the same filter code; a record it drops is counted (the
@@ -27,7 +29,9 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use prost::Message as _;
 
-use crate::filter::{Filter, IncludeExclude, Matcher};
+use crate::filter::{Filter, IncludeExclude, Matcher, OttlConditions};
+use crate::ottl::Context;
+use crate::ottl::context::{Field, LogField, SpanField};
 
 /// A request decoded with only the records the filter may keep, and what
 /// the scan dropped.
@@ -45,11 +49,7 @@ pub(crate) struct Prefiltered<R> {
 /// or the scan met anything it does not take as certainly valid (then the
 /// caller decodes the request whole).
 pub(crate) fn decode<R: Assemble>(request: &[u8], filter: &Filter, rules: usize) -> Option<Prefiltered<R>> {
-    let blocks = R::blocks(filter);
-    if blocks.is_empty() || !R::scannable(filter) {
-        return None;
-    }
-    let wants = Wants::of(blocks);
+    let wants = Wants::of(R::blocks(filter), R::conditions(filter))?;
     let mut out = Prefiltered { request: R::default(), dropped: 0, hits: vec![0; rules] };
     let mut scratch = vec![0; rules];
     let mut top = Reader::new(request);
@@ -96,9 +96,10 @@ pub(crate) fn decode<R: Assemble>(request: &[u8], filter: &Filter, rules: usize)
             }
             out.request.push_scope(scope.clone(), schema_url);
             for bytes in items {
-                let slim = R::slim(bytes, &wants)?;
+                let mut slim = R::slim(bytes, &wants)?;
                 scratch.fill(0);
-                if R::passes(blocks, resource.as_ref(), scope.as_ref(), &slim, &mut scratch) {
+                // An evaluation error is left to the full walk, which reports it.
+                if R::keep(filter, resource.as_ref(), scope.as_ref(), &mut slim, &mut scratch).ok()? {
                     out.request.push_item(R::Item::decode(bytes).ok()?);
                 } else {
                     out.dropped += 1;
@@ -110,20 +111,26 @@ pub(crate) fn decode<R: Assemble>(request: &[u8], filter: &Filter, rules: usize)
     Some(out)
 }
 
-/// What the scan must take from a record for the match blocks.
+/// What the scan must take from a record for the filter.
 pub(crate) struct Wants<'f> {
-    /// Attribute keys the blocks name.
+    /// Attribute keys the filter reads.
     keys: Vec<&'f str>,
-    /// The span name (`span_names`).
+    /// The span name.
     name: bool,
-    /// The log body (`bodies`).
+    /// The log body.
     body: bool,
-    /// The log severity text (`severity_texts`).
+    /// The log severity text.
     severity_text: bool,
 }
 
 impl<'f> Wants<'f> {
-    fn of(blocks: &'f IncludeExclude) -> Self {
+    /// What the match blocks and the record-level OTTL conditions read;
+    /// `None` when the signal has no filter or a condition reads more than
+    /// a scan takes (ids, times, the whole attribute map, ...).
+    fn of(blocks: &'f IncludeExclude, conditions: &'f OttlConditions) -> Option<Self> {
+        if blocks.is_empty() && conditions.conditions.is_empty() {
+            return None;
+        }
         let mut wants = Wants { keys: Vec::new(), name: false, body: false, severity_text: false };
         for (m, _) in blocks.include.iter().chain(&blocks.exclude) {
             let m: &Matcher = m;
@@ -132,7 +139,34 @@ impl<'f> Wants<'f> {
             wants.body |= m.bodies.is_some();
             wants.severity_text |= m.severity_texts.is_some();
         }
-        wants
+        // Span event conditions only remove events of kept spans, which
+        // are decoded whole.
+        for c in conditions.conditions.iter().filter(|c| c.context != Context::SpanEvent) {
+            for read in c.check.reads() {
+                match (read.field, read.key) {
+                    (
+                        Field::ResourceAttributes
+                        | Field::ResourceDropped
+                        | Field::ScopeName
+                        | Field::ScopeVersion
+                        | Field::ScopeAttributes
+                        | Field::ScopeDropped
+                        | Field::Cache
+                        | Field::Span(SpanField::Kind | SpanField::KindString)
+                        | Field::Log(LogField::SeverityNumber),
+                        _,
+                    ) => {}
+                    (Field::Span(SpanField::Attributes) | Field::Log(LogField::Attributes), Some(key)) => {
+                        wants.keys.push(key)
+                    }
+                    (Field::Span(SpanField::Name), _) => wants.name = true,
+                    (Field::Log(LogField::Body | LogField::BodyString), _) => wants.body = true,
+                    (Field::Log(LogField::SeverityText), _) => wants.severity_text = true,
+                    _ => return None,
+                }
+            }
+        }
+        Some(wants)
     }
 }
 
@@ -142,19 +176,19 @@ pub(crate) trait Assemble: Default {
     type Item: prost::Message + Default;
     /// The include/exclude blocks of this signal.
     fn blocks(filter: &Filter) -> &IncludeExclude;
-    /// Whether this signal's filter is decided by the blocks alone (no OTTL).
-    fn scannable(filter: &Filter) -> bool;
+    /// The OTTL conditions of this signal.
+    fn conditions(filter: &Filter) -> &OttlConditions;
     /// Checks a record's bytes and takes the fields the blocks read;
     /// `None` when they are not certainly valid.
     fn slim(bytes: &[u8], wants: &Wants) -> Option<Self::Item>;
-    /// Whether the blocks keep the slim record.
-    fn passes(
-        blocks: &IncludeExclude,
+    /// Whether the filter keeps the slim record.
+    fn keep(
+        filter: &Filter,
         r: Option<&Resource>,
         s: Option<&InstrumentationScope>,
-        item: &Self::Item,
+        item: &mut Self::Item,
         hits: &mut [u64],
-    ) -> bool;
+    ) -> Result<bool, String>;
     fn push_resource(&mut self, resource: Option<Resource>, schema_url: String);
     fn push_scope(&mut self, scope: Option<InstrumentationScope>, schema_url: String);
     fn push_item(&mut self, item: Self::Item);
@@ -165,8 +199,8 @@ impl Assemble for ExportTraceServiceRequest {
     fn blocks(filter: &Filter) -> &IncludeExclude {
         &filter.spans
     }
-    fn scannable(filter: &Filter) -> bool {
-        filter.trace_conditions.conditions.is_empty()
+    fn conditions(filter: &Filter) -> &OttlConditions {
+        &filter.trace_conditions
     }
     fn slim(bytes: &[u8], wants: &Wants) -> Option<Span> {
         let mut span = Span::default();
@@ -181,14 +215,14 @@ impl Assemble for ExportTraceServiceRequest {
         }
         Some(span)
     }
-    fn passes(
-        blocks: &IncludeExclude,
+    fn keep(
+        filter: &Filter,
         r: Option<&Resource>,
         s: Option<&InstrumentationScope>,
-        span: &Span,
+        span: &mut Span,
         hits: &mut [u64],
-    ) -> bool {
-        blocks.passes_span(r, s, span, hits)
+    ) -> Result<bool, String> {
+        filter.keep_span(r, s, span, hits)
     }
     fn push_resource(&mut self, resource: Option<Resource>, schema_url: String) {
         self.resource_spans.push(ResourceSpans { resource, scope_spans: Vec::new(), schema_url });
@@ -208,8 +242,8 @@ impl Assemble for ExportLogsServiceRequest {
     fn blocks(filter: &Filter) -> &IncludeExclude {
         &filter.logs
     }
-    fn scannable(filter: &Filter) -> bool {
-        filter.log_conditions.conditions.is_empty()
+    fn conditions(filter: &Filter) -> &OttlConditions {
+        &filter.log_conditions
     }
     fn slim(bytes: &[u8], wants: &Wants) -> Option<LogRecord> {
         let mut log = LogRecord::default();
@@ -230,14 +264,14 @@ impl Assemble for ExportLogsServiceRequest {
         }
         Some(log)
     }
-    fn passes(
-        blocks: &IncludeExclude,
+    fn keep(
+        filter: &Filter,
         r: Option<&Resource>,
         s: Option<&InstrumentationScope>,
-        log: &LogRecord,
+        log: &mut LogRecord,
         hits: &mut [u64],
-    ) -> bool {
-        blocks.passes_log(r, s, log, hits)
+    ) -> Result<bool, String> {
+        filter.keep_log(r, s, log, hits)
     }
     fn push_resource(&mut self, resource: Option<Resource>, schema_url: String) {
         self.resource_logs.push(ResourceLogs { resource, scope_logs: Vec::new(), schema_url });
@@ -290,7 +324,7 @@ enum Part {
 
 /// What a known field holds, as decoding and the validity rules read it.
 #[derive(Debug, Clone, Copy)]
-enum Field {
+enum Content {
     /// Any bytes.
     Bytes,
     /// An id: empty or exactly this many bytes.
@@ -311,8 +345,8 @@ enum Field {
 
 /// The fields of each message (docs: opentelemetry-proto); `None` for an
 /// unknown field, which decoding skips.
-fn schema(message: Part, tag: u32) -> Option<Field> {
-    use Field::*;
+fn schema(message: Part, tag: u32) -> Option<Content> {
+    use Content::*;
     Some(match (message, tag) {
         (Part::Resource, 1) => Nested(Part::KeyValue),
         (Part::Resource, 2) => Varint,
@@ -387,15 +421,15 @@ fn check(bytes: &[u8], message: Part, depth: u32) -> Option<()> {
 fn check_field(r: &mut Reader, message: Part, tag: u32, wire: u8, depth: u32) -> Option<()> {
     match schema(message, tag) {
         None => r.skip(wire),
-        Some(Field::Bytes) => r.len_delimited(wire).map(drop),
-        Some(Field::Id(len)) => r.len_delimited(wire).filter(|id| id.is_empty() || id.len() == len).map(drop),
-        Some(Field::Str) => r.string(wire).map(drop),
-        Some(Field::Varint) => r.varint_field(wire).map(drop),
-        Some(Field::Zero) => r.varint_field(wire).filter(|v| *v == 0).map(drop),
-        Some(Field::Fixed32) => r.fixed(wire, WIRE_FIXED32, 4),
-        Some(Field::Fixed64) => r.fixed(wire, WIRE_FIXED64, 8),
-        Some(Field::Nested(nested)) => check(r.len_delimited(wire)?, nested, depth + 1),
-        Some(Field::Refused) => None,
+        Some(Content::Bytes) => r.len_delimited(wire).map(drop),
+        Some(Content::Id(len)) => r.len_delimited(wire).filter(|id| id.is_empty() || id.len() == len).map(drop),
+        Some(Content::Str) => r.string(wire).map(drop),
+        Some(Content::Varint) => r.varint_field(wire).map(drop),
+        Some(Content::Zero) => r.varint_field(wire).filter(|v| *v == 0).map(drop),
+        Some(Content::Fixed32) => r.fixed(wire, WIRE_FIXED32, 4),
+        Some(Content::Fixed64) => r.fixed(wire, WIRE_FIXED64, 8),
+        Some(Content::Nested(nested)) => check(r.len_delimited(wire)?, nested, depth + 1),
+        Some(Content::Refused) => None,
     }
 }
 

@@ -18,6 +18,7 @@ pub mod editors;
 pub mod expr;
 pub mod grammar;
 mod lexer;
+pub mod reads;
 pub mod record;
 pub mod value;
 

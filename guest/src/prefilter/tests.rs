@@ -8,8 +8,12 @@ use opentelemetry_proto::tonic::common::v1::{AnyValue, ArrayValue, KeyValueList,
 use opentelemetry_proto::tonic::trace::v1::{Status, span};
 
 /// Policies whose filters the scan decides, covering every property a
-/// match block reads.
-const SCANNED: [&str; 6] = [
+/// match block reads and the fields an OTTL condition may read.
+const SCANNED: [&str; 10] = [
+    "filter:\n  traces:\n    span:\n      - 'attributes[\"audit.action\"] == nil'\n      - 'IsMatch(name, \"^GET\") and kind == SPAN_KIND_SERVER'\n",
+    "filter:\n  error_mode: ignore\n  trace_conditions:\n    - 'resource.attributes[\"env\"] == \"dev\" or instrumentation_scope.name == \"http\"'\n    - 'Len(span.attributes[\"n\"]) > 3'\n",
+    "filter:\n  logs:\n    log_record:\n      - 'IsMatch(body, \"denied\")'\n      - 'severity_number < SEVERITY_NUMBER_WARN and severity_text != \"WARN\"'\n",
+    "filter:\n  traces:\n    span: ['attributes[\"audit.action\"] == nil']\n    spanevent: ['name == \"e\"']\n",
     "filter:\n  spans:\n    include:\n      match_type: regexp\n      attributes: [{key: audit.action, value: '.*'}]\n",
     "filter:\n  spans:\n    include:\n      match_type: strict\n      attributes: [{key: audit.action}, {key: n, value: 7}]\n    exclude:\n      match_type: regexp\n      span_names: ['^GET']\n",
     "filter:\n  spans:\n    exclude:\n      match_type: strict\n      span_kinds: [SPAN_KIND_CLIENT]\n      services: [billing]\n",
@@ -221,7 +225,12 @@ fn agrees<R: Assemble + Reference + std::fmt::Debug + PartialEq>(bytes: &[u8], p
         return false;
     };
     let full = full_walk::<R>(bytes, policy).expect("the scan took a request the full walk refuses");
-    assert_eq!(scanned.request, full.request);
+    // The batch's walk then filters the records the scan kept, as it
+    // filters every record of a request it decodes whole: it drops none
+    // of them (but may remove a kept span's events).
+    let mut kept = scanned.request;
+    assert_eq!(kept.keep(policy, &mut vec![0; policy.rules.len()]), 0);
+    assert_eq!(kept, full.request);
     assert_eq!((scanned.dropped, &scanned.hits), (full.dropped, &full.hits));
     true
 }
@@ -233,7 +242,7 @@ fn the_scan_keeps_and_counts_what_the_full_walk_does() {
         let policy = Policy::parse(text, &[]).unwrap();
         let mut dropped = 0;
         for _ in 0..300 {
-            let scanned = if text.contains("logs:") {
+            let scanned = if text.contains("logs:") && !text.contains("spans:") {
                 let request = logs(&mut rng);
                 dropped += full_walk::<ExportLogsServiceRequest>(&request.encode_to_vec(), &policy).unwrap().dropped;
                 agrees::<ExportLogsServiceRequest>(&request.encode_to_vec(), &policy)
@@ -251,9 +260,10 @@ fn the_scan_keeps_and_counts_what_the_full_walk_does() {
 #[test]
 fn damaged_requests_are_left_to_the_full_walk() {
     let mut rng = Rng(0xbad);
-    let policy = Policy::parse(SCANNED[0], &[]).unwrap();
     let (mut scanned, mut refused) = (0, 0);
-    for _ in 0..3000 {
+    for i in 0..3000 {
+        // An OTTL filter and a match block.
+        let policy = Policy::parse(SCANNED[if i % 2 == 0 { 0 } else { 4 }], &[]).unwrap();
         let mut bytes = traces(&mut rng).encode_to_vec();
         if bytes.is_empty() {
             continue;
@@ -320,10 +330,32 @@ fn filters_the_scan_cannot_decide_are_not_scanned() {
     let request = traces(&mut Rng(7)).encode_to_vec();
     for text in [
         "audit:\n  pipeline: p\n",
-        "filter:\n  traces:\n    span: ['attributes[\"audit.action\"] == nil']\n",
+        "filter:\n  traces:\n    span: ['Len(attributes) > 3']\n",
+        "filter:\n  traces:\n    span: ['trace_id.string == \"00\"']\n",
+        "filter:\n  traces:\n    span: ['attributes[attributes[\"n\"]] == nil']\n",
         "filter:\n  logs:\n    include:\n      match_type: strict\n      record_attributes: [{key: a}]\n",
     ] {
         let policy = Policy::parse(text, &[]).unwrap();
         assert!(decode::<ExportTraceServiceRequest>(&request, &policy.filter, policy.rules.len()).is_none(), "{text}");
     }
+}
+
+#[test]
+fn an_evaluation_error_under_propagate_is_left_to_the_full_walk() {
+    let policy = Policy::parse("filter:\n  traces:\n    span: ['Len(attributes[\"n\"]) > 0']\n", &[]).unwrap();
+    let with = |value: Value| {
+        let kv = KeyValue { key: "n".into(), value: Some(AnyValue { value: Some(value) }), key_strindex: 0 };
+        let span = Span { attributes: vec![kv], ..Default::default() };
+        let request = ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                scope_spans: vec![ScopeSpans { spans: vec![span], ..Default::default() }],
+                ..Default::default()
+            }],
+        };
+        decode::<ExportTraceServiceRequest>(&request.encode_to_vec(), &policy.filter, policy.rules.len())
+    };
+    assert_eq!(with(Value::StringValue("abc".into())).map(|p| p.dropped), Some(1));
+    // Len of an int is an error: the batch is refused by the full walk,
+    // with the record's place.
+    assert!(with(Value::IntValue(3)).is_none());
 }
