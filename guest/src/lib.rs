@@ -18,6 +18,8 @@
 //! edits several stages share, so stages do not import each other.
 #![deny(missing_docs)]
 
+#[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+mod alloc;
 pub mod api;
 pub mod attributes;
 pub mod enrich;
@@ -34,6 +36,11 @@ pub mod transform;
 
 #[cfg(target_arch = "wasm32")]
 mod component;
+
+/// The component's allocator: small blocks from free lists (see [`alloc`]).
+#[cfg(target_arch = "wasm32")]
+#[global_allocator]
+static ALLOCATOR: alloc::SizeClasses<std::alloc::System> = alloc::SizeClasses::new(std::alloc::System);
 
 /// A record's RFC 6962 leaf hash: in the component, computed by the host
 /// (the WIT `hashing` import: native SHA-256 is several times faster than

@@ -16,6 +16,10 @@
 //! rule hits included) exactly as the full walk would count it, and a
 //! record it keeps is decoded whole.
 //!
+//! A kept record is decoded twice over (its few fields, then whole), so
+//! after a run of kept records, as in an all-audit stream, the scan mostly
+//! stands aside (see [`Pace`]).
+//!
 //! Anything the scan does not take as certainly valid (a malformed field, an
 //! id of a wrong length, a profiles-only string-table reference, a group,
 //! deep nesting) abandons it for the whole request: the request is decoded
@@ -23,7 +27,7 @@
 
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{InstrumentationScope, KeyValue};
+use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
 use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
@@ -52,6 +56,7 @@ pub(crate) fn decode<R: Assemble>(request: &[u8], filter: &Filter, rules: usize)
     let wants = Wants::of(R::blocks(filter), R::conditions(filter))?;
     let mut out = Prefiltered { request: R::default(), dropped: 0, hits: vec![0; rules] };
     let mut scratch = vec![0; rules];
+    let mut pace = Pace { kept_in_a_row: 0, unscanned: 0 };
     let mut top = Reader::new(request);
     while let Some((tag, wire)) = top.key()? {
         if tag != 1 {
@@ -96,19 +101,68 @@ pub(crate) fn decode<R: Assemble>(request: &[u8], filter: &Filter, rules: usize)
             }
             out.request.push_scope(scope.clone(), schema_url);
             for bytes in items {
-                let mut slim = R::slim(bytes, &wants)?;
+                if pace.unscanned > 0 {
+                    pace.unscanned -= 1;
+                    out.request.push_item(whole::<R>(bytes)?);
+                    continue;
+                }
+                let checking = pace.kept_in_a_row == 0;
+                let mut slim = R::slim(bytes, &wants, checking)?;
                 scratch.fill(0);
                 // An evaluation error is left to the full walk, which reports it.
                 if R::keep(filter, resource.as_ref(), scope.as_ref(), &mut slim, &mut scratch).ok()? {
-                    out.request.push_item(R::Item::decode(bytes).ok()?);
+                    out.request.push_item(whole::<R>(bytes)?);
+                    pace.kept();
                 } else {
+                    if !checking {
+                        check(bytes, R::PART, 0)?;
+                    }
                     out.dropped += 1;
                     out.hits.iter_mut().zip(&scratch).for_each(|(h, s)| *h += s);
+                    pace.kept_in_a_row = 0;
                 }
             }
         }
     }
     Some(out)
+}
+
+/// How much of a request is scanned. A record is checked while its fields
+/// are taken when the one before it was dropped; after a kept one, only if
+/// it is dropped (decoding checks a kept record again). After a run of kept
+/// records (an all-audit stream) the next ones are decoded whole without a
+/// scan, which would only cost time: the batch's walk filters every record
+/// anyway; one record in [`UNSCANNED`] + 1 is still scanned, so a stream
+/// that starts dropping again is scanned again.
+struct Pace {
+    kept_in_a_row: u32,
+    /// Records still to decode whole without a scan.
+    unscanned: u32,
+}
+
+/// Kept records in a row after which records are decoded without a scan.
+const KEPT_IN_A_ROW: u32 = 8;
+/// How many records are then decoded without a scan before the next one
+/// is scanned.
+const UNSCANNED: u32 = 64;
+
+impl Pace {
+    fn kept(&mut self) {
+        self.kept_in_a_row += 1;
+        if self.kept_in_a_row >= KEPT_IN_A_ROW {
+            self.unscanned = UNSCANNED;
+        }
+    }
+}
+
+/// Decodes a record the scan keeps or passes over: decoding checks it, but
+/// for the depth of nesting, which decoding counts from the request.
+fn whole<R: Assemble>(bytes: &[u8]) -> Option<R::Item> {
+    let item = R::Item::decode(bytes).ok()?;
+    if R::values(&item).any(|v| too_deep(v, 2)) {
+        return None;
+    }
+    Some(item)
 }
 
 /// What the scan must take from a record for the filter.
@@ -178,9 +232,14 @@ pub(crate) trait Assemble: Default {
     fn blocks(filter: &Filter) -> &IncludeExclude;
     /// The OTTL conditions of this signal.
     fn conditions(filter: &Filter) -> &OttlConditions;
-    /// Checks a record's bytes and takes the fields the blocks read;
-    /// `None` when they are not certainly valid.
-    fn slim(bytes: &[u8], wants: &Wants) -> Option<Self::Item>;
+    /// The record's message.
+    const PART: Part;
+    /// Takes the fields the filter reads from a record's bytes, checking
+    /// all of them when `checking` (else only the fields it takes); `None`
+    /// when they are not certainly valid.
+    fn slim(bytes: &[u8], wants: &Wants, checking: bool) -> Option<Self::Item>;
+    /// The record's attribute values (and body).
+    fn values(item: &Self::Item) -> impl Iterator<Item = &AnyValue>;
     /// Whether the filter keeps the slim record.
     fn keep(
         filter: &Filter,
@@ -202,15 +261,22 @@ impl Assemble for ExportTraceServiceRequest {
     fn conditions(filter: &Filter) -> &OttlConditions {
         &filter.trace_conditions
     }
-    fn slim(bytes: &[u8], wants: &Wants) -> Option<Span> {
+    const PART: Part = Part::Span;
+    fn values(span: &Span) -> impl Iterator<Item = &AnyValue> {
+        let events = span.events.iter().flat_map(|e| &e.attributes);
+        let links = span.links.iter().flat_map(|l| &l.attributes);
+        span.attributes.iter().chain(events).chain(links).filter_map(|kv| kv.value.as_ref())
+    }
+    fn slim(bytes: &[u8], wants: &Wants, checking: bool) -> Option<Span> {
         let mut span = Span::default();
         let mut r = Reader::new(bytes);
         while let Some((tag, wire)) = r.key()? {
             match tag {
                 5 if wants.name => span.name = r.string(wire)?.to_owned(),
                 6 => span.kind = r.varint_field(wire)? as i32,
-                9 => attribute(&mut r, wire, wants, &mut span.attributes)?,
-                _ => check_field(&mut r, Part::Span, tag, wire, 0)?,
+                9 => attribute(&mut r, wire, wants, &mut span.attributes, checking)?,
+                _ if checking => check_field(&mut r, Part::Span, tag, wire, 0)?,
+                _ => r.skip(wire)?,
             }
         }
         Some(span)
@@ -245,7 +311,11 @@ impl Assemble for ExportLogsServiceRequest {
     fn conditions(filter: &Filter) -> &OttlConditions {
         &filter.log_conditions
     }
-    fn slim(bytes: &[u8], wants: &Wants) -> Option<LogRecord> {
+    const PART: Part = Part::Log;
+    fn values(log: &LogRecord) -> impl Iterator<Item = &AnyValue> {
+        log.attributes.iter().filter_map(|kv| kv.value.as_ref()).chain(&log.body)
+    }
+    fn slim(bytes: &[u8], wants: &Wants, checking: bool) -> Option<LogRecord> {
         let mut log = LogRecord::default();
         let mut r = Reader::new(bytes);
         while let Some((tag, wire)) = r.key()? {
@@ -258,8 +328,9 @@ impl Assemble for ExportLogsServiceRequest {
                     // A repeated message field merges, as decoding does.
                     log.body.get_or_insert_default().merge(bytes).ok()?;
                 }
-                6 => attribute(&mut r, wire, wants, &mut log.attributes)?,
-                _ => check_field(&mut r, Part::Log, tag, wire, 0)?,
+                6 => attribute(&mut r, wire, wants, &mut log.attributes, checking)?,
+                _ if checking => check_field(&mut r, Part::Log, tag, wire, 0)?,
+                _ => r.skip(wire)?,
             }
         }
         Some(log)
@@ -286,28 +357,46 @@ impl Assemble for ExportLogsServiceRequest {
     }
 }
 
-/// Checks one attribute (a `KeyValue`) of a record and, when the blocks
-/// name its key, decodes it into `attributes` (in record order, so the
-/// first of a repeated key stays first).
-fn attribute(r: &mut Reader, wire: u8, wants: &Wants, attributes: &mut Vec<KeyValue>) -> Option<()> {
+/// Takes one attribute (a `KeyValue`) of a record: decoded into
+/// `attributes` when the filter reads its key (in record order, so the
+/// first of a repeated key stays first); checked when `checking`.
+fn attribute(r: &mut Reader, wire: u8, wants: &Wants, attributes: &mut Vec<KeyValue>, checking: bool) -> Option<()> {
     let bytes = r.len_delimited(wire)?;
     let mut kv = Reader::new(bytes);
-    let mut key = "";
+    // Compared as bytes: a key the filter names is valid UTF-8.
+    let mut key: &[u8] = &[];
     while let Some((tag, wire)) = kv.key()? {
         match tag {
-            1 => key = kv.string(wire)?,
-            _ => check_field(&mut kv, Part::KeyValue, tag, wire, 1)?,
+            1 if checking => key = kv.string(wire)?.as_bytes(),
+            1 => key = kv.len_delimited(wire)?,
+            _ if checking => check_field(&mut kv, Part::KeyValue, tag, wire, 1)?,
+            _ => kv.skip(wire)?,
         }
     }
-    if wants.keys.contains(&key) {
+    if wants.keys.iter().any(|k| k.as_bytes() == key) {
         attributes.push(KeyValue::decode(bytes).ok()?);
     }
     Some(())
 }
 
+/// Whether a value at `depth` (messages below its record) nests deeper
+/// than the scan follows.
+fn too_deep(value: &AnyValue, depth: u32) -> bool {
+    if depth > MAX_DEPTH {
+        return true;
+    }
+    match &value.value {
+        Some(any_value::Value::ArrayValue(a)) => a.values.iter().any(|v| too_deep(v, depth + 2)),
+        Some(any_value::Value::KvlistValue(l)) => {
+            l.values.iter().filter_map(|kv| kv.value.as_ref()).any(|v| too_deep(v, depth + 2))
+        }
+        _ => false,
+    }
+}
+
 /// The messages a record is made of, for the scan's checks.
 #[derive(Debug, Clone, Copy)]
-enum Part {
+pub(crate) enum Part {
     Resource,
     EntityRef,
     Scope,
