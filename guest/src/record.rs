@@ -266,17 +266,18 @@ fn write_log(out: &mut Vec<u8>, r: &LogRecord) {
 /// Writes an attribute list as a JSON object with members in canonical
 /// order; for a repeated key the first occurrence wins.
 fn write_attributes(out: &mut Vec<u8>, attributes: &[KeyValue]) {
-    let mut sorted: Vec<&KeyValue> = attributes.iter().collect();
     // A stable sort keeps the first of equal keys first. For ASCII keys
-    // (nearly all) UTF-16 order is byte order.
-    if sorted.iter().all(|kv| kv.key.is_ascii()) {
-        sorted.sort_by(|a, b| a.key.as_bytes().cmp(b.key.as_bytes()));
+    // (nearly all) UTF-16 order is byte order, decided mostly by the first
+    // eight bytes as one number.
+    let mut sorted: Vec<(u64, &KeyValue)> = attributes.iter().map(|kv| (prefix(&kv.key), kv)).collect();
+    if attributes.iter().all(|kv| kv.key.is_ascii()) {
+        sorted.sort_by(|(pa, a), (pb, b)| pa.cmp(pb).then_with(|| a.key.as_bytes().cmp(b.key.as_bytes())));
     } else {
-        sorted.sort_by(|a, b| jcs::cmp_keys(&a.key, &b.key));
+        sorted.sort_by(|(_, a), (_, b)| jcs::cmp_keys(&a.key, &b.key));
     }
     out.push(b'{');
     let mut previous: Option<&str> = None;
-    for kv in sorted {
+    for (_, kv) in sorted {
         if previous == Some(kv.key.as_str()) {
             continue;
         }
@@ -292,6 +293,15 @@ fn write_attributes(out: &mut Vec<u8>, attributes: &[KeyValue]) {
         }
     }
     out.push(b'}');
+}
+
+/// The first eight bytes of a key as a big-endian number, zero-padded:
+/// keys whose numbers differ are in the same order as their bytes.
+fn prefix(key: &str) -> u64 {
+    let mut first = [0u8; 8];
+    let n = key.len().min(8);
+    first[..n].copy_from_slice(&key.as_bytes()[..n]);
+    u64::from_be_bytes(first)
 }
 
 /// Writes a typed attribute value (`{"s":"text"}`, `{"i":"42"}`, ...).
