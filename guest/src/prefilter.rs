@@ -540,6 +540,7 @@ impl<'a> Reader<'a> {
     }
 
     /// The next field's tag and wire type; `Some(None)` at the end.
+    #[inline]
     fn key(&mut self) -> Option<Option<(u32, u8)>> {
         if self.bytes.is_empty() {
             return Some(None);
@@ -549,7 +550,19 @@ impl<'a> Reader<'a> {
         (tag != 0).then_some(Some((tag, wire)))
     }
 
+    #[inline]
     fn varint(&mut self) -> Option<u64> {
+        // Nearly every tag and length fits in one byte.
+        match self.bytes {
+            [b, rest @ ..] if *b < 0x80 => {
+                self.bytes = rest;
+                Some(u64::from(*b))
+            }
+            _ => self.long_varint(),
+        }
+    }
+
+    fn long_varint(&mut self) -> Option<u64> {
         let mut value = 0u64;
         for (i, &b) in self.bytes.iter().enumerate().take(10) {
             // The tenth byte may only carry the 64th bit.
@@ -565,6 +578,7 @@ impl<'a> Reader<'a> {
         None
     }
 
+    #[inline]
     fn varint_field(&mut self, wire: u8) -> Option<u64> {
         if wire != WIRE_VARINT {
             return None;
@@ -572,12 +586,14 @@ impl<'a> Reader<'a> {
         self.varint()
     }
 
+    #[inline]
     fn take(&mut self, len: usize) -> Option<&'a [u8]> {
         let (taken, rest) = self.bytes.split_at_checked(len)?;
         self.bytes = rest;
         Some(taken)
     }
 
+    #[inline]
     fn len_delimited(&mut self, wire: u8) -> Option<&'a [u8]> {
         if wire != WIRE_LEN {
             return None;
