@@ -56,7 +56,7 @@ pub(crate) fn decode<R: Assemble>(request: &[u8], filter: &Filter, rules: usize)
     let wants = Wants::of(R::blocks(filter), R::conditions(filter))?;
     let mut out = Prefiltered { request: R::default(), dropped: 0, hits: vec![0; rules] };
     let mut scratch = vec![0; rules];
-    let mut pace = Pace { kept_in_a_row: 0, unscanned: 0 };
+    let mut pace = Pace { kept_in_a_row: 0, dropped_in_scope: false, unscanned: 0 };
     let mut top = Reader::new(request);
     while let Some((tag, wire)) = top.key()? {
         if tag != 1 {
@@ -100,6 +100,7 @@ pub(crate) fn decode<R: Assemble>(request: &[u8], filter: &Filter, rules: usize)
                 }
             }
             out.request.push_scope(scope.clone(), schema_url);
+            pace.dropped_in_scope = false;
             for bytes in items {
                 if pace.unscanned > 0 {
                     pace.unscanned -= 1;
@@ -120,6 +121,7 @@ pub(crate) fn decode<R: Assemble>(request: &[u8], filter: &Filter, rules: usize)
                     out.dropped += 1;
                     out.hits.iter_mut().zip(&scratch).for_each(|(h, s)| *h += s);
                     pace.kept_in_a_row = 0;
+                    pace.dropped_in_scope = true;
                 }
             }
         }
@@ -133,9 +135,13 @@ pub(crate) fn decode<R: Assemble>(request: &[u8], filter: &Filter, rules: usize)
 /// records (an all-audit stream) the next ones are decoded whole without a
 /// scan, which would only cost time: the batch's walk filters every record
 /// anyway; one record in [`UNSCANNED`] + 1 is still scanned, so a stream
-/// that starts dropping again is scanned again.
+/// that starts dropping again is scanned again. Only in a scope the scan
+/// has dropped nothing from: there a record's place among those the walk
+/// sees is its place in the request, which an OTTL error names.
 struct Pace {
     kept_in_a_row: u32,
+    /// Whether the scan dropped a record of the current scope.
+    dropped_in_scope: bool,
     /// Records still to decode whole without a scan.
     unscanned: u32,
 }
@@ -149,7 +155,7 @@ const UNSCANNED: u32 = 64;
 impl Pace {
     fn kept(&mut self) {
         self.kept_in_a_row += 1;
-        if self.kept_in_a_row >= KEPT_IN_A_ROW {
+        if self.kept_in_a_row >= KEPT_IN_A_ROW && !self.dropped_in_scope {
             self.unscanned = UNSCANNED;
         }
     }

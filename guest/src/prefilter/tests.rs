@@ -411,3 +411,26 @@ fn after_a_run_of_kept_records_the_next_are_decoded_whole_and_the_walk_filters_t
     let full = full_walk::<ExportTraceServiceRequest>(&bytes, &policy).unwrap();
     assert!(0 < scanned.dropped && scanned.dropped < full.dropped, "{} of {}", scanned.dropped, full.dropped);
 }
+
+#[test]
+fn an_evaluation_error_names_the_record_by_its_place_in_the_request() {
+    let policy = "filter:\n  traces:\n    span: ['attributes[\"drop\"] != nil', 'Len(attributes[\"n\"]) > 100']\n";
+    let policy = Policy::parse(policy, &[]).unwrap();
+    let with = |key: &str, value: Value| Span {
+        attributes: vec![KeyValue { key: key.into(), value: Some(AnyValue { value: Some(value) }), key_strindex: 0 }],
+        ..Default::default()
+    };
+    // One dropped, ten kept, then one whose condition fails (Len of an int).
+    let mut spans = vec![with("drop", Value::BoolValue(true))];
+    spans.extend((0..10).map(|_| with("n", Value::StringValue("x".into()))));
+    spans.push(with("n", Value::IntValue(1)));
+    let request = ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            scope_spans: vec![ScopeSpans { spans, ..Default::default() }],
+            ..Default::default()
+        }],
+    };
+    let ctx = crate::api::Context { received_at_unix_nano: 1, head: crate::api::ChainHead::genesis("c"), sender: None };
+    let error = crate::process::traces(&policy, &request.encode_to_vec(), &ctx).unwrap_err().to_string();
+    assert!(error.contains("(resource 0, scope 0, record 11)"), "{error}");
+}
