@@ -82,6 +82,29 @@ pub(super) fn check(
         }
         Ok(found)
     };
+    // The kept records a condition checks: those it names, else all.
+    let targets = |record: Option<&RecordRef>,
+                   key: &str,
+                   (plural, singular): (&str, &str),
+                   failures: &mut Vec<String>|
+     -> Result<Vec<&(usize, Kept)>, TestFileError> {
+        Ok(match record {
+            Some(r) => {
+                let wanted = resolve(r, &format!("{key}.record"))?;
+                let targets: Vec<_> = kept.iter().filter(|(i, _)| wanted.contains(i)).collect();
+                if targets.is_empty() {
+                    failures.push(format!("{key}: {r} was not kept, so its {plural} cannot be checked"));
+                }
+                targets
+            }
+            None => {
+                if kept.is_empty() {
+                    failures.push(format!("{key}: no record was kept, so no {singular} could be checked"));
+                }
+                kept.iter().collect()
+            }
+        })
+    };
     if let Some(expected) = &expect.kept {
         let mut want = Vec::new();
         for r in expected {
@@ -117,22 +140,7 @@ pub(super) fn check(
     }
     for (n, condition) in expect.attributes.iter().enumerate() {
         let key = format!("attributes[{n}]");
-        let targets: Vec<&(usize, Kept)> = match &condition.record {
-            Some(r) => {
-                let wanted = resolve(r, &format!("{key}.record"))?;
-                let targets: Vec<_> = kept.iter().filter(|(i, _)| wanted.contains(i)).collect();
-                if targets.is_empty() {
-                    failures.push(format!("{key}: {r} was not kept, so its attributes cannot be checked"));
-                }
-                targets
-            }
-            None => {
-                if kept.is_empty() {
-                    failures.push(format!("{key}: no record was kept, so no attribute could be checked"));
-                }
-                kept.iter().collect()
-            }
-        };
+        let targets = targets(condition.record.as_ref(), &key, ("attributes", "attribute"), &mut failures)?;
         let matchers = condition
             .matches
             .iter()
@@ -226,22 +234,7 @@ pub(super) fn check(
     }
     for (n, condition) in expect.fields.iter().enumerate() {
         let key = format!("fields[{n}]");
-        let targets: Vec<&(usize, Kept)> = match &condition.record {
-            Some(r) => {
-                let wanted = resolve(r, &format!("{key}.record"))?;
-                let targets: Vec<_> = kept.iter().filter(|(i, _)| wanted.contains(i)).collect();
-                if targets.is_empty() {
-                    failures.push(format!("{key}: {r} was not kept, so its fields cannot be checked"));
-                }
-                targets
-            }
-            None => {
-                if kept.is_empty() {
-                    failures.push(format!("{key}: no record was kept, so no field could be checked"));
-                }
-                kept.iter().collect()
-            }
-        };
+        let targets = targets(condition.record.as_ref(), &key, ("fields", "field"), &mut failures)?;
         let known = match batch.signal {
             Signal::Traces => &SPAN_FIELDS[..],
             Signal::Logs => &LOG_FIELDS[..],
