@@ -4,9 +4,14 @@
 
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value};
 
+/// An attribute.
+pub fn attribute(key: &str, value: Value) -> KeyValue {
+    KeyValue { key: key.to_owned(), value: Some(AnyValue { value: Some(value) }), key_strindex: 0 }
+}
+
 /// Appends an attribute the caller knows is absent.
 pub fn push(attributes: &mut Vec<KeyValue>, key: &str, value: Value) {
-    attributes.push(KeyValue { key: key.to_owned(), value: Some(AnyValue { value: Some(value) }), key_strindex: 0 });
+    attributes.push(attribute(key, value));
 }
 
 /// Sets `key` to `value`, replacing every existing occurrence (the

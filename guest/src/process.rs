@@ -18,10 +18,10 @@ use crate::api::{ChainHead, Context, Output, ProcessError, Stats};
 use audit_format::hash::{self as chain, Hash};
 use audit_format::keys;
 
-use crate::enrich;
+use crate::enrich::Stamp;
 use crate::policy::Policy;
 use crate::prefilter::{self, Assemble};
-use crate::record::{self, Body, Position};
+use crate::record::{self, Added, Body, Position, Shared};
 
 /// Which stages a batch's records go through. Decoding, validation,
 /// enrichment and chaining are the same for both.
@@ -181,9 +181,10 @@ fn run<R: Request + Assemble>(
                 if stages == Stages::EventsOnly {
                     batch.stats.received += 1;
                 }
-                batch.enrich(item.attributes_mut());
-                let link = batch.chain(&resource_member, &scope_member, item.body());
+                let missing = batch.prepare(item.attributes_mut());
+                let link = batch.chain(&resource_member, &scope_member, item.body(), missing.as_ref());
                 if copies == Copies::Otlp {
+                    batch.stamp.push_into(item.attributes_mut(), missing);
                     batch.annotate(&link, item.attributes_mut());
                 }
             }
@@ -389,8 +390,8 @@ fn check_room(ctx: &Context, records: u64) -> Result<(), ProcessError> {
 /// The running state of one batch: chain position, counters, output.
 struct Batch<'p> {
     policy: &'p Policy,
-    /// Whether enrichment checks `audit.require` (not for the host's events).
-    check_require: bool,
+    /// What enrichment adds to each kept record.
+    stamp: Stamp<'p>,
     chain_id: String,
     seq: u64,
     prev: Hash,
@@ -419,7 +420,7 @@ impl<'p> Batch<'p> {
         }
         Ok(Batch {
             policy,
-            check_require: stages == Stages::Policy,
+            stamp: Stamp::new(policy, &received_at, stages == Stages::Policy),
             chain_id: ctx.head.chain_id.clone(),
             seq: ctx.head.seq,
             prev: ctx.head.prev,
@@ -432,19 +433,24 @@ impl<'p> Batch<'p> {
         })
     }
 
-    fn enrich(&mut self, attributes: &mut Vec<KeyValue>) {
-        if enrich::stamp(self.policy, &self.received_at, self.check_require, attributes, &mut self.stats.rule_hits) {
-            self.stats.violations += 1;
-        }
+    /// Prepares a kept record for enrichment ([`Stamp::prepare`]) and
+    /// counts a broken `audit.require`.
+    fn prepare(&mut self, attributes: &mut Vec<KeyValue>) -> Option<KeyValue> {
+        let missing = self.stamp.prepare(attributes, &mut self.stats.rule_hits);
+        self.stats.violations += u64::from(missing.is_some());
+        missing
     }
 
-    /// Writes the canonical record, hashes it, links it and returns its
+    /// Writes the canonical record (the body's attributes joined by the
+    /// enrichment's and `missing`), hashes it, links it and returns its
     /// position for the downstream copy.
-    fn chain(&mut self, resource: &[u8], scope: &[u8], body: Body) -> Link {
+    fn chain(&mut self, resource: &[u8], scope: &[u8], body: Body, missing: Option<&KeyValue>) -> Link {
+        let added = Added { first: missing, rest: self.stamp.common() };
+        let shared = Shared { received_at: &self.received_at, resource, scope, sender: &self.sender };
         let key = self.policy.key.as_ref();
         let pos =
             Position { chain_id: &self.chain_id, seq: self.seq, prev: &self.prev, key_id: key.map(|k| k.id.as_str()) };
-        let mac_at = record::write(&mut self.scratch, &pos, &self.received_at, resource, scope, &self.sender, body);
+        let mac_at = record::write(&mut self.scratch, &pos, &shared, body, added);
         let leaf = crate::leaf_hash(&self.scratch);
         let mac = key.map(|k| chain::record_mac(&k.secret, &leaf));
         let stored = match &mac {
@@ -474,7 +480,7 @@ impl<'p> Batch<'p> {
 
     /// Adds the chain attributes to a kept record's downstream copy. They
     /// are not part of the canonical record: they describe it. (Any value a
-    /// client sent under these keys was removed by [`enrich::stamp`].)
+    /// client sent under these keys was removed by [`Stamp::prepare`].)
     fn annotate(&self, link: &Link, attributes: &mut Vec<KeyValue>) {
         let mut add = |key: &str, value: Value| crate::kv::push(attributes, key, value);
         add(keys::SEQUENCE_STREAM_ID, Value::StringValue(self.chain_id.clone()));

@@ -43,23 +43,38 @@ pub enum Body<'a> {
     Log(&'a LogRecord),
 }
 
+/// Attributes the processor adds to a record (enrichment), written among
+/// the record's own in canonical order without being pushed into it. None
+/// of their keys is among the record's own (enrichment removed those).
+#[derive(Clone, Copy, Default)]
+pub struct Added<'a> {
+    /// A record's own addition (`audit.require.missing`).
+    pub first: Option<&'a KeyValue>,
+    /// The additions every record of the batch gets.
+    pub rest: &'a [KeyValue],
+}
+
+/// The members a record shares with the other records of its batch,
+/// resource or scope: pre-rendered once ([`resource_member`],
+/// [`scope_member`], [`sender_member`]).
+pub struct Shared<'a> {
+    /// The batch's received-at time (RFC 3339).
+    pub received_at: &'a str,
+    /// The complete `"resource":{...}` member.
+    pub resource: &'a [u8],
+    /// The complete `"scope":{...}` member.
+    pub scope: &'a [u8],
+    /// The complete `"sender":{...}` member; empty when the batch has no
+    /// sender (it is left out, and the record is version 1).
+    pub sender: &'a [u8],
+}
+
 /// Writes one record into `out` (cleared first) without its `mac` member and
 /// returns the byte offset where the `mac` member belongs, so the caller can
-/// insert it once the leaf hash is known.
-///
-/// `resource`, `scope` and `sender` are complete pre-rendered members
-/// (see [`resource_member`], [`scope_member`] and [`sender_member`]),
-/// shared by all the records of one resource, scope or batch; an empty
-/// `sender` is left out (and the record is version 1).
-pub fn write(
-    out: &mut Vec<u8>,
-    pos: &Position,
-    received_at: &str,
-    resource: &[u8],
-    scope: &[u8],
-    sender: &[u8],
-    body: Body,
-) -> usize {
+/// insert it once the leaf hash is known. `added` joins the span's or log
+/// record's attributes.
+pub fn write(out: &mut Vec<u8>, pos: &Position, shared: &Shared, body: Body, added: Added) -> usize {
+    let Shared { received_at, resource, scope, sender } = *shared;
     out.clear();
     out.extend_from_slice(b"{\"chain\":{\"id\":");
     jcs::write_str(out, pos.chain_id);
@@ -74,7 +89,7 @@ pub fn write(
     out.push(b'}');
     if let Body::Log(log) = body {
         out.extend_from_slice(b",\"log\":");
-        write_log(out, log);
+        write_log(out, log, added);
     }
     let mac_at = out.len();
     out.extend_from_slice(b",\"received_at\":");
@@ -89,7 +104,7 @@ pub fn write(
     }
     if let Body::Span(span) = body {
         out.extend_from_slice(b",\"span\":");
-        write_span(out, span);
+        write_span(out, span, added);
     }
     out.extend_from_slice(b",\"v\":");
     jcs::write_small_uint(out, if sender.is_empty() { FORMAT_VERSION } else { FORMAT_VERSION_SENDER });
@@ -177,9 +192,9 @@ fn write_entity_ref(out: &mut Vec<u8>, e: &EntityRef) {
     obj.end();
 }
 
-fn write_span(out: &mut Vec<u8>, s: &Span) {
+fn write_span(out: &mut Vec<u8>, s: &Span, added: Added) {
     let mut obj = Object::new(out);
-    obj.attributes("attributes", &s.attributes);
+    obj.attributes_with("attributes", &s.attributes, added);
     obj.count("dropped_attributes_count", s.dropped_attributes_count);
     obj.count("dropped_events_count", s.dropped_events_count);
     obj.count("dropped_links_count", s.dropped_links_count);
@@ -244,9 +259,9 @@ fn write_link(out: &mut Vec<u8>, l: &span::Link) {
     obj.end();
 }
 
-fn write_log(out: &mut Vec<u8>, r: &LogRecord) {
+fn write_log(out: &mut Vec<u8>, r: &LogRecord, added: Added) {
     let mut obj = Object::new(out);
-    obj.attributes("attributes", &r.attributes);
+    obj.attributes_with("attributes", &r.attributes, added);
     if let Some(body) = &r.body {
         let out = obj.key("body");
         write_value(out, body);
@@ -265,12 +280,13 @@ fn write_log(out: &mut Vec<u8>, r: &LogRecord) {
 
 /// Writes an attribute list as a JSON object with members in canonical
 /// order; for a repeated key the first occurrence wins.
-fn write_attributes(out: &mut Vec<u8>, attributes: &[KeyValue]) {
+fn write_attributes(out: &mut Vec<u8>, attributes: &[KeyValue], added: Added) {
     // A stable sort keeps the first of equal keys first. For ASCII keys
     // (nearly all) UTF-16 order is byte order, decided mostly by the first
     // eight bytes as one number.
-    let mut sorted: Vec<(u64, &KeyValue)> = attributes.iter().map(|kv| (prefix(&kv.key), kv)).collect();
-    if attributes.iter().all(|kv| kv.key.is_ascii()) {
+    let mut every = attributes.iter().chain(added.first).chain(added.rest);
+    let mut sorted: Vec<(u64, &KeyValue)> = every.clone().map(|kv| (prefix(&kv.key), kv)).collect();
+    if every.all(|kv| kv.key.is_ascii()) {
         sorted.sort_by(|(pa, a), (pb, b)| pa.cmp(pb).then_with(|| a.key.as_bytes().cmp(b.key.as_bytes())));
     } else {
         sorted.sort_by(|(_, a), (_, b)| jcs::cmp_keys(&a.key, &b.key));
@@ -358,7 +374,7 @@ fn write_value(out: &mut Vec<u8>, value: &AnyValue) {
         }
         Some(Value::KvlistValue(list)) => {
             out.extend_from_slice(b"{\"m\":");
-            write_attributes(out, &list.values);
+            write_attributes(out, &list.values, Added::default());
             out.push(b'}');
         }
         // Rejected when the request is decoded (profiles only); written
@@ -470,9 +486,13 @@ impl<'a> Object<'a> {
     }
 
     fn attributes(&mut self, key: &'static str, attributes: &[KeyValue]) {
-        if !attributes.is_empty() {
+        self.attributes_with(key, attributes, Added::default());
+    }
+
+    fn attributes_with(&mut self, key: &'static str, attributes: &[KeyValue], added: Added) {
+        if !attributes.is_empty() || added.first.is_some() || !added.rest.is_empty() {
             let out = self.key(key);
-            write_attributes(out, attributes);
+            write_attributes(out, attributes, added);
         }
     }
 

@@ -78,6 +78,10 @@ pub struct Redaction {
     pub blocked_key_patterns: Vec<(Regex, usize)>,
     /// `blocked_values` with rule indexes.
     pub blocked_values: Vec<(Regex, usize)>,
+    /// All of `blocked_values` as one regex, when there are several: a
+    /// value it does not match (nearly all) is passed after one search
+    /// instead of one per pattern.
+    pub any_blocked: Option<Regex>,
     /// `allowed_values`.
     pub allowed_values: Vec<Regex>,
     /// `hash_function`.
@@ -216,6 +220,9 @@ impl Redaction {
     /// Masks every match of every `blocked_values` pattern; `None` when
     /// nothing matched.
     fn mask_values(&self, text: &str, hits: &mut [u64]) -> Option<String> {
+        if self.any_blocked.as_ref().is_some_and(|any| !any.is_match(text)) {
+            return None;
+        }
         let mut current = std::borrow::Cow::Borrowed(text);
         for (re, rule) in &self.blocked_values {
             if re.is_match(&current) {

@@ -58,6 +58,7 @@ impl Compiler<'_> {
             let re = compile_regex(&path, p)?;
             blocked_values.push((re, self.rule(path, format!("mask values matching /{p}/"))));
         }
+        let any_blocked = (blocked_values.len() > 1).then(|| union(&r.blocked_values)).flatten();
         let allowed_values = r
             .allowed_values
             .iter()
@@ -70,9 +71,17 @@ impl Compiler<'_> {
             ignored_keys: r.ignored_keys,
             blocked_key_patterns,
             blocked_values,
+            any_blocked,
             allowed_values,
             masking,
             summary,
         })
     }
+}
+
+/// One regex matching where any of `patterns` (each valid alone) matches;
+/// `None` should the union exceed the regex size limit.
+fn union(patterns: &[String]) -> Option<regex::Regex> {
+    let alternatives: Vec<String> = patterns.iter().map(|p| format!("(?:{p})")).collect();
+    regex::Regex::new(&alternatives.join("|")).ok()
 }

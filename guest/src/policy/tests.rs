@@ -308,3 +308,30 @@ fn ottl_text_takes_dollars_as_a_collector_config_does() {
     .unwrap();
     assert_eq!(policy.rules[0].description, r#"span statement: replace_pattern(span.name, "^(GET) .*$", "$1 $$")"#);
 }
+
+#[test]
+fn several_blocked_values_are_searched_as_one_and_masked_each() {
+    use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue};
+    let policy =
+        parse("redaction:\n  allow_all_keys: true\n  blocked_values: ['(?i)secret', '\\b5[1-5][0-9]{2}\\b']\n")
+            .unwrap();
+    let any = policy.redaction.any_blocked.as_ref().expect("two patterns have a union");
+    assert!(any.is_match("a SECRET") && any.is_match("pin 5123") && !any.is_match("pin 5923, (?i)"));
+    let kv = |k: &str, v: &str| KeyValue {
+        key: k.into(),
+        value: Some(AnyValue { value: Some(Value::StringValue(v.into())) }),
+        key_strindex: 0,
+    };
+    let mut span = opentelemetry_proto::tonic::trace::v1::Span {
+        attributes: vec![kv("a", "Secret 5123 ok"), kv("b", "pin 5923"), kv("c", "5234")],
+        ..Default::default()
+    };
+    let mut hits = vec![0; policy.rules.len()];
+    assert_eq!(policy.redaction.redact_span(&mut span, &mut hits), 2);
+    let text = |i: usize| match span.attributes[i].value.as_ref().and_then(|v| v.value.as_ref()) {
+        Some(Value::StringValue(s)) => s.clone(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!((text(0), text(1), text(2)), ("**** **** ok".into(), "pin 5923".into(), "****".into()));
+    assert_eq!(hits, vec![1, 2], "each pattern's rule counts the values it masked");
+}
