@@ -125,11 +125,11 @@ impl Setup {
     }
 
     /// The shipped default's store settings (collector-config/otel-audit.yaml):
-    /// 64 MiB segments, a checkpoint every 1000 records or 10 s, a heartbeat
+    /// 64 MiB segments, a checkpoint every 10,000 records or 10 s, a heartbeat
     /// every 60 s.
     pub fn shipped_store(&mut self) {
         self.segment_size = "64MiB".into();
-        self.checkpoint = "{every_records: 1000, interval: 10s, heartbeat: 60s}".into();
+        self.checkpoint = "{every_records: 10000, interval: 10s, heartbeat: 60s}".into();
     }
 
     /// Runs `otel-audit verify` on the store with the setup's public key

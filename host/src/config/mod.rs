@@ -321,7 +321,7 @@ pub struct Store {
     pub instance_id: String,
     /// Segment size in bytes at which a segment is sealed (default 64 MiB, at least 4 KiB).
     pub segment_size: u64,
-    /// Sign a checkpoint after this many new records (`checkpoint.every_records`, default 1000).
+    /// Sign a checkpoint after this many new records (`checkpoint.every_records`, default 10,000).
     pub every_records: u64,
     /// Also sign when this much time has passed since the last checkpoint
     /// and new records exist (`checkpoint.interval`, default 10s).

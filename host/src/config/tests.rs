@@ -158,7 +158,7 @@ fn the_shipped_default_parses_with_its_defaults() {
         let s = &p.store;
         assert_eq!((s.id.as_str(), s.directory.as_path()), ("auditstore", Path::new("./audit-data")));
         assert_eq!(s.signing_key, Path::new("dev-keys/otel-audit-dev.key"));
-        assert_eq!((s.segment_size, s.every_records), (64 << 20, 1000));
+        assert_eq!((s.segment_size, s.every_records), (64 << 20, 10_000));
         assert_eq!((s.interval, s.heartbeat), (Duration::from_secs(10), Duration::from_secs(60)));
         assert_eq!(s.origin, "otel-audit");
         assert!(!s.instance_id.is_empty(), "the host name");

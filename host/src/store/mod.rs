@@ -127,6 +127,44 @@ pub struct AppendStats {
     pub fsync: Duration,
 }
 
+/// A batch written into a chain's files but not yet durable
+/// ([`ChainStore::write`]): [`sync`](Unsynced::sync) makes it so, on any
+/// thread, and [`ChainStore::complete`] takes the outcome.
+#[derive(Debug)]
+pub struct Unsynced {
+    /// The files written, each with its path (for errors).
+    files: Vec<(File, PathBuf)>,
+    /// The fsync fails, as a failing disk's does (unit tests).
+    #[cfg(test)]
+    fault: bool,
+}
+
+impl Unsynced {
+    /// Fsyncs the written files' data; how long it took.
+    pub fn sync(&self) -> Result<Duration, StoreError> {
+        let started = Instant::now();
+        #[cfg(test)]
+        if self.fault {
+            let path = &self.files[0].1;
+            return Err(io("fsync", path)(std::io::Error::other("injected fsync failure")));
+        }
+        for (file, path) in &self.files {
+            file.sync_data().map_err(io("fsync", path))?;
+        }
+        Ok(started.elapsed())
+    }
+}
+
+/// What a written batch moves once it is durable.
+#[derive(Debug)]
+struct Written {
+    records: u64,
+    bytes: u64,
+    outbox_bytes: u64,
+    next_seq: u64,
+    leaves: Vec<Hash>,
+}
+
 /// One line of `checkpoints.jsonl`: a signed checkpoint and the frontier
 /// it was computed from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -206,6 +244,8 @@ pub struct ChainStore {
     records_buf: Vec<u8>,
     /// Reused for each batch's outbox frames.
     frames_buf: Vec<u8>,
+    /// The batch [`ChainStore::write`] wrote that waits for its fsync.
+    unsynced: Option<Written>,
     #[cfg(test)]
     fault: Option<Fault>,
 }
@@ -272,12 +312,32 @@ impl ChainStore {
     /// an fsync error it is also poisoned (every later append returns
     /// [`StoreError::Poisoned`] until it is reopened).
     pub fn append(&mut self, batch: &[Append<'_>]) -> Result<AppendStats, StoreError> {
+        match self.write(batch)? {
+            Some(unsynced) => {
+                let synced = unsynced.sync();
+                self.complete(synced)
+            }
+            None => Ok(AppendStats::default()),
+        }
+    }
+
+    /// [`append`](Self::append) in two halves, so that the fsync can run on
+    /// another thread while the store's owner goes on (the chain worker
+    /// processes its next group meanwhile): writes the batch into the files
+    /// (page cache) and returns what [`Unsynced::sync`] must make durable,
+    /// or `None` for a batch without records. Until [`complete`](Self::complete)
+    /// takes the result, the head stays and the store refuses anything else.
+    /// A write error cuts the files back, as in `append`.
+    pub fn write(&mut self, batch: &[Append<'_>]) -> Result<Option<Unsynced>, StoreError> {
         if self.poisoned {
             return Err(StoreError::Poisoned);
         }
+        if self.unsynced.is_some() {
+            return Err(StoreError::invalid("append", "the previous append is still waiting for its fsync"));
+        }
         let (records, bytes) = validate(batch)?;
         if records == 0 {
-            return Ok(AppendStats::default());
+            return Ok(None);
         }
         let next_seq = self.head.seq.checked_add(records).filter(|n| *n <= MAX_NEXT_SEQ).ok_or_else(|| {
             StoreError::invalid("append", format!("{records} records after seq {} overflow the chain", self.head.seq))
@@ -295,37 +355,59 @@ impl ChainStore {
             self.rotate()?;
         }
         self.encode(batch, bytes);
-        if let Err(error) = self.write_encoded() {
-            self.roll_back();
-            return Err(error);
-        }
-        let started = Instant::now();
-        if let Err(error) = self.sync() {
-            self.poisoned = true;
-            self.roll_back();
-            return Err(error);
-        }
-        let fsync = started.elapsed();
-        self.segment.len += bytes;
+        let written = self.write_encoded().and_then(|()| self.sync_handles());
+        let files = match written {
+            Ok(files) => files,
+            Err(error) => {
+                self.roll_back();
+                return Err(error);
+            }
+        };
+        let leaves = batch.iter().flat_map(|a| a.leaves.iter().copied()).collect();
         let outbox_bytes = self.frames_buf.len() as u64;
+        self.unsynced = Some(Written { records, bytes, outbox_bytes, next_seq, leaves });
+        #[cfg(test)]
+        let fault = self.fault.take_if(|f| *f == Fault::Fsync).is_some();
+        Ok(Some(Unsynced {
+            files,
+            #[cfg(test)]
+            fault,
+        }))
+    }
+
+    /// Ends the last [`write`](Self::write) with the outcome of its
+    /// [`Unsynced::sync`]: once durable, the head and frontier move past its
+    /// records; after a failed fsync the files are cut back and the store is
+    /// poisoned, as in [`append`](Self::append).
+    pub fn complete(&mut self, synced: Result<Duration, StoreError>) -> Result<AppendStats, StoreError> {
+        let Some(written) = self.unsynced.take() else {
+            return Err(StoreError::invalid("append", "no append is waiting for its fsync"));
+        };
+        let fsync = match synced {
+            Ok(fsync) => fsync,
+            Err(error) => {
+                self.poisoned = true;
+                self.roll_back();
+                return Err(error);
+            }
+        };
+        self.segment.len += written.bytes;
         if let Some(outbox) = self.outbox.as_mut() {
-            outbox.len += outbox_bytes;
+            outbox.len += written.outbox_bytes;
         }
-        for append in batch {
-            for leaf in append.leaves {
-                self.frontier.push(*leaf);
-                self.tiles.push(*leaf);
-            }
-            if let Some(last) = append.leaves.last() {
-                self.head.prev = *last;
-            }
+        for leaf in &written.leaves {
+            self.frontier.push(*leaf);
+            self.tiles.push(*leaf);
         }
-        self.head.seq = next_seq;
+        if let Some(last) = written.leaves.last() {
+            self.head.prev = *last;
+        }
+        self.head.seq = written.next_seq;
         // The records are durable; the tiles are derived from them. A write
         // that fails here is tried again, and must succeed, before the next
         // checkpoint (which fsyncs them) is written.
         let _ = self.tiles.write();
-        Ok(AppendStats { records, bytes, outbox_bytes, fsync })
+        Ok(AppendStats { records: written.records, bytes: written.bytes, outbox_bytes: written.outbox_bytes, fsync })
     }
 
     /// Makes the next append's fsync fail, as a failing disk does (for
@@ -343,6 +425,9 @@ impl ChainStore {
             return Err(StoreError::Poisoned);
         }
         let invalid = |message: String| StoreError::invalid("checkpoint", message);
+        if self.unsynced.is_some() {
+            return Err(invalid("an append is still waiting for its fsync".into()));
+        }
         if entry.size > self.head.seq {
             return Err(invalid(format!("size {} is past the head (next seq {})", entry.size, self.head.seq)));
         }
@@ -420,17 +505,14 @@ impl ChainStore {
         outbox.file.write_all_at(&self.frames_buf, outbox.len).map_err(io("write", &outbox.path))
     }
 
-    fn sync(&mut self) -> Result<(), StoreError> {
-        #[cfg(test)]
-        if self.fault == Some(Fault::Fsync) {
-            self.fault = None;
-            return Err(io("fsync", &self.segment.path)(std::io::Error::other("injected fsync failure")));
+    /// Handles on the files the encoded batch went into, for its fsync.
+    fn sync_handles(&self) -> Result<Vec<(File, PathBuf)>, StoreError> {
+        let handle = |file: &File, path: &Path| Ok((file.try_clone().map_err(io("duplicate", path))?, path.to_owned()));
+        let mut files = vec![handle(&self.segment.file, &self.segment.path)?];
+        if let Some(outbox) = self.outbox.as_ref().filter(|_| !self.frames_buf.is_empty()) {
+            files.push(handle(&outbox.file, &outbox.path)?);
         }
-        self.segment.file.sync_data().map_err(io("fsync", &self.segment.path))?;
-        match self.outbox.as_ref().filter(|_| !self.frames_buf.is_empty()) {
-            Some(outbox) => outbox.file.sync_data().map_err(io("fsync", &outbox.path)),
-            None => Ok(()),
-        }
+        Ok(files)
     }
 
     /// Cuts the segment and outbox back to their last durable length after

@@ -224,6 +224,7 @@ pub(super) fn open(dir: &Path, chain_id: &str, options: StoreOptions) -> Result<
         rotation_pending: false,
         records_buf: Vec::new(),
         frames_buf: Vec::new(),
+        unsynced: None,
         #[cfg(test)]
         fault: None,
     };

@@ -231,8 +231,9 @@ impl Checker<'_> {
             .or(format!("{path}.segment_size"), file.segment_size, 64 << 20, |t| at_least(values::size(t)?, 4096, t));
         let checkpoint = file.checkpoint.unwrap_or_default();
         let at = format!("{path}.checkpoint");
-        let every_records = self
-            .or(format!("{at}.every_records"), checkpoint.every_records, 1000, |t| at_least(values::integer(t)?, 1, t));
+        let every_records = self.or(format!("{at}.every_records"), checkpoint.every_records, 10_000, |t| {
+            at_least(values::integer(t)?, 1, t)
+        });
         let interval = self.or(format!("{at}.interval"), checkpoint.interval, Duration::from_secs(10), positive);
         let heartbeat = self.or(format!("{at}.heartbeat"), checkpoint.heartbeat, Duration::from_secs(60), positive);
         let mirror = match checkpoint.mirror {

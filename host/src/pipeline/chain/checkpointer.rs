@@ -202,6 +202,10 @@ impl ChainWorker {
         if !self.checkpoints.due(&self.spec.checkpoints, store.frontier().size(), shutdown) {
             return;
         }
+        // It covers the group in flight too.
+        if !self.settle() {
+            return;
+        }
         let occasion = if shutdown { Occasion::Shutdown } else { Occasion::Schedule };
         let _ = self.sign(occasion);
     }

@@ -4,17 +4,25 @@
 //! is each request answered. A request the component refuses is answered
 //! at once and the others go on; a failed append answers every request of
 //! the group with a retryable error and leaves the head where it was.
+//!
+//! Pipelined: while a group's fsync runs ([`super::syncer`]), the next
+//! group already runs through the component from the head the first one
+//! leads to. It is written only once the first is durable (and answered),
+//! and if that fsync fails it is answered retryable too: its records would
+//! follow ones the store no longer has.
 
+use std::sync::Arc;
 use std::sync::mpsc::{Receiver, TryRecvError};
 
-use audit_format::Context;
+use audit_format::{ChainHead, Context};
 
+use super::syncer::Syncer;
 use super::{ChainWorker, Job, Occasion, Unavailable, Work, configured_instance};
 use crate::metrics;
 use crate::otlp::Signal;
 use crate::pipeline::Rejection;
 use crate::runtime::{Output, ProcessError, RuntimeError};
-use crate::store::{Append, StoreError};
+use crate::store::{Append, AppendStats, StoreError, Unsynced};
 
 /// At most this many requests are committed together.
 pub(super) const MAX_GROUP_REQUESTS: usize = 256;
@@ -98,19 +106,53 @@ pub(super) fn check_output(output: &Output, ctx: &Context) -> Result<(), Discont
     }
 }
 
+/// A group whose records are written and waiting for their fsync.
+pub(super) struct InFlight {
+    /// Its requests, each with the component's output.
+    processed: Vec<(Job, Output)>,
+    /// What makes them durable.
+    unsynced: Arc<Unsynced>,
+    /// The head after them: where the next group starts.
+    head: ChainHead,
+}
+
 impl ChainWorker {
     /// Runs each request through the component, appends every record with
-    /// one fsync, then answers: OK only when durable.
+    /// one fsync, then answers: OK only when durable (the unit tests' way
+    /// of running one group at a time).
+    #[cfg(test)]
     pub(super) fn commit_group(&mut self, group: Vec<Job>) {
-        let labels = metrics::pipeline(&self.spec.pipeline_id);
+        self.start_group(group);
+        self.settle();
+    }
+
+    /// Runs each request through the component, from the head after the
+    /// group in flight if there is one, then settles that group and writes
+    /// this one's records. When they fit before the next checkpoint is
+    /// due, their fsync is begun and the group stays in flight until
+    /// [`settle`](Self::settle) answers it (meanwhile the worker can run
+    /// the next group); otherwise they are appended now, with a checkpoint
+    /// signed where one falls due, and answered.
+    pub(super) fn start_group(&mut self, group: Vec<Job>) {
         if let Err(reason) = self.ensure_ready() {
+            self.settle();
             reject_all(group, &reason.to_string());
             return;
         }
-        let Some(store) = self.store.as_ref() else { return };
-        let mut head = store.head().clone();
+        let tip = match (&self.in_flight, &self.store) {
+            (Some(flight), _) => flight.head.clone(),
+            (None, Some(store)) => store.head().clone(),
+            (None, None) => return,
+        };
+        let mut head = tip;
         let mut processed: Vec<(Job, Output)> = Vec::with_capacity(group.len());
+        let mut durable_before = true;
+        let mut not_run = Vec::new();
         for job in group {
+            if !durable_before {
+                not_run.push(job);
+                continue;
+            }
             let ctx =
                 Context { received_at_unix_nano: job.received_at, head: head.clone(), sender: job.sender.clone() };
             match self.process(&job.payload, &ctx) {
@@ -122,11 +164,102 @@ impl ChainWorker {
                     let _ = job.reply.send(Err(rejection));
                 }
             }
+            // The group in flight is answered as soon as it is durable.
+            if self.syncer.as_mut().is_some_and(Syncer::finished) {
+                durable_before = self.settle();
+            }
+        }
+        if !(durable_before && self.settle()) {
+            // These records follow ones that are not durable.
+            let jobs = processed.into_iter().map(|(job, _)| job).chain(not_run).collect();
+            reject_all(jobs, "the audit store could not make the records before these durable");
+            return;
+        }
+        let records: usize = processed.iter().map(|(_, o)| o.records.len()).sum();
+        if records > 0 && self.started && records as u64 <= self.room_before_checkpoint() {
+            self.begin_write(processed, head);
+            return;
         }
         if let Err(reason) = self.append(processed.iter().map(|(_, o)| o), processed.len()) {
             reject_all(processed.into_iter().map(|(job, _)| job).collect(), &reason.to_string());
             return;
         }
+        self.answer_durable(processed, head.seq);
+    }
+
+    /// Writes a group's records and begins their fsync: the group is in
+    /// flight.
+    fn begin_write(&mut self, processed: Vec<(Job, Output)>, head: ChainHead) {
+        let outbox = self.spec.store.outbox.then_some(self.spec.signal);
+        let batch: Vec<Append<'_>> = processed
+            .iter()
+            .map(|(_, o)| Append {
+                records: &o.records,
+                leaves: &o.leaves,
+                outbox: outbox.map(|signal| (signal, o.otlp.as_slice())),
+                continues: 0,
+            })
+            .collect();
+        let written = match self.store.as_mut() {
+            Some(store) => store.write(&batch),
+            None => Err(StoreError::Poisoned),
+        };
+        drop(batch);
+        let unsynced = match written {
+            Ok(Some(unsynced)) => Arc::new(unsynced),
+            Ok(None) => return self.answer_durable(processed, head.seq),
+            Err(error) => {
+                let records = processed.iter().map(|(_, o)| o.records.len()).sum();
+                let reason = self.store_failed(error, processed.len(), records);
+                reject_all(processed.into_iter().map(|(job, _)| job).collect(), &reason.to_string());
+                return;
+            }
+        };
+        if self.syncer.is_none() {
+            let name = format!("{}-fsync", std::thread::current().name().unwrap_or("chain"));
+            // Without the thread, `settle` fsyncs on this one.
+            self.syncer = Syncer::start(name)
+                .inspect_err(|error| tracing::warn!(chain = %self.spec.chain_id, %error, "cannot start the fsync thread; fsyncs run on the chain's"))
+                .ok();
+        }
+        if let Some(syncer) = self.syncer.as_mut() {
+            syncer.begin(unsynced.clone());
+        }
+        self.in_flight = Some(InFlight { processed, unsynced, head });
+    }
+
+    /// Waits for the fsync of the group in flight, if there is one, and
+    /// answers it: OK once durable; retryable when the fsync failed (the
+    /// store then goes back to before it and is reopened). Whether the
+    /// chain goes on from the head after it.
+    pub(super) fn settle(&mut self) -> bool {
+        let Some(flight) = self.in_flight.take() else { return true };
+        let synced = self.syncer.as_mut().and_then(Syncer::wait).unwrap_or_else(|| flight.unsynced.sync());
+        let completed = match self.store.as_mut() {
+            Some(store) => store.complete(synced),
+            None => Err(StoreError::Poisoned),
+        };
+        let requests = flight.processed.len();
+        match completed {
+            Ok(stats) => {
+                self.stored(&stats);
+                self.metrics.group_size.get_or_create(&metrics::chain(&self.spec.chain_id)).observe(requests as f64);
+                self.answer_durable(flight.processed, flight.head.seq);
+                true
+            }
+            Err(error) => {
+                let records = flight.processed.iter().map(|(_, o)| o.records.len()).sum();
+                let reason = self.store_failed(error, requests, records);
+                reject_all(flight.processed.into_iter().map(|(job, _)| job).collect(), &reason.to_string());
+                false
+            }
+        }
+    }
+
+    /// Counts and answers OK the requests of a group whose records are
+    /// durable, up to `next_seq`.
+    fn answer_durable(&mut self, processed: Vec<(Job, Output)>, next_seq: u64) {
+        let labels = metrics::pipeline(&self.spec.pipeline_id);
         // Counted once durable: what the metrics say was kept is in the store.
         for (_, output) in &processed {
             let stats = &output.stats;
@@ -136,7 +269,7 @@ impl ChainWorker {
             self.metrics.redacted.get_or_create(&labels).inc_by(stats.redacted);
             self.metrics.violations.get_or_create(&labels).inc_by(stats.violations);
         }
-        self.committed_to(head.seq);
+        self.committed_to(next_seq);
         for (job, _) in processed {
             let _ = job.reply.send(Ok(()));
         }
@@ -196,26 +329,38 @@ impl ChainWorker {
         if part.is_empty() {
             return Ok(());
         }
-        let chain_labels = metrics::chain(&self.spec.chain_id);
         let Some(store) = self.store.as_mut() else { return Err(Unavailable::NoStore) };
         match store.append(part) {
             Ok(stats) => {
-                self.metrics.stored_bytes.get_or_create(&chain_labels).inc_by(stats.bytes);
-                self.metrics.stored_records.get_or_create(&chain_labels).inc_by(stats.records);
-                self.metrics.fsync_seconds.get_or_create(&chain_labels).observe(stats.fsync.as_secs_f64());
+                self.stored(&stats);
                 Ok(())
             }
             Err(error) => {
-                self.metrics.store_failures.get_or_create(&chain_labels).inc();
-                let records: usize = part.iter().map(|a| a.records.len()).sum();
-                tracing::error!(chain = %self.spec.chain_id, %error, requests, records, "append failed; requests answered retryable");
-                if store.is_poisoned() || !matches!(error, StoreError::Io { .. }) {
-                    // Recover from what is on disk before the next group.
-                    self.store = None;
-                }
-                Err(Unavailable::NotDurable(error))
+                let records = part.iter().map(|a| a.records.len()).sum();
+                Err(self.store_failed(error, requests, records))
             }
         }
+    }
+
+    /// Counts what an append stored.
+    fn stored(&self, stats: &AppendStats) {
+        let chain_labels = metrics::chain(&self.spec.chain_id);
+        self.metrics.stored_bytes.get_or_create(&chain_labels).inc_by(stats.bytes);
+        self.metrics.stored_records.get_or_create(&chain_labels).inc_by(stats.records);
+        self.metrics.fsync_seconds.get_or_create(&chain_labels).observe(stats.fsync.as_secs_f64());
+    }
+
+    /// Counts and logs a failed append (of `records` records from
+    /// `requests` requests) and drops a store that cannot be trusted past
+    /// it: it is reopened, recovering from what is on disk, before the
+    /// next group. What the requests are answered.
+    fn store_failed(&mut self, error: StoreError, requests: usize, records: usize) -> Unavailable {
+        self.metrics.store_failures.get_or_create(&metrics::chain(&self.spec.chain_id)).inc();
+        tracing::error!(chain = %self.spec.chain_id, %error, requests, records, "append failed; requests answered retryable");
+        if self.store.as_ref().is_none_or(|store| store.is_poisoned()) || !matches!(error, StoreError::Io { .. }) {
+            self.store = None;
+        }
+        Unavailable::NotDurable(error)
     }
 
     /// Runs one request. An invalid request is the client's problem. A trap

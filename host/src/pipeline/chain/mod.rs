@@ -20,6 +20,7 @@ pub mod checkpoint_mirror;
 mod checkpointer;
 mod commit;
 mod policy_change;
+mod syncer;
 #[cfg(test)]
 mod tests;
 
@@ -225,6 +226,14 @@ pub struct ChainWorker {
     /// Whether this run's `start` checkpoint is signed: no record is
     /// appended before it.
     started: bool,
+    /// The group written and waiting for its fsync, answered by
+    /// [`ChainWorker::settle`].
+    in_flight: Option<commit::InFlight>,
+    /// The thread that fsyncs groups in flight, started with the first.
+    syncer: Option<syncer::Syncer>,
+    /// A request taken from the queue while a group was in flight: the
+    /// first of the next group.
+    next: Option<Job>,
 }
 
 impl ChainWorker {
@@ -282,6 +291,9 @@ impl ChainWorker {
             mirror,
             mirror_behind: None,
             started: false,
+            in_flight: None,
+            syncer: None,
+            next: None,
             spec,
         };
         // The genesis checkpoint of a new chain, or the first after a
@@ -314,7 +326,11 @@ impl ChainWorker {
         closing: &AtomicBool,
     ) -> Result<(), FinalCheckpointError> {
         loop {
-            let first = match queue.recv_timeout(self.until_next_checkpoint()) {
+            let received = match self.next.take() {
+                Some(job) => Ok(Work::Job(job)),
+                None => queue.recv_timeout(self.until_next_checkpoint()),
+            };
+            let first = match received {
                 Ok(Work::Job(job)) => Some(job),
                 Ok(Work::Wake) => None,
                 Err(RecvTimeoutError::Timeout) => {
@@ -326,6 +342,10 @@ impl ChainWorker {
                 Err(RecvTimeoutError::Disconnected) => break,
             };
             self.pending.extend(controls.try_iter());
+            if !self.pending.is_empty() {
+                // Orders apply between groups: the one in flight is answered first.
+                self.settle();
+            }
             let controls_applied = self.apply_controls();
             let Some(first) = first else {
                 self.checkpoint_if_due(false);
@@ -333,13 +353,29 @@ impl ChainWorker {
             };
             let group = commit::gather(first, &queue);
             match controls_applied {
-                Ok(()) => self.commit_group(group),
+                Ok(()) => self.start_group(group),
                 // The next group must run with what was ordered; until the
                 // order is applied, requests are retryable failures.
                 Err(pending) => commit::reject_all(group, &pending.to_string()),
             }
+            if self.in_flight.is_some() {
+                // With more requests waiting, the next group runs while
+                // this one's fsync does; with none, it is answered now.
+                match queue.try_recv() {
+                    Ok(Work::Job(job)) => self.next = Some(job),
+                    Ok(Work::Wake) => {
+                        self.settle();
+                        self.pending.extend(controls.try_iter());
+                        let _ = self.apply_controls();
+                    }
+                    Err(_) => {
+                        self.settle();
+                    }
+                }
+            }
             self.checkpoint_if_due(false);
         }
+        self.settle();
         let last = self.final_checkpoint();
         match &last {
             Ok(()) => {

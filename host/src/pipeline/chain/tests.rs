@@ -205,6 +205,75 @@ fn a_failed_append_answers_every_request_retryable_and_leaves_the_head() {
     assert_eq!(head.prev, audit_format::hash::leaf_hash(lines[4].as_bytes()));
 }
 
+/// A chain whose next checkpoint is far off: groups go in flight.
+fn pipelined(dir: &Path) -> (ChainWorker, Arc<Metrics>) {
+    let mut spec = spec(dir, policy(0, None));
+    spec.checkpoints.every_records = 1000;
+    open(spec)
+}
+
+#[test]
+fn the_next_group_runs_while_one_waits_for_its_fsync_and_each_is_answered_once_durable() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (mut worker, metrics) = pipelined(tmp.path());
+    let (first, mut first_answers) = group(vec![spans(3, 1), spans(1, 2)]);
+    worker.start_group(first);
+    assert!(worker.in_flight.is_some(), "the group waits for its fsync");
+    assert!(first_answers.iter_mut().all(|a| a.try_recv().is_err()), "not answered before it is durable");
+    assert_eq!(worker.head().unwrap().seq, 0, "the head moves once durable");
+    assert_eq!(worker.committed.borrow().next_seq, 0);
+
+    // The next group chains from the head the first leads to, and is
+    // written once the first is answered.
+    let (second, second_answers) = group(vec![spans(2, 3)]);
+    worker.start_group(second);
+    assert_eq!(first_answers.into_iter().map(answer).collect::<Vec<_>>(), [Ok(()), Ok(())]);
+    assert_eq!(worker.committed.borrow().next_seq, 4);
+    assert!(worker.in_flight.is_some());
+    assert!(worker.settle());
+    assert_eq!(second_answers.into_iter().map(answer).collect::<Vec<_>>(), [Ok(())]);
+    assert_eq!(worker.head().unwrap().seq, 6);
+    assert_eq!(worker.committed.borrow().next_seq, 6);
+    assert_eq!(metric(&metrics, &format!("otel_audit_group_commit_requests_sum{{chain=\"{CHAIN}\"}}")), 3.0);
+    let lines = lines(&tmp.path().join("chain"));
+    let stored: Vec<serde_json::Value> = lines.iter().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(seqs(&stored), (0..6).collect::<Vec<_>>());
+    let leaf = audit_format::hash::to_hex(&audit_format::hash::leaf_hash(lines[3].as_bytes()));
+    assert_eq!(stored[4]["chain"]["prev"], leaf.as_str(), "the second group follows the first");
+}
+
+#[test]
+fn a_failed_fsync_in_flight_fails_the_group_that_ran_behind_it_too() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (mut worker, metrics) = pipelined(tmp.path());
+    assert_eq!(commit(&mut worker, vec![spans(2, 1)]), [Ok(())]);
+    worker.store.as_mut().unwrap().fail_next_fsync();
+    let (first, first_answers) = group(vec![spans(3, 2)]);
+    worker.start_group(first);
+    let (second, second_answers) = group(vec![spans(1, 3), spans(2, 4)]);
+    worker.start_group(second);
+    match answer(first_answers.into_iter().next().unwrap()) {
+        Err(Rejection::Unavailable(m)) => {
+            assert!(m.starts_with("the audit store could not make the records durable: cannot fsync"), "{m}")
+        }
+        other => panic!("the group whose fsync failed: {other:?}"),
+    }
+    for answer in second_answers.into_iter().map(answer) {
+        match answer {
+            Err(Rejection::Unavailable(m)) => {
+                assert!(m.contains("could not make the records before these durable"), "{m}")
+            }
+            other => panic!("the group that ran behind it: {other:?}"),
+        }
+    }
+    assert!(worker.in_flight.is_none(), "nothing of either is written");
+    assert_eq!(worker.committed.borrow().next_seq, 2, "nothing acknowledged");
+    assert_eq!(metric(&metrics, &chain_series("store_failures_total")), 1.0);
+    // The store is reopened from disk; the next group chains from seq 2.
+    assert_eq!(commit(&mut worker, vec![spans(1, 5)]), [Ok(())]);
+    assert_eq!(seqs(&records(&tmp.path().join("chain"))), [0, 1, 2]);
+}
+
 #[test]
 fn output_that_does_not_continue_the_chain_is_named() {
     let mut instance = component().instantiate().unwrap();

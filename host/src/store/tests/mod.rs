@@ -422,14 +422,24 @@ fn a_failed_write_leaves_nothing_and_the_store_usable() {
     assert_state(&store, &chain);
 }
 
+/// Records and their leaves.
+type Batch = (Vec<Vec<u8>>, Vec<Hash>);
+
+/// A store of two records in `dir`, and three more records not appended:
+/// the store, the chain with them, the chain without them, and them.
+fn two_stored_three_more(dir: &Path) -> (ChainStore, Records, Records, Batch) {
+    let mut chain = Records::new("c");
+    let (mut store, _) = open(dir, plain());
+    append(&mut store, &mut chain, 2);
+    let before = chain_at(&chain);
+    let more = chain.next(3, 0);
+    (store, chain, before, more)
+}
+
 #[test]
 fn a_failed_fsync_poisons_until_reopened() {
     let dir = tempfile::tempdir().unwrap();
-    let mut chain = Records::new("c");
-    let (mut store, _) = open(dir.path(), plain());
-    append(&mut store, &mut chain, 2);
-    let before = chain_at(&chain);
-    let (records, leaves) = chain.next(3, 0);
+    let (mut store, chain, before, (records, leaves)) = two_stored_three_more(dir.path());
     let batch = [Append { records: &records, leaves: &leaves, outbox: None, continues: 0 }];
     store.fault = Some(Fault::Fsync);
     assert!(matches!(store.append(&batch), Err(StoreError::Io { op: "fsync", .. })));
@@ -443,6 +453,53 @@ fn a_failed_fsync_poisons_until_reopened() {
     assert_eq!(recovery.next_seq, 2);
     store.append(&batch).unwrap();
     assert_state(&store, &chain);
+}
+
+#[test]
+fn a_write_moves_the_head_only_once_its_fsync_completes_and_nothing_else_goes_in_between() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut store, chain, before, (records, leaves)) = two_stored_three_more(dir.path());
+    let batch = [Append { records: &records, leaves: &leaves, outbox: None, continues: 0 }];
+    let unsynced = store.write(&batch).unwrap().expect("records to sync");
+    assert_state(&store, &before);
+    // One write at a time, and no checkpoint over records not yet durable.
+    let error = store.write(&batch).unwrap_err();
+    assert!(error.to_string().contains("still waiting for its fsync"), "{error}");
+    let entry = CheckpointEntry {
+        size: 2,
+        root: merkle_root(&before.all),
+        time_unix_nano: 1,
+        frontier: store.frontier().nodes().to_vec(),
+        note: String::new(),
+    };
+    let error = store.append_checkpoint(&entry).unwrap_err();
+    assert!(error.to_string().contains("still waiting for its fsync"), "{error}");
+    // The fsync runs on another thread; the store takes its outcome.
+    let synced = std::thread::spawn(move || unsynced.sync()).join().unwrap();
+    let stats = store.complete(synced).unwrap();
+    assert_eq!(stats.records, 3);
+    assert_state(&store, &chain);
+    assert!(store.complete(Ok(std::time::Duration::ZERO)).is_err(), "nothing left to complete");
+    drop(store);
+    let (_, recovery) = open(dir.path(), plain());
+    assert_eq!(recovery.next_seq, 5);
+}
+
+#[test]
+fn a_write_whose_fsync_failed_is_cut_back_and_poisons() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut store, _, before, (records, leaves)) = two_stored_three_more(dir.path());
+    let seg = segments(dir.path())[0].clone();
+    let len = fs::metadata(&seg).unwrap().len();
+    let batch = [Append { records: &records, leaves: &leaves, outbox: None, continues: 0 }];
+    store.fault = Some(Fault::Fsync);
+    let unsynced = store.write(&batch).unwrap().expect("records to sync");
+    assert!(fs::metadata(&seg).unwrap().len() > len, "written, not yet durable");
+    let failed = unsynced.sync();
+    assert!(matches!(store.complete(failed), Err(StoreError::Io { op: "fsync", .. })));
+    assert_eq!(fs::metadata(&seg).unwrap().len(), len, "the batch is cut away");
+    assert_state(&store, &before);
+    assert!(matches!(store.write(&batch), Err(StoreError::Poisoned)));
 }
 
 #[test]
