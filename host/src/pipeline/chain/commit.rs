@@ -50,7 +50,7 @@ pub(super) fn gather(first: Job, queue: &Receiver<Work>) -> Vec<Job> {
 }
 
 /// Answers every request of a group with a retryable error.
-pub(super) fn reject_all(group: Vec<Job>, reason: &str) {
+pub(super) fn reject_all(group: impl IntoIterator<Item = Job>, reason: &str) {
     for job in group {
         let _ = job.reply.send(Err(Rejection::Unavailable(reason.to_owned())));
     }
@@ -106,6 +106,16 @@ pub(super) fn check_output(output: &Output, ctx: &Context) -> Result<(), Discont
     }
 }
 
+/// The requests of processed ones.
+fn jobs(processed: Vec<(Job, Output)>) -> impl Iterator<Item = Job> {
+    processed.into_iter().map(|(job, _)| job)
+}
+
+/// The records the component produced for processed requests.
+fn records_in(processed: &[(Job, Output)]) -> usize {
+    processed.iter().map(|(_, o)| o.records.len()).sum()
+}
+
 /// A group whose records are written and waiting for their fsync.
 pub(super) struct InFlight {
     /// Its requests, each with the component's output.
@@ -139,12 +149,11 @@ impl ChainWorker {
             reject_all(group, &reason.to_string());
             return;
         }
-        let tip = match (&self.in_flight, &self.store) {
+        let mut head = match (&self.in_flight, &self.store) {
             (Some(flight), _) => flight.head.clone(),
             (None, Some(store)) => store.head().clone(),
             (None, None) => return,
         };
-        let mut head = tip;
         let mut processed: Vec<(Job, Output)> = Vec::with_capacity(group.len());
         let mut durable_before = true;
         let mut not_run = Vec::new();
@@ -171,17 +180,17 @@ impl ChainWorker {
         }
         if !(durable_before && self.settle()) {
             // These records follow ones that are not durable.
-            let jobs = processed.into_iter().map(|(job, _)| job).chain(not_run).collect();
-            reject_all(jobs, "the audit store could not make the records before these durable");
+            let group = jobs(processed).chain(not_run);
+            reject_all(group, "the audit store could not make the records before these durable");
             return;
         }
-        let records: usize = processed.iter().map(|(_, o)| o.records.len()).sum();
+        let records = records_in(&processed);
         if records > 0 && self.started && records as u64 <= self.room_before_checkpoint() {
             self.begin_write(processed, head);
             return;
         }
         if let Err(reason) = self.append(processed.iter().map(|(_, o)| o), processed.len()) {
-            reject_all(processed.into_iter().map(|(job, _)| job).collect(), &reason.to_string());
+            reject_all(jobs(processed), &reason.to_string());
             return;
         }
         self.answer_durable(processed, head.seq);
@@ -209,9 +218,9 @@ impl ChainWorker {
             Ok(Some(unsynced)) => Arc::new(unsynced),
             Ok(None) => return self.answer_durable(processed, head.seq),
             Err(error) => {
-                let records = processed.iter().map(|(_, o)| o.records.len()).sum();
+                let records = records_in(&processed);
                 let reason = self.store_failed(error, processed.len(), records);
-                reject_all(processed.into_iter().map(|(job, _)| job).collect(), &reason.to_string());
+                reject_all(jobs(processed), &reason.to_string());
                 return;
             }
         };
@@ -248,9 +257,9 @@ impl ChainWorker {
                 true
             }
             Err(error) => {
-                let records = flight.processed.iter().map(|(_, o)| o.records.len()).sum();
+                let records = records_in(&flight.processed);
                 let reason = self.store_failed(error, requests, records);
-                reject_all(flight.processed.into_iter().map(|(job, _)| job).collect(), &reason.to_string());
+                reject_all(jobs(flight.processed), &reason.to_string());
                 false
             }
         }
