@@ -132,8 +132,10 @@ pub struct AppendStats {
 /// thread, and [`ChainStore::complete`] takes the outcome.
 #[derive(Debug)]
 pub struct Unsynced {
-    /// The files written, each with its path (for errors).
+    /// The files written, each with its path (for errors); the segment first.
     files: Vec<(File, PathBuf)>,
+    /// Where the records went in the segment: offset and length.
+    records_at: (u64, u64),
     /// The fsync fails, as a failing disk's does (unit tests).
     #[cfg(test)]
     fault: bool,
@@ -151,6 +153,8 @@ impl Unsynced {
         for (file, path) in &self.files {
             file.sync_data().map_err(io("fsync", path))?;
         }
+        let (offset, len) = self.records_at;
+        durable::drop_cached(&self.files[0].0, offset, len);
         Ok(started.elapsed())
     }
 }
@@ -370,6 +374,7 @@ impl ChainStore {
         let fault = self.fault.take_if(|f| *f == Fault::Fsync).is_some();
         Ok(Some(Unsynced {
             files,
+            records_at: (self.segment.len, bytes),
             #[cfg(test)]
             fault,
         }))
