@@ -142,7 +142,8 @@ pub struct Unsynced {
 }
 
 impl Unsynced {
-    /// Fsyncs the written files' data; how long it took.
+    /// Fsyncs the written files' data, then lets the records go from the
+    /// page cache; how long the fsyncs took.
     pub fn sync(&self) -> Result<Duration, StoreError> {
         let started = Instant::now();
         #[cfg(test)]
@@ -153,9 +154,10 @@ impl Unsynced {
         for (file, path) in &self.files {
             file.sync_data().map_err(io("fsync", path))?;
         }
+        let fsync = started.elapsed();
         let (offset, len) = self.records_at;
         durable::drop_cached(&self.files[0].0, offset, len);
-        Ok(started.elapsed())
+        Ok(fsync)
     }
 }
 
