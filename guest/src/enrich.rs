@@ -5,8 +5,8 @@
 //! The added attributes are the same for every record of a batch except
 //! `audit.require.missing`, so they are built once per batch ([`Stamp`])
 //! and written into each canonical record beside the record's own
-//! attributes (`record::Added`); they are pushed into a record only for
-//! its OTLP copy.
+//! attributes (`record::Added`), and appended to its OTLP copy already
+//! encoded (`process::otlp`).
 
 use opentelemetry_proto::tonic::common::v1::{AnyValue, ArrayValue, KeyValue, any_value::Value};
 
@@ -70,12 +70,5 @@ impl<'p> Stamp<'p> {
     /// The attributes added to every record of the batch, in order.
     pub fn common(&self) -> &[KeyValue] {
         &self.common
-    }
-
-    /// Pushes the added attributes into a record (for its OTLP copy):
-    /// `missing` first, then the common ones.
-    pub fn push_into(&self, attributes: &mut Vec<KeyValue>, missing: Option<KeyValue>) {
-        attributes.extend(missing);
-        attributes.extend(self.common.iter().cloned());
     }
 }

@@ -9,17 +9,30 @@
 
 use std::cmp::Ordering;
 
+use crate::copy;
+
 /// Appends `s` as a JCS string literal: only `"`, `\` and control characters
 /// are escaped, with the short forms where JSON has them and `\u00xx`
 /// (lowercase hex) otherwise; everything else is copied as UTF-8.
+#[inline]
 pub fn write_str(out: &mut Vec<u8>, s: &str) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    out.push(b'"');
     let bytes = s.as_bytes();
+    out.reserve(bytes.len() + 2);
+    out.push(b'"');
     let clean = clean_prefix(bytes);
-    out.extend_from_slice(&bytes[..clean]);
-    let mut start = clean;
-    for (i, &b) in bytes.iter().enumerate().skip(clean) {
+    copy::append(out, &bytes[..clean]);
+    if clean < bytes.len() {
+        write_escaped(out, &bytes[clean..]);
+    }
+    out.push(b'"');
+}
+
+/// Appends the rest of a string from its first byte needing an escape.
+#[inline(never)]
+fn write_escaped(out: &mut Vec<u8>, bytes: &[u8]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
         let short: &[u8] = match b {
             b'"' => b"\\\"",
             b'\\' => b"\\\\",
@@ -31,7 +44,7 @@ pub fn write_str(out: &mut Vec<u8>, s: &str) {
             0x00..=0x1f => b"",
             _ => continue,
         };
-        out.extend_from_slice(&bytes[start..i]);
+        copy::append(out, &bytes[start..i]);
         if short.is_empty() {
             out.extend_from_slice(b"\\u00");
             out.push(HEX[(b >> 4) as usize]);
@@ -41,43 +54,59 @@ pub fn write_str(out: &mut Vec<u8>, s: &str) {
         }
         start = i + 1;
     }
-    out.extend_from_slice(&bytes[start..]);
-    out.push(b'"');
+    copy::append(out, &bytes[start..]);
 }
 
 /// The length of the longest prefix needing no escape (most attribute text
-/// needs none), found sixteen bytes at a time with WebAssembly SIMD, then
-/// eight at a time.
+/// needs none), found sixteen bytes at a time with WebAssembly SIMD; the
+/// last sixteen bytes are checked at once (overlapping the chunks before),
+/// and a string shorter than that as [`clean_prefix_scalar`] does.
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
 fn clean_prefix(bytes: &[u8]) -> usize {
-    use core::arch::wasm32::{u8x16_bitmask, u8x16_eq, u8x16_lt, u8x16_splat, v128, v128_load, v128_or};
     let mut i = 0;
     while let Some(chunk) = bytes.get(i..i + 16) {
-        // SAFETY: `chunk` holds 16 bytes; v128_load needs no alignment.
-        let x = unsafe { v128_load(chunk.as_ptr().cast::<v128>()) };
-        let special = v128_or(
-            u8x16_lt(x, u8x16_splat(0x20)),
-            v128_or(u8x16_eq(x, u8x16_splat(b'"')), u8x16_eq(x, u8x16_splat(b'\\'))),
-        );
-        let mask = u8x16_bitmask(special);
+        let mask = special_bytes(chunk);
         if mask != 0 {
             return i + mask.trailing_zeros() as usize;
         }
         i += 16;
     }
-    i + clean_prefix_words(&bytes[i..])
+    if i == bytes.len() {
+        return i;
+    }
+    match bytes.len().checked_sub(16) {
+        // Bytes up to `i` are clean, so a special one here is at or after `i`.
+        Some(last) => match special_bytes(&bytes[last..]) {
+            0 => bytes.len(),
+            mask => last + mask.trailing_zeros() as usize,
+        },
+        None => clean_prefix_scalar(bytes),
+    }
 }
 
-/// The length of the longest prefix needing no escape, found eight bytes
-/// at a time (most attribute text needs none).
+/// A bit for each of the 16 bytes of `chunk` needing an escape.
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+#[inline]
+fn special_bytes(chunk: &[u8]) -> u32 {
+    use core::arch::wasm32::{u8x16_bitmask, u8x16_eq, u8x16_lt, u8x16_splat, v128, v128_load, v128_or};
+    assert!(chunk.len() == 16);
+    // SAFETY: `chunk` holds 16 bytes; v128_load needs no alignment.
+    let x = unsafe { v128_load(chunk.as_ptr().cast::<v128>()) };
+    let special = v128_or(
+        u8x16_lt(x, u8x16_splat(0x20)),
+        v128_or(u8x16_eq(x, u8x16_splat(b'"')), u8x16_eq(x, u8x16_splat(b'\\'))),
+    );
+    u32::from(u8x16_bitmask(special))
+}
+
+/// The length of the longest prefix needing no escape.
 #[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
 fn clean_prefix(bytes: &[u8]) -> usize {
-    clean_prefix_words(bytes)
+    clean_prefix_scalar(bytes)
 }
 
-/// [`clean_prefix`] eight bytes at a time (a whole number of words: the
-/// rest is left to the caller's byte loop).
-fn clean_prefix_words(bytes: &[u8]) -> usize {
+/// [`clean_prefix`] eight bytes at a time, then byte by byte.
+fn clean_prefix_scalar(bytes: &[u8]) -> usize {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGH: u64 = 0x8080_8080_8080_8080;
     let has_zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGH;
@@ -95,7 +124,7 @@ fn clean_prefix_words(bytes: &[u8]) -> usize {
         }
         i += 8;
     }
-    i
+    i + bytes[i..].iter().take_while(|&&b| b >= 0x20 && b != b'"' && b != b'\\').count()
 }
 
 /// Appends a finite `f64` in the ECMAScript shortest round-trip form that
@@ -209,9 +238,12 @@ mod tests {
             out
         }
         for special in (0u8..0x80).map(char::from).chain(['é', '😀', '\u{7f}', '\u{2028}']) {
-            for prefix in 0..17 {
-                let text: String =
-                    "abcdefghijklmnopq"[..prefix].chars().chain([special]).chain("tail-ü".chars()).collect();
+            for prefix in 0..40 {
+                let text: String = "abcdefghijklmnopqrstuvwxyz0123456789ABCD"[..prefix]
+                    .chars()
+                    .chain([special])
+                    .chain("tail-ü".chars())
+                    .collect();
                 assert_eq!(string(&text), naive(&text), "{text:?}");
             }
         }

@@ -9,11 +9,6 @@ pub fn attribute(key: &str, value: Value) -> KeyValue {
     KeyValue { key: key.to_owned(), value: Some(AnyValue { value: Some(value) }), key_strindex: 0 }
 }
 
-/// Appends an attribute the caller knows is absent.
-pub fn push(attributes: &mut Vec<KeyValue>, key: &str, value: Value) {
-    attributes.push(attribute(key, value));
-}
-
 /// Sets `key` to `value`, replacing every existing occurrence (the
 /// redaction summary attributes are written this way).
 pub fn upsert(attributes: &mut Vec<KeyValue>, key: &str, value: Value) {
@@ -30,7 +25,7 @@ pub fn upsert(attributes: &mut Vec<KeyValue>, key: &str, value: Value) {
         true
     });
     if !found {
-        push(attributes, key, value);
+        attributes.push(attribute(key, value));
     }
 }
 

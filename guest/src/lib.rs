@@ -22,6 +22,8 @@
 mod alloc;
 pub mod api;
 pub mod attributes;
+mod copy;
+mod decode;
 pub mod enrich;
 pub mod filter;
 pub mod jcs;
@@ -33,6 +35,7 @@ pub mod process;
 pub mod record;
 pub mod redaction;
 pub mod transform;
+mod wire;
 
 #[cfg(target_arch = "wasm32")]
 mod component;

@@ -36,6 +36,7 @@ use prost::Message as _;
 use crate::filter::{Filter, IncludeExclude, Matcher, OttlConditions};
 use crate::ottl::Context;
 use crate::ottl::context::{Field, LogField, SpanField};
+use crate::wire::Reader;
 
 /// A request decoded with only the records the filter may keep, and what
 /// the scan dropped.
@@ -164,7 +165,7 @@ impl Pace {
 /// Decodes a record the scan keeps or passes over: decoding checks it, but
 /// for the depth of nesting, which decoding counts from the request.
 fn whole<R: Assemble>(bytes: &[u8]) -> Option<R::Item> {
-    let item = R::Item::decode(bytes).ok()?;
+    let item = R::decode_plain(bytes).or_else(|| R::Item::decode(bytes).ok())?;
     if R::values(&item).any(|v| too_deep(v, 2)) {
         return None;
     }
@@ -244,6 +245,9 @@ pub(crate) trait Assemble: Default {
     /// all of them when `checking` (else only the fields it takes); `None`
     /// when they are not certainly valid.
     fn slim(bytes: &[u8], wants: &Wants, checking: bool) -> Option<Self::Item>;
+    /// Decodes a record in the plain form ([`crate::decode`]); `None` leaves
+    /// it to prost.
+    fn decode_plain(bytes: &[u8]) -> Option<Self::Item>;
     /// The record's attribute values (and body).
     fn values(item: &Self::Item) -> impl Iterator<Item = &AnyValue>;
     /// Whether the filter keeps the slim record.
@@ -268,6 +272,9 @@ impl Assemble for ExportTraceServiceRequest {
         &filter.trace_conditions
     }
     const PART: Part = Part::Span;
+    fn decode_plain(bytes: &[u8]) -> Option<Span> {
+        crate::decode::span(bytes)
+    }
     fn values(span: &Span) -> impl Iterator<Item = &AnyValue> {
         let events = span.events.iter().flat_map(|e| &e.attributes);
         let links = span.links.iter().flat_map(|l| &l.attributes);
@@ -318,6 +325,9 @@ impl Assemble for ExportLogsServiceRequest {
         &filter.log_conditions
     }
     const PART: Part = Part::Log;
+    fn decode_plain(bytes: &[u8]) -> Option<LogRecord> {
+        crate::decode::log(bytes)
+    }
     fn values(log: &LogRecord) -> impl Iterator<Item = &AnyValue> {
         log.attributes.iter().filter_map(|kv| kv.value.as_ref()).chain(&log.body)
     }
@@ -498,7 +508,7 @@ fn schema(message: Part, tag: u32) -> Option<Content> {
 
 /// Nesting below a record the scan follows; deeper values are left to
 /// decoding (whose own limit is 100 levels from the request).
-const MAX_DEPTH: u32 = 32;
+pub(crate) const MAX_DEPTH: u32 = 32;
 
 /// Checks a whole message.
 fn check(bytes: &[u8], message: Part, depth: u32) -> Option<()> {
@@ -521,115 +531,12 @@ fn check_field(r: &mut Reader, message: Part, tag: u32, wire: u8, depth: u32) ->
         Some(Content::Str) => r.string(wire).map(drop),
         Some(Content::Varint) => r.varint_field(wire).map(drop),
         Some(Content::Zero) => r.varint_field(wire).filter(|v| *v == 0).map(drop),
-        Some(Content::Fixed32) => r.fixed(wire, WIRE_FIXED32, 4),
-        Some(Content::Fixed64) => r.fixed(wire, WIRE_FIXED64, 8),
+        Some(Content::Fixed32) => r.fixed32(wire).map(drop),
+        Some(Content::Fixed64) => r.fixed64(wire).map(drop),
         Some(Content::Nested(nested)) => check(r.len_delimited(wire)?, nested, depth + 1),
         Some(Content::Refused) => None,
     }
 }
 
-const WIRE_VARINT: u8 = 0;
-const WIRE_FIXED64: u8 = 1;
-const WIRE_LEN: u8 = 2;
-const WIRE_FIXED32: u8 = 5;
-
-/// Reads protobuf wire format from a byte slice; every method returns
-/// `None` on anything malformed (or a group, which the scan leaves to
-/// decoding).
-struct Reader<'a> {
-    bytes: &'a [u8],
-}
-
-impl<'a> Reader<'a> {
-    fn new(bytes: &'a [u8]) -> Self {
-        Reader { bytes }
-    }
-
-    /// The next field's tag and wire type; `Some(None)` at the end.
-    #[inline]
-    fn key(&mut self) -> Option<Option<(u32, u8)>> {
-        if self.bytes.is_empty() {
-            return Some(None);
-        }
-        let key = u32::try_from(self.varint()?).ok()?;
-        let (tag, wire) = (key >> 3, (key & 7) as u8);
-        (tag != 0).then_some(Some((tag, wire)))
-    }
-
-    #[inline]
-    fn varint(&mut self) -> Option<u64> {
-        // Nearly every tag and length fits in one byte.
-        match self.bytes {
-            [b, rest @ ..] if *b < 0x80 => {
-                self.bytes = rest;
-                Some(u64::from(*b))
-            }
-            _ => self.long_varint(),
-        }
-    }
-
-    fn long_varint(&mut self) -> Option<u64> {
-        let mut value = 0u64;
-        for (i, &b) in self.bytes.iter().enumerate().take(10) {
-            // The tenth byte may only carry the 64th bit.
-            if i == 9 && b > 1 {
-                return None;
-            }
-            value |= u64::from(b & 0x7f) << (7 * i);
-            if b < 0x80 {
-                self.bytes = &self.bytes[i + 1..];
-                return Some(value);
-            }
-        }
-        None
-    }
-
-    #[inline]
-    fn varint_field(&mut self, wire: u8) -> Option<u64> {
-        if wire != WIRE_VARINT {
-            return None;
-        }
-        self.varint()
-    }
-
-    #[inline]
-    fn take(&mut self, len: usize) -> Option<&'a [u8]> {
-        let (taken, rest) = self.bytes.split_at_checked(len)?;
-        self.bytes = rest;
-        Some(taken)
-    }
-
-    #[inline]
-    fn len_delimited(&mut self, wire: u8) -> Option<&'a [u8]> {
-        if wire != WIRE_LEN {
-            return None;
-        }
-        let len = usize::try_from(self.varint()?).ok()?;
-        self.take(len)
-    }
-
-    fn string(&mut self, wire: u8) -> Option<&'a str> {
-        std::str::from_utf8(self.len_delimited(wire)?).ok()
-    }
-
-    fn fixed(&mut self, wire: u8, expected: u8, len: usize) -> Option<()> {
-        if wire != expected {
-            return None;
-        }
-        self.take(len).map(drop)
-    }
-
-    /// Moves past an unknown field.
-    fn skip(&mut self, wire: u8) -> Option<()> {
-        match wire {
-            WIRE_VARINT => self.varint().map(drop),
-            WIRE_FIXED64 => self.take(8).map(drop),
-            WIRE_LEN => self.len_delimited(wire).map(drop),
-            WIRE_FIXED32 => self.take(4).map(drop),
-            _ => None,
-        }
-    }
-}
-
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -8,7 +8,7 @@
 
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{InstrumentationScope, KeyValue, any_value::Value};
+use opentelemetry_proto::tonic::common::v1::{InstrumentationScope, KeyValue};
 use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
@@ -22,6 +22,9 @@ use crate::enrich::Stamp;
 use crate::policy::Policy;
 use crate::prefilter::{self, Assemble};
 use crate::record::{self, Added, Body, Position, Shared};
+
+mod otlp;
+use otlp::Annotations;
 
 /// Which stages a batch's records go through. Decoding, validation,
 /// enrichment and chaining are the same for both.
@@ -171,6 +174,8 @@ fn run<R: Request + Assemble>(
             batch.stats.redacted += resource.as_mut().map_or(0, |r| policy.redaction.redact_resource(r, hits));
         }
     }
+    let mut annotations =
+        (copies == Copies::Otlp).then(|| Annotations::new(<R as Request>::Item::ATTRIBUTES, batch.stamp.common()));
     req.resources_mut().retain_mut(|resource| {
         let (resource, schema_url, scopes) = R::resource_mut(resource);
         let resource_member = record::resource_member(resource.as_ref(), schema_url);
@@ -183,19 +188,15 @@ fn run<R: Request + Assemble>(
                 }
                 let missing = batch.prepare(item.attributes_mut());
                 let link = batch.chain(&resource_member, &scope_member, item.body(), missing.as_ref());
-                if copies == Copies::Otlp {
-                    batch.stamp.push_into(item.attributes_mut(), missing);
-                    batch.annotate(&link, item.attributes_mut());
+                if let Some(annotations) = &mut annotations {
+                    batch.annotate(&link, missing.as_ref(), annotations);
                 }
             }
             !items.is_empty()
         });
         !scopes.is_empty()
     });
-    let otlp = match copies {
-        Copies::Otlp => req.encode_to_vec(),
-        Copies::None => Vec::new(),
-    };
+    let otlp = annotations.map_or_else(Vec::new, |annotations| otlp::encode(&mut req, &annotations));
     Ok(batch.finish(otlp))
 }
 
@@ -206,7 +207,7 @@ trait Request: Message + Default {
     const NAME: &'static str;
     type Resource;
     type Scope;
-    type Item: Item;
+    type Item: Item + Message;
 
     /// Checks every record ([`audit_format::validity`]); how many there are.
     fn validate(&self) -> Result<u64, String>;
@@ -217,6 +218,8 @@ trait Request: Message + Default {
 
 /// A span or a log record: what each policy stage does to it.
 trait Item {
+    /// The tag of the record's `attributes` field.
+    const ATTRIBUTES: u32;
     /// The filter: whether the record is kept (a span's dropped events are
     /// removed); an error when a condition failed under `propagate`.
     fn keep(
@@ -290,6 +293,7 @@ impl Request for ExportLogsServiceRequest {
 }
 
 impl Item for Span {
+    const ATTRIBUTES: u32 = 9;
     fn keep(
         &mut self,
         policy: &Policy,
@@ -330,6 +334,7 @@ impl Item for Span {
 }
 
 impl Item for LogRecord {
+    const ATTRIBUTES: u32 = 6;
     fn keep(
         &mut self,
         policy: &Policy,
@@ -478,20 +483,31 @@ impl<'p> Batch<'p> {
         link
     }
 
-    /// Adds the chain attributes to a kept record's downstream copy. They
-    /// are not part of the canonical record: they describe it. (Any value a
-    /// client sent under these keys was removed by [`Stamp::prepare`].)
-    fn annotate(&self, link: &Link, attributes: &mut Vec<KeyValue>) {
-        let mut add = |key: &str, value: Value| crate::kv::push(attributes, key, value);
-        add(keys::SEQUENCE_STREAM_ID, Value::StringValue(self.chain_id.clone()));
-        add(keys::SEQUENCE_NUMBER, Value::IntValue(link.seq as i64));
-        add(keys::SEQUENCE_PREV_HASH, Value::StringValue(chain::to_hex(&link.prev)));
-        add(keys::INTEGRITY_VALUE, Value::StringValue(chain::to_hex(&link.leaf)));
-        add(keys::INTEGRITY_ALGORITHM, Value::StringValue(chain::LEAF_ALGORITHM.into()));
-        if let (Some(mac), Some(key)) = (link.mac, &self.policy.key) {
-            add(keys::INTEGRITY_MAC, Value::StringValue(chain::to_hex(&mac)));
-            add(keys::INTEGRITY_KEY_ID, Value::StringValue(key.id.clone()));
+    /// Annotates a kept record's downstream copy: the enrichment's
+    /// attributes (`missing`, then the batch's), then the chain attributes,
+    /// which are not part of the canonical record: they describe it. (Any
+    /// value a client sent under these keys was removed by
+    /// [`Stamp::prepare`].)
+    fn annotate(&self, link: &Link, missing: Option<&KeyValue>, annotations: &mut Annotations) {
+        let hex = |hash: &Hash| {
+            let mut digits = [0u8; 64];
+            hex::encode_to_slice(hash, &mut digits).expect("64 hex digits fit");
+            digits
+        };
+        if let Some(missing) = missing {
+            annotations.key_value(missing);
         }
+        annotations.common();
+        annotations.string(keys::SEQUENCE_STREAM_ID, self.chain_id.as_bytes());
+        annotations.int(keys::SEQUENCE_NUMBER, link.seq as i64);
+        annotations.string(keys::SEQUENCE_PREV_HASH, &hex(&link.prev));
+        annotations.string(keys::INTEGRITY_VALUE, &hex(&link.leaf));
+        annotations.string(keys::INTEGRITY_ALGORITHM, chain::LEAF_ALGORITHM.as_bytes());
+        if let (Some(mac), Some(key)) = (link.mac, &self.policy.key) {
+            annotations.string(keys::INTEGRITY_MAC, &hex(&mac));
+            annotations.string(keys::INTEGRITY_KEY_ID, key.id.as_bytes());
+        }
+        annotations.end_record();
     }
 
     fn finish(self, otlp: Vec<u8>) -> Output {

@@ -17,7 +17,7 @@ use opentelemetry_proto::tonic::trace::v1::{Span, Status, span};
 
 use audit_format::Hash;
 
-use crate::jcs;
+use crate::{copy, jcs};
 
 /// Version of the record format, written as the member `"v"`: 1, or 2 for
 /// a record with a `sender` member.
@@ -283,9 +283,10 @@ fn write_log(out: &mut Vec<u8>, r: &LogRecord, added: Added) {
 fn write_attributes(out: &mut Vec<u8>, attributes: &[KeyValue], added: Added) {
     // A stable sort keeps the first of equal keys first. For ASCII keys
     // (nearly all) UTF-16 order is byte order, decided mostly by the first
-    // eight bytes as one number.
+    // sixteen bytes as one number (keys often share their first eight:
+    // `enduser.id`, `enduser.role`).
     let mut every = attributes.iter().chain(added.first).chain(added.rest);
-    let mut sorted: Vec<(u64, &KeyValue)> = every.clone().map(|kv| (prefix(&kv.key), kv)).collect();
+    let mut sorted: Vec<(u128, &KeyValue)> = every.clone().map(|kv| (prefix(&kv.key), kv)).collect();
     if every.all(|kv| kv.key.is_ascii()) {
         sorted.sort_by(|(pa, a), (pb, b)| pa.cmp(pb).then_with(|| a.key.as_bytes().cmp(b.key.as_bytes())));
     } else {
@@ -311,13 +312,13 @@ fn write_attributes(out: &mut Vec<u8>, attributes: &[KeyValue], added: Added) {
     out.push(b'}');
 }
 
-/// The first eight bytes of a key as a big-endian number, zero-padded:
+/// The first sixteen bytes of a key as a big-endian number, zero-padded:
 /// keys whose numbers differ are in the same order as their bytes.
-fn prefix(key: &str) -> u64 {
-    let mut first = [0u8; 8];
-    let n = key.len().min(8);
+fn prefix(key: &str) -> u128 {
+    let mut first = [0u8; 16];
+    let n = key.len().min(16);
     first[..n].copy_from_slice(&key.as_bytes()[..n]);
-    u64::from_be_bytes(first)
+    u128::from_be_bytes(first)
 }
 
 /// Writes a typed attribute value (`{"s":"text"}`, `{"i":"42"}`, ...).
@@ -427,7 +428,7 @@ impl<'a> Object<'a> {
         }
         self.first = false;
         self.out.push(b'"');
-        self.out.extend_from_slice(key.as_bytes());
+        copy::append(self.out, key.as_bytes());
         self.out.extend_from_slice(b"\":");
         self.out
     }

@@ -44,10 +44,12 @@ impl Default for BatchSpec {
 const ACTIONS: [&str; 6] = ["role_update", "login", "config_change", "password_reset", "export_data", "api_key_create"];
 const USERS: [&str; 4] = ["alice@example.com", "bob@example.com", "ops-bot", "carol@example.com"];
 const ROUTES: [&str; 5] = ["/healthz", "/api/users", "/api/orders/{id}", "/metrics", "/api/search"];
-const TRICKY: [&str; 9] = [
+const TRICKY: [&str; 10] = [
     "plain",
-    // Escapes past the first 16 bytes (the component scans 16 at a time).
+    // Escapes past the first 16 bytes (the component scans 16 at a time),
+    // and in the last 16 of a string that is no whole number of 16.
     "sixteen clean bytes, then \"quotes\", a \u{1} and a backslash \\ late in a long value",
+    "seventeen bytes, \"quoted\"",
     "quote \" backslash \\ slash /",
     "control \u{1} \u{8} \u{c} \n \r \t \u{1f} \u{7f}",
     "non-BMP 😀 and U+FB33 \u{fb33} and é",

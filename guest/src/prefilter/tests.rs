@@ -22,25 +22,26 @@ const SCANNED: [&str; 10] = [
     "filter:\n  logs:\n    exclude:\n      match_type: strict\n      severity_texts: [DEBUG]\n      severity_number: {min: WARN, match_undefined: false}\n",
 ];
 
-/// A small deterministic generator (xorshift64*).
-struct Rng(u64);
+/// A small deterministic generator (xorshift64*); the records below are
+/// also [`crate::decode`]'s test inputs.
+pub(crate) struct Rng(pub(crate) u64);
 
 impl Rng {
-    fn next(&mut self) -> u64 {
+    pub(crate) fn next(&mut self) -> u64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;
         self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
     }
-    fn below(&mut self, n: u64) -> u64 {
+    pub(crate) fn below(&mut self, n: u64) -> u64 {
         self.next() % n
     }
-    fn pick<'a>(&mut self, from: &[&'a str]) -> &'a str {
+    pub(crate) fn pick<'a>(&mut self, from: &[&'a str]) -> &'a str {
         from[self.below(from.len() as u64) as usize]
     }
 }
 
-fn value(rng: &mut Rng, depth: u32) -> AnyValue {
+pub(crate) fn value(rng: &mut Rng, depth: u32) -> AnyValue {
     let value = match rng.below(if depth > 2 { 5 } else { 7 }) {
         0 => Value::StringValue(rng.pick(&["prod", "login", "denied here", "", "é"]).into()),
         1 => Value::BoolValue(rng.below(2) == 0),
@@ -53,7 +54,7 @@ fn value(rng: &mut Rng, depth: u32) -> AnyValue {
     AnyValue { value: Some(value) }
 }
 
-fn attributes(rng: &mut Rng, depth: u32) -> Vec<KeyValue> {
+pub(crate) fn attributes(rng: &mut Rng, depth: u32) -> Vec<KeyValue> {
     (0..rng.below(5))
         .map(|_| KeyValue {
             key: rng.pick(&["audit.action", "n", "env", "user", "audit.action"]).into(),
@@ -63,11 +64,11 @@ fn attributes(rng: &mut Rng, depth: u32) -> Vec<KeyValue> {
         .collect()
 }
 
-fn id(rng: &mut Rng, len: usize) -> Vec<u8> {
+pub(crate) fn id(rng: &mut Rng, len: usize) -> Vec<u8> {
     if rng.below(4) == 0 { Vec::new() } else { (0..len).map(|_| rng.next() as u8).collect() }
 }
 
-fn span(rng: &mut Rng) -> Span {
+pub(crate) fn span(rng: &mut Rng) -> Span {
     Span {
         trace_id: id(rng, 16),
         span_id: id(rng, 8),
@@ -87,7 +88,7 @@ fn span(rng: &mut Rng) -> Span {
     }
 }
 
-fn log(rng: &mut Rng) -> LogRecord {
+pub(crate) fn log(rng: &mut Rng) -> LogRecord {
     LogRecord {
         time_unix_nano: rng.next(),
         severity_number: rng.below(25) as i32,
@@ -119,7 +120,7 @@ fn scope(rng: &mut Rng) -> Option<InstrumentationScope> {
         .then(|| InstrumentationScope { name: rng.pick(&["audit-lib", "http"]).into(), ..Default::default() })
 }
 
-fn traces(rng: &mut Rng) -> ExportTraceServiceRequest {
+pub(crate) fn traces(rng: &mut Rng) -> ExportTraceServiceRequest {
     let resource_spans = (0..1 + rng.below(3))
         .map(|_| ResourceSpans {
             resource: resource(rng),
@@ -136,7 +137,7 @@ fn traces(rng: &mut Rng) -> ExportTraceServiceRequest {
     ExportTraceServiceRequest { resource_spans }
 }
 
-fn logs(rng: &mut Rng) -> ExportLogsServiceRequest {
+pub(crate) fn logs(rng: &mut Rng) -> ExportLogsServiceRequest {
     let resource_logs = (0..1 + rng.below(3))
         .map(|_| ResourceLogs {
             resource: resource(rng),

@@ -3,7 +3,7 @@
 use super::*;
 use crate::api::ChainHead;
 use audit_format::keys;
-use opentelemetry_proto::tonic::common::v1::AnyValue;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, any_value::Value};
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans};
 
 const POLICY: &str = "filter:\n  spans:\n    include:\n      match_type: regexp\n      attributes: [{key: audit.action, value: '.*'}]\naudit:\n  pipeline: p\n";
@@ -495,4 +495,66 @@ redaction:
     assert_eq!(record["scope"]["attributes"]["owner.card"], serde_json::json!({"s": "****"}), "{record}");
     assert_eq!(record["scope"]["attributes"]["team"], serde_json::json!({"s": "payments"}), "{record}");
     assert_eq!(out.stats.redacted, 2);
+}
+
+/// Each record of the OTLP copy is the record as received, its own
+/// attributes first, then the enrichment's, then the chain's.
+#[test]
+fn the_otlp_copy_appends_the_added_attributes_to_each_records_own() {
+    use crate::prefilter::tests::{Rng, logs as any_logs, traces as any_traces};
+    let secrets = [("k1".to_owned(), b"key".to_vec())];
+    let policy =
+        Policy::parse("audit:\n  pipeline: p\n  require: [enduser.id]\n  chain: {key_id: k1}\n", &secrets).unwrap();
+    let common = crate::enrich::Stamp::new(&policy, &audit_format::rfc3339_nanos(1), true).common().to_vec();
+    let string = |value: String| Some(AnyValue { value: Some(Value::StringValue(value)) });
+    // The added attributes of the record at `seq` whose leaf is `leaf`.
+    let added = |seq: usize, prev: Hash, leaf: Hash| {
+        let missing = KeyValue {
+            key: keys::REQUIRE_MISSING.into(),
+            value: Some(AnyValue {
+                value: Some(Value::ArrayValue(opentelemetry_proto::tonic::common::v1::ArrayValue {
+                    values: vec![string("enduser.id".into()).unwrap()],
+                })),
+            }),
+            key_strindex: 0,
+        };
+        let chain = [
+            (keys::SEQUENCE_STREAM_ID, string("c".into())),
+            (keys::SEQUENCE_NUMBER, Some(AnyValue { value: Some(Value::IntValue(seq as i64)) })),
+            (keys::SEQUENCE_PREV_HASH, string(hex::encode(prev))),
+            (keys::INTEGRITY_VALUE, string(hex::encode(leaf))),
+            (keys::INTEGRITY_ALGORITHM, string(chain::LEAF_ALGORITHM.into())),
+            (keys::INTEGRITY_MAC, string(hex::encode(chain::record_mac(b"key", &leaf)))),
+            (keys::INTEGRITY_KEY_ID, string("k1".into())),
+        ];
+        let chain = chain.into_iter().map(|(key, value)| KeyValue { key: key.into(), value, key_strindex: 0 });
+        std::iter::once(missing).chain(common.iter().cloned()).chain(chain).collect::<Vec<_>>()
+    };
+    let prev = |out: &Output, seq: usize| if seq == 0 { ctx().head.prev } else { out.leaves[seq - 1] };
+    let mut rng = Rng(0xc0b1);
+    let mut records = 0;
+    for _ in 0..40 {
+        let mut expected = any_traces(&mut rng);
+        let out = traces(&policy, &expected.encode_to_vec(), &ctx()).unwrap();
+        expected.resource_spans.iter_mut().for_each(|r| r.scope_spans.retain(|s| !s.spans.is_empty()));
+        expected.resource_spans.retain(|r| !r.scope_spans.is_empty());
+        let spans = expected.resource_spans.iter_mut().flat_map(|r| &mut r.scope_spans).flat_map(|s| &mut s.spans);
+        for (seq, span) in spans.enumerate() {
+            span.attributes.extend(added(seq, prev(&out, seq), out.leaves[seq]));
+            records += 1;
+        }
+        assert_eq!(ExportTraceServiceRequest::decode(out.otlp.as_slice()).unwrap(), expected);
+
+        let mut expected = any_logs(&mut rng);
+        let out = super::logs(&policy, &expected.encode_to_vec(), &ctx()).unwrap();
+        expected.resource_logs.iter_mut().for_each(|r| r.scope_logs.retain(|s| !s.log_records.is_empty()));
+        expected.resource_logs.retain(|r| !r.scope_logs.is_empty());
+        let logs = expected.resource_logs.iter_mut().flat_map(|r| &mut r.scope_logs).flat_map(|s| &mut s.log_records);
+        for (seq, log) in logs.enumerate() {
+            log.attributes.extend(added(seq, prev(&out, seq), out.leaves[seq]));
+            records += 1;
+        }
+        assert_eq!(ExportLogsServiceRequest::decode(out.otlp.as_slice()).unwrap(), expected);
+    }
+    assert!(records > 200, "{records} records compared");
 }

@@ -1,0 +1,117 @@
+//! Protobuf wire format read straight from a byte slice, for the scan
+//! before decoding ([`crate::prefilter`]) and the decoding of kept records
+//! ([`crate::decode`]).
+
+pub(crate) const WIRE_VARINT: u8 = 0;
+pub(crate) const WIRE_FIXED64: u8 = 1;
+pub(crate) const WIRE_LEN: u8 = 2;
+pub(crate) const WIRE_FIXED32: u8 = 5;
+
+/// Reads protobuf wire format from a byte slice; every method returns
+/// `None` on anything malformed (or a group, which the scan leaves to
+/// decoding).
+pub(crate) struct Reader<'a> {
+    bytes: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    pub(crate) fn new(bytes: &'a [u8]) -> Self {
+        Reader { bytes }
+    }
+
+    /// The next field's tag and wire type; `Some(None)` at the end.
+    #[inline]
+    pub(crate) fn key(&mut self) -> Option<Option<(u32, u8)>> {
+        if self.bytes.is_empty() {
+            return Some(None);
+        }
+        let key = u32::try_from(self.varint()?).ok()?;
+        let (tag, wire) = (key >> 3, (key & 7) as u8);
+        (tag != 0).then_some(Some((tag, wire)))
+    }
+
+    #[inline]
+    pub(crate) fn varint(&mut self) -> Option<u64> {
+        // Nearly every tag and length fits in one byte.
+        match self.bytes {
+            [b, rest @ ..] if *b < 0x80 => {
+                self.bytes = rest;
+                Some(u64::from(*b))
+            }
+            _ => self.long_varint(),
+        }
+    }
+
+    fn long_varint(&mut self) -> Option<u64> {
+        let mut value = 0u64;
+        for (i, &b) in self.bytes.iter().enumerate().take(10) {
+            // The tenth byte may only carry the 64th bit.
+            if i == 9 && b > 1 {
+                return None;
+            }
+            value |= u64::from(b & 0x7f) << (7 * i);
+            if b < 0x80 {
+                self.bytes = &self.bytes[i + 1..];
+                return Some(value);
+            }
+        }
+        None
+    }
+
+    #[inline]
+    pub(crate) fn varint_field(&mut self, wire: u8) -> Option<u64> {
+        if wire != WIRE_VARINT {
+            return None;
+        }
+        self.varint()
+    }
+
+    #[inline]
+    pub(crate) fn take(&mut self, len: usize) -> Option<&'a [u8]> {
+        let (taken, rest) = self.bytes.split_at_checked(len)?;
+        self.bytes = rest;
+        Some(taken)
+    }
+
+    #[inline]
+    pub(crate) fn len_delimited(&mut self, wire: u8) -> Option<&'a [u8]> {
+        if wire != WIRE_LEN {
+            return None;
+        }
+        let len = usize::try_from(self.varint()?).ok()?;
+        self.take(len)
+    }
+
+    pub(crate) fn string(&mut self, wire: u8) -> Option<&'a str> {
+        std::str::from_utf8(self.len_delimited(wire)?).ok()
+    }
+
+    /// A fixed32 field's value.
+    #[inline]
+    pub(crate) fn fixed32(&mut self, wire: u8) -> Option<u32> {
+        if wire != WIRE_FIXED32 {
+            return None;
+        }
+        Some(u32::from_le_bytes(self.take(4)?.try_into().ok()?))
+    }
+
+    /// A fixed64 (or double) field's value.
+    #[inline]
+    pub(crate) fn fixed64(&mut self, wire: u8) -> Option<u64> {
+        if wire != WIRE_FIXED64 {
+            return None;
+        }
+        Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
+    }
+
+    /// Moves past an unknown field.
+    pub(crate) fn skip(&mut self, wire: u8) -> Option<()> {
+        match wire {
+            WIRE_VARINT => self.varint().map(drop),
+            WIRE_FIXED64 => self.take(8).map(drop),
+            WIRE_LEN => self.len_delimited(wire).map(drop),
+            WIRE_FIXED32 => self.take(4).map(drop),
+            _ => None,
+        }
+    }
+}
