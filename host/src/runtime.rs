@@ -31,11 +31,18 @@ mod bindings {
 use bindings::otel_audit::processor::types as wit;
 
 /// The `hashing` import: SHA-256 in native code (the CPU's SHA instructions
-/// where it has them), the same function the verifier uses.
-impl bindings::otel_audit::processor::hashing::Host for HostState {
-    fn leaf_hash(&mut self, record: Vec<u8>) -> Vec<u8> {
-        audit_format::hash::leaf_hash(&record).to_vec()
-    }
+/// where it has them), the same function the verifier uses. Linked by hand
+/// rather than through the generated `Host` trait so the record is hashed
+/// where it lies in the guest's memory: the generated binding copied every
+/// record into a fresh `Vec` first.
+fn link_hashing(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    use wasmtime::component::WasmList;
+    linker.instance("otel-audit:processor/hashing@0.1.0")?.func_wrap(
+        "leaf-hash",
+        |store: wasmtime::StoreContextMut<HostState>, (record,): (WasmList<u8>,)| {
+            Ok((audit_format::hash::leaf_hash(record.as_le_slice(&store)).to_vec(),))
+        },
+    )
 }
 
 /// What a successful `configure` reports (WIT `policy-info`).
@@ -235,11 +242,7 @@ impl Runtime {
         };
         let mut linker = Linker::<HostState>::new(&self.engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(engine_error)?;
-        bindings::otel_audit::processor::hashing::add_to_linker::<HostState, wasmtime::component::HasSelf<HostState>>(
-            &mut linker,
-            |state| state,
-        )
-        .map_err(engine_error)?;
+        link_hashing(&mut linker).map_err(engine_error)?;
         let pre = linker.instantiate_pre(&component).map_err(compile_error)?;
         let pre = bindings::AuditProcessorPre::new(pre).map_err(compile_error)?;
         Ok(Module { engine: self.engine.clone(), pre, digest, limits: self.limits.clone() })
