@@ -184,7 +184,9 @@ fn count(bytes: &[u8], tag: u32) -> Option<usize> {
 }
 
 fn string(r: &mut Reader, wire: u8) -> Option<String> {
-    String::from_utf8(bytes_field(r, wire)?).ok()
+    let text = r.string(wire)?;
+    // SAFETY: the bytes of a `str`, copied.
+    Some(unsafe { String::from_utf8_unchecked(copy::to_vec(text.as_bytes())) })
 }
 
 fn bytes_field(r: &mut Reader, wire: u8) -> Option<Vec<u8>> {

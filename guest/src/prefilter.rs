@@ -523,6 +523,7 @@ fn check(bytes: &[u8], message: Part, depth: u32) -> Option<()> {
 }
 
 /// Checks the field whose key was just read, and moves past it.
+#[inline(always)]
 fn check_field(r: &mut Reader, message: Part, tag: u32, wire: u8, depth: u32) -> Option<()> {
     match schema(message, tag) {
         None => r.skip(wire),
