@@ -376,6 +376,7 @@ impl Assemble for ExportLogsServiceRequest {
 /// Takes one attribute (a `KeyValue`) of a record: decoded into
 /// `attributes` when the filter reads its key (in record order, so the
 /// first of a repeated key stays first); checked when `checking`.
+#[inline(always)]
 fn attribute(r: &mut Reader, wire: u8, wants: &Wants, attributes: &mut Vec<KeyValue>, checking: bool) -> Option<()> {
     let bytes = r.len_delimited(wire)?;
     let mut kv = Reader::new(bytes);
