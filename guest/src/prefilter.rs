@@ -451,6 +451,7 @@ enum Content {
 
 /// The fields of each message (docs: opentelemetry-proto); `None` for an
 /// unknown field, which decoding skips.
+#[inline(always)]
 fn schema(message: Part, tag: u32) -> Option<Content> {
     use Content::*;
     Some(match (message, tag) {

@@ -82,7 +82,7 @@ impl<'a> Reader<'a> {
         self.take(len)
     }
 
-    #[inline]
+    #[inline(always)]
     pub(crate) fn string(&mut self, wire: u8) -> Option<&'a str> {
         utf8(self.len_delimited(wire)?)
     }
