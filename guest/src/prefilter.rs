@@ -163,9 +163,15 @@ impl Pace {
 }
 
 /// Decodes a record the scan keeps or passes over: decoding checks it, but
-/// for the depth of nesting, which decoding counts from the request.
+/// for the depth of nesting, which decoding counts from the request. The
+/// plain-form decoder refuses values nested deeper than [`MAX_DEPTH`]
+/// itself (counting as [`check`] does, never more leniently than
+/// [`too_deep`]), so only what prost decoded is walked for its depth.
 fn whole<R: Assemble>(bytes: &[u8]) -> Option<R::Item> {
-    let item = R::decode_plain(bytes).or_else(|| R::Item::decode(bytes).ok())?;
+    if let Some(item) = R::decode_plain(bytes) {
+        return Some(item);
+    }
+    let item = R::Item::decode(bytes).ok()?;
     if R::values(&item).any(|v| too_deep(v, 2)) {
         return None;
     }

@@ -435,3 +435,54 @@ fn an_evaluation_error_names_the_record_by_its_place_in_the_request() {
     let error = crate::process::traces(&policy, &request.encode_to_vec(), &ctx).unwrap_err().to_string();
     assert!(error.contains("(resource 0, scope 0, record 11)"), "{error}");
 }
+
+/// The plain-form decoder and prost with the depth walk refuse a record
+/// at the same nesting, wherever the nested value is.
+#[test]
+fn a_record_decoded_whole_is_refused_at_the_same_depth_either_way() {
+    fn reference<R: Assemble>(bytes: &[u8]) -> Option<R::Item> {
+        let item = R::Item::decode(bytes).ok()?;
+        let deep = R::values(&item).any(|v| too_deep(v, 2));
+        (!deep).then_some(item)
+    }
+    let (mut plain, mut refused) = (0, 0);
+    for n in 0..20 {
+        for as_list in [false, true] {
+            let mut v = AnyValue { value: Some(Value::IntValue(1)) };
+            for _ in 0..n {
+                v = AnyValue {
+                    value: Some(if as_list {
+                        Value::KvlistValue(KeyValueList {
+                            values: vec![KeyValue { key: "k".into(), value: Some(v), key_strindex: 0 }],
+                        })
+                    } else {
+                        Value::ArrayValue(ArrayValue { values: vec![v] })
+                    }),
+                };
+            }
+            let kv = KeyValue { key: "k".into(), value: Some(v.clone()), key_strindex: 0 };
+            let event = span::Event { attributes: vec![kv.clone()], ..Default::default() };
+            let spans = [
+                Span { attributes: vec![kv.clone()], ..Default::default() },
+                Span { events: vec![event], ..Default::default() },
+            ];
+            for span in spans {
+                let bytes = span.encode_to_vec();
+                assert_eq!(whole::<ExportTraceServiceRequest>(&bytes), reference::<ExportTraceServiceRequest>(&bytes));
+                plain += usize::from(crate::decode::span(&bytes).is_some());
+                refused += usize::from(reference::<ExportTraceServiceRequest>(&bytes).is_none());
+            }
+            let logs = [
+                LogRecord { attributes: vec![kv], ..Default::default() },
+                LogRecord { body: Some(v), ..Default::default() },
+            ];
+            for log in logs {
+                let bytes = log.encode_to_vec();
+                assert_eq!(whole::<ExportLogsServiceRequest>(&bytes), reference::<ExportLogsServiceRequest>(&bytes));
+                plain += usize::from(crate::decode::log(&bytes).is_some());
+                refused += usize::from(reference::<ExportLogsServiceRequest>(&bytes).is_none());
+            }
+        }
+    }
+    assert!(plain > 40 && refused > 20, "both depths exercised: {plain} decoded plainly, {refused} refused");
+}
