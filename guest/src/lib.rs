@@ -45,6 +45,36 @@ mod component;
 #[global_allocator]
 static ALLOCATOR: alloc::SizeClasses<std::alloc::System> = alloc::SizeClasses::new(std::alloc::System);
 
+/// Runs `allocate` with its allocations cut from the component's request
+/// region (see [`alloc`]): the request's decoded records. What it
+/// allocates must be dropped before the next request starts. Natively,
+/// just `allocate`.
+#[inline(always)]
+fn in_request_region<T>(allocate: impl FnOnce() -> T) -> T {
+    #[cfg(target_arch = "wasm32")]
+    {
+        let was_open = ALLOCATOR.open_region();
+        let allocated = allocate();
+        ALLOCATOR.close_region(was_open);
+        allocated
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    allocate()
+}
+
+/// Starts a request: the request region is reused from its beginning.
+///
+/// # Safety
+/// Nothing [`in_request_region`] allocated for an earlier request is
+/// still in use.
+unsafe fn start_request() {
+    #[cfg(target_arch = "wasm32")]
+    // SAFETY: the caller's promise.
+    unsafe {
+        ALLOCATOR.reset_region()
+    }
+}
+
 /// A record's RFC 6962 leaf hash: in the component, computed by the host
 /// (the WIT `hashing` import: native SHA-256 is several times faster than
 /// wasm's); natively, here. The same bytes either way.

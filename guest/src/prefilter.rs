@@ -168,10 +168,10 @@ impl Pace {
 /// itself (counting as [`check`] does, never more leniently than
 /// [`too_deep`]), so only what prost decoded is walked for its depth.
 fn whole<R: Assemble>(bytes: &[u8]) -> Option<R::Item> {
-    if let Some(item) = R::decode_plain(bytes) {
+    if let Some(item) = crate::in_request_region(|| R::decode_plain(bytes)) {
         return Some(item);
     }
-    let item = R::Item::decode(bytes).ok()?;
+    let item = crate::in_request_region(|| R::Item::decode(bytes)).ok()?;
     if R::values(&item).any(|v| too_deep(v, 2)) {
         return None;
     }

@@ -96,6 +96,9 @@ fn run<R: Request + Assemble>(
     request: &[u8],
     ctx: &Context,
 ) -> Result<Output, ProcessError> {
+    // SAFETY: what was decoded for an earlier request was dropped by the
+    // end of its run: the output holds only what the stages wrote anew.
+    unsafe { crate::start_request() };
     // The records the filter drops are recognised without being decoded
     // when it can tell from a scan (crate::prefilter).
     let prefiltered = match stages {
@@ -104,7 +107,7 @@ fn run<R: Request + Assemble>(
     };
     let (mut req, dropped) = match prefiltered {
         Some(p) => (p.request, Some((p.dropped, p.hits))),
-        None => (R::decode(request).map_err(|e| decode_error(R::NAME, e))?, None),
+        None => (crate::in_request_region(|| R::decode(request)).map_err(|e| decode_error(R::NAME, e))?, None),
     };
     let mut batch = Batch::new(stages, policy, ctx)?;
     let mut count = req.validate().map_err(ProcessError::Decode)?;
