@@ -314,11 +314,26 @@ fn write_attributes(out: &mut Vec<u8>, attributes: &[KeyValue], added: Added) {
 
 /// The first sixteen bytes of a key as a big-endian number, zero-padded:
 /// keys whose numbers differ are in the same order as their bytes.
+///
+/// Read with whole-word loads (overlapping for short keys), not by copying
+/// into a zeroed array: in wasm that copy is a `memory.copy` call, and the
+/// load after it stalled on the bytes it had just stored.
 fn prefix(key: &str) -> u128 {
-    let mut first = [0u8; 16];
-    let n = key.len().min(16);
-    first[..n].copy_from_slice(&key.as_bytes()[..n]);
-    u128::from_be_bytes(first)
+    let b = key.as_bytes();
+    let n = b.len();
+    let word = |at: usize| u64::from_be_bytes(b[at..at + 8].try_into().expect("eight bytes"));
+    let half = |at: usize| u64::from(u32::from_be_bytes(b[at..at + 4].try_into().expect("four bytes")));
+    let (high, low) = match n {
+        16.. => (word(0), word(8)),
+        // The last eight bytes end at n: shifted up, the bytes from 8 on
+        // lead and zeros follow (nothing is left of them at n == 8).
+        8..16 => (word(0), word(n - 8).checked_shl(8 * (16 - n) as u32).unwrap_or(0)),
+        // Likewise within the high word: the first four bytes, then the
+        // last four moved to end at byte n (overlapping the first four).
+        4..8 => ((half(0) << 32) | (half(n - 4) << (64 - 8 * n)), 0),
+        _ => (b.iter().enumerate().fold(0, |v, (i, &c)| v | (u64::from(c) << (56 - 8 * i))), 0),
+    };
+    (u128::from(high) << 64) | u128::from(low)
 }
 
 /// Writes a typed attribute value (`{"s":"text"}`, `{"i":"42"}`, ...).
@@ -499,5 +514,24 @@ impl<'a> Object<'a> {
 
     fn end(self) {
         self.out.push(b'}');
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::prefix;
+
+    #[test]
+    fn a_keys_prefix_is_its_first_sixteen_bytes_zero_padded_at_every_length() {
+        let text = "abcdefghijklmnopqrstu\u{e9}\u{10000}";
+        for end in (0..=text.len()).filter(|&i| text.is_char_boundary(i)) {
+            for start in (0..end.min(6)).filter(|&i| text.is_char_boundary(i)) {
+                let key = &text[start..end];
+                let mut first = [0u8; 16];
+                let n = key.len().min(16);
+                first[..n].copy_from_slice(&key.as_bytes()[..n]);
+                assert_eq!(prefix(key), u128::from_be_bytes(first), "{key:?}");
+            }
+        }
     }
 }
