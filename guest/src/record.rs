@@ -405,9 +405,18 @@ fn write_value(out: &mut Vec<u8>, value: &AnyValue) {
 
 /// Appends lowercase hex.
 fn push_hex(out: &mut Vec<u8>, bytes: &[u8]) {
-    let start = out.len();
-    out.resize(start + bytes.len() * 2, 0);
-    hex::encode_to_slice(bytes, &mut out[start..]).expect("buffer sized for hex");
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    // Written into the spare capacity, not zeroed first (in wasm, a
+    // `memory.fill` call per ID).
+    let n = bytes.len() * 2;
+    out.reserve(n);
+    let spare = &mut out.spare_capacity_mut()[..n];
+    for (pair, &b) in spare.chunks_exact_mut(2).zip(bytes) {
+        pair[0].write(DIGITS[usize::from(b >> 4)]);
+        pair[1].write(DIGITS[usize::from(b & 0xf)]);
+    }
+    // SAFETY: the n bytes after the length were written just above.
+    unsafe { out.set_len(out.len() + n) };
 }
 
 /// A JSON object being written. Callers add members in canonical order;
@@ -519,7 +528,17 @@ impl<'a> Object<'a> {
 
 #[cfg(test)]
 mod tests {
-    use super::prefix;
+    use super::{prefix, push_hex};
+
+    #[test]
+    fn ids_are_appended_as_lowercase_hex_after_what_was_there() {
+        let bytes: Vec<u8> = (0..=255).collect();
+        for n in [0, 1, 8, 16, 32, 256] {
+            let mut out = b"x".to_vec();
+            push_hex(&mut out, &bytes[256 - n..]);
+            assert_eq!(out, [b"x".to_vec(), hex::encode(&bytes[256 - n..]).into_bytes()].concat());
+        }
+    }
 
     #[test]
     fn a_keys_prefix_is_its_first_sixteen_bytes_zero_padded_at_every_length() {
