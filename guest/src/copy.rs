@@ -17,16 +17,31 @@ pub fn append(out: &mut Vec<u8>, bytes: &[u8]) {
         return;
     }
     out.reserve(n);
-    // SAFETY: `out` has room for `n` more bytes (reserved above); every
-    // read is within `bytes` and every write within that room: for n in
-    // 8..=16 the two 8-byte words at 0 and n - 8 cover the n bytes (they
-    // may overlap), likewise two 4-byte words for n in 4..8, and single
-    // bytes at 0, n / 2 and n - 1 for n in 1..4. The bytes are then
-    // initialized, so the length may grow over them.
+    // SAFETY: `out` has room for `n` more bytes (reserved above), which
+    // `write` initializes, so the length may grow over them.
     unsafe {
-        let src = bytes.as_ptr();
-        let dst = out.as_mut_ptr().add(out.len());
-        if n >= 8 {
+        write(out.as_mut_ptr().add(out.len()), bytes);
+        out.set_len(out.len() + n);
+    }
+}
+
+/// Copies `bytes` to `dst`: up to 16 bytes without `memory.copy`.
+///
+/// # Safety
+/// `dst` is valid for `bytes.len()` writes and does not overlap `bytes`.
+#[inline(always)]
+pub unsafe fn write(dst: *mut u8, bytes: &[u8]) {
+    let n = bytes.len();
+    let src = bytes.as_ptr();
+    // SAFETY: every read is within `bytes` and every write within the
+    // caller's `n` bytes at `dst`: for n in 8..=16 the two 8-byte words at
+    // 0 and n - 8 cover the n bytes (they may overlap), likewise two 4-byte
+    // words for n in 4..8, and single bytes at 0, n / 2 and n - 1 for n in
+    // 1..4.
+    unsafe {
+        if n > 16 {
+            std::ptr::copy_nonoverlapping(src, dst, n);
+        } else if n >= 8 {
             let (head, tail) = (src.cast::<u64>().read_unaligned(), src.add(n - 8).cast::<u64>().read_unaligned());
             dst.cast::<u64>().write_unaligned(head);
             dst.add(n - 8).cast::<u64>().write_unaligned(tail);
@@ -40,7 +55,6 @@ pub fn append(out: &mut Vec<u8>, bytes: &[u8]) {
             *dst.add(n / 2) = middle;
             *dst.add(n - 1) = last;
         }
-        out.set_len(out.len() + n);
     }
 }
 

@@ -17,13 +17,26 @@ use crate::copy;
 #[inline]
 pub fn write_str(out: &mut Vec<u8>, s: &str) {
     let bytes = s.as_bytes();
-    out.reserve(bytes.len() + 2);
-    out.push(b'"');
+    let n = bytes.len();
     let clean = clean_prefix(bytes);
-    copy::append(out, &bytes[..clean]);
-    if clean < bytes.len() {
-        write_escaped(out, &bytes[clean..]);
+    out.reserve(n + 2);
+    if clean == n {
+        // Most strings: the quotes and the bytes written at once, the
+        // length set once (each `push` reloads and stores it).
+        // SAFETY: `n + 2` bytes of room were reserved above and are all
+        // written before the length grows over them.
+        unsafe {
+            let dst = out.as_mut_ptr().add(out.len());
+            *dst = b'"';
+            copy::write(dst.add(1), bytes);
+            *dst.add(n + 1) = b'"';
+            out.set_len(out.len() + n + 2);
+        }
+        return;
     }
+    out.push(b'"');
+    copy::append(out, &bytes[..clean]);
+    write_escaped(out, &bytes[clean..]);
     out.push(b'"');
 }
 
