@@ -13,11 +13,11 @@
 //! authenticator) and `auth.subject` (the client certificate's subject); a
 //! value the sender lacks does nothing, like a missing `from_attribute`.
 
+use crate::pattern::Pattern;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value::Value};
 use opentelemetry_proto::tonic::logs::v1::LogRecord;
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::Span;
-use regex::Regex;
 use sha2::{Digest, Sha256};
 
 use audit_format::Sender;
@@ -88,11 +88,11 @@ pub enum Action {
     /// `upsert`: set `key` either way.
     Upsert { key: String, source: Source },
     /// `delete`: remove `key` and every key matching `pattern`.
-    Delete { key: Option<String>, pattern: Option<Regex> },
+    Delete { key: Option<String>, pattern: Option<Pattern> },
     /// `hash`: replace values of `key` / keys matching `pattern` by SHA-256 hex.
-    Hash { key: Option<String>, pattern: Option<Regex> },
+    Hash { key: Option<String>, pattern: Option<Pattern> },
     /// `extract`: named groups of `pattern` matched in the string `key`.
-    Extract { key: String, pattern: Regex },
+    Extract { key: String, pattern: Pattern },
     /// `convert`: change the type of `key`.
     Convert { key: String, to: ConvertTo },
 }
@@ -241,7 +241,7 @@ fn resolve(attrs: &[KeyValue], source: &Source, sender: Option<&Sender>) -> Opti
     }
 }
 
-fn selects(key: &Option<String>, pattern: &Option<Regex>, candidate: &str) -> bool {
+fn selects(key: &Option<String>, pattern: &Option<Pattern>, candidate: &str) -> bool {
     key.as_deref() == Some(candidate) || pattern.as_ref().is_some_and(|p| p.is_match(candidate))
 }
 
@@ -302,7 +302,7 @@ mod tests {
     fn extract_writes_named_groups() {
         let action = Action::Extract {
             key: "http.url".into(),
-            pattern: Regex::new(r"^https://(?P<host>[^/]+)/(?P<path>.*)$").unwrap(),
+            pattern: Pattern::new(r"^https://(?P<host>[^/]+)/(?P<path>.*)$").unwrap(),
         };
         let mut attrs = vec![KeyValue { key: "http.url".into(), value: s("https://example.org/a/b"), key_strindex: 0 }];
         assert!(action.apply(&mut attrs, None));

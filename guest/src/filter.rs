@@ -19,11 +19,11 @@
 //! property of the other signal (`services` for a log record, `log_bodies`
 //! for a span) does not match that record.
 
+use crate::pattern::Pattern;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue};
 use opentelemetry_proto::tonic::logs::v1::LogRecord;
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::Span;
-use regex::Regex;
 
 use crate::ottl::record::Item;
 use crate::ottl::{Check, Context, ErrorMode, View};
@@ -35,7 +35,7 @@ pub enum Patterns {
     /// Exact equality with one of the strings.
     Strict(Vec<String>),
     /// An unanchored regular expression search, one of which must hit.
-    Regexp(Vec<Regex>),
+    Regexp(Vec<Pattern>),
 }
 
 impl Patterns {
@@ -57,7 +57,7 @@ pub enum ValueMatch {
     Equals(AnyValue),
     /// The value, as text (strings, booleans, integers and doubles only),
     /// must contain a match of this expression.
-    Regexp(Regex),
+    Regexp(Pattern),
 }
 
 /// One entry of `attributes` / `resources`.

@@ -29,6 +29,7 @@ pub mod filter;
 pub mod jcs;
 pub mod kv;
 pub mod ottl;
+pub mod pattern;
 pub mod policy;
 mod prefilter;
 pub mod process;

@@ -14,11 +14,11 @@
 //! are reversible by brute force. `summary` adds the Collector's
 //! `redaction.*` attributes.
 
+use crate::pattern::Pattern;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value::Value};
 use opentelemetry_proto::tonic::logs::v1::LogRecord;
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::Span;
-use regex::Regex;
 use sha2::Digest;
 
 /// The text that replaces masked values when no hash function is set.
@@ -75,15 +75,15 @@ pub struct Redaction {
     /// `ignored_keys`.
     pub ignored_keys: Vec<String>,
     /// `blocked_key_patterns` with rule indexes.
-    pub blocked_key_patterns: Vec<(Regex, usize)>,
+    pub blocked_key_patterns: Vec<(Pattern, usize)>,
     /// `blocked_values` with rule indexes.
-    pub blocked_values: Vec<(Regex, usize)>,
+    pub blocked_values: Vec<(Pattern, usize)>,
     /// All of `blocked_values` as one regex, when there are several: a
     /// value it does not match (nearly all) is passed after one search
     /// instead of one per pattern.
-    pub any_blocked: Option<Regex>,
+    pub any_blocked: Option<Pattern>,
     /// `allowed_values`.
-    pub allowed_values: Vec<Regex>,
+    pub allowed_values: Vec<Pattern>,
     /// `hash_function`.
     pub masking: Masking,
     /// `summary`.
@@ -288,7 +288,7 @@ mod tests {
         let redaction = Redaction {
             active: true,
             allowed_keys: Some((vec!["card".into(), "note".into()], 0)),
-            blocked_values: vec![(Regex::new(r"4[0-9]{12}(?:[0-9]{3})?").unwrap(), 1)],
+            blocked_values: vec![(Pattern::new(r"4[0-9]{12}(?:[0-9]{3})?").unwrap(), 1)],
             summary: Summary::Debug,
             ..Redaction::default()
         };
@@ -322,9 +322,9 @@ mod tests {
                 0,
             )),
             ignored_keys: vec!["k8s.pod.uid".into()],
-            blocked_key_patterns: vec![(Regex::new(r"token").unwrap(), 1)],
-            blocked_values: vec![(Regex::new(r"4[0-9]{12}(?:[0-9]{3})?").unwrap(), 2)],
-            allowed_values: vec![Regex::new(r"@example\.com$").unwrap()],
+            blocked_key_patterns: vec![(Pattern::new(r"token").unwrap(), 1)],
+            blocked_values: vec![(Pattern::new(r"4[0-9]{12}(?:[0-9]{3})?").unwrap(), 2)],
+            allowed_values: vec![Pattern::new(r"@example\.com$").unwrap()],
             summary: Summary::Debug,
             ..Redaction::default()
         };
@@ -380,7 +380,7 @@ mod tests {
     fn resource_attributes_with_all_keys_allowed_or_no_section() {
         let redaction = Redaction {
             active: true,
-            blocked_values: vec![(Regex::new(r"[0-9]{6}").unwrap(), 0)],
+            blocked_values: vec![(Pattern::new(r"[0-9]{6}").unwrap(), 0)],
             ..Redaction::default()
         };
         let mut hits = vec![0];

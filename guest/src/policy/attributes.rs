@@ -1,7 +1,7 @@
 //! The `attributes:` section (the Collector's attributes processor): its
 //! include/exclude blocks and its actions, each action a rule.
 
-use regex::Regex;
+use crate::pattern::Pattern;
 
 use super::config::*;
 use super::matcher::{Signal, describe_value, matcher};
@@ -58,7 +58,7 @@ pub(super) fn compile_action(path: &str, a: ActionConfig) -> Result<(Action, Str
             )),
         }
     };
-    let pattern = |required: bool| -> Result<Option<Regex>, PolicyError> {
+    let pattern = |required: bool| -> Result<Option<Pattern>, PolicyError> {
         match &a.pattern {
             Some(p) => compile_regex(&format!("{path}.pattern"), p).map(Some),
             None if required => Err(PolicyError::at(

@@ -9,7 +9,7 @@ mod matcher;
 mod ottl;
 mod redaction;
 
-use regex::Regex;
+use crate::pattern::Pattern;
 use sha2::{Digest, Sha256};
 
 use audit_format::values::ValueError;
@@ -198,8 +198,8 @@ impl Compiler<'_> {
     }
 }
 
-fn compile_regex(path: &str, pattern: &str) -> Result<Regex, PolicyError> {
-    Regex::new(pattern).map_err(|e| PolicyError::at(path, format!("invalid regular expression {pattern:?}: {e}")))
+fn compile_regex(path: &str, pattern: &str) -> Result<Pattern, PolicyError> {
+    Pattern::new(pattern).map_err(|e| PolicyError::at(path, format!("invalid regular expression {pattern:?}: {e}")))
 }
 
 #[cfg(test)]

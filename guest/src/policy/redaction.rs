@@ -81,7 +81,7 @@ impl Compiler<'_> {
 
 /// One regex matching where any of `patterns` (each valid alone) matches;
 /// `None` should the union exceed the regex size limit.
-fn union(patterns: &[String]) -> Option<regex::Regex> {
+fn union(patterns: &[String]) -> Option<Pattern> {
     let alternatives: Vec<String> = patterns.iter().map(|p| format!("(?:{p})")).collect();
-    regex::Regex::new(&alternatives.join("|")).ok()
+    Pattern::new(&alternatives.join("|")).ok()
 }
