@@ -5,7 +5,7 @@
 
 use std::borrow::Cow;
 
-use regex::Regex;
+use crate::pattern::Pattern;
 use sha2::Digest;
 
 use super::args::{Args, HashFn};
@@ -75,7 +75,7 @@ pub enum TypeTest {
 #[derive(Debug)]
 pub enum Converter {
     /// `IsMatch(target, pattern)`
-    IsMatch(Expr, Regex),
+    IsMatch(Expr, Pattern),
     /// `IsString(value)` and the other type tests.
     Is(TypeTest, Expr),
     /// `IsRootSpan()`
@@ -126,7 +126,7 @@ impl Converter {
             "IsMatch" => {
                 let a = Args::bind(call, &["target", "pattern"], 2)?;
                 let pattern = a.string_literal(1)?;
-                let re = Regex::new(&pattern)
+                let re = Pattern::new(&pattern)
                     .map_err(|e| a.error(1, format!("invalid regular expression {pattern:?}: {e}")))?;
                 Converter::IsMatch(a.expr(c, 0)?, re)
             }

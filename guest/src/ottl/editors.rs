@@ -3,8 +3,8 @@
 
 use std::borrow::Cow;
 
+use crate::pattern::Pattern;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
-use regex::Regex;
 
 use super::args::{Args, HashFn};
 use super::expr::{Compiler, Expr, Path};
@@ -64,11 +64,11 @@ pub enum Editor {
     /// `delete_key(target, key)`
     DeleteKey(Path, String),
     /// `delete_matching_keys(target, pattern)`
-    DeleteMatchingKeys(Path, Regex),
+    DeleteMatchingKeys(Path, Pattern),
     /// `keep_keys(target, keys)`
     KeepKeys(Path, Vec<String>),
     /// `keep_matching_keys(target, pattern)`
-    KeepMatchingKeys(Path, Regex),
+    KeepMatchingKeys(Path, Pattern),
     /// The `replace_*` editors.
     Replace {
         /// Which one.
@@ -76,7 +76,7 @@ pub enum Editor {
         /// The string or map changed.
         target: Path,
         /// The regex (globs are compiled to anchored regexes).
-        pattern: Regex,
+        pattern: Pattern,
         /// The replacement (`$1` expands groups for the pattern editors).
         replacement: Expr,
         /// A function applied to the replacement.
@@ -123,9 +123,9 @@ impl Editor {
             }
             Ok(path)
         };
-        let regex = |a: &Args, i: usize| -> Result<Regex, CompileError> {
+        let regex = |a: &Args, i: usize| -> Result<Pattern, CompileError> {
             let pattern = a.string_literal(i)?;
-            Regex::new(&pattern).map_err(|e| a.error(i, format!("invalid regular expression {pattern:?}: {e}")))
+            Pattern::new(&pattern).map_err(|e| a.error(i, format!("invalid regular expression {pattern:?}: {e}")))
         };
         Ok(match name {
             "set" => {
@@ -400,7 +400,7 @@ fn owned_value(e: &Expr, s: &Subject) -> Result<Value<'static>, EvalError> {
 
 struct Replacer<'r> {
     kind: Replace,
-    pattern: &'r Regex,
+    pattern: &'r Pattern,
     replacement: &'r str,
     function: Option<HashFn>,
     format: Option<&'r str>,
@@ -444,7 +444,7 @@ impl Replacer<'_> {
 /// Compiles a glob (the Collector uses gobwas/glob): `*` any text, `?` one
 /// character, `[abc]` / `[!abc]` / `[a-z]` a class, `{a,b}` alternatives,
 /// `\` escapes; it matches the whole value.
-fn glob(a: &Args, i: usize) -> Result<Regex, CompileError> {
+fn glob(a: &Args, i: usize) -> Result<Pattern, CompileError> {
     let pattern = a.string_literal(i)?;
     let mut re = String::from("^(?s:");
     let mut chars = pattern.chars().peekable();
@@ -495,7 +495,7 @@ fn glob(a: &Args, i: usize) -> Result<Regex, CompileError> {
         return Err(a.error(i, format!("glob {pattern:?} has an unclosed '{{'")));
     }
     re.push_str(")$");
-    Regex::new(&re).map_err(|e| a.error(i, format!("invalid glob {pattern:?}: {e}")))
+    Pattern::new(&re).map_err(|e| a.error(i, format!("invalid glob {pattern:?}: {e}")))
 }
 
 fn dedupe_keeping_last(map: &mut Vec<KeyValue>) {
