@@ -542,8 +542,27 @@ fn check_field(r: &mut Reader, message: Part, tag: u32, wire: u8, depth: u32) ->
         Some(Content::Zero) => r.varint_field(wire).filter(|v| *v == 0).map(drop),
         Some(Content::Fixed32) => r.fixed32(wire).map(drop),
         Some(Content::Fixed64) => r.fixed64(wire).map(drop),
+        Some(Content::Nested(Part::AnyValue)) => {
+            let bytes = r.len_delimited(wire)?;
+            match short_string_value(bytes) {
+                Some(text) => crate::wire::utf8(text).map(drop),
+                None => check(bytes, Part::AnyValue, depth + 1),
+            }
+        }
         Some(Content::Nested(nested)) => check(r.len_delimited(wire)?, nested, depth + 1),
         Some(Content::Refused) => None,
+    }
+}
+
+/// The text of an `AnyValue` that is only a string value shorter than 128
+/// bytes (most attribute values), checked here without a call to [`check`],
+/// which reads it the same way.
+#[inline(always)]
+fn short_string_value(bytes: &[u8]) -> Option<&[u8]> {
+    match bytes {
+        // Field 1, length-delimited; a one-byte length covering the rest.
+        [0x0a, len, text @ ..] if usize::from(*len) == text.len() && *len < 0x80 => Some(text),
+        _ => None,
     }
 }
 
