@@ -74,6 +74,9 @@ pub enum Condition {
     Const(bool),
     /// A comparison.
     Compare(Expr, grammar::CompareOp, Expr),
+    /// `value == nil` (`true`) or `value != nil` (`false`): the usual
+    /// filter test for a missing attribute, without a comparison.
+    IsNil(Expr, bool),
     /// A converter returning a boolean.
     Call(Expr),
 }
@@ -163,7 +166,14 @@ impl Compiler {
             G::And(all) => Condition::And(all.iter().map(|c| self.condition(c)).collect::<Result<_, _>>()?),
             G::Not(c) => Condition::Not(Box::new(self.condition(c)?)),
             G::Const(b) => Condition::Const(*b),
-            G::Compare(l, op, r) => Condition::Compare(self.expr(l)?, *op, self.expr(r)?),
+            G::Compare(l, op, r) => match (self.expr(l)?, op, self.expr(r)?) {
+                // Only nil compares equal to nil (see `compare`).
+                (value, grammar::CompareOp::Eq | grammar::CompareOp::Ne, Expr::Lit(Value::Nil))
+                | (Expr::Lit(Value::Nil), grammar::CompareOp::Eq | grammar::CompareOp::Ne, value) => {
+                    Condition::IsNil(value, *op == grammar::CompareOp::Eq)
+                }
+                (l, op, r) => Condition::Compare(l, *op, r),
+            },
             G::Call(call) => {
                 let keys = self.keys(&call.keys)?;
                 let conv = Converter::compile(self, call)?;
@@ -394,6 +404,10 @@ impl Path {
     /// Reads the path.
     pub fn get<'a>(&'a self, v: &View<'a>) -> Result<Value<'a>, EvalError> {
         let mut value = v.read(self.field);
+        // `attributes["key"]`, the most common path, as `index` reads it.
+        if let ([Key::Str(key)], Value::Map(Cow::Borrowed(map))) = (&self.keys[..], &value) {
+            return Ok(map.iter().find(|kv| kv.key == *key).map_or(Value::Nil, |kv| Value::of_opt(kv.value.as_ref())));
+        }
         if let (Some(k), true) = (self.keys.first(), self.is_trace_state_key()) {
             let KeyValueOf::Str(key) = k.eval(v)? else {
                 return Err(EvalError("trace_state indexing type must be a string".into()));
@@ -583,6 +597,7 @@ impl Condition {
             Condition::Not(c) => Ok(!c.eval(v)?),
             Condition::Const(b) => Ok(*b),
             Condition::Compare(l, op, r) => Ok(compare(&l.eval(v)?, *op, &r.eval(v)?)),
+            Condition::IsNil(value, nil) => Ok(matches!(value.eval(v)?, Value::Nil) == *nil),
             Condition::Call(e) => match e.eval(v)? {
                 Value::Bool(b) => Ok(b),
                 other => Err(EvalError(format!("a condition must be a boolean, got {}", other.type_name()))),

@@ -36,7 +36,7 @@ fn condition<'a>(c: &'a Condition, out: &mut Vec<Read<'a>>) {
             expr(a, out);
             expr(b, out);
         }
-        Condition::Call(e) => expr(e, out),
+        Condition::Call(e) | Condition::IsNil(e, _) => expr(e, out),
     }
 }
 

@@ -324,3 +324,38 @@ fn parse_json_keys_values_contains_and_index() {
     run(r#"merge_maps(attributes, ParseJSON(attributes["payload"])["user"], "upsert")"#, &mut sp).unwrap();
     assert_eq!(attr(&sp, "id"), Some(&s("bob")));
 }
+
+#[test]
+fn a_nil_test_holds_as_the_comparison_with_nil_does() {
+    let mut sp = span();
+    sp.attributes.push(KeyValue { key: "empty".into(), value: None, key_strindex: 0 });
+    sp.attributes.push(kv("enduser.id", s("second")));
+    let paths = [
+        r#"attributes["missing"]"#,
+        r#"attributes["empty"]"#,
+        r#"attributes["enduser.id"]"#,
+        r#"attributes["code"]"#,
+        r#"attributes["nested"]["a"]"#,
+        r#"attributes["nested"]["b"]"#,
+        "name",
+        r#"Int("x")"#,
+    ];
+    let nil = |text: &str| holds(text, &sp).unwrap_or_else(|e| panic!("{text}: {e}"));
+    for path in paths {
+        let is_nil = nil(&format!("{path} == nil"));
+        assert_eq!(nil(&format!("nil == {path}")), is_nil, "{path}");
+        assert_eq!(nil(&format!("{path} != nil")), !is_nil, "{path}");
+        assert_eq!(nil(&format!("not ({path} == nil)")), !is_nil, "{path}");
+        let missing = ["missing", "empty", "\"b\"", "Int"].iter().any(|m| path.contains(m));
+        assert_eq!(is_nil, missing, "{path}");
+    }
+    // The first of a repeated key is read.
+    assert!(nil(r#"attributes["enduser.id"] == "Alice""#));
+    // Indexing what is not a map is still an error.
+    assert!(holds(r#"attributes["code"]["x"] == nil"#, &sp).is_err());
+    // The test compiles to the nil check, either way round.
+    for text in [r#"attributes["x"] == nil"#, r#"nil != attributes["x"]"#] {
+        let compiled = format!("{:?}", Check::compile(Context::Span, text).unwrap());
+        assert!(compiled.contains("IsNil"), "{text}: {compiled}");
+    }
+}
