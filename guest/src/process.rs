@@ -16,7 +16,6 @@ use prost::Message;
 
 use crate::api::{ChainHead, Context, Output, ProcessError, Stats};
 use audit_format::hash::{self as chain, Hash};
-use audit_format::keys;
 
 use crate::enrich::Stamp;
 use crate::policy::Policy;
@@ -177,8 +176,10 @@ fn run<R: Request + Assemble>(
             batch.stats.redacted += resource.as_mut().map_or(0, |r| policy.redaction.redact_resource(r, hits));
         }
     }
-    let mut annotations =
-        (copies == Copies::Otlp).then(|| Annotations::new(<R as Request>::Item::ATTRIBUTES, batch.stamp.common()));
+    let mut annotations = (copies == Copies::Otlp).then(|| {
+        let key_id = policy.key.as_ref().map(|k| k.id.as_str());
+        Annotations::new(<R as Request>::Item::ATTRIBUTES, batch.stamp.common(), &batch.chain_id, key_id)
+    });
     req.resources_mut().retain_mut(|resource| {
         let (resource, schema_url, scopes) = R::resource_mut(resource);
         let resource_member = record::resource_member(resource.as_ref(), schema_url);
@@ -492,25 +493,7 @@ impl<'p> Batch<'p> {
     /// value a client sent under these keys was removed by
     /// [`Stamp::prepare`].)
     fn annotate(&self, link: &Link, missing: Option<&KeyValue>, annotations: &mut Annotations) {
-        let hex = |hash: &Hash| {
-            let mut digits = [0u8; 64];
-            hex::encode_to_slice(hash, &mut digits).expect("64 hex digits fit");
-            digits
-        };
-        if let Some(missing) = missing {
-            annotations.key_value(missing);
-        }
-        annotations.common();
-        annotations.string(keys::SEQUENCE_STREAM_ID, self.chain_id.as_bytes());
-        annotations.int(keys::SEQUENCE_NUMBER, link.seq as i64);
-        annotations.string(keys::SEQUENCE_PREV_HASH, &hex(&link.prev));
-        annotations.string(keys::INTEGRITY_VALUE, &hex(&link.leaf));
-        annotations.string(keys::INTEGRITY_ALGORITHM, chain::LEAF_ALGORITHM.as_bytes());
-        if let (Some(mac), Some(key)) = (link.mac, &self.policy.key) {
-            annotations.string(keys::INTEGRITY_MAC, &hex(&mac));
-            annotations.string(keys::INTEGRITY_KEY_ID, key.id.as_bytes());
-        }
-        annotations.end_record();
+        annotations.record(missing, link.seq, &link.prev, &link.leaf, link.mac.as_ref());
     }
 
     fn finish(self, otlp: Vec<u8>) -> Output {

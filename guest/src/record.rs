@@ -404,7 +404,7 @@ fn write_value(out: &mut Vec<u8>, value: &AnyValue) {
 }
 
 /// Appends lowercase hex.
-fn push_hex(out: &mut Vec<u8>, bytes: &[u8]) {
+pub(crate) fn push_hex(out: &mut Vec<u8>, bytes: &[u8]) {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     // Written into the spare capacity, not zeroed first (in wasm, a
     // `memory.fill` call per ID).

@@ -14,7 +14,11 @@ use opentelemetry_proto::tonic::common::v1::KeyValue;
 use prost::Message;
 use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint, key_len};
 
+use audit_format::hash::{self as chain, Hash};
+use audit_format::keys;
+
 use super::Request;
+use crate::record::push_hex;
 
 /// The tag of `resource_spans` / `resource_logs`, `scope_spans` /
 /// `scope_logs` and `spans` / `log_records` (each 1, 2, 2), and of the
@@ -30,78 +34,89 @@ const SCHEMA_URL: u32 = 3;
 pub(super) struct Annotations {
     /// The `attributes` tag of the records' message (span 9, log record 6).
     tag: u32,
-    /// The attributes every record of the batch gets, encoded once.
-    common: Vec<u8>,
+    /// What is the same for every record of the batch, encoded once: the
+    /// enrichment's attributes and the stream id; the hash attributes up
+    /// to their 64 hex digits; the algorithm; when the chain is keyed, the
+    /// MAC's up to its digits and the key id.
+    shared: Vec<u8>,
+    prev_hash: Vec<u8>,
+    leaf_hash: Vec<u8>,
+    algorithm: Vec<u8>,
+    keyed: Option<(Vec<u8>, Vec<u8>)>,
     bytes: Vec<u8>,
     /// Where each record's annotations end in `bytes`.
     ends: Vec<usize>,
 }
 
+/// Hex digits of a SHA-256 hash or HMAC.
+const HASH_DIGITS: usize = 64;
+
 impl Annotations {
-    /// Annotations of records whose attributes are field `tag`, `common`
-    /// the attributes every record gets.
-    pub(super) fn new(tag: u32, common: &[KeyValue]) -> Self {
-        let mut encoded = Vec::new();
-        for kv in common {
-            prost::encoding::message::encode(tag, kv, &mut encoded);
+    /// Annotations for records whose message has `attributes` under `tag`,
+    /// enriched with `common`, in the chain `chain_id`, MACed under `key_id`.
+    pub(super) fn new(tag: u32, common: &[KeyValue], chain_id: &str, key_id: Option<&str>) -> Self {
+        let encoded = |write: &dyn Fn(&mut Vec<u8>)| {
+            let mut out = Vec::new();
+            write(&mut out);
+            out
+        };
+        let shared = encoded(&|out| {
+            for kv in common {
+                prost::encoding::message::encode(tag, kv, out);
+            }
+            string_attribute(tag, keys::SEQUENCE_STREAM_ID, chain_id.as_bytes(), out);
+        });
+        let hash = |key: &str| encoded(&|out| string_header(tag, key, HASH_DIGITS, out));
+        Annotations {
+            tag,
+            shared,
+            prev_hash: hash(keys::SEQUENCE_PREV_HASH),
+            leaf_hash: hash(keys::INTEGRITY_VALUE),
+            algorithm: encoded(&|out| {
+                string_attribute(tag, keys::INTEGRITY_ALGORITHM, chain::LEAF_ALGORITHM.as_bytes(), out)
+            }),
+            keyed: key_id.map(|id| {
+                (
+                    hash(keys::INTEGRITY_MAC),
+                    encoded(&|out| string_attribute(tag, keys::INTEGRITY_KEY_ID, id.as_bytes(), out)),
+                )
+            }),
+            bytes: Vec::new(),
+            ends: Vec::new(),
         }
-        Annotations { tag, common: encoded, bytes: Vec::new(), ends: Vec::new() }
     }
 
-    /// Appends the attributes every record gets.
-    pub(super) fn common(&mut self) {
-        self.bytes.extend_from_slice(&self.common);
-    }
-
-    /// Appends an attribute with a string value.
-    pub(super) fn string(&mut self, key: &str, value: &[u8]) {
-        // AnyValue { string_value (1) }
-        let any = key_len(1) + encoded_len_varint(value.len() as u64) + value.len();
-        self.attribute_header(key, any);
-        encode_key(1, WireType::LengthDelimited, &mut self.bytes);
-        encode_varint(value.len() as u64, &mut self.bytes);
-        self.bytes.extend_from_slice(value);
-    }
-
-    /// Appends an attribute with an int value.
-    pub(super) fn int(&mut self, key: &str, value: i64) {
-        // AnyValue { int_value (3) }
-        let any = key_len(3) + encoded_len_varint(value as u64);
-        self.attribute_header(key, any);
-        encode_key(3, WireType::Varint, &mut self.bytes);
-        encode_varint(value as u64, &mut self.bytes);
-    }
-
-    /// Appends an attribute as prost encodes it.
-    pub(super) fn key_value(&mut self, kv: &KeyValue) {
-        prost::encoding::message::encode(self.tag, kv, &mut self.bytes);
-    }
-
-    /// Ends the current record's annotations.
-    pub(super) fn end_record(&mut self) {
+    /// Annotates the next record: `missing` (its own enrichment), the
+    /// batch's enrichment, then its chain attributes (stream id, sequence
+    /// number, previous hash, leaf hash, algorithm; MAC and key id when
+    /// keyed).
+    pub(super) fn record(
+        &mut self,
+        missing: Option<&KeyValue>,
+        seq: u64,
+        prev: &Hash,
+        leaf: &Hash,
+        mac: Option<&Hash>,
+    ) {
+        if let Some(missing) = missing {
+            prost::encoding::message::encode(self.tag, missing, &mut self.bytes);
+        }
+        let out = &mut self.bytes;
+        out.extend_from_slice(&self.shared);
+        int_attribute(self.tag, keys::SEQUENCE_NUMBER, seq as i64, out);
+        out.extend_from_slice(&self.prev_hash);
+        push_hex(out, prev);
+        out.extend_from_slice(&self.leaf_hash);
+        push_hex(out, leaf);
+        out.extend_from_slice(&self.algorithm);
+        if let (Some(mac), Some((header, key_id))) = (mac, &self.keyed) {
+            out.extend_from_slice(header);
+            push_hex(out, mac);
+            out.extend_from_slice(key_id);
+        }
         self.ends.push(self.bytes.len());
     }
 
-    /// The `attributes` key and length, the `KeyValue`'s key and the key
-    /// and length of its value, whose `AnyValue` is `any` bytes long.
-    fn attribute_header(&mut self, key: &str, any: usize) {
-        let kv = key_len(1)
-            + encoded_len_varint(key.len() as u64)
-            + key.len()
-            + key_len(2)
-            + encoded_len_varint(any as u64)
-            + any;
-        let out = &mut self.bytes;
-        encode_key(self.tag, WireType::LengthDelimited, out);
-        encode_varint(kv as u64, out);
-        encode_key(1, WireType::LengthDelimited, out);
-        encode_varint(key.len() as u64, out);
-        out.extend_from_slice(key.as_bytes());
-        encode_key(2, WireType::LengthDelimited, out);
-        encode_varint(any as u64, out);
-    }
-
-    /// Record `i`'s annotations.
     fn of(&self, i: usize) -> &[u8] {
         let start = if i == 0 { 0 } else { self.ends[i - 1] };
         &self.bytes[start..self.ends[i]]
@@ -109,6 +124,34 @@ impl Annotations {
 }
 
 /// The length of a length-delimited field of `len` bytes with `tag`.
+/// An attribute (`KeyValue` under `tag`) with a string value, up to the
+/// value's `len` bytes, which the caller appends.
+fn string_header(tag: u32, key: &str, len: usize, out: &mut Vec<u8>) {
+    attribute_header(tag, key, field_len(1, len), out);
+    header(1, len, out);
+}
+
+/// An attribute with a string value.
+fn string_attribute(tag: u32, key: &str, value: &[u8], out: &mut Vec<u8>) {
+    string_header(tag, key, value.len(), out);
+    out.extend_from_slice(value);
+}
+
+/// An attribute with an int value.
+fn int_attribute(tag: u32, key: &str, value: i64, out: &mut Vec<u8>) {
+    attribute_header(tag, key, key_len(3) + encoded_len_varint(value as u64), out);
+    encode_key(3, WireType::Varint, out);
+    encode_varint(value as u64, out);
+}
+
+/// An attribute up to its value's contents (an `AnyValue` of `any` bytes).
+fn attribute_header(tag: u32, key: &str, any: usize, out: &mut Vec<u8>) {
+    header(tag, field_len(1, key.len()) + field_len(2, any), out);
+    header(1, key.len(), out);
+    out.extend_from_slice(key.as_bytes());
+    header(2, any, out);
+}
+
 fn field_len(tag: u32, len: usize) -> usize {
     key_len(tag) + encoded_len_varint(len as u64) + len
 }
