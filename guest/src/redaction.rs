@@ -173,6 +173,16 @@ impl Redaction {
     }
 
     fn redact_attributes(&self, attributes: &mut Vec<KeyValue>, hits: &mut [u64]) -> u64 {
+        // Without key lists or allowed values only a blocked value changes
+        // anything (or writes a summary): a list with none, nearly every
+        // list, is told in one pass of searches.
+        let values_only = self.allowed_keys.is_none()
+            && self.ignored_keys.is_empty()
+            && self.blocked_key_patterns.is_empty()
+            && self.allowed_values.is_empty();
+        if values_only && !attributes.iter().any(|kv| self.any_value_blocked(text_of(kv))) {
+            return 0;
+        }
         let mut outcome = Outcome::default();
         attributes.retain_mut(|kv| {
             if self.ignored_keys.contains(&kv.key) {
@@ -186,10 +196,7 @@ impl Redaction {
                 outcome.removed.push(kv.key.clone());
                 return false;
             }
-            let text = match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
-                Some(Value::StringValue(s)) => s.as_str(),
-                _ => "",
-            };
+            let text = text_of(kv);
             if self.allowed_values.iter().any(|re| re.is_match(text)) {
                 outcome.allowed.push(kv.key.clone());
                 return true;
@@ -215,6 +222,15 @@ impl Redaction {
         let count = (outcome.removed.len() + outcome.masked.len()) as u64;
         self.write_summary(attributes, outcome);
         count
+    }
+
+    /// Whether a `blocked_values` pattern matches `text` (what
+    /// [`Redaction::mask_values`] would mask).
+    fn any_value_blocked(&self, text: &str) -> bool {
+        match &self.any_blocked {
+            Some(any) => any.is_match(text),
+            None => self.blocked_values.iter().any(|(re, _)| re.is_match(text)),
+        }
     }
 
     /// Masks every match of every `blocked_values` pattern; `None` when
@@ -263,6 +279,15 @@ impl Redaction {
     }
 }
 
+/// The text redaction reads from an attribute: its string value, or
+/// nothing.
+fn text_of(kv: &KeyValue) -> &str {
+    match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
+        Some(Value::StringValue(s)) => s.as_str(),
+        _ => "",
+    }
+}
+
 fn put(attributes: &mut Vec<KeyValue>, key: &str, value: Value) {
     crate::kv::upsert(attributes, key, value);
 }
@@ -281,6 +306,37 @@ mod tests {
             Value::IntValue(i) => Some(i.to_string()),
             _ => None,
         })
+    }
+
+    #[test]
+    fn with_only_blocked_values_a_list_is_changed_exactly_when_one_matches() {
+        let card = r"\b4[0-9]{12}(?:[0-9]{3})?\b";
+        for (patterns, any) in [(vec![card], false), (vec![card, "x*"], true)] {
+            let redaction = Redaction {
+                active: true,
+                blocked_values: patterns.iter().enumerate().map(|(i, p)| (Pattern::new(p).unwrap(), i)).collect(),
+                any_blocked: any.then(|| Pattern::new(&patterns.join("|")).unwrap()),
+                summary: Summary::Info,
+                ..Redaction::default()
+            };
+            let int = KeyValue {
+                key: "n".into(),
+                value: Some(AnyValue { value: Some(Value::IntValue(7)) }),
+                key_strindex: 0,
+            };
+            let clean = vec![kv("a", "short"), kv("b", "a longer value without digits"), int];
+            let mut attrs = clean.clone();
+            let mut hits = vec![0; patterns.len()];
+            let changed = redaction.redact_attributes(&mut attrs, &mut hits);
+            // "x*" matches every text, an int's empty one too.
+            assert_eq!((changed > 0, attrs != clean, hits.iter().sum::<u64>() > 0), (any, any, any), "{patterns:?}");
+            let mut attrs = vec![kv("a", "short"), kv("card", "paid with 4111111111111111")];
+            assert!(redaction.redact_attributes(&mut attrs, &mut hits) >= 1);
+            if !any {
+                assert_eq!(value(&attrs, "card").as_deref(), Some("paid with ****"));
+            }
+            assert!(value(&attrs, "redaction.masked.count").is_some());
+        }
     }
 
     #[test]
