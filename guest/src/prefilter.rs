@@ -385,17 +385,31 @@ impl Assemble for ExportLogsServiceRequest {
 #[inline(always)]
 fn attribute(r: &mut Reader, wire: u8, wants: &Wants, attributes: &mut Vec<KeyValue>, checking: bool) -> Option<()> {
     let bytes = r.len_delimited(wire)?;
-    let mut kv = Reader::new(bytes);
     // Compared as bytes: a key the filter names is valid UTF-8.
-    let mut key: &[u8] = &[];
-    while let Some((tag, wire)) = kv.key()? {
-        match tag {
-            1 if checking => key = kv.string(wire)?.as_bytes(),
-            1 => key = kv.len_delimited(wire)?,
-            _ if checking => check_field(&mut kv, Part::KeyValue, tag, wire, 1)?,
-            _ => kv.skip(wire)?,
+    let key = match short_key_value(bytes) {
+        // Most attributes, read without the field loop (checked as it
+        // checks them).
+        Some((key, value)) => {
+            if checking {
+                crate::wire::utf8(key)?;
+                check_any_value(value, 2)?;
+            }
+            key
         }
-    }
+        None => {
+            let mut kv = Reader::new(bytes);
+            let mut key: &[u8] = &[];
+            while let Some((tag, wire)) = kv.key()? {
+                match tag {
+                    1 if checking => key = kv.string(wire)?.as_bytes(),
+                    1 => key = kv.len_delimited(wire)?,
+                    _ if checking => check_field(&mut kv, Part::KeyValue, tag, wire, 1)?,
+                    _ => kv.skip(wire)?,
+                }
+            }
+            key
+        }
+    };
     if wants.keys.iter().any(|k| k.as_bytes() == key) {
         attributes.push(KeyValue::decode(bytes).ok()?);
     }
@@ -542,15 +556,32 @@ fn check_field(r: &mut Reader, message: Part, tag: u32, wire: u8, depth: u32) ->
         Some(Content::Zero) => r.varint_field(wire).filter(|v| *v == 0).map(drop),
         Some(Content::Fixed32) => r.fixed32(wire).map(drop),
         Some(Content::Fixed64) => r.fixed64(wire).map(drop),
-        Some(Content::Nested(Part::AnyValue)) => {
-            let bytes = r.len_delimited(wire)?;
-            match short_string_value(bytes) {
-                Some(text) => crate::wire::utf8(text).map(drop),
-                None => check(bytes, Part::AnyValue, depth + 1),
-            }
-        }
+        Some(Content::Nested(Part::AnyValue)) => check_any_value(r.len_delimited(wire)?, depth + 1),
         Some(Content::Nested(nested)) => check(r.len_delimited(wire)?, nested, depth + 1),
         Some(Content::Refused) => None,
+    }
+}
+
+/// Checks an `AnyValue` at `depth`, as [`check`] does; one that is only a
+/// short string value without a call to it.
+#[inline(always)]
+fn check_any_value(bytes: &[u8], depth: u32) -> Option<()> {
+    match short_string_value(bytes) {
+        Some(text) => crate::wire::utf8(text).map(drop),
+        None => check(bytes, Part::AnyValue, depth),
+    }
+}
+
+/// The key and value bytes of a `KeyValue` that is a key shorter than 128
+/// bytes followed by a value shorter than 128 bytes (most attributes).
+#[inline(always)]
+fn short_key_value(bytes: &[u8]) -> Option<(&[u8], &[u8])> {
+    let [0x0a, key_len, rest @ ..] = bytes else { return None };
+    let (key, rest) = rest.split_at_checked(usize::from(*key_len)).filter(|_| *key_len < 0x80)?;
+    match rest {
+        // Field 2, length-delimited, its one-byte length covering the rest.
+        [0x12, len, value @ ..] if usize::from(*len) == value.len() && *len < 0x80 => Some((key, value)),
+        _ => None,
     }
 }
 
