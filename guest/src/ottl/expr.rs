@@ -302,6 +302,15 @@ impl Expr {
         }
     }
 
+    /// Whether the expression is nil for one record, as [`Expr::eval`]
+    /// would say; a path is asked without building its value.
+    fn is_nil(&self, v: &View) -> Result<bool, EvalError> {
+        match self {
+            Expr::Path(p) => p.is_nil(v),
+            other => Ok(matches!(other.eval(v)?, Value::Nil)),
+        }
+    }
+
     /// The literal string, if the expression is one.
     pub fn literal_str(&self) -> Option<&str> {
         match self {
@@ -423,6 +432,18 @@ impl Path {
             value = index(value, k.eval(v)?)?;
         }
         Ok(value)
+    }
+
+    /// Whether the path reads nil, as [`Path::get`] would say; for
+    /// `attributes["key"]` without building the value.
+    fn is_nil(&self, v: &View) -> Result<bool, EvalError> {
+        if let [Key::Str(key)] = &self.keys[..]
+            && let Value::Map(Cow::Borrowed(map)) = v.read(self.field)
+        {
+            let first = map.iter().find(|kv| kv.key == *key);
+            return Ok(first.is_none_or(|kv| matches!(Value::of_opt(kv.value.as_ref()), Value::Nil)));
+        }
+        Ok(matches!(self.get(v)?, Value::Nil))
     }
 
     /// `trace_state["key"]`: one member of the W3C trace state.
@@ -597,7 +618,7 @@ impl Condition {
             Condition::Not(c) => Ok(!c.eval(v)?),
             Condition::Const(b) => Ok(*b),
             Condition::Compare(l, op, r) => Ok(compare(&l.eval(v)?, *op, &r.eval(v)?)),
-            Condition::IsNil(value, nil) => Ok(matches!(value.eval(v)?, Value::Nil) == *nil),
+            Condition::IsNil(value, nil) => Ok(value.is_nil(v)? == *nil),
             Condition::Call(e) => match e.eval(v)? {
                 Value::Bool(b) => Ok(b),
                 other => Err(EvalError(format!("a condition must be a boolean, got {}", other.type_name()))),
