@@ -182,6 +182,10 @@ fn whole<R: Assemble>(bytes: &[u8]) -> Option<R::Item> {
 pub(crate) struct Wants<'f> {
     /// Attribute keys the filter reads.
     keys: Vec<&'f str>,
+    /// Bit `n` set when a key of `n` bytes is among them (bit 63: one of
+    /// 63 bytes or more), so most attributes are passed over without
+    /// comparing their key with each.
+    key_lengths: u64,
     /// The span name.
     name: bool,
     /// The log body.
@@ -198,7 +202,7 @@ impl<'f> Wants<'f> {
         if blocks.is_empty() && conditions.conditions.is_empty() {
             return None;
         }
-        let mut wants = Wants { keys: Vec::new(), name: false, body: false, severity_text: false };
+        let mut wants = Wants { keys: Vec::new(), key_lengths: 0, name: false, body: false, severity_text: false };
         for (m, _) in blocks.include.iter().chain(&blocks.exclude) {
             let m: &Matcher = m;
             wants.keys.extend(m.attributes.iter().map(|a| a.key.as_str()));
@@ -233,8 +237,21 @@ impl<'f> Wants<'f> {
                 }
             }
         }
+        wants.key_lengths = wants.keys.iter().fold(0, |lengths, k| lengths | length_bit(k.as_bytes()));
         Some(wants)
     }
+
+    /// Whether the filter reads the attribute of this key.
+    #[inline(always)]
+    fn key(&self, key: &[u8]) -> bool {
+        self.key_lengths & length_bit(key) != 0 && self.keys.iter().any(|k| k.as_bytes() == key)
+    }
+}
+
+/// A key's bit in [`Wants::key_lengths`].
+#[inline(always)]
+fn length_bit(key: &[u8]) -> u64 {
+    1 << key.len().min(63)
 }
 
 /// A signal's export request as the scan assembles it.
@@ -288,7 +305,8 @@ impl Assemble for ExportTraceServiceRequest {
     }
     fn slim(bytes: &[u8], wants: &Wants, checking: bool) -> Option<Span> {
         let mut span = Span::default();
-        let mut r = Reader::new(bytes);
+        let head = if checking { span_head(bytes, wants, &mut span)? } else { 0 };
+        let mut r = Reader::new(&bytes[head..]);
         while let Some((tag, wire)) = r.key()? {
             match tag {
                 5 if wants.name => span.name = r.string(wire)?.to_owned(),
@@ -384,7 +402,12 @@ impl Assemble for ExportLogsServiceRequest {
 /// first of a repeated key stays first); checked when `checking`.
 #[inline(always)]
 fn attribute(r: &mut Reader, wire: u8, wants: &Wants, attributes: &mut Vec<KeyValue>, checking: bool) -> Option<()> {
-    let bytes = r.len_delimited(wire)?;
+    attribute_bytes(r.len_delimited(wire)?, wants, attributes, checking)
+}
+
+/// [`attribute`] of the `KeyValue`'s bytes.
+#[inline(always)]
+fn attribute_bytes(bytes: &[u8], wants: &Wants, attributes: &mut Vec<KeyValue>, checking: bool) -> Option<()> {
     // Compared as bytes: a key the filter names is valid UTF-8.
     let key = match short_key_value(bytes) {
         // Most attributes, read without the field loop (checked as it
@@ -410,10 +433,87 @@ fn attribute(r: &mut Reader, wire: u8, wants: &Wants, attributes: &mut Vec<KeyVa
             key
         }
     };
-    if wants.keys.iter().any(|k| k.as_bytes() == key) {
+    if wants.key(key) {
         attributes.push(KeyValue::decode(bytes).ok()?);
     }
     Some(())
+}
+
+/// Takes and checks the fields most spans start with, in the order
+/// encoders write them (ids, trace state, parent id, name, kind, times,
+/// then the attributes), without the field loop; the loop reads on from
+/// the offset returned. Stops at the first field out of that order or not
+/// in its common form (a length or kind of more than one byte, an id of
+/// another length, ...), which the loop then reads as any other: only
+/// fields that are certainly valid are passed. An attribute whose value is
+/// a short string is checked by its shape here and its bytes being ASCII,
+/// looked at once for a run of such attributes; a run with other bytes is
+/// left to the loop. `None` when an attribute is certainly invalid.
+#[inline(never)]
+fn span_head(bytes: &[u8], wants: &Wants, span: &mut Span) -> Option<usize> {
+    let mut at = 0;
+    let field = |at: usize, key: u8| short_field(bytes, at, key);
+    let id = |at: usize, key: u8, len: usize| field(at, key).filter(|id| id.len() == len).map(|id| at + 2 + id.len());
+    let text = |at: usize, key: u8| field(at, key).and_then(|t| crate::wire::utf8(t).map(|t| (t, at + 2 + t.len())));
+    at = id(at, 0x0a, 16).unwrap_or(at);
+    at = id(at, 0x12, 8).unwrap_or(at);
+    at = text(at, 0x1a).map_or(at, |(_, end)| end);
+    at = id(at, 0x22, 8).unwrap_or(at);
+    if let Some((name, end)) = text(at, 0x2a) {
+        if wants.name {
+            span.name = name.to_owned();
+        }
+        at = end;
+    }
+    if let [0x30, kind, ..] = bytes[at..]
+        && kind < 0x80
+    {
+        span.kind = i32::from(kind);
+        at += 2;
+    }
+    for key in [0x39, 0x41] {
+        if bytes[at..].len() >= 9 && bytes[at] == key {
+            at += 9;
+        }
+    }
+    // The attributes, in runs of short string values.
+    let (mut run, mut taken) = (at, span.attributes.len());
+    let run_is_ascii = |at: usize, run: usize, taken: usize, span: &mut Span| {
+        let ascii = crate::wire::is_ascii(&bytes[run..at]);
+        if !ascii {
+            span.attributes.truncate(taken);
+        }
+        ascii
+    };
+    while let Some(kv) = field(at, 0x4a) {
+        let end = at + 2 + kv.len();
+        match short_key_value(kv) {
+            Some((key, value)) if short_string_value(value).is_some() => {
+                if wants.key(key) {
+                    span.attributes.push(KeyValue::decode(kv).ok()?);
+                }
+            }
+            _ => {
+                if !run_is_ascii(at, run, taken, span) {
+                    return Some(run);
+                }
+                attribute_bytes(kv, wants, &mut span.attributes, true)?;
+                (run, taken) = (end, span.attributes.len());
+            }
+        }
+        at = end;
+    }
+    Some(if run_is_ascii(at, run, taken, span) { at } else { run })
+}
+
+/// The bytes of the field at `at` when it has the one-byte `key` and a
+/// one-byte length.
+#[inline(always)]
+fn short_field(bytes: &[u8], at: usize, key: u8) -> Option<&[u8]> {
+    match bytes.get(at..)? {
+        [k, len, rest @ ..] if *k == key && *len < 0x80 => rest.get(..usize::from(*len)),
+        _ => None,
+    }
 }
 
 /// Whether a value at `depth` (messages below its record) nests deeper

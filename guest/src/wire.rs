@@ -134,7 +134,7 @@ pub(crate) fn utf8(bytes: &[u8]) -> Option<&str> {
 /// Whether every byte is below 0x80: the words of eight bytes (the last
 /// one overlapping those before), two of four, or single bytes.
 #[inline]
-fn is_ascii(bytes: &[u8]) -> bool {
+pub(crate) fn is_ascii(bytes: &[u8]) -> bool {
     const HIGH: u64 = 0x8080_8080_8080_8080;
     let n = bytes.len();
     let word = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"));

@@ -486,3 +486,73 @@ fn a_record_decoded_whole_is_refused_at_the_same_depth_either_way() {
     }
     assert!(plain > 40 && refused > 20, "both depths exercised: {plain} decoded plainly, {refused} refused");
 }
+
+#[test]
+fn the_span_head_passes_only_certainly_valid_fields_and_the_loop_reads_the_rest() {
+    let policy = Policy::parse(SCANNED[0], &[]).unwrap();
+    let wants = Wants::of(&policy.filter.spans, &policy.filter.trace_conditions).unwrap();
+    let text = |s: &str| Some(AnyValue { value: Some(Value::StringValue(s.into())) });
+    let kv = |k: &str, value| KeyValue { key: k.into(), value, key_strindex: 0 };
+    // The common form is read to its end; the wanted key is taken.
+    let common = Span {
+        trace_id: vec![0xfe; 16],
+        span_id: vec![0xfd; 8],
+        parent_span_id: vec![0xfc; 8],
+        name: "GET /users".into(),
+        kind: 2,
+        start_time_unix_nano: u64::MAX,
+        end_time_unix_nano: u64::MAX,
+        attributes: vec![kv("http.route", text("/users")), kv("audit.action", text("login"))],
+        ..Default::default()
+    };
+    let bytes = common.encode_to_vec();
+    let mut head = Span::default();
+    assert_eq!(span_head(&bytes, &wants, &mut head), Some(bytes.len()));
+    assert_eq!((head.kind, &head.attributes[..]), (2, &common.attributes[1..]));
+    // A run holding non-ASCII text is left to the loop, and what it took
+    // is given back; an attribute of another value ends the run before it.
+    for (attributes, stop) in [
+        (vec![kv("audit.action", text("login")), kv("k", text("é"))], 0),
+        (vec![kv("audit.action", text("a")), kv("n", Some(AnyValue { value: Some(Value::IntValue(300)) }))], 2),
+    ] {
+        let span = Span { attributes, ..Default::default() };
+        let bytes = span.encode_to_vec();
+        let mut taken = Span::default();
+        let end = if stop == 0 { 0 } else { bytes.len() };
+        assert_eq!(span_head(&bytes, &wants, &mut taken), Some(end), "{span:?}");
+        assert_eq!(taken.attributes.len(), if stop == 0 { 0 } else { 1 });
+    }
+    // Whatever the head passes, the scan refuses exactly what the checks
+    // refuse, and takes what the field loop alone takes.
+    let mut rng = Rng(0x4ead);
+    let (mut refused, mut taken) = (0, 0);
+    for _ in 0..20_000 {
+        let mut record = span(&mut rng);
+        if rng.below(2) == 0 {
+            record.trace_id = vec![rng.next() as u8; 16];
+            record.attributes.push(kv("audit.action", text(rng.pick(&["login", "é", ""]))));
+        }
+        let mut bytes = record.encode_to_vec();
+        if !bytes.is_empty() && rng.below(2) == 0 {
+            let at = rng.below(bytes.len() as u64) as usize;
+            match rng.below(3) {
+                0 => bytes[at] ^= 1 << rng.below(8),
+                1 => bytes[at] = rng.next() as u8,
+                _ => bytes.truncate(at),
+            }
+        }
+        let checked = <ExportTraceServiceRequest as Assemble>::slim(&bytes, &wants, true);
+        assert_eq!(checked.is_some(), check(&bytes, Part::Span, 0).is_some(), "{bytes:?}");
+        if let Some(checked) = checked {
+            assert_eq!(
+                Some(checked),
+                <ExportTraceServiceRequest as Assemble>::slim(&bytes, &wants, false),
+                "{bytes:?}"
+            );
+            taken += 1;
+        } else {
+            refused += 1;
+        }
+    }
+    assert!(taken > 5_000 && refused > 2_000, "both outcomes exercised: {taken} taken, {refused} refused");
+}
